@@ -1,0 +1,125 @@
+"""Checkpoint files: weights plus the metadata that says how to use them, loaded safely.
+
+A checkpoint is a plain dict (so `torch.load(weights_only=True)` can read it):
+`{"format", "model_config", "state_dict", "meta"}` and, for resumable training files, `"training"`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fer_core import __version__
+from fer_core.labels import EMOTIONS
+from fer_core.models import ModelConfig, build_model
+
+CHECKPOINT_FORMAT = "fer_core.classifier/1"
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable classifier checkpoint; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    """A ready-to-run model (eval mode, CPU) with the metadata of the file it came from."""
+
+    model: nn.Module
+    config: ModelConfig
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.path.stem))
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def build_checkpoint(
+    model: nn.Module, config: ModelConfig, meta: dict[str, Any], training: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    state = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+    checkpoint: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": config.to_dict(),
+        "state_dict": state,
+        "meta": {"created": datetime.now(UTC).isoformat(timespec="seconds"), **meta},
+    }
+    if training is not None:
+        checkpoint["training"] = training
+    return checkpoint
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Write atomically so an interrupted run never leaves a half-written `last.pt`."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(target)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and validate the dict; never unpickles arbitrary objects."""
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"{source}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or corrupt files
+        raise CheckpointError(f"{source}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{source}: not a fer_core classifier checkpoint (format {found!r})")
+    for key in ("model_config", "state_dict", "meta"):
+        if key not in checkpoint:
+            raise CheckpointError(f"{source}: checkpoint lacks {key!r}")
+    return checkpoint
+
+
+def load_classifier(
+    path: str | Path, expected_classes: tuple[str, ...] = EMOTIONS
+) -> LoadedClassifier:
+    """Rebuild the model a checkpoint describes and check it speaks our label space."""
+    checkpoint = read_checkpoint(path)
+    config = ModelConfig.from_dict(checkpoint["model_config"])
+    if tuple(config.class_names) != tuple(expected_classes):
+        raise CheckpointError(
+            f"{path}: class order {list(config.class_names)} does not match expected {list(expected_classes)}"
+        )
+    if config.num_classes != len(config.class_names):
+        raise CheckpointError(f"{path}: num_classes {config.num_classes} but {len(config.class_names)} class names")
+    try:
+        model = build_model(config)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights do not fit {config.arch} ({err})") from err
+    model.eval()
+    return LoadedClassifier(model, config, dict(checkpoint["meta"]), Path(path))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)

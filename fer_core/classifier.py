@@ -1,0 +1,127 @@
+"""One emotion classifier at inference time: face crops in, 7 probabilities out, batched.
+
+Two runtimes behind one call: onnxruntime (fast on CPU) and PyTorch (CUDA, or where no ONNX
+file exists). Crops of any size, colour or gray, go through the same preprocessing as training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from fer_core.checkpoint import LoadedClassifier, load_classifier
+from fer_core.models import ModelConfig, normalise
+
+
+class ProbabilityModel(Protocol):
+    def __call__(self, batch_uint8: np.ndarray) -> np.ndarray: ...
+
+
+def to_gray(crop: np.ndarray) -> np.ndarray:
+    """HxW, HxWx1, HxWx3 (RGB) or HxWx4 uint8 to HxW uint8 gray."""
+    if crop.ndim == 2:
+        return crop
+    if crop.shape[2] == 1:
+        return crop[:, :, 0]
+    if crop.shape[2] == 4:
+        return cv2.cvtColor(crop, cv2.COLOR_RGBA2GRAY)
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+
+
+def prepare_batch(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Face crops to one (N, 1, size, size) uint8 batch (area resize when shrinking, as FER did)."""
+    batch = np.empty((len(crops), 1, size, size), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        gray = to_gray(np.asarray(crop))
+        if gray.dtype != np.uint8:
+            gray = np.clip(gray, 0, 255).astype(np.uint8)
+        shrinking = gray.shape[0] > size or gray.shape[1] > size
+        batch[i, 0] = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return batch
+
+
+class TorchRuntime:
+    """PyTorch eager inference (CPU or CUDA)."""
+
+    name = "torch"
+
+    def __init__(self, loaded: LoadedClassifier, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.config = loaded.config
+        self.model = loaded.model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch_uint8: np.ndarray) -> np.ndarray:
+        x = normalise(torch.from_numpy(batch_uint8).to(self.device), self.config)
+        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+
+class OnnxRuntime:
+    """onnxruntime CPU inference of an exported classifier (softmax is inside the graph)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, config: ModelConfig, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.config = config
+
+    def __call__(self, batch_uint8: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.config.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.config.std, np.float32).reshape(1, -1, 1, 1)
+        x = (batch_uint8.astype(np.float32) / 255.0 - mean) / std
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class EmotionClassifier:
+    """A named classifier: metadata from its checkpoint plus the runtime that executes it."""
+
+    def __init__(self, loaded: LoadedClassifier, runtime: ProbabilityModel) -> None:
+        self.name = loaded.name
+        self.config = loaded.config
+        self.meta: dict[str, Any] = loaded.meta
+        self.path = loaded.path
+        self.runtime = runtime
+
+    @property
+    def runtime_name(self) -> str:
+        return getattr(self.runtime, "name", type(self.runtime).__name__)
+
+    @classmethod
+    def load(cls, path: str | Path, runtime: str = "auto", device: str = "cpu") -> EmotionClassifier:
+        """runtime: "torch", "onnxruntime", or "auto" (onnxruntime on CPU, torch on CUDA)."""
+        loaded = load_classifier(path)
+        use_cuda = device.startswith("cuda") and torch.cuda.is_available()
+        if runtime == "auto":
+            runtime = "torch" if use_cuda else "onnxruntime"
+        if runtime == "onnxruntime":
+            from fer_core.export import classifier_onnx_path
+
+            return cls(loaded, OnnxRuntime(classifier_onnx_path(loaded), loaded.config))
+        if runtime == "torch":
+            return cls(loaded, TorchRuntime(loaded, device if use_cuda else "cpu"))
+        raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")
+
+    def predict_batch(self, batch_uint8: np.ndarray, hflip_tta: bool = False) -> np.ndarray:
+        """(N, 1, S, S) uint8 to (N, 7) probabilities; `hflip_tta` averages with the mirror image."""
+        if len(batch_uint8) == 0:
+            return np.zeros((0, self.config.num_classes), np.float32)
+        if not hflip_tta:
+            return self.runtime(batch_uint8)
+        both = np.concatenate([batch_uint8, batch_uint8[..., ::-1]])
+        probs = self.runtime(np.ascontiguousarray(both))
+        return (probs[: len(batch_uint8)] + probs[len(batch_uint8) :]) / 2
+
+    def predict(self, crops: Sequence[np.ndarray], hflip_tta: bool = False) -> np.ndarray:
+        return self.predict_batch(prepare_batch(crops, self.config.input_size), hflip_tta)

@@ -1,0 +1,257 @@
+"""Face detection for the app and the pipeline: a trained YOLO face model, with OpenCV's Haar cascade as fallback.
+
+The app must work on a fresh checkout without our trained weights, so a missing or broken `weights/face_yolo.pt`
+degrades to the Haar cascade shipped inside opencv-python (with a warning) instead of failing. Ultralytics is
+imported lazily (it costs seconds) and is switched fully offline before import: nothing here may download
+fonts, weights or update information at run time. No ultralytics type leaves this module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Where `train_detector` exports the face model and where the app looks for it.
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "face_yolo.pt"
+HAAR_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+BACKENDS = ("auto", "yolo", "haar")
+
+#: Haar confidence = logistic((levelWeight - CENTER) / SCALE). `levelWeight` is the last-stage boosting sum that
+#: OpenCV reports per detection (unbounded, roughly -2..10). On a WIDER val sample, windows matching a face had a
+#: median weight of 5.7 and unmatched ones 2.4, so centring at 2.5 puts most true faces above 0.8 and most false
+#: alarms below 0.5, which makes `conf` mean roughly the same for both backends.
+HAAR_WEIGHT_CENTER = 2.5
+HAAR_WEIGHT_SCALE = 1.5
+
+#: Environment that keeps ultralytics from touching the network (DNS "online" probe at import, pip auto-install,
+#: update checks, analytics) and quiet; it must be set before the first `import ultralytics`.
+_ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "YOLO_VERBOSE": "False"}
+#: Settings that would otherwise enable analytics/crash reports (`sync`) or third-party loggers during training.
+_ULTRALYTICS_SETTINGS = {
+    "sync": False,
+    "clearml": False,
+    "comet": False,
+    "dvc": False,
+    "mlflow": False,
+    "raytune": False,
+    "tensorboard": False,
+    "wandb": False,
+    "hub": False,
+}
+_import_lock = threading.Lock()
+
+
+class FaceBox(NamedTuple):
+    """One detected face in pixel coordinates of the input image (clipped to it); score in 0..1."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def as_int(self) -> tuple[int, int, int, int]:
+        """Integer (x1, y1, x2, y2) for cropping/drawing; rounds outward so a crop keeps the whole face."""
+        return int(math.floor(self.x1)), int(math.floor(self.y1)), int(math.ceil(self.x2)), int(math.ceil(self.y2))
+
+
+def _config_dir() -> Path:
+    """A private ultralytics config dir, so our offline settings never rewrite the user's global ones."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "fer_core"
+
+
+def import_ultralytics() -> ModuleType:
+    """Import ultralytics with every network path switched off; safe to call repeatedly and from threads.
+
+    Env switches go in before the import (ultralytics reads them at import time); if someone imported it earlier,
+    the module-level ONLINE flags and the analytics singleton are patched afterwards for the same effect.
+    """
+    with _import_lock:
+        for key, value in _ULTRALYTICS_ENV.items():
+            os.environ[key] = value
+        os.environ.setdefault("YOLO_CONFIG_DIR", str(_config_dir()))
+        import ultralytics
+        import ultralytics.utils as ul_utils
+        import ultralytics.utils.checks as ul_checks
+        import ultralytics.utils.events as ul_events
+
+        ul_utils.ONLINE = False
+        ul_checks.ONLINE = False
+        ul_events.events.enabled = False
+        settings = ul_utils.SETTINGS
+        changes = {k: v for k, v in _ULTRALYTICS_SETTINGS.items() if k in settings and settings[k] != v}
+        if changes:
+            settings.update(changes)
+        return ultralytics
+
+
+def haar_scores(level_weights: np.ndarray) -> np.ndarray:
+    """Map OpenCV's unbounded Haar level weights to 0..1 with the documented logistic."""
+    w = np.asarray(level_weights, dtype=np.float64).reshape(-1)
+    return 1.0 / (1.0 + np.exp(-(w - HAAR_WEIGHT_CENTER) / HAAR_WEIGHT_SCALE))
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """Accept the HxWx3 RGB uint8 contract, plus gray and RGBA, which callers hand us in practice."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+
+
+class FaceDetector:
+    """Finds faces in RGB images; `backend` says which engine is in use and `warning` why it is not YOLO."""
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        weights: str | Path | None = None,
+        conf: float = 0.35,
+        min_face: int = 16,
+        max_faces: int = 100,
+        imgsz: int = 640,
+        iou: float = 0.5,
+        device: str | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not 0.0 <= conf <= 1.0:
+            raise ValueError(f"conf must be in [0, 1], got {conf}")
+        if min_face < 0 or max_faces < 1 or imgsz < 32:
+            raise ValueError(f"bad sizes: min_face={min_face}, max_faces={max_faces}, imgsz={imgsz}")
+        self.conf = float(conf)
+        self.min_face = int(min_face)
+        self.max_faces = int(max_faces)
+        self.imgsz = int(imgsz)
+        self.iou = float(iou)
+        self.device = device
+        self.weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+        self.warning: str | None = None
+        self._lock = threading.Lock()
+        self._yolo: Any = None
+        self._face_class: int | None = None
+        self._haar: cv2.CascadeClassifier | None = None
+
+        if backend in ("auto", "yolo"):
+            try:
+                self._load_yolo(self.weights)
+                self.backend = "yolo"
+                return
+            except Exception as exc:  # any load failure must degrade, not crash the app
+                self.warning = (
+                    f"YOLO face weights unusable ({self.weights}: {type(exc).__name__}: {exc}); "
+                    "falling back to the OpenCV Haar cascade, which misses small, profile and occluded faces. "
+                    "Train them with `python -m fer_core.train_detector`."
+                )
+                warnings.warn(self.warning, RuntimeWarning, stacklevel=2)
+        self._haar = self._load_haar()
+        self.backend = "haar"
+
+    def _load_yolo(self, weights: Path) -> None:
+        """Load our own .pt only: a missing file is an error here because ultralytics would otherwise download."""
+        path = weights.expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError("file not found")
+        if path.suffix != ".pt":
+            raise ValueError("expected a .pt file")
+        ultralytics = import_ultralytics()
+        model = ultralytics.YOLO(str(path), task="detect")
+        names = getattr(model, "names", None) or {}
+        faces = [int(k) for k, v in dict(names).items() if str(v).lower() == "face"]
+        self._face_class = faces[0] if faces and len(names) > 1 else None
+        self._yolo = model
+
+    @staticmethod
+    def _load_haar() -> cv2.CascadeClassifier:
+        cascade = cv2.CascadeClassifier(str(HAAR_CASCADE))
+        if cascade.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {HAAR_CASCADE}")
+        return cascade
+
+    def detect(self, image_rgb: np.ndarray) -> list[FaceBox]:
+        """Faces in an HxWx3 uint8 RGB image, best first, at most `max_faces`, none smaller than `min_face`."""
+        rgb = _as_rgb(image_rgb)
+        h, w = rgb.shape[:2]
+        if h == 0 or w == 0:
+            return []
+        with self._lock:
+            boxes, scores = self._detect_yolo(rgb) if self.backend == "yolo" else self._detect_haar(rgb)
+        return self._finish(boxes, scores, w, h)
+
+    def _detect_yolo(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics treats numpy input as OpenCV BGR
+        kwargs: dict[str, Any] = {
+            "conf": self.conf,
+            "iou": self.iou,
+            "imgsz": self.imgsz,
+            "max_det": max(self.max_faces * 2, 300),  # headroom: tiny boxes are dropped afterwards
+            "verbose": False,
+            "save": False,
+        }
+        if self.device is not None:
+            kwargs["device"] = self.device
+        if self._face_class is not None:
+            kwargs["classes"] = [self._face_class]
+        result = self._yolo.predict(bgr, **kwargs)[0]
+        data = result.boxes
+        if data is None or len(data) == 0:
+            return np.zeros((0, 4)), np.zeros(0)
+        return data.xyxy.cpu().numpy().astype(np.float64), data.conf.cpu().numpy().astype(np.float64)
+
+    def _detect_haar(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self._haar is not None
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        side = max(self.min_face, 1)
+        rects, _levels, weights = self._haar.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=3, minSize=(side, side), outputRejectLevels=True
+        )
+        if len(rects) == 0:
+            return np.zeros((0, 4)), np.zeros(0)
+        r = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+        boxes = np.c_[r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]]
+        return boxes, haar_scores(weights)
+
+    def _finish(self, boxes: np.ndarray, scores: np.ndarray, w: int, h: int) -> list[FaceBox]:
+        """Clip, drop low/tiny, sort by score and cap: one place, so both backends obey the same contract."""
+        if len(boxes) == 0:
+            return []
+        boxes = boxes.copy()
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        keep = (scores >= self.conf) & (bw >= self.min_face) & (bh >= self.min_face) & (bw > 0) & (bh > 0)
+        boxes, scores = boxes[keep], scores[keep]
+        order = np.argsort(-scores, kind="stable")[: self.max_faces]
+        return [FaceBox(*(float(v) for v in boxes[i]), float(scores[i])) for i in order]
+
+    def __repr__(self) -> str:
+        return f"FaceDetector(backend={self.backend!r}, conf={self.conf}, min_face={self.min_face})"

@@ -1,0 +1,85 @@
+"""Weighted softmax ensemble of the emotion classifiers, its weight fitted on PublicTest.
+
+`weights/ensemble.json` names the member checkpoints, their weights and whether horizontal-flip
+test-time augmentation is on (it is on only if it measurably helped on PublicTest).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_core.classifier import EmotionClassifier, prepare_batch
+
+ENSEMBLE_KEY = "ensemble"
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def combine(probs_by_model: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """sum_i w_i p_i / sum_i w_i: still a probability distribution for any non-negative weights."""
+    total = sum(weights[name] for name in probs_by_model)
+    if total <= 0:
+        raise ValueError(f"ensemble weights must have a positive sum, got {dict(weights)}")
+    return sum(weights[name] * probs for name, probs in probs_by_model.items()) / total
+
+
+def fit_weight(
+    probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, grid: Sequence[float] | None = None
+) -> tuple[float, list[dict[str, float]]]:
+    """Grid-search w in p = w p_a + (1-w) p_b for accuracy (ties: lower NLL, then w nearest 0.5)."""
+    grid = np.round(np.linspace(0.0, 1.0, 21), 4) if grid is None else np.asarray(grid)
+    curve = []
+    for w in grid:
+        probs = w * probs_a + (1 - w) * probs_b
+        accuracy = float((probs.argmax(1) == labels).mean())
+        nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+        curve.append({"weight": float(w), "accuracy": accuracy, "nll": nll})
+    best = max(curve, key=lambda row: (row["accuracy"], -row["nll"], -abs(row["weight"] - 0.5)))
+    return best["weight"], curve
+
+
+@dataclass
+class Ensemble:
+    """The member classifiers and how to mix them."""
+
+    members: list[EmotionClassifier]
+    weights: dict[str, float]
+    hflip_tta: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.members]
+
+    @classmethod
+    def load(cls, weights_dir: str | Path, runtime: str = "auto", device: str = "cpu") -> Ensemble:
+        folder = Path(weights_dir)
+        spec_path = folder / ENSEMBLE_FILE
+        if not spec_path.is_file():
+            raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
+        spec = json.loads(spec_path.read_text())
+        members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]
+        weights = {member.name: float(m["weight"]) for member, m in zip(members, spec["models"], strict=True)}
+        return cls(members, weights, bool(spec.get("hflip_tta", False)), spec)
+
+    def with_weights(self, weights: Mapping[str, float]) -> Ensemble:
+        """A copy sharing the loaded models, mixed differently (the app's weight slider)."""
+        return Ensemble(self.members, {**self.weights, **weights}, self.hflip_tta, self.spec)
+
+    def predict_batch(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-member and ensemble probabilities for one batch: one runtime call per member."""
+        per_model = {m.name: m.predict_batch(batch_uint8, self.hflip_tta) for m in self.members}
+        return {ENSEMBLE_KEY: combine(per_model, self.weights), **per_model}
+
+    def predict(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        size = self.members[0].config.input_size
+        return self.predict_batch(prepare_batch(crops, size))
+
+
+def write_spec(path: str | Path, spec: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(spec, indent=2) + "\n")

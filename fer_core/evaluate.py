@@ -1,0 +1,97 @@
+"""Evaluate each shipped classifier and the ensemble on a FER-2013 split.
+
+    python -m fer_core.evaluate --data ../shared/data/fer2013 --split PrivateTest --out reports/private
+
+Writes DIR/metrics.json ({"split", "n", "models": {name: {accuracy, macro_f1, per_class, confusion}}}),
+one confusion-matrix PNG per model and DIR/predictions.csv (per-image ensemble probabilities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from fer_core.data import FerSplit, load_fer2013
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
+from fer_core.labels import EMOTIONS, SPLITS, TEST_SPLIT
+from fer_core.metrics import classification_report
+from fer_core.pipeline import DEFAULT_WEIGHTS
+
+
+def predict_split(ensemble: Ensemble, split: FerSplit, batch_size: int = 512, progress: bool = True) -> dict[str, np.ndarray]:
+    """Probabilities of every member and the ensemble for all images of a split."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    starts = range(0, len(split), batch_size)
+    for start in tqdm(starts, desc=f"predict {split.name}", disable=not progress, leave=False):
+        batch = split.images[start : start + batch_size][:, None]
+        for name, probs in ensemble.predict_batch(np.ascontiguousarray(batch)).items():
+            chunks.setdefault(name, []).append(probs)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def evaluate_probs(split: FerSplit, probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        "split": split.name,
+        "n": len(split),
+        "models": {name: classification_report(split.labels, p) for name, p in probs.items()},
+    }
+
+
+def save_confusion_png(confusion: list[list[int]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=list(EMOTIONS)).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.ndarray], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    for name, scores in report["models"].items():
+        title = f"{name} on {split.name}: acc {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}"
+        save_confusion_png(scores["confusion"], title, out / f"confusion_{name}.png")
+    ensemble = probs[ENSEMBLE_KEY]
+    table = pd.DataFrame(ensemble, columns=list(EMOTIONS))
+    table.insert(0, "predicted", [EMOTIONS[i] for i in ensemble.argmax(1)])
+    table.insert(0, "label", [EMOTIONS[i] for i in split.labels])
+    table.insert(0, "source", split.sources)
+    table.to_csv(out / "predictions.csv", index=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="FER-2013 folder or CSV")
+    parser.add_argument("--split", default=TEST_SPLIT, choices=SPLITS)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
+    parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
+    args = parser.parse_args(argv)
+    split = load_fer2013(args.data, skip_bad=args.skip_bad)[args.split]
+    ensemble = Ensemble.load(args.weights, runtime=args.runtime)
+    probs = predict_split(ensemble, split)
+    report = evaluate_probs(split, probs)
+    write_report(report, split, probs, args.out)
+    for name, scores in report["models"].items():
+        print(f"{name:>12}: accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}  (n={report['n']})")
+    print(f"wrote {args.out / 'metrics.json'}")
+
+
+if __name__ == "__main__":
+    main()

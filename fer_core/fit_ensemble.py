@@ -1,0 +1,78 @@
+"""Assemble the shipped ensemble: copy two trained checkpoints, fit the weight on PublicTest.
+
+    python -m fer_core.fit_ensemble --data ../shared/data/fer2013 \
+        --models runs/A_crp/best.pt runs/B_mixcut/best.pt --out weights
+
+The weight is a grid search over w in [0, 1] (step 0.05) maximising PublicTest accuracy; flip
+test-time augmentation is switched on only if it raises PublicTest accuracy of the ensemble.
+PrivateTest is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from fer_core.checkpoint import load_classifier
+from fer_core.data import load_fer2013
+from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, fit_weight, write_spec
+from fer_core.evaluate import predict_split
+from fer_core.export import file_sha256
+from fer_core.labels import VAL_SPLIT
+from fer_core.metrics import summary_metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_core.fit_ensemble", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--models", nargs=2, type=Path, required=True, metavar="CHECKPOINT")
+    parser.add_argument("--out", type=Path, default=Path("weights"))
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    args = parser.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    members = []
+    for source in args.models:
+        loaded = load_classifier(source)
+        target = args.out / f"{loaded.name}.pt"
+        if source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+        members.append({"name": loaded.name, "file": target.name, "weight": 0.5, "sha256": file_sha256(target)})
+    spec = {"models": members, "hflip_tta": False, "selected_on": VAL_SPLIT}
+    write_spec(args.out / ENSEMBLE_FILE, spec)
+
+    val = load_fer2013(args.data)[VAL_SPLIT]
+    ensemble = Ensemble.load(args.out, runtime=args.runtime)
+    results = {}
+    for tta in (False, True):
+        ensemble.hflip_tta = tta
+        probs = predict_split(ensemble, val)
+        a, b = (probs[m["name"]] for m in members)
+        weight, curve = fit_weight(a, b, val.labels)
+        best = next(row for row in curve if row["weight"] == weight)
+        singles = {m["name"]: summary_metrics(val.labels, probs[m["name"]].argmax(1)) for m in members}
+        results[tta] = {"weight": weight, "curve": curve, "accuracy": best["accuracy"], "singles": singles}
+        print(f"hflip_tta={tta}: best weight {weight:.2f} -> PublicTest accuracy {best['accuracy']:.4f}; singles "
+              + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in singles.items()))
+    use_tta = results[True]["accuracy"] > results[False]["accuracy"]
+    chosen = results[use_tta]
+    members[0]["weight"], members[1]["weight"] = round(chosen["weight"], 4), round(1 - chosen["weight"], 4)
+    spec.update(
+        hflip_tta=use_tta,
+        public_test={
+            "ensemble_accuracy": chosen["accuracy"],
+            "ensemble_accuracy_without_tta": results[False]["accuracy"],
+            "ensemble_accuracy_with_tta": results[True]["accuracy"],
+            "singles": chosen["singles"],
+            "weight_curve": chosen["curve"],
+            ENSEMBLE_KEY + "_weight_of_first": chosen["weight"],
+        },
+    )
+    write_spec(args.out / ENSEMBLE_FILE, spec)
+    print(json.dumps({"hflip_tta": use_tta, "weights": {m["name"]: m["weight"] for m in members}}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Turn whatever a user drops in into an upright 8-bit RGB array, or a clear `ImageLoadError`.
+
+Handles EXIF rotation, CMYK, 16-bit, RGBA/LA/P (composited on white), animated images (first
+frame), HEIC when pillow-heif is installed, and refuses decompression bombs before decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Refuse to decode more pixels than this (a 20000 x 20000 upload is 400 MP): PIL's bomb guard.
+MAX_PIXELS = 120_000_000
+#: Images are downscaled so their longer side is at most this; detection never needs more.
+MAX_SIDE = 4096
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+try:  # optional: HEIC/HEIF photos from phones
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the environment
+    HEIF_SUPPORTED = False
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
+if HEIF_SUPPORTED:
+    IMAGE_SUFFIXES |= {".heic", ".heif"}
+
+
+class ImageLoadError(ValueError):
+    """The input is not a usable image; the message says what is wrong in plain words."""
+
+
+def load_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Decode `source` (path, bytes or file object) to an upright HxWx3 uint8 RGB array."""
+    label = name or (str(source) if isinstance(source, str | Path) else "upload")
+    if isinstance(source, bytes | bytearray):
+        if not source:
+            raise ImageLoadError(f"{label}: the file is empty (0 bytes)")
+        source = io.BytesIO(source)
+    elif isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageLoadError(f"{label}: no such file")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(f"{label}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                img.seek(0)  # animated GIF/WebP/APNG: the first frame
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageLoadError(
+                        f"{label}: {img.width}x{img.height} is too large "
+                        f"(over {MAX_PIXELS // 1_000_000} megapixels); please resize it"
+                    )
+                if max(img.size) > max_side:
+                    img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size, cheaply
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                rgb = to_rgb(upright)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageLoadError(f"{label}: too many pixels to decode safely ({err})") from err
+    except UnidentifiedImageError as err:
+        raise ImageLoadError(f"{label}: not an image file, or a format we cannot read") from err
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise ImageLoadError(f"{label}: the image is corrupt or truncated ({err})") from err
+    if max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit scaled (not clipped), CMYK converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        low, high = float(arr.min()), float(arr.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        img = Image.fromarray(((arr - low) * scale).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def encode_png(image_rgb: np.ndarray) -> bytes:
+    """PNG bytes of an RGB array (downloads of annotated images)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image_rgb).save(buffer, format="PNG")
+    return buffer.getvalue()

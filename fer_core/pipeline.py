@@ -1,0 +1,161 @@
+"""Photo in, faces with emotions out: detection, face crops, one batched ensemble call.
+
+    from fer_core.pipeline import Pipeline
+    pipe = Pipeline.load("weights")
+    result = pipe(image_rgb)
+    result.faces[0].label, result.faces[0].probs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from fer_core.classifier import prepare_batch
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
+from fer_core.labels import EMOTIONS
+
+if TYPE_CHECKING:
+    from fer_core.detection import FaceBox, FaceDetector
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face: where it is, how sure the detector was, and what each model thinks."""
+
+    box: Box
+    score: float
+    label: str
+    confidence: float
+    probs: dict[str, float]
+    model_probs: dict[str, dict[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
+                "confidence": round(self.confidence, 4), "probs": self.model_probs}
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    faces: list[FaceResult]
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "faces": [f.to_dict() for f in self.faces]}
+
+
+def square_crop_box(box: Box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The square around `box`, grown by `margin` of its size on each side (may leave the image)."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    size = max(int(round(side)), 1)
+    return left, top, left + size, top + size
+
+
+def crop_faces(gray: np.ndarray, boxes: Sequence[Box], margin: float) -> list[np.ndarray]:
+    """Square gray crops; parts outside the image are filled by replicating its border."""
+    height, width = gray.shape[:2]
+    crops = []
+    for box in boxes:
+        left, top, right, bottom = square_crop_box(box, margin, width, height)
+        pad = max(0, -left, -top, right - width, bottom - height)
+        source = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
+        crops.append(source[top + pad : bottom + pad, left + pad : right + pad])
+    return crops
+
+
+def to_probs_dict(row: np.ndarray) -> dict[str, float]:
+    return {name: float(p) for name, p in zip(EMOTIONS, row, strict=True)}
+
+
+class Pipeline:
+    """A face detector and an emotion ensemble, used together or the ensemble alone on crops."""
+
+    def __init__(self, detector: FaceDetector | None, ensemble: Ensemble, face_margin: float = 0.1) -> None:
+        self.detector = detector
+        self.ensemble = ensemble
+        self.face_margin = face_margin
+
+    @classmethod
+    def load(
+        cls,
+        weights_dir: str | Path = DEFAULT_WEIGHTS,
+        *,
+        runtime: str = "auto",
+        device: str = "cpu",
+        detector_backend: str | None = "auto",
+        **detector_options: Any,
+    ) -> Pipeline:
+        """Load the shipped models; `detector_backend=None` skips the detector (crops only)."""
+        folder = Path(weights_dir)
+        ensemble = Ensemble.load(folder, runtime=runtime, device=device)
+        detector = None
+        if detector_backend is not None:
+            from fer_core.detection import FaceDetector
+
+            detector = FaceDetector(backend=detector_backend, weights=folder / "face_yolo.pt", **detector_options)
+        return cls(detector, ensemble)
+
+    def __call__(self, image_rgb: np.ndarray) -> ImageResult:
+        return self.analyse(image_rgb)
+
+    def detect(self, image_rgb: np.ndarray) -> list[FaceBox]:
+        if self.detector is None:
+            raise RuntimeError("this pipeline was loaded without a face detector")
+        return self.detector.detect(image_rgb)
+
+    def analyse(self, image_rgb: np.ndarray, boxes: Sequence[FaceBox] | None = None) -> ImageResult:
+        """Detect (unless `boxes` are given) and classify every face in one batch per model."""
+        height, width = image_rgb.shape[:2]
+        found = list(self.detect(image_rgb) if boxes is None else boxes)
+        if not found:
+            return ImageResult([], width, height)
+        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+        coords = [(b.x1, b.y1, b.x2, b.y2) for b in found]
+        faces = self._classify(crop_faces(gray, coords, self.face_margin), coords, [b.score for b in found])
+        return ImageResult(faces, width, height)
+
+    def classify_crops(self, crops: Sequence[np.ndarray]) -> list[FaceResult]:
+        """Already-cropped faces (any size, colour or gray) straight to the classifiers."""
+        boxes = [(0.0, 0.0, float(c.shape[1]), float(c.shape[0])) for c in crops]
+        return self._classify(list(crops), boxes, [1.0] * len(crops))
+
+    def _classify(self, crops: list[np.ndarray], boxes: list[Box], scores: list[float]) -> list[FaceResult]:
+        batch = prepare_batch(crops, self.ensemble.members[0].config.input_size)
+        probs = self.ensemble.predict_batch(batch)
+        results = []
+        for i, (box, score) in enumerate(zip(boxes, scores, strict=True)):
+            per_model = {name: to_probs_dict(p[i]) for name, p in probs.items()}
+            ensemble = probs[ENSEMBLE_KEY][i]
+            best = int(ensemble.argmax())
+            results.append(
+                FaceResult(tuple(float(v) for v in box), float(score), EMOTIONS[best], float(ensemble[best]),
+                           per_model[ENSEMBLE_KEY], per_model)
+            )
+        return results
+
+
+def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
+    """Flat rows (one per face) for tables and CSV downloads."""
+    rows = []
+    for index, face in enumerate(result.faces):
+        x1, y1, x2, y2 = face.box
+        rows.append({"image": image_name, "face": index, "x1": round(x1), "y1": round(y1), "x2": round(x2),
+                     "y2": round(y2), "detector_score": round(face.score, 3), "label": face.label,
+                     "confidence": round(face.confidence, 3), **{k: round(v, 4) for k, v in face.probs.items()}})
+    return rows
+
+
+__all__ = ["FaceResult", "ImageResult", "Pipeline", "asdict", "crop_faces", "result_rows", "square_crop_box"]

@@ -1,0 +1,317 @@
+"""Train one EfficientNet-B0 emotion classifier on FER-2013.
+
+    python -m fer_core.train --data ../shared/data/fer2013 --recipe crp --out runs/A
+    python -m fer_core.train --config recipe.yaml --resume          # continue runs/A/last.pt
+    torchrun --nproc_per_node 2 -m fer_core.train ...               # DDP (nccl on GPU, gloo on CPU)
+
+CUDA with bf16 autocast when available, CPU otherwise. Writes per-epoch `history.csv`,
+`last.pt` (everything needed for an exact resume) and `best.pt` (best PublicTest accuracy).
+Each epoch reseeds from (seed, epoch), so a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from fer_core.augment import RECIPES
+from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
+from fer_core.data import FerSplit, class_weights, load_fer2013
+from fer_core.labels import TRAIN_SPLIT, VAL_SPLIT
+from fer_core.metrics import summary_metrics
+from fer_core.models import ModelConfig, build_model, normalise
+
+log = logging.getLogger("fer_core.train")
+
+
+@dataclass
+class TrainConfig:
+    """All knobs of a run; saved into every checkpoint so the model card can quote them."""
+
+    data: str = ""
+    out: str = "runs/model"
+    name: str = ""
+    recipe: str = "crp"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_pct: float = 0.1
+    label_smoothing: float = 0.1
+    class_weight_power: float = 0.5
+    stem_stride: int = 1
+    dropout: float = 0.3
+    stochastic_depth: float = 0.1
+    seed: int = 0
+    limit: int = 0
+    val_limit: int = 0
+    threads: int = 0
+    device: str = "auto"
+    channels_last: bool = False
+    skip_bad: bool = False
+    eval_batch_size: int = 512
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, help="YAML/JSON file of TrainConfig fields; flags override it")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    for field in fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            extra = {"choices": sorted(RECIPES)} if field.name == "recipe" else {}
+            parser.add_argument(flag, type=kind, default=None, **extra)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        text = args.config.read_text()
+        loaded = json.loads(text) if args.config.suffix == ".json" else yaml.safe_load(text)
+        unknown = set(loaded) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            parser.error(f"{args.config}: unknown keys {sorted(unknown)}")
+        values.update(loaded)
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
+    config = TrainConfig(**values)
+    if not config.data:
+        parser.error("--data (or `data:` in --config) is required")
+    return config, args.resume
+
+
+@dataclass
+class Distributed:
+    """Where this process sits in a torchrun job (rank 0 of 1 when run plainly)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(requested: str) -> Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() and requested in ("auto", "cuda")
+    if world_size > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        return Distributed(dist.get_rank(), world_size, device)
+    device = torch.device("cuda") if use_cuda else torch.device(requested if requested not in ("auto", "cuda") else "cpu")
+    return Distributed(0, 1, device)
+
+
+def to_tensors(split: FerSplit, limit: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 48, 48) uint8 and (N,) labels; `limit` takes a seeded random subset (smoke runs)."""
+    images, labels = split.images, split.labels
+    if limit and limit < len(labels):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
+        images, labels = images[keep], labels[keep]
+    return torch.from_numpy(images).unsqueeze(1).contiguous(), torch.from_numpy(labels)
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, images_uint8: torch.Tensor, config: ModelConfig, device: torch.device, batch_size: int = 512
+) -> np.ndarray:
+    """Softmax probabilities for (N, 1, H, W) uint8 images, in batches, eval mode."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images_uint8), batch_size):
+        batch = normalise(images_uint8[start : start + batch_size].to(device), config)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(batch)
+        outputs.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, config.num_classes), np.float32)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epoch: int,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: nn.Module,
+    dist_info: Distributed,
+) -> dict[str, float]:
+    recipe = RECIPES[cfg.recipe]
+    device = dist_info.device
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(labels), generator=generator)
+    per_rank = len(order) // dist_info.world_size
+    order = order[dist_info.rank * per_rank : (dist_info.rank + 1) * per_rank]
+    steps = max(1, len(order) // cfg.batch_size)
+    model.train()
+    total_loss, seen, preds, targets = 0.0, 0, [], []
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist_info.is_main, leave=False)
+    for step in bar:
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x = images[idx].to(device, non_blocking=True).float().div_(255.0)
+        y = labels[idx].to(device, non_blocking=True)
+        x = recipe.augment(x, generator)
+        x = (x - model_cfg.mean[0]) / model_cfg.std[0]
+        target = y
+        if recipe.mix is not None:
+            x, target = recipe.mix(x, y)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+            loss = criterion(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(y)
+        seen += len(y)
+        preds.append(logits.argmax(1).cpu())
+        targets.append(y.cpu())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    scores = summary_metrics(torch.cat(targets).numpy(), torch.cat(preds).numpy())
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": scores["accuracy"], "train_macro_f1": scores["macro_f1"]}
+
+
+def validate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    probs = predict_probs(unwrap(model), images, model_cfg, device, cfg.eval_batch_size)
+    y = labels.numpy()
+    scores = summary_metrics(y, probs.argmax(1))
+    nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+    return {"val_loss": nll, "val_acc": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
+
+
+def run(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a run; returns the path of `best.pt`."""
+    dist_info = setup_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    name = cfg.name or out.name
+    dataset = load_fer2013(cfg.data, skip_bad=cfg.skip_bad, seed=cfg.seed)
+    train_x, train_y = to_tensors(dataset[TRAIN_SPLIT], cfg.limit, cfg.seed)
+    val_x, val_y = to_tensors(dataset[VAL_SPLIT], cfg.val_limit, cfg.seed)
+    fingerprint = dataset.fingerprint()
+
+    model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(dist_info.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weight = torch.from_numpy(class_weights(train_y.numpy(), cfg.class_weight_power)).to(dist_info.device)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    steps_per_epoch = max(1, (len(train_y) // dist_info.world_size) // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=cfg.warmup_pct
+    )
+    history: list[dict[str, float]] = []
+    start_epoch, best_acc, train_seconds = 0, -1.0, 0.0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and last_path.exists():
+        state = read_checkpoint(last_path)
+        training = state["training"]
+        changed = [k for k in ("recipe", "epochs", "batch_size", "lr", "seed", "limit") if training["config"][k] != getattr(cfg, k)]
+        if state["meta"]["data_fingerprint"] != fingerprint:
+            changed.append("training data")
+        if changed:
+            raise SystemExit(f"{last_path}: cannot resume exactly, {', '.join(changed)} differ from this run")
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+        unwrap(model).load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(training["optimizer"])
+        scheduler.load_state_dict(training["scheduler"])
+        history = list(training["history"])
+        start_epoch, best_acc, train_seconds = training["epoch"] + 1, training["best_acc"], training["train_seconds"]
+        if dist_info.is_main:
+            log.info("resumed %s at epoch %d", last_path, start_epoch + 1)
+    if dist_info.world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None)
+
+    meta_base = {
+        "name": name,
+        "recipe": RECIPES[cfg.recipe].description,
+        "train_config": asdict(cfg),
+        "data_fingerprint": fingerprint,
+        "data_counts": {split: len(dataset[split]) for split in dataset.splits},
+        "code_version": code_version(),
+        "device": str(torch.cuda.get_device_name(0) if dist_info.device.type == "cuda" else "cpu"),
+        "world_size": dist_info.world_size,
+    }
+    for epoch in range(start_epoch, cfg.epochs):
+        began = time.perf_counter()
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        row.update(
+            train_one_epoch(
+                model, train_x, train_y, epoch=epoch, cfg=cfg, model_cfg=model_cfg, optimizer=optimizer,
+                scheduler=scheduler, criterion=criterion, dist_info=dist_info,
+            )
+        )
+        if dist_info.is_main:
+            row.update(validate(model, val_x, val_y, model_cfg, cfg, dist_info.device))
+            row["epoch_seconds"] = time.perf_counter() - began
+            train_seconds += row["epoch_seconds"]
+            history.append(row)
+            out.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+            metrics = {"val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"], "epoch": epoch + 1}
+            meta = {**meta_base, "epoch": epoch + 1, "train_seconds": train_seconds, "metrics": metrics}
+            if row["val_acc"] > best_acc:
+                best_acc = row["val_acc"]
+                save_checkpoint(best_path, build_checkpoint(model, model_cfg, meta))
+            training = {
+                "config": asdict(cfg), "epoch": epoch, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "best_acc": best_acc,
+                "train_seconds": train_seconds,
+            }
+            save_checkpoint(last_path, build_checkpoint(model, model_cfg, meta, training))
+            log.info(
+                "epoch %d/%d loss %.4f acc %.4f | val acc %.4f f1 %.4f | %.0fs",
+                epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"], row["val_acc"], row["val_macro_f1"], row["epoch_seconds"],
+            )
+        if dist_info.world_size > 1:
+            dist.barrier()
+    if dist_info.world_size > 1:
+        dist.destroy_process_group()
+    return best_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg, resume = parse_args(argv)
+    run(cfg, resume)
+
+
+if __name__ == "__main__":
+    main()

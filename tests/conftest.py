@@ -1,0 +1,57 @@
+"""Shared fixtures: generated classifier weights, paths, and the optional real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer_core.checkpoint import build_checkpoint, save_checkpoint
+from fer_core.ensemble import write_spec
+from fer_core.models import ModelConfig, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FER_DATA = SHARED_DATA / "fer2013"
+SHIPPED_WEIGHTS = REPO / "weights"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def make_classifier_checkpoint(path: Path, name: str, seed: int) -> Path:
+    """An untrained B0 whose batch-norm statistics were warmed on noise, so outputs differ by input."""
+    torch.manual_seed(seed)
+    config = ModelConfig(stem_stride=2)
+    model = build_model(config)
+    torch.nn.init.normal_(model.classifier[-1].weight, std=0.5)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 1, 48, 48))
+    model.eval()
+    save_checkpoint(path, build_checkpoint(model, config, {"name": name, "metrics": {}}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder like the shipped one (two classifiers + ensemble.json), untrained."""
+    folder = tmp_path_factory.mktemp("weights")
+    members = []
+    for seed, name in enumerate(("A_crp", "B_mixcut")):
+        make_classifier_checkpoint(folder / f"{name}.pt", name, seed)
+        members.append({"name": name, "file": f"{name}.pt", "weight": 0.5})
+    write_spec(folder / "ensemble.json", {"models": members, "hflip_tta": False})
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX exports and other caches go to a per-session temp dir, never the user's home."""
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fer_cache"))
+
+
+def shipped_weights_present() -> bool:
+    return (SHIPPED_WEIGHTS / "ensemble.json").is_file()
