@@ -34,7 +34,7 @@ HAAR_WEIGHT_SCALE = 1.5
 
 #: Environment that keeps ultralytics from touching the network (DNS "online" probe at import, pip auto-install,
 #: update checks, analytics) and quiet; it must be set before the first `import ultralytics`.
-_ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "YOLO_VERBOSE": "False"}
+_ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
 #: Settings that would otherwise enable analytics/crash reports (`sync`) or third-party loggers during training.
 _ULTRALYTICS_SETTINGS = {
     "sync": False,
@@ -45,7 +45,6 @@ _ULTRALYTICS_SETTINGS = {
     "raytune": False,
     "tensorboard": False,
     "wandb": False,
-    "hub": False,
 }
 _import_lock = threading.Lock()
 
@@ -73,7 +72,7 @@ class FaceBox(NamedTuple):
 
     def as_int(self) -> tuple[int, int, int, int]:
         """Integer (x1, y1, x2, y2) for cropping/drawing; rounds outward so a crop keeps the whole face."""
-        return int(math.floor(self.x1)), int(math.floor(self.y1)), int(math.ceil(self.x2)), int(math.ceil(self.y2))
+        return math.floor(self.x1), math.floor(self.y1), math.ceil(self.x2), math.ceil(self.y2)
 
 
 def _config_dir() -> Path:
@@ -91,6 +90,7 @@ def import_ultralytics() -> ModuleType:
     with _import_lock:
         for key, value in _ULTRALYTICS_ENV.items():
             os.environ[key] = value
+        os.environ.setdefault("YOLO_VERBOSE", "False")  # the app has its own logging; training turns it back on
         os.environ.setdefault("YOLO_CONFIG_DIR", str(_config_dir()))
         import ultralytics
         import ultralytics.utils as ul_utils
@@ -166,7 +166,7 @@ class FaceDetector:
                 self._load_yolo(self.weights)
                 self.backend = "yolo"
                 return
-            except Exception as exc:  # any load failure must degrade, not crash the app
+            except Exception as exc:  # noqa: BLE001 - any load failure must degrade to Haar, not crash the app
                 self.warning = (
                     f"YOLO face weights unusable ({self.weights}: {type(exc).__name__}: {exc}); "
                     "falling back to the OpenCV Haar cascade, which misses small, profile and occluded faces. "

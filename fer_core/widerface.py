@@ -2,7 +2,8 @@
 
 Why this split: the data bundle holds only 690 official WIDER train images, so most of the official val images
 are needed for training. They are split *by event* (whole scene categories), so the dev-val we report AP on
-shares no event with anything the detector saw. The 690 train images and all Face Mask images always train.
+shares no event with anything the detector saw: events that also occur among the 690 official train images stay
+on the train side. The 690 train images and all Face Mask images always train.
 
 Box policy (`ConversionConfig`):
 
@@ -136,17 +137,25 @@ def wider_event(image_key: str) -> str:
     return image_key.split("/", 1)[0]
 
 
-def split_events(events: Iterable[str], train_fraction: float = 0.6, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Seeded split of event names into (train, dev-val); both sides non-empty when there are >= 2 events."""
+def split_events(
+    events: Iterable[str], train_fraction: float = 0.6, seed: int = 0, force_train: Iterable[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Seeded split of event names into (train, dev-val), about `train_fraction` of the events on the train side.
+
+    Events in `force_train` (those of the official train images, which always train) count towards the train
+    share and never reach dev-val, so dev-val scenes stay unseen. Both sides stay non-empty when possible.
+    """
     if not 0.0 <= train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in [0, 1], got {train_fraction}")
     unique = sorted(set(events))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    n_train = int(round(train_fraction * len(unique)))
-    if len(unique) >= 2:
-        n_train = min(max(n_train, 1), len(unique) - 1)
-    train = sorted(unique[i] for i in order[:n_train])
-    dev = sorted(unique[i] for i in order[n_train:])
+    forced = sorted(set(force_train) & set(unique))
+    free = [e for e in unique if e not in forced]
+    order = np.random.default_rng(seed).permutation(len(free))
+    n_free = round(train_fraction * len(unique)) - len(forced)
+    low, high = (0 if forced else 1), len(free) - 1  # keep the train side and the dev-val side non-empty
+    n_free = min(max(n_free, low), high) if high >= low else min(max(n_free, 0), len(free))
+    train = sorted(forced + [free[i] for i in order[:n_free]])
+    dev = sorted(free[i] for i in order[n_free:])
     return train, dev
 
 
@@ -371,8 +380,13 @@ def convert_to_yolo(
     val_gt = parse_wider_gt(val_gt_file)
     sets_file = wider_val / "wider_eval_sets.json"
     sets = load_wider_sets(sets_file) if sets_file.is_file() else {}
+    train_gt_file = wider_train / "wider_face_train_bbx_gt.txt"
+    train_gt = parse_wider_gt(train_gt_file) if train_gt_file.is_file() else {}
     train_events, dev_events = split_events(
-        (wider_event(k) for k in val_gt), cfg.train_event_fraction, cfg.seed
+        (wider_event(k) for k in val_gt),
+        cfg.train_event_fraction,
+        cfg.seed,
+        force_train={wider_event(k) for k in train_gt},
     )
     dev_set = set(dev_events)
     dev_keys = [k for k in val_gt if wider_event(k) in dev_set]
@@ -383,10 +397,7 @@ def convert_to_yolo(
     train = _Writer(out_dir, "train", cfg.copy_images, result)
     val = _Writer(out_dir, "val", cfg.copy_images, result)
 
-    train_gt_file = wider_train / "wider_face_train_bbx_gt.txt"
-    if train_gt_file.is_file():
-        train_gt = parse_wider_gt(train_gt_file)
-        _add_wider(train, wider_train, train_gt, train_gt, "wider_train", cfg)
+    _add_wider(train, wider_train, train_gt, train_gt, "wider_train", cfg)
     _add_wider(train, wider_val, val_gt, val_train_keys, "wider_val", cfg)
     _add_wider(val, wider_val, val_gt, dev_keys, "wider_val", cfg)
 

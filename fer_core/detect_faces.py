@@ -1,0 +1,105 @@
+"""Run the face detector over a folder tree and write WIDER-format result files for `fer_core.wider_eval`.
+
+    python -m fer_core.detect_faces /work/shared/data/widerface/val/images --out results/ [--backend yolo]
+
+Why the defaults differ from the app's: AP integrates over the whole precision/recall curve, so evaluation needs
+low-confidence detections (conf 0.01), small faces (min-face 1) and crowds (max-faces 1000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from fer_core.detection import BACKENDS, FaceBox, FaceDetector
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def iter_images(root: Path) -> Iterator[Path]:
+    """Image files under `root`, recursively, in a stable order."""
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            yield path
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """The image as RGB uint8, or None when OpenCV cannot decode it."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def format_result(name: str, boxes: Sequence[FaceBox]) -> str:
+    """Official result layout: name line, count line, then `x y w h score` lines."""
+    lines = [name, str(len(boxes))]
+    lines += [f"{b.x1:.2f} {b.y1:.2f} {b.width:.2f} {b.height:.2f} {b.score:.6f}" for b in boxes]
+    return "\n".join(lines) + "\n"
+
+
+def result_path(out_dir: Path, root: Path, image: Path) -> Path:
+    """`out/<relative path without extension>.txt`, so `<event>/<name>.jpg` becomes `<event>/<name>.txt`."""
+    return (out_dir / image.relative_to(root)).with_suffix(".txt")
+
+
+def run(detector: FaceDetector, root: Path, out_dir: Path, progress: bool = True) -> tuple[int, list[Path], float]:
+    """Detect on every image under `root`; returns (images done, unreadable images, seconds)."""
+    images = list(iter_images(root))
+    done, bad = 0, []
+    start = time.perf_counter()
+    for path in tqdm(images, desc=f"detect ({detector.backend})", unit="img", disable=not progress):
+        rgb = read_rgb(path)
+        if rgb is None:
+            bad.append(path)
+            tqdm.write(f"skipping unreadable image: {path}", file=sys.stderr)
+            continue
+        target = result_path(out_dir, root, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(format_result(path.stem, detector.detect(rgb)), encoding="utf-8")
+        done += 1
+    return done, bad, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.detect_faces")
+    parser.add_argument("image_root", type=Path, help="folder searched recursively for images")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the result files")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--weights", type=Path, default=None, help="YOLO .pt (default: weights/face_yolo.pt)")
+    parser.add_argument("--conf", type=float, default=0.01, help="score threshold (low, for AP)")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
+    parser.add_argument("--min-face", type=int, default=1, help="drop boxes narrower/shorter than this (px)")
+    parser.add_argument("--max-faces", type=int, default=1000)
+    parser.add_argument("--device", default=None, help="e.g. cpu, 0 (YOLO only)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    if not args.image_root.is_dir():
+        parser.error(f"not a folder: {args.image_root}")
+    detector = FaceDetector(
+        backend=args.backend,
+        weights=args.weights,
+        conf=args.conf,
+        min_face=args.min_face,
+        max_faces=args.max_faces,
+        imgsz=args.imgsz,
+        iou=args.iou,
+        device=args.device,
+    )
+    if detector.warning:
+        print(f"warning: {detector.warning}", file=sys.stderr)
+    done, bad, seconds = run(detector, args.image_root, args.out, progress=not args.no_progress)
+    rate = done / seconds if seconds > 0 else float("inf")
+    print(f"{done} images in {seconds:.1f} s ({rate:.2f} images/s, backend {detector.backend}); {len(bad)} unreadable")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""WIDER FACE evaluation (easy / medium / hard AP), a numpy port of the official protocol.
+
+    python -m fer_core.wider_eval --gt /work/shared/data/widerface/val --pred results/ [--images devval_images.txt]
+
+Why a port and not a re-interpretation: detector AP is only comparable if it is computed the way the
+benchmark computes it, quirks included. Following the official `evaluation.m` / `wider_eval.py`:
+
+* scores are min-max normalised over all detections of the evaluated images, with the official initial values
+  (max starts at 0, min at 1);
+* each detection (in descending score order) is matched to the ground-truth face of highest IoU, over *all*
+  faces of the image; IoU uses the official pixel convention (+1 on widths/heights, `plus_one=True`);
+  IoU >= 0.5 with a face in the set recalls it (duplicates still count as proposals, lowering precision);
+  IoU >= 0.5 with a face outside the set (ignored) makes the detection neither TP nor FP;
+* precision/recall are accumulated at 1000 thresholds (1 - t/1000, t = 1..1000) and AP is the VOC
+  all-points AP of that curve;
+* images without any ground-truth face contribute no detections, as in the official code.
+
+Degenerate cases the official code leaves as NaN are defined here: 0/0 precision counts as 0 (it only occurs at
+zero recall, so AP is unchanged), and if all normalised scores coincide every detection counts at every threshold.
+A set without any face has AP NaN (printed as null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fer_core.widerface import WIDER_SETS, load_wider_sets, parse_wider_gt
+
+THRESH_NUM = 1000
+IOU_THRESH = 0.5
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".txt"}
+
+
+def image_key(name: str) -> str:
+    """ "event/name.jpg", "event/name.txt" and "event/name" all name the same image."""
+    path = Path(name.strip().replace("\\", "/"))
+    return (path.with_suffix("") if path.suffix.lower() in _IMAGE_SUFFIXES else path).as_posix()
+
+
+def read_result_file(path: str | Path) -> np.ndarray:
+    """One official result file (name, count, `x y w h score` lines) -> (M, 5) float64."""
+    path = Path(path)
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    if len(lines) < 2:
+        if not any(lines):
+            return np.zeros((0, 5))
+        raise ValueError(f"{path}: expected a name line and a count line")
+    rows = []
+    for number, line in enumerate(lines[2:], start=3):
+        if not line:
+            continue
+        values = line.split()
+        try:
+            rows.append([float(v) for v in values[:5]])
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: non-numeric detection {line!r}") from exc
+        if len(values) < 5:
+            raise ValueError(f"{path}:{number}: expected `x y w h score`, got {line!r}")
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def read_wider_results(pred_dir: str | Path) -> dict[str, np.ndarray]:
+    """All result files under `pred_dir`, keyed "event/name" by their path relative to it."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
+    return {image_key(p.relative_to(pred_dir).as_posix()): read_result_file(p) for p in sorted(pred_dir.rglob("*.txt"))}
+
+
+def box_iou_xywh(pred: np.ndarray, gt: np.ndarray, plus_one: bool = True) -> np.ndarray:
+    """IoU matrix (M, N) between x, y, w, h boxes; `plus_one` reproduces the official `boxoverlap.m`."""
+    one = 1.0 if plus_one else 0.0
+    p = np.asarray(pred, dtype=np.float64)[:, None, :4]
+    g = np.asarray(gt, dtype=np.float64)[None, :, :4]
+    iw = np.minimum(p[..., 0] + p[..., 2], g[..., 0] + g[..., 2]) - np.maximum(p[..., 0], g[..., 0]) + one
+    ih = np.minimum(p[..., 1] + p[..., 3], g[..., 1] + g[..., 3]) - np.maximum(p[..., 1], g[..., 1]) + one
+    inter = iw * ih
+    union = (p[..., 2] + one) * (p[..., 3] + one) + (g[..., 2] + one) * (g[..., 3] + one) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return np.where((iw > 0) & (ih > 0), iou, 0.0)
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """All-points VOC AP (area under the monotone precision envelope), as the official `VOCap`."""
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _normalisers(scores: Sequence[np.ndarray]) -> tuple[float, float]:
+    max_score, min_score = 0.0, 1.0  # the official initial values
+    for s in scores:
+        if len(s):
+            max_score, min_score = max(max_score, float(s.max())), min(min_score, float(s.min()))
+    return min_score, max_score - min_score
+
+
+def evaluate_wider(
+    gt: Mapping[str, np.ndarray],
+    preds: Mapping[str, np.ndarray],
+    sets: Mapping[str, Mapping[str, Sequence[int]]],
+    *,
+    iou_thresh: float = IOU_THRESH,
+    thresh_num: int = THRESH_NUM,
+    plus_one: bool = True,
+) -> dict[str, float]:
+    """AP per set over the images present in both `gt` and `sets`.
+
+    gt: image -> (N, >=4) x, y, w, h (all faces, as in the gt file); preds: image -> (M, 5) x, y, w, h, score
+    (missing images have no detections); sets: image -> {"easy"|"medium"|"hard": face indices}. Keys may carry
+    an image extension or not.
+    """
+    sets_by_key = {image_key(k): v for k, v in sets.items()}
+    preds_by_key = {image_key(k): np.asarray(v, dtype=np.float64).reshape(-1, 5) for k, v in preds.items()}
+    images = [(image_key(k), np.asarray(v, dtype=np.float64)) for k, v in gt.items() if image_key(k) in sets_by_key]
+    empty = np.zeros((0, 5))
+    image_preds = [preds_by_key.get(k, empty) for k, _ in images]
+    offset, span = _normalisers([p[:, 4] for p in image_preds])
+    thresholds = 1.0 - np.arange(1, thresh_num + 1, dtype=np.float64) / thresh_num
+
+    curves = {name: np.zeros((thresh_num, 2)) for name in WIDER_SETS}
+    faces = dict.fromkeys(WIDER_SETS, 0)
+    for (key, boxes), pred in zip(images, image_preds, strict=True):
+        keep_lists = {name: np.asarray(sets_by_key[key].get(name, []), dtype=np.int64) for name in WIDER_SETS}
+        for name in WIDER_SETS:
+            faces[name] += len(keep_lists[name])
+        if len(boxes) == 0 or len(pred) == 0:
+            continue
+        scores = (pred[:, 4] - offset) / span if span > 0 else np.ones(len(pred))
+        order = np.argsort(-scores, kind="stable")
+        pred, scores = pred[order], scores[order]
+        iou = box_iou_xywh(pred, boxes, plus_one)
+        best = iou.argmax(axis=1)
+        matched = iou[np.arange(len(pred)), best] >= iou_thresh
+        # how many detections pass each threshold (scores are sorted descending)
+        n_pass = np.searchsorted(-scores, -thresholds, side="right")
+        last = np.maximum(n_pass - 1, 0)
+        any_pass = n_pass > 0
+        for name in WIDER_SETS:
+            keep = np.zeros(len(boxes), dtype=bool)
+            keep[keep_lists[name]] = True
+            hits_kept = matched & keep[best]
+            proposal = ~(matched & ~keep[best])  # a match with an ignored face is not a proposal
+            first = np.zeros(len(pred), dtype=bool)
+            positions = np.flatnonzero(hits_kept)
+            _, first_at = np.unique(best[positions], return_index=True)
+            first[positions[first_at]] = True  # a face is recalled by its first matching detection
+            cum_proposals, cum_recall = np.cumsum(proposal), np.cumsum(first)
+            curves[name][:, 0] += np.where(any_pass, cum_proposals[last], 0)
+            curves[name][:, 1] += np.where(any_pass, cum_recall[last], 0)
+
+    aps: dict[str, float] = {}
+    for name in WIDER_SETS:
+        proposals, recalled = curves[name][:, 0], curves[name][:, 1]
+        if faces[name] == 0:
+            aps[name] = float("nan")
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(proposals > 0, recalled / proposals, 0.0)
+        aps[name] = voc_ap(recalled / faces[name], precision)
+    return aps
+
+
+def resolve_ground_truth(gt: str | Path) -> Path:
+    """A gt file, or a folder holding exactly one `*_bbx_gt.txt` (the official val one preferred)."""
+    gt = Path(gt)
+    if gt.is_file():
+        return gt
+    if not gt.is_dir():
+        raise FileNotFoundError(f"ground truth not found: {gt}")
+    candidates = sorted(gt.glob("*_bbx_gt.txt"))
+    official = gt / "wider_face_val_bbx_gt.txt"
+    if official in candidates:
+        return official
+    if len(candidates) != 1:
+        raise FileNotFoundError(f"expected one *_bbx_gt.txt in {gt}, found {len(candidates)}")
+    return candidates[0]
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """Image keys, one a line; blank lines and # comments ignored."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.wider_eval")
+    parser.add_argument("--gt", required=True, help="a *_bbx_gt.txt file or the folder holding it")
+    parser.add_argument("--pred", required=True, help="folder of result files <event>/<name>.txt")
+    parser.add_argument("--sets", help="wider_eval_sets.json (default: next to the gt file)")
+    parser.add_argument("--images", help="evaluate only the images listed in this file (e.g. the dev-val list)")
+    parser.add_argument("--iou", type=float, default=IOU_THRESH, help="IoU threshold (official: 0.5)")
+    parser.add_argument("--no-plus-one", action="store_true", help="continuous IoU instead of the official +1 px")
+    args = parser.parse_args(argv)
+
+    gt_file = resolve_ground_truth(args.gt)
+    sets_file = Path(args.sets) if args.sets else gt_file.parent / "wider_eval_sets.json"
+    if not sets_file.is_file():
+        parser.error(f"sets file not found: {sets_file} (pass --sets)")
+    gt = parse_wider_gt(gt_file)
+    sets = load_wider_sets(sets_file)
+    if args.images:
+        wanted = {image_key(k) for k in read_image_list(args.images)}
+        unknown = wanted - {image_key(k) for k in gt}
+        if unknown:
+            parser.error(f"{len(unknown)} listed images are not in {gt_file}, e.g. {min(unknown)}")
+        gt = {k: v for k, v in gt.items() if image_key(k) in wanted}
+    set_keys = {image_key(k) for k in sets}
+    missing_sets = [k for k in gt if image_key(k) not in set_keys]
+    if missing_sets:
+        print(f"warning: {len(missing_sets)} images have no entry in {sets_file} and are skipped", file=sys.stderr)
+    preds = read_wider_results(args.pred)
+    aps = evaluate_wider(gt, preds, sets, iou_thresh=args.iou, plus_one=not args.no_plus_one)
+    print(json.dumps({k: (None if math.isnan(v) else round(v, 6)) for k, v in aps.items()}))
+    return aps
+
+
+if __name__ == "__main__":
+    main()

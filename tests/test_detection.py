@@ -1,0 +1,190 @@
+"""Face detector: Haar on a real face photo, YOLO loading and fallback, offline guarantee, and the batch CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from fer_core import detect_faces
+from fer_core.detection import FaceBox, FaceDetector, haar_scores, import_ultralytics
+from fer_core.wider_eval import read_wider_results
+
+REPO = Path(__file__).resolve().parents[1]
+#: The astronaut's face in skimage.data.astronaut(), checked by eye: forehead/hairline to chin, ear to ear.
+ASTRONAUT_FACE = (175.0, 62.0, 272.0, 165.0)
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skdata.astronaut()
+
+
+@pytest.fixture(scope="module")
+def untrained_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ultralytics checkpoint, built from yolo11n.yaml (no download) and saved by us."""
+    path = tmp_path_factory.mktemp("weights") / "untrained.pt"
+    import_ultralytics().YOLO("yolo11n.yaml").save(str(path))
+    return path
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record (and refuse) every connection or DNS lookup; ultralytics swallows errors, so check the record."""
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args[:2]))
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return attempts
+
+
+def test_facebox_properties() -> None:
+    box = FaceBox(10.2, 20.7, 30.5, 60.0, 0.9)
+    assert box.width == pytest.approx(20.3) and box.height == pytest.approx(39.3)
+    assert box.area == pytest.approx(20.3 * 39.3)
+    assert box.as_int() == (10, 20, 31, 60)
+
+
+def test_haar_finds_the_astronaut_face(astronaut: np.ndarray) -> None:
+    detector = FaceDetector(backend="haar")
+    assert detector.backend == "haar" and detector.warning is None
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert iou(face[:4], ASTRONAUT_FACE) > 0.6
+    assert 0.5 < face.score <= 1.0
+    assert all(isinstance(v, float) for v in face)
+
+
+def test_detect_contract(astronaut: np.ndarray) -> None:
+    detector = FaceDetector(backend="haar", conf=0.0, min_face=16, max_faces=2)
+    faces = detector.detect(astronaut)
+    assert 1 <= len(faces) <= 2
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    h, w = astronaut.shape[:2]
+    assert all(0 <= f.x1 < f.x2 <= w and 0 <= f.y1 < f.y2 <= h for f in faces)
+    assert FaceDetector(backend="haar", min_face=200).detect(astronaut) == []
+    assert FaceDetector(backend="haar").detect(np.zeros((64, 64, 3), np.uint8)) == []
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    assert len(detector.detect(gray)) >= 1  # gray and RGBA are accepted too
+    assert len(detector.detect(np.dstack([astronaut, np.full(gray.shape, 255, np.uint8)]))) >= 1
+    with pytest.raises(TypeError):
+        detector.detect(astronaut.astype(np.float32))
+    with pytest.raises(ValueError):
+        FaceDetector(backend="mtcnn")
+
+
+def test_haar_scores_are_a_monotone_map_into_unit_interval() -> None:
+    scores = haar_scores(np.array([-50.0, -2.0, 0.0, 2.5, 6.0, 50.0]))
+    assert np.all(np.diff(scores) > 0) and scores[0] >= 0 and scores[-1] <= 1
+    assert scores[3] == pytest.approx(0.5)
+
+
+def test_missing_weights_fall_back_to_haar_with_a_warning(tmp_path: Path, astronaut: np.ndarray) -> None:
+    with pytest.warns(RuntimeWarning, match="Haar"):
+        detector = FaceDetector(backend="auto", weights=tmp_path / "nope.pt")
+    assert detector.backend == "haar"
+    assert detector.warning is not None and "nope.pt" in detector.warning
+    assert len(detector.detect(astronaut)) == 1
+    with pytest.warns(RuntimeWarning):
+        assert FaceDetector(backend="yolo", weights=tmp_path / "nope.pt").backend == "haar"
+
+
+def test_corrupt_weights_fall_back_to_haar_with_a_warning(tmp_path: Path) -> None:
+    corrupt = tmp_path / "face_yolo.pt"
+    corrupt.write_bytes(os.urandom(4096))
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        detector = FaceDetector(backend="auto", weights=corrupt)
+    assert detector.backend == "haar" and "face_yolo.pt" in (detector.warning or "")
+
+
+def test_haar_backend_never_warns(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FaceDetector(backend="haar", weights=tmp_path / "nope.pt")
+
+
+def test_yolo_backend_with_real_untrained_weights(
+    untrained_weights: Path, astronaut: np.ndarray, no_network: list[str]
+) -> None:
+    detector = FaceDetector(backend="auto", weights=untrained_weights, conf=0.0, min_face=0, imgsz=160)
+    assert detector.backend == "yolo" and detector.warning is None
+    faces = detector.detect(astronaut)
+    assert isinstance(faces, list)
+    assert all(type(f) is FaceBox and all(type(v) is float for v in f) for f in faces)  # no ultralytics types
+    h, w = astronaut.shape[:2]
+    assert all(0 <= f.x1 <= f.x2 <= w and 0 <= f.y1 <= f.y2 <= h for f in faces)
+    assert no_network == []
+
+
+def test_no_network_from_import_to_detection(untrained_weights: Path, tmp_path: Path) -> None:
+    """A fresh interpreter, so ultralytics' import-time probes run under the guard too."""
+    script = textwrap.dedent(
+        f"""
+        import socket
+        attempts = []
+        def refuse(*args, **kwargs):
+            attempts.append(repr(args[:2]))
+            raise OSError("network disabled")
+        socket.socket.connect = socket.socket.connect_ex = refuse
+        socket.getaddrinfo = socket.create_connection = refuse
+        import numpy as np
+        from fer_core.detection import FaceDetector
+        img = np.zeros((96, 128, 3), np.uint8)
+        for backend in ("auto", "haar"):
+            FaceDetector(backend=backend, weights={str(untrained_weights)!r}, imgsz=64).detect(img)
+        assert FaceDetector(weights={str(untrained_weights)!r}).backend == "yolo"
+        print("ATTEMPTS", attempts)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "YOLO_CONFIG_DIR": str(tmp_path / "cfg"), "OMP_NUM_THREADS": "1"}
+    env.pop("YOLO_OFFLINE", None)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ATTEMPTS []" in run.stdout, run.stdout
+
+
+def test_detect_faces_cli_writes_wider_results(
+    tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "images"
+    (root / "0--Event").mkdir(parents=True)
+    cv2.imwrite(str(root / "0--Event" / "astro.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "blank.png"), np.zeros((40, 50, 3), np.uint8))
+    (root / "0--Event" / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "broken.jpg" in captured.err and "images/s" in captured.out
+    lines = (out / "0--Event" / "astro.txt").read_text().splitlines()
+    assert lines[0] == "astro" and int(lines[1]) == len(lines) - 2 >= 1
+    results = read_wider_results(out)
+    assert set(results) == {"0--Event/astro", "blank"}
+    x, y, w, h, score = results["0--Event/astro"][0]
+    assert iou((x, y, x + w, y + h), ASTRONAUT_FACE) > 0.6 and 0 < score <= 1
+    assert results["blank"].shape == (0, 5)
+    assert not (out / "0--Event" / "broken.txt").exists()

@@ -1,0 +1,311 @@
+"""WIDER / Face Mask parsing, the YOLO conversion policy, and the detector training entry point."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from fer_core import train_detector
+from fer_core.detection import import_ultralytics
+from fer_core.widerface import (
+    COL_INVALID,
+    AnnotationError,
+    ConversionConfig,
+    convert_to_yolo,
+    filter_boxes,
+    parse_voc_xml,
+    parse_wider_gt,
+    split_events,
+    write_wider_gt,
+)
+
+DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+GT_TEXT = """\
+0--Parade/0_Parade_1.jpg
+3
+10.5 20.0 30.0 40.0 1 0 0 0 0 0
+5 5 0 12 0 0 0 0 0 0
+50 50 20 20 2 1 1 1 2 3
+0--Parade/0_Parade_2.jpg
+0
+0 0 0 0 0 0 0 0 0 0
+1--Handshaking/1_Hand_1.jpg
+1
+1 2 3 4 0 0 0 0 0 0
+"""
+
+VOC_XML = """<annotation><folder>images</folder><filename>mask_0.jpg</filename>
+<size><width>128</width><height>96</height><depth>3</depth></size>
+<object><name>with_mask</name><bndbox><xmin>10.0</xmin><ymin>12</ymin><xmax>40</xmax><ymax>50</ymax></bndbox></object>
+<object><name>without_mask</name><bndbox><xmin>60</xmin><ymin>20</ymin><xmax>90</xmax><ymax>60</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_parse_wider_gt_handwritten(tmp_path: Path) -> None:
+    path = tmp_path / "gt.txt"
+    path.write_text(GT_TEXT)
+    gt = parse_wider_gt(path)
+    assert list(gt) == ["0--Parade/0_Parade_1.jpg", "0--Parade/0_Parade_2.jpg", "1--Handshaking/1_Hand_1.jpg"]
+    first = gt["0--Parade/0_Parade_1.jpg"]
+    assert first.shape == (3, 10)
+    np.testing.assert_allclose(first[0, :4], [10.5, 20, 30, 40])
+    assert first[:, COL_INVALID].tolist() == [0, 0, 1]
+    assert gt["0--Parade/0_Parade_2.jpg"].shape == (0, 10)  # the placeholder zeros line is not a face
+    assert gt["1--Handshaking/1_Hand_1.jpg"].shape == (1, 10)
+
+
+def test_wider_gt_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "gt.txt").write_text(GT_TEXT)
+    gt = parse_wider_gt(tmp_path / "gt.txt")
+    again = parse_wider_gt(write_wider_gt(tmp_path / "copy.txt", gt))
+    assert list(again) == list(gt)
+    for key in gt:
+        np.testing.assert_array_equal(again[key], gt[key])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n", "ends early"), ("a.jpg\nx\n", "face count"), ("a.jpg\n1\n1 2\n", "x y w h")],
+)
+def test_malformed_wider_gt_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "gt.txt").write_text(text)
+    with pytest.raises(AnnotationError, match=message):
+        parse_wider_gt(tmp_path / "gt.txt")
+
+
+def test_parse_voc_xml(tmp_path: Path) -> None:
+    (tmp_path / "a.xml").write_text(VOC_XML)
+    ann = parse_voc_xml(tmp_path / "a.xml")
+    assert (ann.filename, ann.width, ann.height) == ("mask_0.jpg", 128, 96)
+    np.testing.assert_allclose(ann.boxes, [[10, 12, 40, 50], [60, 20, 90, 60]])
+    assert ann.labels == ("with_mask", "without_mask")
+    (tmp_path / "bad.xml").write_text("<annotation><object>")
+    with pytest.raises(AnnotationError):
+        parse_voc_xml(tmp_path / "bad.xml")
+
+
+def test_split_events_is_seeded_disjoint_and_by_fraction() -> None:
+    events = [f"{i}--Event" for i in range(10)] * 3  # repeated names: one entry per image
+    train, dev = split_events(events, 0.6, seed=3)
+    assert len(train) == 6 and len(dev) == 4
+    assert not set(train) & set(dev) and set(train) | set(dev) == set(events)
+    assert split_events(events, 0.6, seed=3) == (train, dev)
+    assert split_events(events, 0.6, seed=4) != (train, dev)
+    assert len(split_events(["a", "b"], 1.0)[1]) == 1  # both sides stay non-empty
+    forced_train, forced_dev = split_events(events, 0.6, seed=3, force_train=["7--Event", "8--Event", "unknown"])
+    assert {"7--Event", "8--Event"} <= set(forced_train) and len(forced_train) == 6 and len(forced_dev) == 4
+    assert "unknown" not in forced_train
+
+
+def test_filter_boxes_policy() -> None:
+    # a 320-px image: everything doubles at 640 scale
+    boxes = np.array(
+        [
+            [10, 10, 20, 20],  # kept
+            [10, 10, 0, 20],  # w <= 0
+            [10, 10, 3, 30],  # short side 6 px at 640 -> kept with min 5
+            [10, 10, 2, 30],  # 4 px at 640 -> tiny
+            [400, 10, 20, 20],  # entirely outside
+            [300, 230, 40, 40],  # clipped to the image, kept
+            [50, 50, 20, 20],  # flagged invalid
+        ],
+        dtype=float,
+    )
+    invalid = np.array([0, 0, 0, 0, 0, 0, 1], bool)
+    kept, drops = filter_boxes(boxes, 320, 240, min_face_px=5, invalid=invalid)
+    np.testing.assert_allclose(kept, [[10, 10, 30, 30], [10, 10, 13, 40], [300, 230, 320, 240]])
+    assert drops == {"invalid": 1, "nonpositive": 1, "outside": 1, "tiny": 1}
+    assert len(filter_boxes(boxes, 320, 240, min_face_px=0, invalid=invalid)[0]) == 4
+
+
+def make_bundle(root: Path, n_val_events: int = 4) -> Path:
+    """A tiny data bundle in the shared-data layout: WIDER train/val with gt and sets, plus Face Mask."""
+    rng = np.random.default_rng(0)
+
+    def image(path: Path, boxes: list[tuple[int, int, int, int]]) -> None:
+        """Noise with skin-coloured ellipses where the faces are."""
+        img = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+        for x, y, w, h in boxes:
+            cv2.ellipse(img, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, (150, 170, 200), -1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img)
+
+    specs = {"train": ["0--Parade"], "val": [f"{i + 1}--Event{i}" for i in range(n_val_events)]}
+    for split, events in specs.items():
+        gt, sets = {}, {}
+        for event in events:
+            for j in range(2):
+                key = f"{event}/{event}_{j}.jpg"
+                face = (8 + 30 * j, 20, 30, 36)
+                image(root / "widerface" / split / "images" / key, [face])
+                rows = [[*face, 0, 0, 0, 0, 0, 0]]
+                rows.append([90, 10, 0.8, 0.8, 0, 0, 0, 0, 0, 0])  # 4 px at 640 scale: tiny
+                rows.append([60, 60, 20, 20, 0, 0, 0, 1, 0, 0])  # flagged invalid
+                gt[key] = np.array(rows, dtype=float)
+                sets[key] = {"easy": [0], "medium": [0], "hard": [0, 1]}
+        wider = root / "widerface" / split
+        write_wider_gt(wider / f"wider_face_{split}_bbx_gt.txt", gt)
+        if split == "val":
+            (wider / "wider_eval_sets.json").write_text(json.dumps(sets))
+    image(root / "facemask" / "images" / "mask_0.jpg", [(10, 12, 30, 38)])
+    (root / "facemask" / "annotations").mkdir(parents=True)
+    (root / "facemask" / "annotations" / "mask_0.xml").write_text(VOC_XML)
+    return root
+
+
+def test_convert_to_yolo(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "data")
+    out = tmp_path / "yolo"
+    result = convert_to_yolo(bundle, out, ConversionConfig(min_face_px=5, seed=1))
+
+    data = yaml.safe_load(result.data_yaml.read_text())
+    assert data["names"] == {0: "face"} and data["nc"] == 1
+    assert Path(data["path"]) == out.resolve()
+    assert len(result.train_events) == 2 and len(result.devval_events) == 2  # 60 % of 4 events
+    # train: 2 WIDER-train + 4 WIDER-val (train events) + 1 facemask; val: 4 dev-val images
+    assert result.images == {"train": 7, "val": 4}
+    assert result.dropped["invalid"] == 10 and result.dropped["tiny"] == 10  # one of each in every WIDER image
+
+    train_images = sorted(p.relative_to(out / "images" / "train").as_posix() for p in out.rglob("train/**/*.jpg"))
+    assert "facemask/mask_0.jpg" in train_images
+    assert sum(p.startswith("wider_train/0--Parade/") for p in train_images) == 2
+    val_events = {p.parent.name for p in (out / "images" / "val").rglob("*.jpg")}
+    assert val_events == set(result.devval_events)
+    assert not val_events & {p.split("/")[1] for p in train_images if p.startswith("wider_val/")}
+    assert all(p.is_symlink() for p in out.rglob("*.jpg"))
+
+    label = out / "labels" / "train" / "wider_train" / "0--Parade" / "0--Parade_0.txt"
+    cls, cx, cy, w, h = label.read_text().split()
+    assert cls == "0"
+    np.testing.assert_allclose([float(cx), float(cy), float(w), float(h)], [23 / 128, 38 / 96, 30 / 128, 36 / 96], 1e-5)
+    mask_label = (out / "labels" / "train" / "facemask" / "mask_0.txt").read_text().splitlines()
+    assert len(mask_label) == 2
+
+    dev_gt = parse_wider_gt(result.devval["gt"])
+    assert {k.split("/")[0] for k in dev_gt} == set(result.devval_events)
+    assert all(v.shape == (3, 10) for v in dev_gt.values())  # every face kept so set indices stay valid
+    assert set(json.loads(result.devval["sets"].read_text())) == set(dev_gt)
+    assert result.devval["images"].read_text().split() == sorted(dev_gt)
+
+    again = convert_to_yolo(bundle, out, ConversionConfig(min_face_px=5, seed=1, copy_images=True))
+    assert again.images == result.images
+    assert not any(p.is_symlink() for p in out.rglob("*.jpg"))
+
+
+def test_conversion_refuses_the_repo_and_foreign_folders(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "data")
+    with pytest.raises(ValueError, match="inside the repository"):
+        convert_to_yolo(bundle, REPO / "dataset_should_not_exist")
+    assert not (REPO / "dataset_should_not_exist").exists()
+    (tmp_path / "foreign" / "images").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        convert_to_yolo(bundle, tmp_path / "foreign")
+
+
+def test_train_detector_arguments(tmp_path: Path) -> None:
+    args = train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--epochs", "3"])
+    assert args.model == "yolo11n.yaml" and args.imgsz == 640 and not args.resume
+    kwargs = train_detector.train_kwargs(args, tmp_path / "data.yaml")
+    assert kwargs["pretrained"] is False and kwargs["plots"] is False and kwargs["single_cls"] is True
+    assert kwargs["epochs"] == 3 and kwargs["name"] == "face" and "device" not in kwargs
+    with pytest.raises(SystemExit):  # a bare weights name would be downloaded by ultralytics
+        train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--model", "yolo11n.pt"])
+    with pytest.raises(SystemExit):
+        train_detector.parse_args(["--data-root", "d", "--work", str(REPO / "work")])
+
+
+def test_train_detector_prepare_only(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "data")
+    argv = ["--data-root", str(bundle), "--work", str(tmp_path / "work"), "--prepare-only"]
+    assert train_detector.train(train_detector.parse_args(argv)) is None
+    dataset = tmp_path / "work" / "dataset"
+    assert (dataset / "data.yaml").is_file() and train_detector.dataset_usable(dataset)
+    moved = tmp_path / "moved"
+    (tmp_path / "work").rename(moved)  # a moved work folder must be converted again on --resume
+    assert not train_detector.dataset_usable(moved / "dataset")
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record (and refuse) every connection or DNS lookup; ultralytics swallows errors, so check the record."""
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args[:2]))
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return attempts
+
+
+class _Interrupted(Exception):
+    """Stands in for a GPU session ending mid-training."""
+
+
+def test_training_is_interruptible_resumable_and_offline(
+    tmp_path: Path, no_network: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 epochs at 64 px on 5 generated images, cut after epoch 1, resumed, then re-exported from the finished run."""
+    import_ultralytics()  # first, so our offline switches precede ultralytics' import-time online probe
+    import ultralytics.engine.trainer as trainer_mod
+
+    bundle = make_bundle(tmp_path / "data", n_val_events=2)
+    work, target = tmp_path / "work", tmp_path / "exported" / "face.pt"
+    argv = ["--data-root", str(bundle), "--work", str(work), "--epochs", "2", "--imgsz", "64", "--batch", "4"]
+    argv += ["--workers", "0", "--device", "cpu", "--export-to", str(target), "--quiet"]
+    save_model = trainer_mod.BaseTrainer.save_model
+
+    def save_then_stop(self: object) -> None:
+        save_model(self)
+        raise _Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_mod.BaseTrainer, "save_model", save_then_stop)
+        with pytest.raises(_Interrupted):
+            train_detector.main(argv)
+    assert not target.exists()
+    with pytest.raises(SystemExit, match="--resume"):  # never silently overwrite a run
+        train_detector.main(argv)
+
+    assert train_detector.main([*argv, "--resume"]) == 0
+    results = (work / "runs" / "face" / "results.csv").read_text().splitlines()
+    assert [line.split(",")[0].strip() for line in results[1:]] == ["1", "2"]  # epoch 2 continued epoch 1
+    assert target.is_file() and not list(work.rglob("*.png"))  # plots=False
+
+    target.unlink()
+    assert train_detector.main([*argv, "--resume"]) == 0  # a finished run only re-exports
+    assert target.is_file()
+    assert no_network == []
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
+def test_real_wider_and_facemask_annotations_parse() -> None:
+    val = parse_wider_gt(DATA / "widerface" / "val" / "wider_face_val_bbx_gt.txt")
+    train = parse_wider_gt(DATA / "widerface" / "train" / "wider_face_train_bbx_gt.txt")
+    assert len(val) == 2588 and len(train) == 690
+    assert len({k.split("/")[0] for k in val}) == 61
+    sets = json.loads((DATA / "widerface" / "val" / "wider_eval_sets.json").read_text())
+    assert set(sets) == set(val)
+    for key, per_set in sets.items():
+        for indices in per_set.values():
+            assert all(0 <= i < len(val[key]) for i in indices)
+    assert all(v.shape[1] == 10 for v in val.values())
+    assert any((v[:, COL_INVALID] == 1).any() for v in val.values())
+
+    xmls = sorted((DATA / "facemask" / "annotations").glob("*.xml"))
+    anns = [parse_voc_xml(p) for p in xmls]
+    assert len(anns) == 853
+    assert sum(len(a.boxes) for a in anns) == 4072
+    assert {label for a in anns for label in a.labels} <= {"with_mask", "without_mask", "mask_weared_incorrect"}
+    assert all((a.boxes[:, 2:] >= a.boxes[:, :2]).all() for a in anns)
