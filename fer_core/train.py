@@ -65,12 +65,18 @@ class TrainConfig:
     channels_last: bool = False
     skip_bad: bool = False
     eval_batch_size: int = 512
+    stop_after: int = 0  # end this invocation after N epochs (resume later): splits a schedule across sessions
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
     parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="YAML/JSON file of TrainConfig fields; flags override it")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    parser.add_argument(
+        "--reschedule",
+        action="store_true",
+        help="with --resume: accept a changed --epochs by stretching/shrinking the LR schedule (not an exact resume)",
+    )
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", bool):
@@ -92,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     config = TrainConfig(**values)
     if not config.data:
         parser.error("--data (or `data:` in --config) is required")
-    return config, args.resume
+    return config, args.resume, args.reschedule
 
 
 @dataclass
@@ -209,7 +215,7 @@ def validate(
     return {"val_loss": nll, "val_acc": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
 
 
-def run(cfg: TrainConfig, resume: bool = False) -> Path:
+def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
     """Train (or resume) a run; returns the path of `best.pt`."""
     dist_info = setup_distributed(cfg.device)
     if cfg.threads:
@@ -243,7 +249,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume and last_path.exists():
         state = read_checkpoint(last_path)
         training = state["training"]
-        changed = [k for k in ("recipe", "epochs", "batch_size", "lr", "seed", "limit") if training["config"][k] != getattr(cfg, k)]
+        keys = ("recipe", "batch_size", "lr", "seed", "limit") + (() if reschedule else ("epochs",))
+        changed = [k for k in keys if training["config"][k] != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
             changed.append("training data")
         if changed:
@@ -251,7 +258,12 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         model_cfg = ModelConfig.from_dict(state["model_config"])
         unwrap(model).load_state_dict(state["state_dict"])
         optimizer.load_state_dict(training["optimizer"])
+        fresh_total, fresh_phases = scheduler.total_steps, scheduler._schedule_phases
         scheduler.load_state_dict(training["scheduler"])
+        if reschedule and training["config"]["epochs"] != cfg.epochs:
+            # Keep the step count, follow the new length: the LR continues from where it is on the new curve.
+            scheduler.total_steps, scheduler._schedule_phases = fresh_total, fresh_phases
+            log.warning("rescheduled from %d to %d epochs (not an exact resume)", training["config"]["epochs"], cfg.epochs)
         history = list(training["history"])
         start_epoch, best_acc, train_seconds = training["epoch"] + 1, training["best_acc"], training["train_seconds"]
         if dist_info.is_main:
@@ -269,7 +281,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
         "device": str(torch.cuda.get_device_name(0) if dist_info.device.type == "cuda" else "cpu"),
         "world_size": dist_info.world_size,
     }
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
+    for epoch in range(start_epoch, end_epoch):
         began = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
         row.update(
@@ -309,8 +322,8 @@ def run(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg, resume = parse_args(argv)
-    run(cfg, resume)
+    cfg, resume, reschedule = parse_args(argv)
+    run(cfg, resume, reschedule)
 
 
 if __name__ == "__main__":

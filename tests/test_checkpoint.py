@@ -1,0 +1,69 @@
+"""Checkpoint round trip and the clear errors for foreign, corrupt or mismatched files."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from fer_core.checkpoint import CheckpointError, build_checkpoint, load_classifier, read_checkpoint, save_checkpoint
+from fer_core.models import ModelConfig, build_model
+from tests.conftest import make_classifier_checkpoint
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    path = make_classifier_checkpoint(tmp_path / "a.pt", "A", seed=0)
+    first, second = load_classifier(path), load_classifier(path)
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(first.model(x), second.model(x))
+    assert first.name == "A" and first.config.stem_stride == 2
+    assert "created" in first.meta and not first.model.training
+
+
+def test_garbage_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_classifier(path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_classifier(tmp_path / "missing.pt")
+
+
+def test_foreign_torch_file_is_rejected(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="not a fer_core classifier checkpoint"):
+        load_classifier(path)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_code_is_refused_by_weights_only(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"format": "fer_core.classifier/1", "x": Payload()}, handle)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        read_checkpoint(path)
+
+
+def test_class_order_mismatch_is_reported(tmp_path):
+    config = ModelConfig(stem_stride=2)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint["model_config"]["class_names"] = ["happy", "sad", "angry", "fear", "disgust", "surprise", "neutral"]
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError, match="class order"):
+        load_classifier(tmp_path / "x.pt")
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path):
+    config = ModelConfig(stem_stride=2)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint["model_config"]["in_channels"] = 3
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_classifier(tmp_path / "x.pt")

@@ -1,0 +1,89 @@
+"""Evaluation and prediction CLIs on generated data with generated weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from skimage import data
+from sklearn.metrics import accuracy_score, f1_score
+
+from fer_core.evaluate import main as evaluate_main
+from fer_core.labels import EMOTIONS
+from fer_core.predict import main as predict_main
+from tests.fer_fixtures import write_fer_csv
+
+
+def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=35)
+    out = tmp_path / "report"
+    evaluate_main(["--data", str(csv), "--split", "PrivateTest", "--out", str(out), "--weights", str(fake_weights)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "PrivateTest" and metrics["n"] == 35
+    assert set(metrics["models"]) == {"ensemble", "A_crp", "B_mixcut"}
+    predictions = pd.read_csv(out / "predictions.csv")
+    ensemble = metrics["models"]["ensemble"]
+    assert ensemble["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["predicted"]))
+    assert ensemble["macro_f1"] == pytest.approx(
+        f1_score(predictions["label"], predictions["predicted"], labels=list(EMOTIONS), average="macro", zero_division=0)
+    )
+    assert np.asarray(ensemble["confusion"]).sum() == 35
+    assert set(ensemble["per_class"]) == set(EMOTIONS)
+    assert (out / "confusion_ensemble.png").stat().st_size > 1000
+
+
+def write_crop_folder(root):
+    face = data.astronaut()[60:170, 170:280]
+    (root / "nested").mkdir(parents=True)
+    Image.fromarray(face).save(root / "colour.jpg")
+    Image.fromarray(face[:, :, 0]).save(root / "nested" / "gray.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    (root / "notes.png").write_text("not an image")
+    return root
+
+
+def test_predict_crops_reports_bad_files_and_keeps_the_rest(tmp_path, fake_weights, capsys):
+    root = write_crop_folder(tmp_path / "crops")
+    out = tmp_path / "out.json"
+    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 0
+    records = {r["image"].split("/")[-1]: r for r in json.loads(out.read_text())}
+    assert set(records) == {"colour.jpg", "gray.png", "broken.jpg", "notes.png"}
+    assert "corrupt" in records["broken.jpg"]["error"] and records["broken.jpg"]["faces"] == []
+    assert "not an image" in records["notes.png"]["error"]
+    face = records["gray.png"]["faces"][0]
+    assert face["label"] in EMOTIONS and len(face["box"]) == 4
+    assert set(face["probs"]) == {"ensemble", "A_crp", "B_mixcut"}
+    assert sum(face["probs"]["ensemble"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=5, n_public=0, n_private=0)
+    lines = csv.read_text().splitlines()
+    lines.insert(2, "4,1 2 3,Training")
+    csv.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pred.csv"
+    predict_main([str(csv), "--csv-out", str(out), "--weights", str(fake_weights)])
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 6
+    bad = table[table["line"] == 3].iloc[0]
+    assert "expected 2304 pixel values" in bad["error"] and bad["predicted"] == ""
+    good = table[table["error"] == ""]
+    assert len(good) == 5 and good["predicted"].isin(EMOTIONS).all()
+    np.testing.assert_allclose(good[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_predict_whole_photos_detects_faces(tmp_path, fake_weights):
+    photo, empty = tmp_path / "astronaut.png", tmp_path / "wall.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(empty)
+    out = tmp_path / "out.json"
+    predict_main([str(photo), str(empty), "--json", str(out), "--weights", str(fake_weights), "--detector", "haar"])
+    records = {r["image"].split("/")[-1]: r for r in json.loads(out.read_text())}
+    assert len(records["astronaut.png"]["faces"]) == 1
+    x1, y1, x2, y2 = records["astronaut.png"]["faces"][0]["box"]
+    assert 150 < (x1 + x2) / 2 < 300 and 50 < (y1 + y2) / 2 < 180
+    assert records["wall.png"]["faces"] == []

@@ -1,0 +1,107 @@
+"""FER-2013 loading from generated CSVs and folders, including malformed ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_core.data import FerDataError, class_weights, load_fer2013
+from fer_core.labels import EMOTIONS
+from tests.fer_fixtures import synthetic_faces, write_fer_csv, write_fer_folder
+
+
+@pytest.mark.parametrize("name", ["fer.csv", "fer.csv.gz", "fer.csv.xz", "fer.csv.zip"])
+def test_csv_in_every_compression_loads_three_splits(tmp_path, name):
+    dataset = load_fer2013(write_fer_csv(tmp_path / name))
+    assert {k: len(v) for k, v in dataset.splits.items()} == {"Training": 42, "PublicTest": 14, "PrivateTest": 14}
+    images, labels = synthetic_faces(70)
+    np.testing.assert_array_equal(dataset["Training"].images, images[:42])
+    np.testing.assert_array_equal(dataset["PrivateTest"].labels, labels[56:])
+    assert dataset["Training"].images.dtype == np.uint8
+    assert dataset["Training"].sources[0].endswith("line 2")
+
+
+def test_folder_layout_uses_file_name_prefixes(tmp_path):
+    dataset = load_fer2013(write_fer_folder(tmp_path / "fer"))
+    counts = {k: len(v) for k, v in dataset.splits.items()}
+    assert counts == {"Training": 28, "PublicTest": 14, "PrivateTest": 14}
+    assert all("PrivateTest_" in s for s in dataset["PrivateTest"].sources)
+
+
+def test_folder_without_prefixes_gets_a_seeded_validation_split(tmp_path):
+    root = write_fer_folder(tmp_path / "fer", per_class=10, prefixes=False)
+    first = load_fer2013(root, seed=3, val_fraction=0.2)
+    again = load_fer2013(root, seed=3, val_fraction=0.2)
+    other = load_fer2013(root, seed=4, val_fraction=0.2)
+    assert len(first["PublicTest"]) == 14 and len(first["Training"]) == 56 and len(first["PrivateTest"]) == 70
+    assert first["PublicTest"].sources == again["PublicTest"].sources
+    assert first["PublicTest"].sources != other["PublicTest"].sources
+    assert set(first["PublicTest"].sources).isdisjoint(first["Training"].sources)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("3,1 2 3,Training", "expected 2304 pixel values, got 3"),
+        ("3," + " ".join(["7"] * 2303) + " x,Training", "pixel value 'x' is not an integer"),
+        ("3," + " ".join(["300"] * 2304) + ",Training", "must lie in 0..255"),
+        ("9," + " ".join(["7"] * 2304) + ",Training", "emotion '9' is not one of"),
+        ("3," + " ".join(["7"] * 2304) + ",Validation", "Usage 'Validation' is not one of"),
+    ],
+)
+def test_malformed_csv_row_names_line_and_problem(tmp_path, row, message):
+    path = write_fer_csv(tmp_path / "fer.csv")
+    lines = path.read_text().splitlines()
+    lines.insert(3, row)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FerDataError, match=message) as err:
+        load_fer2013(path)
+    assert "line 4" in str(err.value)
+    dataset = load_fer2013(path, skip_bad=True)
+    assert len(dataset.skipped) == 1 and message.split("'")[0] in dataset.skipped[0]
+    assert sum(len(s) for s in dataset.splits.values()) == 70
+
+
+def test_row_with_extra_fields_is_an_error_unless_skipped(tmp_path):
+    path = write_fer_csv(tmp_path / "fer.csv")
+    path.write_text(path.read_text() + "1,2,3,4\n")
+    with pytest.raises(FerDataError, match="4 fields"):
+        load_fer2013(path)
+    assert len(load_fer2013(path, skip_bad=True).skipped) == 1
+
+
+def test_missing_columns_and_wrong_file_types(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,data\n1,2\n")
+    with pytest.raises(FerDataError, match="missing column"):
+        load_fer2013(bad)
+    with pytest.raises(FerDataError, match="no such file"):
+        load_fer2013(tmp_path / "absent.csv")
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(FerDataError, match="not a FER-2013 source"):
+        load_fer2013(other)
+
+
+def test_unreadable_image_in_folder_is_named(tmp_path):
+    root = write_fer_folder(tmp_path / "fer")
+    broken = root / "train" / "happy" / "Training_broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with pytest.raises(FerDataError, match="Training_broken.jpg: unreadable image"):
+        load_fer2013(root)
+    dataset = load_fer2013(root, skip_bad=True)
+    assert len(dataset.skipped) == 1 and len(dataset["Training"]) == 28
+
+
+def test_class_weights_lift_rare_classes():
+    labels = np.array([3] * 100 + [1] * 4 + [0] * 25 + [2, 4, 5, 6] * 10)
+    weights = class_weights(labels)
+    assert weights[EMOTIONS.index("disgust")] > weights[EMOTIONS.index("angry")] > weights[EMOTIONS.index("happy")]
+    assert weights.mean() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_fingerprint_identifies_the_data(tmp_path):
+    a = load_fer2013(write_fer_csv(tmp_path / "a.csv", seed=0))
+    b = load_fer2013(write_fer_csv(tmp_path / "b.csv", seed=1))
+    assert a.fingerprint() == load_fer2013(tmp_path / "a.csv").fingerprint()
+    assert a.fingerprint() != b.fingerprint()

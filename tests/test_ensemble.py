@@ -1,0 +1,53 @@
+"""Ensemble maths and the weight search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight
+
+
+def random_probs(n: int, seed: int) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(size=(n, 7))
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
+def test_weight_one_equals_the_single_model_and_rows_sum_to_one():
+    a, b = random_probs(20, 0), random_probs(20, 1)
+    np.testing.assert_allclose(combine({"a": a, "b": b}, {"a": 1.0, "b": 0.0}), a)
+    mixed = combine({"a": a, "b": b}, {"a": 0.3, "b": 0.7})
+    np.testing.assert_allclose(mixed, 0.3 * a + 0.7 * b)
+    np.testing.assert_allclose(mixed.sum(1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="positive sum"):
+        combine({"a": a, "b": b}, {"a": 0.0, "b": 0.0})
+
+
+def test_fit_weight_prefers_the_better_model():
+    labels = np.arange(40) % 7
+    perfect = np.eye(7)[labels] * 0.9 + 0.1 / 7
+    noise = random_probs(40, 2)
+    weight, curve = fit_weight(perfect, noise, labels)
+    assert weight >= 0.5
+    assert max(row["accuracy"] for row in curve) == 1.0
+    assert len(curve) == 21 and curve[0]["weight"] == 0.0 and curve[-1]["weight"] == 1.0
+    assert fit_weight(noise, perfect, labels)[0] <= 0.5
+
+
+def test_loaded_ensemble_predicts_members_and_mix(fake_weights):
+    ensemble = Ensemble.load(fake_weights, runtime="torch")
+    batch = np.random.default_rng(0).integers(0, 256, size=(5, 1, 48, 48), dtype=np.uint8)
+    probs = ensemble.predict_batch(batch)
+    assert set(probs) == {ENSEMBLE_KEY, "A_crp", "B_mixcut"}
+    np.testing.assert_allclose(probs[ENSEMBLE_KEY].sum(1), 1.0, rtol=1e-5)
+    only_a = ensemble.with_weights({"A_crp": 1.0, "B_mixcut": 0.0}).predict_batch(batch)
+    np.testing.assert_allclose(only_a[ENSEMBLE_KEY], probs["A_crp"], rtol=1e-5)
+    assert not np.allclose(probs["A_crp"], probs["B_mixcut"])
+
+
+def test_flip_tta_averages_the_mirror_image(fake_weights):
+    ensemble = Ensemble.load(fake_weights, runtime="torch")
+    member = ensemble.members[0]
+    batch = np.random.default_rng(1).integers(0, 256, size=(3, 1, 48, 48), dtype=np.uint8)
+    expected = (member.predict_batch(batch) + member.predict_batch(np.ascontiguousarray(batch[..., ::-1]))) / 2
+    np.testing.assert_allclose(member.predict_batch(batch, hflip_tta=True), expected, rtol=1e-5, atol=1e-7)

@@ -1,0 +1,81 @@
+"""Whatever users drop in: decoded upright to RGB, or refused with a message that names the problem."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_exif_rotation_is_applied():
+    image = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    assert load_image(encoded(image, "JPEG", exif=exif)).shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt"),
+    [
+        (Image.new("CMYK", (30, 20), (0, 255, 255, 0)), "JPEG"),
+        (Image.new("RGBA", (30, 20), (255, 0, 0, 0)), "PNG"),
+        (Image.new("LA", (30, 20)), "PNG"),
+        (Image.new("P", (30, 20)), "GIF"),
+        (Image.fromarray(np.linspace(0, 65535, 600, dtype=np.uint16).reshape(20, 30)), "PNG"),
+    ],
+)
+def test_odd_modes_become_rgb(image, fmt):
+    rgb = load_image(encoded(image, fmt))
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    ramp = np.linspace(0, 65535, 600, dtype=np.uint16).reshape(20, 30)
+    rgb = load_image(encoded(Image.fromarray(ramp), "PNG"))
+    assert rgb.min() == 0 and rgb.max() == 255
+
+
+def test_transparent_pixels_become_white():
+    assert load_image(encoded(Image.new("RGBA", (5, 5), (0, 0, 0, 0)), "PNG")).min() == 255
+
+
+def test_animated_gif_gives_the_first_frame():
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
+    payload = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert tuple(load_image(payload)[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [(b"", "empty"), (b"hello world", "not an image"), (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image|corrupt")],
+)
+def test_bad_bytes_have_clear_messages(payload, message):
+    with pytest.raises(ImageLoadError, match=message):
+        load_image(payload, name="upload.png")
+
+
+def test_truncated_jpeg_is_corrupt():
+    payload = encoded(Image.new("RGB", (200, 200), "green"), "JPEG")
+    with pytest.raises(ImageLoadError, match="corrupt"):
+        load_image(payload[: len(payload) // 2])
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    payload = encoded(Image.new("1", (20000, 20000)), "PNG")
+    with pytest.raises(ImageLoadError, match="too large|too many pixels"):
+        load_image(payload, name="bomb.png")
+
+
+def test_huge_side_is_downscaled():
+    rgb = load_image(encoded(Image.new("RGB", (MAX_SIDE * 2, 100), "white"), "PNG"))
+    assert max(rgb.shape) == MAX_SIDE

@@ -1,0 +1,79 @@
+"""Training CLI on a few dozen generated images: outputs, exact resume, recipes, DDP on gloo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from fer_core.checkpoint import load_classifier, read_checkpoint
+from fer_core.train import main as train_main
+from tests.conftest import REPO
+from tests.fer_fixtures import write_fer_csv
+
+TINY = ["--epochs", "2", "--batch-size", "16", "--stem-stride", "2", "--threads", "1", "--lr", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    return write_fer_csv(tmp_path_factory.mktemp("fer") / "fer.csv", n_train=48, n_public=14, n_private=14)
+
+
+def test_one_run_writes_history_and_checkpoints(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--name", "tiny", *TINY])
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    for column in ("train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc", "val_macro_f1", "lr"):
+        assert history[column].notna().all()
+    best = load_classifier(out / "best.pt")
+    assert best.name == "tiny"
+    assert best.meta["data_fingerprint"] and best.meta["train_config"]["recipe"] == "crp"
+    assert best.meta["metrics"]["val_acc"] == pytest.approx(history["val_acc"].max())
+    assert read_checkpoint(out / "last.pt")["training"]["epoch"] == 1
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, tiny_csv):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_main(["--data", str(tiny_csv), "--out", str(straight), *TINY])
+    train_main(["--data", str(tiny_csv), "--out", str(split), "--stop-after", "1", *TINY])
+    assert len(pd.read_csv(split / "history.csv")) == 1
+    train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(split / "last.pt")
+    for key, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][key]), key
+    pd.testing.assert_frame_equal(
+        pd.read_csv(straight / "history.csv").drop(columns="epoch_seconds"),
+        pd.read_csv(split / "history.csv").drop(columns="epoch_seconds"),
+    )
+
+
+def test_resume_refuses_a_changed_schedule(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
+    changed = [a if a != "2" else "3" for a in TINY]
+    with pytest.raises(SystemExit, match="epochs differ"):
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *changed])
+
+
+def test_mixcut_recipe_and_yaml_config(tmp_path, tiny_csv):
+    config = tmp_path / "b.yaml"
+    config.write_text(f"data: {tiny_csv}\nrecipe: mixcut\nepochs: 1\nbatch_size: 16\nstem_stride: 2\nthreads: 1\n")
+    train_main(["--config", str(config), "--out", str(tmp_path / "b")])
+    assert load_classifier(tmp_path / "b" / "best.pt").meta["train_config"]["recipe"] == "mixcut"
+
+
+def test_ddp_with_two_gloo_processes(tmp_path, tiny_csv):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "fer_core.train", "--data", str(tiny_csv), "--out", str(out), "--epochs", "1",
+               "--batch-size", "8", "--stem-stride", "2", "--threads", "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_classifier(out / "best.pt").meta["world_size"] == 2
+    assert len(pd.read_csv(out / "history.csv")) == 1
