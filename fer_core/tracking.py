@@ -1,0 +1,183 @@
+"""Follow faces across video frames and smooth their emotions, so labels do not flicker frame to frame.
+
+Per-frame predictions of a 48x48 classifier jump between neighbouring classes; the live webcam page and the
+video CLI show a face's *smoothed* ensemble probabilities instead. Faces are linked between frames by box
+overlap (IoU) with an optimal one-to-one assignment (Hungarian), which is cheap for the handful of faces a
+frame holds and, unlike greedy matching, does not let one face steal a neighbour's track.
+
+Smoothing, per track, over the frames in which the face was seen:
+
+* ``"ema"``: s_t = alpha * p_t + (1 - alpha) * s_(t-1), s_0 = p_0. alpha = 1 is no smoothing; smaller alpha is
+  steadier but slower to follow a real change (a step change is followed to 1 - (1 - alpha)^k after k frames).
+* ``"window"``: the mean of the last `window` probability vectors (equal weights, forgets completely after
+  `window` frames).
+* ``"none"``: the raw per-frame probabilities.
+
+Either way the result is still a probability distribution, and `label`/`confidence` are its argmax and max.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import Box, FaceResult
+
+SMOOTHING = ("ema", "window", "none")
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face in the current frame: its stable id, current box and smoothed emotion."""
+
+    track_id: int
+    box: Box
+    probs: dict[str, float]
+    label: str
+    confidence: float
+    raw: FaceResult
+    age: int
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: np.ndarray
+    raw: FaceResult
+    smoothed: np.ndarray
+    history: deque[np.ndarray] = field(default_factory=deque)
+    age: int = 1
+    missed: int = 0
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes (N, 4) and (M, 4) in x1, y1, x2, y2 form; degenerate boxes give 0."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def probs_vector(probs: dict[str, float]) -> np.ndarray:
+    """A probability dict in `EMOTIONS` order (missing classes count as 0)."""
+    return np.array([float(probs.get(name, 0.0)) for name in EMOTIONS], dtype=np.float64)
+
+
+class FaceTracker:
+    """IoU tracker with per-track probability smoothing; call `update` once per analysed frame."""
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        max_missed: int = 10,
+        smoothing: str = "ema",
+        alpha: float = 0.5,
+        window: int = 5,
+    ) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
+        if smoothing not in SMOOTHING:
+            raise ValueError(f"smoothing must be one of {SMOOTHING}, got {smoothing!r}")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.iou_threshold = float(iou_threshold)
+        self.max_missed = int(max_missed)
+        self.smoothing = smoothing
+        self.alpha = float(alpha)
+        self.window = int(window)
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    @property
+    def active_ids(self) -> list[int]:
+        """Ids of every live track, including ones not seen in the latest frame (still within `max_missed`)."""
+        return [t.track_id for t in self._tracks]
+
+    def reset(self) -> None:
+        """Forget every track and restart ids at 1 (a new video or a restarted camera)."""
+        self._tracks = []
+        self._next_id = 1
+
+    def update(self, faces: Sequence[FaceResult]) -> list[TrackedFace]:
+        """Match this frame's faces to live tracks; returns one `TrackedFace` per input face, in input order."""
+        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+        assigned: list[_Track | None] = [None] * len(faces)
+        matched_tracks: set[int] = set()
+        if self._tracks and len(faces):
+            iou = iou_matrix(np.stack([t.box for t in self._tracks]), boxes)
+            rows, cols = linear_sum_assignment(-iou)
+            for r, c in zip(rows, cols, strict=True):
+                if iou[r, c] >= self.iou_threshold:
+                    assigned[c] = self._tracks[r]
+                    matched_tracks.add(r)
+
+        survivors = []
+        for index, track in enumerate(self._tracks):
+            if index not in matched_tracks:
+                track.missed += 1
+                if track.missed > self.max_missed:
+                    continue
+            survivors.append(track)
+        self._tracks = survivors
+
+        output = []
+        for face, box, track in zip(faces, boxes, assigned, strict=True):
+            probs = probs_vector(face.probs)
+            if track is None:
+                track = self._new_track(face, box, probs)
+            else:
+                self._advance(track, face, box, probs)
+            output.append(self._snapshot(track))
+        return output
+
+    def _new_track(self, face: FaceResult, box: np.ndarray, probs: np.ndarray) -> _Track:
+        track = _Track(self._next_id, box, face, probs, deque([probs], maxlen=self.window))
+        self._next_id += 1
+        self._tracks.append(track)
+        return track
+
+    def _advance(self, track: _Track, face: FaceResult, box: np.ndarray, probs: np.ndarray) -> None:
+        track.box, track.raw = box, face
+        track.age += 1
+        track.missed = 0
+        track.history.append(probs)
+        if self.smoothing == "ema":
+            track.smoothed = self.alpha * probs + (1.0 - self.alpha) * track.smoothed
+        elif self.smoothing == "window":
+            track.smoothed = np.mean(track.history, axis=0)
+        else:
+            track.smoothed = probs
+
+    @staticmethod
+    def _snapshot(track: _Track) -> TrackedFace:
+        best = int(np.argmax(track.smoothed))
+        probs = {name: float(p) for name, p in zip(EMOTIONS, track.smoothed, strict=True)}
+        box = (float(track.box[0]), float(track.box[1]), float(track.box[2]), float(track.box[3]))
+        return TrackedFace(
+            track.track_id, box, probs, EMOTIONS[best], float(track.smoothed[best]), track.raw, track.age
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceTracker(iou_threshold={self.iou_threshold}, max_missed={self.max_missed}, "
+            f"smoothing={self.smoothing!r}, alpha={self.alpha}, window={self.window}, tracks={len(self._tracks)})"
+        )
+
+
+__all__ = ["SMOOTHING", "FaceTracker", "TrackedFace", "iou_matrix", "probs_vector"]

@@ -1,0 +1,414 @@
+"""Emotions through a video: every Nth frame analysed, faces tracked and smoothed, an annotated copy written.
+
+    python -m fer_core.video clip.mp4 --out reports/clip --every 2
+
+Writes DIR/annotated.mp4 (H.264, yuv420p, faststart: plays in browsers; MPEG-4 Part 2 where no H.264
+encoder exists) and DIR/faces.csv (one row per face per analysed frame: frame, time_s, face_id, box, the
+seven smoothed probabilities, label, confidence). Between analysed frames the last boxes are drawn again.
+
+Decoding and encoding use PyAV (FFmpeg), which reads mp4, mov, webm, avi and mkv alike and honours the
+rotation phones store in the container. Frames are streamed: memory does not grow with the video's length.
+Audio is not copied. Variable-frame-rate inputs (browser recordings) are written at their average rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from fer_core.draw import Annotation, draw_faces, to_annotations
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
+from fer_core.tracking import SMOOTHING, FaceTracker
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
+ANNOTATED_NAME = "annotated.mp4"
+CSV_NAME = "faces.csv"
+CSV_COLUMNS = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", *EMOTIONS, "label", "confidence"]
+#: Frame rate assumed when a container states none.
+FALLBACK_FPS = 25.0
+#: What the decoder may raise on hostile or damaged input (UnicodeDecodeError is a ValueError).
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
+
+
+class VideoError(ValueError):
+    """The input is not a readable video; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about its first video stream (sizes after applying its rotation)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+    duration_s: float | None
+    codec: str
+    rotation: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded, upright frame: index from 0, time in seconds from the first frame, HxWx3 uint8 RGB."""
+
+    index: int
+    time_s: float
+    image: np.ndarray
+
+
+@dataclass
+class VideoSummary:
+    """What `analyse_video` did and where it put the results; `faces` is the table also saved as CSV."""
+
+    source: Path
+    annotated_path: Path
+    csv_path: Path
+    frames: int
+    analysed_frames: int
+    every: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    track_ids: list[int] = field(default_factory=list)
+    faces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CSV_COLUMNS))
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps if self.fps else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the per-face table)."""
+        return {
+            "source": str(self.source),
+            "annotated": str(self.annotated_path),
+            "csv": str(self.csv_path),
+            "frames": self.frames,
+            "analysed_frames": self.analysed_frames,
+            "every": self.every,
+            "fps": round(self.fps, 3),
+            "width": self.width,
+            "height": self.height,
+            "duration_s": round(self.duration_s, 3),
+            "codec": self.codec,
+            "faces_tracked": len(self.track_ids),
+        }
+
+
+def _open(path: Path) -> tuple[Any, Any]:
+    """Open a container and its first video stream, or raise `VideoError` saying why not."""
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except _DECODE_ERRORS as err:
+        raise VideoError(f"{path}: not a video file, or a format we cannot read ({err})") from err
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: the file has no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        container.close()
+        raise VideoError(f"{path}: the video stream is damaged or uses a codec we cannot decode")
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _stream_fps(stream: Any) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    return fps if 0.0 < fps < 1000.0 else FALLBACK_FPS
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Size, frame rate, frame count (the container's, or estimated from its duration); decodes one frame only."""
+    source = Path(path)
+    container, stream = _open(source)
+    try:
+        fps = _stream_fps(stream)
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        frames = int(stream.frames) or (round(duration * fps) if duration else None)
+        rotation = _display_rotation(stream)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if rotation % 180:
+            width, height = height, width
+        return VideoInfo(source, width, height, fps, frames, duration, stream.codec_context.name, rotation)
+    finally:
+        container.close()
+
+
+def _display_rotation(stream: Any) -> int:
+    """Counter-clockwise degrees the container asks players to rotate by (0 when it says nothing)."""
+    try:
+        for frame in stream.container.decode(stream):
+            return round(frame.rotation or 0)
+    except _DECODE_ERRORS:
+        return 0
+    return 0
+
+
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """Apply a display rotation (counter-clockwise degrees, multiples of 90) to a decoded frame."""
+    turns = round(rotation / 90.0) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def iter_frames(path: str | Path) -> Iterator[Frame]:
+    """Decode frames one at a time as upright RGB; a damaged stream raises `VideoError` naming the frame."""
+    source = Path(path)
+    container, stream = _open(source)
+    fps = _stream_fps(stream)
+    index = 0
+    first_time: float | None = None
+    try:
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except _DECODE_ERRORS as err:
+                raise VideoError(f"{source}: cannot decode frame {index} ({err})") from err
+            if frame.time is not None and first_time is None:
+                first_time = frame.time
+            time_s = frame.time - first_time if frame.time is not None and first_time is not None else index / fps
+            yield Frame(index, float(time_s), upright(frame.to_ndarray(format="rgb24"), frame.rotation or 0))
+            index += 1
+    finally:
+        container.close()
+    if index == 0:
+        raise VideoError(f"{source}: no video frame could be decoded (truncated or damaged file?)")
+
+
+def h264_available() -> bool:
+    try:
+        av.codec.Codec("libx264", "w")
+    except _DECODE_ERRORS:
+        return False
+    return True
+
+
+class VideoWriter:
+    """Browser-friendly mp4 writer: H.264 yuv420p with the index up front, MPEG-4 Part 2 as the fallback.
+
+    yuv420p needs even sides, so an odd last row or column is cropped.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, crf: int = 23) -> None:
+        self.path = Path(path)
+        self.container: Any = None
+        self.width, self.height = width - width % 2, height - height % 2
+        if self.width < 2 or self.height < 2:
+            raise VideoError(f"{path}: cannot encode a {width}x{height} video")
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(int(FALLBACK_FPS))
+        self.container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+        if h264_available():
+            self.codec = "h264"
+            self.stream = self.container.add_stream("libx264", rate=rate)
+            self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+        else:  # pragma: no cover - depends on the FFmpeg build
+            self.codec = "mpeg4"
+            self.stream = self.container.add_stream("mpeg4", rate=rate)
+            self.stream.bit_rate = max(1_000_000, int(self.width * self.height * float(rate) * 0.2))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+
+    def write(self, image_rgb: np.ndarray) -> None:
+        image = np.ascontiguousarray(image_rgb[: self.height, : self.width])
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (idempotent)."""
+        if self.container is None:
+            return
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def face_rows(frame: Frame, tracked: list[Any]) -> list[dict[str, Any]]:
+    """CSV rows for one analysed frame's tracked faces."""
+    rows = []
+    for face in tracked:
+        x1, y1, x2, y2 = face.box
+        rows.append(
+            {
+                "frame": frame.index,
+                "time_s": round(frame.time_s, 4),
+                "face_id": face.track_id,
+                "x1": round(x1, 1),
+                "y1": round(y1, 1),
+                "x2": round(x2, 1),
+                "y2": round(y2, 1),
+                **{name: round(face.probs[name], 5) for name in EMOTIONS},
+                "label": face.label,
+                "confidence": round(face.confidence, 5),
+            }
+        )
+    return rows
+
+
+def analyse_video(
+    path: str | Path,
+    pipe: Pipeline,
+    out_dir: str | Path,
+    every: int = 1,
+    *,
+    tracker: FaceTracker | None = None,
+    progress_callback: Callable[[float], None] | None = None,
+    progress: bool = False,
+) -> VideoSummary:
+    """Analyse every `every`-th frame, track and smooth faces, write DIR/annotated.mp4 and DIR/faces.csv.
+
+    `progress_callback(fraction)` is called with a non-decreasing fraction in [0, 1] (about every 1%, and
+    1.0 at the end), e.g. for a Streamlit progress bar; `progress` shows a tqdm bar on stderr. The tracker
+    is reset first, so ids start at 1 for every video.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    source = Path(path)
+    info = probe_video(source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    annotated, partial = out / ANNOTATED_NAME, out / f".{ANNOTATED_NAME}.partial"
+    tracker = tracker or FaceTracker()
+    tracker.reset()
+    rows: list[dict[str, Any]] = []
+    annotations: list[Annotation] = []
+    writer: VideoWriter | None = None
+    frames = analysed = 0
+    with _Progress(info.frames, source.name, progress, progress_callback) as report:
+        try:
+            with closing(iter_frames(source)) as decoded:
+                for frame in decoded:
+                    if frame.index % every == 0:
+                        tracked = tracker.update(pipe(frame.image).faces)
+                        annotations = to_annotations(tracked)
+                        rows.extend(face_rows(frame, tracked))
+                        analysed += 1
+                    if writer is None:
+                        writer = VideoWriter(partial, frame.image.shape[1], frame.image.shape[0], info.fps)
+                    writer.write(draw_faces(frame.image, annotations))
+                    frames += 1
+                    report(frames)
+        except BaseException:
+            if writer is not None:
+                with suppress(Exception):  # the original error matters, not a failed flush
+                    writer.close()
+            partial.unlink(missing_ok=True)
+            raise
+        assert writer is not None  # iter_frames raises on a video without frames
+        writer.close()
+        partial.replace(annotated)
+        table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+        table.to_csv(out / CSV_NAME, index=False)
+    return VideoSummary(
+        source=source,
+        annotated_path=annotated,
+        csv_path=out / CSV_NAME,
+        frames=frames,
+        analysed_frames=analysed,
+        every=every,
+        fps=info.fps,
+        width=writer.width,
+        height=writer.height,
+        codec=writer.codec,
+        track_ids=sorted(int(i) for i in table["face_id"].unique()),
+        faces=table,
+    )
+
+
+class _Progress:
+    """tqdm bar and throttled callback (every 1%, capped at 0.99 until `__exit__` reports 1.0 on success)."""
+
+    def __init__(self, total: int | None, name: str, show: bool, callback: Callable[[float], None] | None) -> None:
+        self.total = max(total or 0, 1)
+        self.callback = callback
+        self.reported = -1.0
+        self.bar = tqdm(total=total, unit="frame", desc=name, disable=not show, leave=False)
+
+    def __call__(self, done: int) -> None:
+        self.bar.update(done - self.bar.n)
+        fraction = min(done / self.total, 0.99)
+        if self.callback is not None and fraction - self.reported >= 0.01:
+            self.callback(fraction)
+            self.reported = fraction
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.bar.close()
+        if exc_type is None and self.callback is not None:
+            self.callback(1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_core.video", description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", type=Path, help="input video (mp4, mov, webm, avi, mkv)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for annotated.mp4 and faces.csv")
+    parser.add_argument("--every", type=int, default=1, help="analyse every Nth frame (others reuse its boxes)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
+    parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
+    parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
+    parser.add_argument("--smoothing", default="ema", choices=SMOOTHING)
+    parser.add_argument("--alpha", type=float, default=0.5, help="EMA weight of the newest frame (1 = none)")
+    parser.add_argument("--window", type=int, default=5, help="frames averaged with --smoothing window")
+    parser.add_argument("--iou", type=float, default=0.3, help="minimum box overlap to continue a track")
+    parser.add_argument("--max-missed", type=int, default=10, help="analysed frames a face may vanish for")
+    args = parser.parse_args(argv)
+    if args.every < 1:
+        parser.error("--every must be >= 1")
+    try:
+        tracker = FaceTracker(args.iou, args.max_missed, args.smoothing, args.alpha, args.window)
+    except ValueError as err:
+        parser.error(str(err))
+    pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=args.detector, conf=args.conf)
+    try:
+        summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
+    except VideoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "
+        f"{len(summary.faces)} rows -> {summary.csv_path}; video ({summary.codec}) -> {summary.annotated_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""draw_faces: boxes in the emotion's colour, captions kept inside the image, input left untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_core.draw import EMOTION_COLORS, draw_faces, label_text, style_for, text_color, to_annotations
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import FaceResult
+
+
+def test_every_emotion_has_a_distinct_colour() -> None:
+    assert set(EMOTION_COLORS) == set(EMOTIONS)
+    assert len(set(EMOTION_COLORS.values())) == len(EMOTIONS)
+
+
+def test_box_drawn_in_emotion_colour_on_a_copy() -> None:
+    image = np.zeros((240, 320, 3), np.uint8)
+    out = draw_faces(image, [((100, 100, 200, 200), "happy", 0.87, 3)])
+    assert image.max() == 0  # the input is not modified
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert tuple(out[150, 100]) == EMOTION_COLORS["happy"]  # left edge of the box
+    assert tuple(out[150, 150]) == (0, 0, 0)  # inside stays clear
+    assert (out[70:100, 100:200] != 0).any()  # caption above the box
+
+
+@pytest.mark.parametrize("box", [(0, 0, 50, 50), (290, 200, 330, 260), (-20, -20, 400, 300), (10, 10, 10, 10)])
+def test_boxes_at_or_beyond_the_edges(box: tuple[float, float, float, float]) -> None:
+    out = draw_faces(np.zeros((240, 320, 3), np.uint8), [(box, "surprise", 0.5, None)])
+    assert out.any()
+
+
+def test_gray_and_rgba_inputs_and_unknown_label() -> None:
+    assert draw_faces(np.zeros((60, 80), np.uint8), [((5, 5, 40, 40), "sad", 0.4, None)]).shape == (60, 80, 3)
+    assert draw_faces(np.zeros((60, 80, 4), np.uint8), [((5, 5, 40, 40), "face", 0.9, None)]).shape == (60, 80, 3)
+
+
+def test_helpers() -> None:
+    assert label_text("happy", 0.866, 2) == "#2 happy 87%"
+    assert label_text("sad") == "sad"
+    assert text_color((255, 255, 255)) == (0, 0, 0) and text_color((0, 0, 0)) == (255, 255, 255)
+    small, large = style_for(320, 240), style_for(3840, 2160)
+    assert small[0] < large[0] and small[1] < large[1]
+    probs = {name: 1 / 7 for name in EMOTIONS}
+    face = FaceResult((1.0, 2.0, 3.0, 4.0), 0.9, "fear", 0.3, probs, {"ensemble": probs})
+    assert to_annotations([face]) == [((1.0, 2.0, 3.0, 4.0), "fear", 0.3, None)]

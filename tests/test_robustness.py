@@ -1,0 +1,173 @@
+"""Robustness perturbations (deterministic, shape-preserving, doing what they say) and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fer_core import robustness
+from fer_core.labels import EMOTIONS
+from fer_core.robustness import PERTURBATIONS, confidence_table, perturb
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Small-batch inference on busy shared cores is many times faster on one thread than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def faces(n: int = 16, seed: int = 0) -> np.ndarray:
+    """Smooth random 'faces': structure at several scales, like real crops (pure noise would hide blur)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, 12, 12)).astype(np.float32)
+    big = np.stack([cv2.resize(b, (48, 48), interpolation=cv2.INTER_CUBIC) for b in base])
+    return np.clip(big + rng.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
+
+
+CASES = [(name, s) for name, p in PERTURBATIONS.items() for s in p.levels]
+
+
+@pytest.mark.parametrize(("name", "strength"), CASES)
+def test_perturbations_are_deterministic_and_shape_preserving(name: str, strength: float) -> None:
+    images = faces()
+    before = images.copy()
+    first = perturb(images, name, strength, seed=0)
+    assert first.shape == images.shape and first.dtype == np.uint8
+    np.testing.assert_array_equal(images, before)  # the input is not modified
+    np.testing.assert_array_equal(first, perturb(images, name, strength, seed=0))
+    assert not np.array_equal(first, images)
+    if PERTURBATIONS[name].random:
+        assert not np.array_equal(first, perturb(images, name, strength, seed=1))
+
+
+def test_every_perturbation_has_three_increasing_strengths() -> None:
+    images = faces()
+    assert len(robustness.conditions()) == 1 + 3 * len(PERTURBATIONS)
+    for name, p in PERTURBATIONS.items():
+        change = [np.abs(perturb(images, name, s).astype(int) - images).mean() for s in p.levels]
+        assert change == sorted(change), name
+
+
+def test_brightness_and_contrast_maths() -> None:
+    images = np.full((50, 48, 48), 128, np.uint8)
+    shifted = perturb(images, "brightness", 40)
+    assert set(np.unique(shifted)) == {88, 168}  # each image moved by exactly +-40, both signs drawn
+    assert all(len(np.unique(image)) == 1 for image in shifted)
+    ramp = np.tile(np.linspace(28, 228, 48, dtype=np.float32), (48, 1))[None].astype(np.uint8)
+    flat = perturb(ramp, "contrast", 0.5).astype(np.float32)
+    assert flat.mean() == pytest.approx(ramp.mean(), abs=1)
+    assert flat.std() == pytest.approx(0.5 * ramp.std(), rel=0.02)
+
+
+def test_rotation_geometry() -> None:
+    images = faces(8)
+    np.testing.assert_array_equal(robustness.rotation(images, 0.0, np.random.default_rng(0)), images)
+    turned = robustness.rotation(images, 90.0, np.random.default_rng(0))
+    for image, out in zip(images, turned, strict=True):
+        assert np.array_equal(out, np.rot90(image, 1)) or np.array_equal(out, np.rot90(image, -1))
+
+
+def test_occlusion_erases_the_requested_area() -> None:
+    images = np.zeros((200, 48, 48), np.uint8)
+    erased = perturb(images, "occlusion", 0.2)
+    share = (erased != 0).mean()
+    assert share == pytest.approx(0.2 * 255 / 256, abs=0.02)  # noise hits 0 one time in 256
+
+
+def test_jpeg_mosaic_matches_per_image_coding() -> None:
+    images = faces(23)
+    out = perturb(images, "jpeg", 20)
+    for image, coded in zip(images, out, strict=True):
+        _, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 20])
+        np.testing.assert_array_equal(coded, cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE))
+    odd = faces(3)[:, :45, :47]  # sides not multiples of 8: coded one by one
+    assert perturb(np.ascontiguousarray(odd), "jpeg", 20).shape == (3, 45, 47)
+
+
+def test_downscale_over_many_images_matches_per_image_resizing() -> None:
+    images = np.random.default_rng(3).integers(0, 256, (600, 48, 48), dtype=np.uint8)  # > 512: chunked
+    out = perturb(images, "downscale", 3)
+    for i in (0, 511, 512, 599):
+        small = cv2.resize(images[i], (16, 16), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(out[i], cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR))
+
+
+def test_bad_inputs_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturb(faces(2), "fog", 1.0)
+    with pytest.raises(ValueError, match="uint8"):
+        perturb(faces(2).astype(np.float32), "blur", 1.0)
+    assert perturb(np.zeros((0, 48, 48), np.uint8), "jpeg", 20).shape == (0, 48, 48)
+
+
+def test_confidence_table_coverage_and_accuracy() -> None:
+    # confidences 0.95 (right), 0.75 (wrong), 0.55 (right), 0.35 (wrong)
+    probs = np.full((4, 7), 0.0)
+    for i, (c, cls) in enumerate([(0.95, 0), (0.75, 1), (0.55, 2), (0.35, 3)]):
+        probs[i] = (1 - c) / 6
+        probs[i, cls] = c
+    labels = np.array([0, 2, 2, 0])
+    table = confidence_table({"ensemble": probs}, labels).set_index("threshold")
+    assert list(table.index) == pytest.approx([0.1 * i for i in range(10)])
+    assert table.loc[0.0, "coverage"] == 1.0 and table.loc[0.0, "accuracy_kept"] == 0.5
+    assert table.loc[0.5, "coverage"] == 0.75 and table.loc[0.5, "accuracy_kept"] == pytest.approx(2 / 3)
+    assert table.loc[0.9, "coverage"] == 0.25 and table.loc[0.9, "abstention_rate"] == 0.75
+    assert table.loc[0.9, "accuracy_kept"] == 1.0
+    assert table.loc[0.7, "bucket_n"] == 1 and table.loc[0.7, "bucket_accuracy"] == 0.0
+    assert table["bucket_n"].sum() == 4
+    assert np.isnan(table.loc[0.0, "bucket_accuracy"])  # nothing below 1/7 confidence
+
+
+def write_fer_csv(path: Path, n: int = 20) -> Path:
+    images = faces(n, seed=5)
+    rows = [
+        {"emotion": i % len(EMOTIONS), "pixels": " ".join(map(str, image.ravel())), "Usage": "PrivateTest"}
+        for i, image in enumerate(images)
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_cli_end_to_end(fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_fer_csv(tmp_path / "fer.csv")
+    out = tmp_path / "report"
+    robustness.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--weights",
+            str(fake_weights),
+            "--runtime",
+            "torch",
+            "--limit",
+            "12",
+            "--seed",
+            "3",
+        ]
+    )
+    table = pd.read_csv(out / "robustness.csv")
+    models = {"A_crp", "B_mixcut", "ensemble"}
+    assert set(table["model"]) == models
+    assert len(table) == len(models) * (1 + 3 * len(PERTURBATIONS))
+    assert table["accuracy"].between(0, 1).all() and (table["n"] == 12).all()
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["n"] == 12 and report["seed"] == 3 and set(report["accuracy"]) == models
+    assert all(len(report["accuracy"]["ensemble"][name]) == 3 for name in PERTURBATIONS)
+    conf = pd.read_csv(out / "confidence.csv")
+    assert len(conf) == len(models) * 10 and conf["coverage"].iloc[0] == 1.0
+    assert (out / "robustness.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "| Perturbation | Setting | A_crp | B_mixcut | ensemble |" in printed
+    assert "| occlusion | 35% erased |" in printed and "Accuracy on kept" in printed

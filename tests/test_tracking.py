@@ -1,0 +1,120 @@
+"""FaceTracker: ids stay with a moving face, new faces get new ids, lost tracks expire, smoothing is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import FaceResult
+from fer_core.tracking import FaceTracker, iou_matrix
+
+
+def face(box: tuple[float, float, float, float], label: str = "happy", p: float = 1.0) -> FaceResult:
+    """A face whose ensemble puts `p` on `label` and spreads the rest evenly."""
+    rest = (1.0 - p) / (len(EMOTIONS) - 1)
+    probs = {name: (p if name == label else rest) for name in EMOTIONS}
+    return FaceResult(box, 0.9, label, p, probs, {"ensemble": probs})
+
+
+def test_iou_matrix_values() -> None:
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 3]])
+    np.testing.assert_allclose(iou_matrix(a, b), [[1.0, 50 / 150, 0.0, 0.0]])
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 4)
+
+
+def test_moving_face_keeps_one_id() -> None:
+    tracker = FaceTracker()
+    ids = set()
+    for step in range(30):
+        x = 100 + 3 * step
+        (tracked,) = tracker.update([face((x, 50, x + 80, 130))])
+        ids.add(tracked.track_id)
+        assert tracked.age == step + 1
+        assert tracked.box == (x, 50, x + 80, 130)
+    assert ids == {1}
+
+
+def test_far_box_gets_new_id_and_two_faces_do_not_swap() -> None:
+    tracker = FaceTracker()
+    first = tracker.update([face((0, 0, 50, 50)), face((200, 0, 250, 50))])
+    assert [t.track_id for t in first] == [1, 2]
+    # input order swapped, both moved a little: ids follow the boxes, not the list positions
+    second = tracker.update([face((204, 2, 254, 52)), face((3, 1, 53, 51))])
+    assert [t.track_id for t in second] == [2, 1]
+    third = tracker.update([face((3, 1, 53, 51)), face((400, 300, 450, 350))])
+    assert [t.track_id for t in third] == [1, 3]
+
+
+def test_track_dropped_after_max_missed() -> None:
+    tracker = FaceTracker(max_missed=2)
+    box = (10, 10, 60, 60)
+    assert tracker.update([face(box)])[0].track_id == 1
+    assert tracker.update([]) == []
+    assert tracker.update([]) == []
+    assert tracker.active_ids == [1]  # missed twice: still within max_missed
+    assert tracker.update([face(box)])[0].track_id == 1  # comes back: same id, miss count cleared
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.active_ids == []
+    assert tracker.update([face(box)])[0].track_id == 2
+
+
+def test_reset_restarts_ids() -> None:
+    tracker = FaceTracker()
+    tracker.update([face((0, 0, 10, 10)), face((50, 50, 60, 60))])
+    tracker.reset()
+    assert tracker.active_ids == []
+    assert tracker.update([face((0, 0, 10, 10))])[0].track_id == 1
+
+
+def test_ema_smoothing_maths() -> None:
+    tracker = FaceTracker(smoothing="ema", alpha=0.25)
+    box = (0, 0, 40, 40)
+    assert tracker.update([face(box, "happy")])[0].probs["happy"] == pytest.approx(1.0)
+    expected = 1.0
+    for _ in range(3):
+        (tracked,) = tracker.update([face(box, "sad")])
+        expected *= 0.75  # s = 0.25 * 0 + 0.75 * s
+        assert tracked.probs["happy"] == pytest.approx(expected)
+        assert tracked.probs["sad"] == pytest.approx(1.0 - expected)
+        assert sum(tracked.probs.values()) == pytest.approx(1.0)
+    # after 3 sad frames: happy 0.42, sad 0.58 -> the label flips only once the evidence is there
+    assert tracked.label == "sad" and tracked.confidence == pytest.approx(1.0 - 0.75**3)
+    assert tracked.raw.label == "sad"
+
+
+def test_ema_alpha_one_is_raw() -> None:
+    tracker = FaceTracker(alpha=1.0)
+    tracker.update([face((0, 0, 40, 40), "happy")])
+    assert tracker.update([face((0, 0, 40, 40), "fear", 0.6)])[0].probs["fear"] == pytest.approx(0.6)
+
+
+def test_window_smoothing_is_mean_of_last_n() -> None:
+    tracker = FaceTracker(smoothing="window", window=3)
+    box = (0, 0, 40, 40)
+    labels = ["happy", "sad", "sad", "angry", "angry"]
+    results = [tracker.update([face(box, label)])[0] for label in labels]
+    assert results[1].probs["happy"] == pytest.approx(0.5)  # mean of the 2 frames seen so far
+    assert results[2].probs["sad"] == pytest.approx(2 / 3)
+    last = results[-1]  # window = sad, angry, angry
+    assert last.probs["happy"] == pytest.approx(0.0)
+    assert last.probs["sad"] == pytest.approx(1 / 3)
+    assert last.probs["angry"] == pytest.approx(2 / 3)
+    assert last.label == "angry"
+
+
+def test_no_smoothing() -> None:
+    tracker = FaceTracker(smoothing="none")
+    tracker.update([face((0, 0, 40, 40), "happy")])
+    assert tracker.update([face((0, 0, 40, 40), "sad")])[0].probs["sad"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"iou_threshold": 0.0}, {"max_missed": -1}, {"smoothing": "median"}, {"alpha": 0.0}, {"window": 0}],
+)
+def test_bad_settings_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        FaceTracker(**kwargs)

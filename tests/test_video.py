@@ -1,0 +1,228 @@
+"""Video reading (four containers, rotation, broken files), annotated output and tracked CSV of `analyse_video`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skimage.data import astronaut
+
+from fer_core import video
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import FaceResult, ImageResult, Pipeline
+from fer_core.tracking import FaceTracker
+from fer_core.video import CSV_COLUMNS, VideoError, analyse_video, iter_frames, probe_video
+
+
+def write_video(path: Path, frames: list[np.ndarray], codec: str, fps: int = 10, rotation: int = 0) -> Path:
+    """Encode RGB frames with PyAV directly (independent of the writer under test)."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def face_frames(n: int = 20, step: int = 2) -> list[np.ndarray]:
+    """320x240 frames with the astronaut's face (about 95 px) sliding right by `step` px per frame."""
+    face = cv2.resize(astronaut()[20:240, 140:360], (200, 200), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        canvas = np.full((240, 320, 3), 90, np.uint8)
+        canvas[20:220, 40 + step * i : 240 + step * i] = face
+        frames.append(canvas)
+    return frames
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Batch-of-one inference on busy shared cores is many times faster on one thread than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "face.mp4", face_frames(), "libx264")
+
+
+@pytest.fixture(scope="module")
+def haar_pipe(fake_weights: Path) -> Pipeline:
+    return Pipeline.load(fake_weights, runtime="torch", detector_backend="haar", conf=0.3, min_face=40)
+
+
+GRAY_LEVELS = [30, 80, 130, 180, 230]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec"), [(".mp4", "libx264"), (".mov", "libx264"), (".webm", "libvpx"), (".avi", "mpeg4")]
+)
+def test_reads_common_containers(tmp_path: Path, suffix: str, codec: str) -> None:
+    frames = [np.full((48, 64, 3), level, np.uint8) for level in GRAY_LEVELS]
+    path = write_video(tmp_path / f"clip{suffix}", frames, codec)
+    info = probe_video(path)
+    assert (info.width, info.height) == (64, 48)
+    assert info.fps == pytest.approx(10)
+    decoded = list(iter_frames(path))
+    assert [f.index for f in decoded] == list(range(len(GRAY_LEVELS)))
+    assert [f.time_s for f in decoded] == pytest.approx([i / 10 for i in range(len(GRAY_LEVELS))], abs=1e-3)
+    for frame, level in zip(decoded, GRAY_LEVELS, strict=True):
+        assert frame.image.shape == (48, 64, 3) and frame.image.dtype == np.uint8
+        assert abs(float(frame.image.mean()) - level) < 6
+
+
+def test_rotation_metadata_is_applied(tmp_path: Path) -> None:
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:12, :12] = 255  # a white square at the stored frame's top-left
+    path = write_video(tmp_path / "phone.mp4", [image] * 2, "libx264", rotation=90)
+    info = probe_video(path)
+    assert (info.rotation, info.width, info.height) == (90, 48, 64)
+    upright = next(iter_frames(path)).image
+    assert upright.shape == (64, 48, 3)
+    # 90 degrees counter-clockwise moves the top-left corner to the bottom-left
+    assert upright[-6, 5].mean() > 200 and upright[5, 5].mean() < 50
+
+
+def test_broken_inputs_raise_video_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.webm"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.avi"
+    text.write_text("this is not a video\n" * 50)
+    good = write_video(tmp_path / "good.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for path in (garbage, empty, text, truncated, tmp_path / "missing.mov"):
+        with pytest.raises(VideoError, match=path.name):
+            list(iter_frames(path))
+        with pytest.raises(VideoError, match=path.name):
+            analyse_video(path, None, tmp_path / "out")  # type: ignore[arg-type]
+    assert issubclass(VideoError, ValueError)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
+    path = tmp_path / "sound.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(VideoError, match="no video stream"):
+        probe_video(path)
+
+
+def test_analyse_video_tracks_one_face(face_video: Path, haar_pipe: Pipeline, tmp_path: Path) -> None:
+    fractions: list[float] = []
+    summary = analyse_video(face_video, haar_pipe, tmp_path / "out", every=2, progress_callback=fractions.append)
+    assert (summary.frames, summary.analysed_frames, summary.width, summary.height) == (20, 10, 320, 240)
+    assert summary.track_ids == [1]
+    table = pd.read_csv(summary.csv_path)
+    assert list(table.columns) == CSV_COLUMNS
+    assert len(table) == 10
+    assert table["frame"].tolist() == list(range(0, 20, 2))
+    assert table["time_s"].tolist() == pytest.approx([i / 10 for i in range(0, 20, 2)], abs=1e-3)
+    assert set(table["face_id"]) == {1}
+    np.testing.assert_allclose(table[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-3)
+    assert set(table["label"]) <= set(EMOTIONS)
+    assert table["x1"].iloc[-1] > table["x1"].iloc[0] + 20  # the box follows the face to the right
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 5
+    pd.testing.assert_frame_equal(summary.faces.reset_index(drop=True), table, check_dtype=False)
+
+    info = probe_video(summary.annotated_path)
+    assert info.codec == summary.codec == "h264"
+    assert (info.width, info.height) == (320, 240)
+    with av.open(str(summary.annotated_path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    assert len(list(iter_frames(summary.annotated_path))) == 20
+    assert not list((tmp_path / "out").glob(".*partial"))
+
+
+class StubPipeline:
+    """Finds one fixed face on every frame; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image: np.ndarray) -> ImageResult:
+        self.calls += 1
+        probs = {name: 1 / len(EMOTIONS) for name in EMOTIONS}
+        face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, "angry", 1 / 7, probs, {"ensemble": probs})
+        return ImageResult([face], image.shape[1], image.shape[0])
+
+
+def test_skipped_frames_reuse_last_boxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_video(tmp_path / "odd.avi", [np.zeros((47, 65, 3), np.uint8)] * 10, "mpeg4")
+    drawn: list[list[Any]] = []
+    real_draw = video.draw_faces
+    monkeypatch.setattr(video, "draw_faces", lambda image, boxes: drawn.append(list(boxes)) or real_draw(image, boxes))
+    stub = StubPipeline()
+    summary = analyse_video(path, stub, tmp_path / "out", every=3, tracker=FaceTracker(alpha=0.2))  # type: ignore[arg-type]
+    assert stub.calls == 4  # frames 0, 3, 6, 9
+    assert len(drawn) == 10 and all(len(boxes) == 1 for boxes in drawn)
+    assert all(boxes[0][3] == 1 for boxes in drawn)  # the track id is drawn on every frame
+    assert (summary.width, summary.height) == (64, 46)  # odd sides cropped for yuv420p
+    assert len(list(iter_frames(summary.annotated_path))) == 10
+    with pytest.raises(ValueError, match="every"):
+        analyse_video(path, stub, tmp_path / "out", every=0)  # type: ignore[arg-type]
+
+
+def test_cli_end_to_end(
+    face_video: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    loads: list[dict[str, Any]] = []
+
+    def load(weights: Path, **kwargs: Any) -> StubPipeline:  # the wiring is under test; models are tested above
+        loads.append({"weights": weights, **kwargs})
+        return StubPipeline()
+
+    monkeypatch.setattr(video.Pipeline, "load", load)
+    out = tmp_path / "cli"
+    code = video.main(
+        [
+            str(face_video),
+            "--out",
+            str(out),
+            "--every",
+            "4",
+            "--weights",
+            "w",
+            "--detector",
+            "haar",
+            "--alpha",
+            "0.3",
+            "--conf",
+            "0.3",
+        ]
+    )
+    assert code == 0
+    assert loads == [{"weights": Path("w"), "runtime": "auto", "detector_backend": "haar", "conf": 0.3}]
+    assert (out / "annotated.mp4").stat().st_size > 0
+    table = pd.read_csv(out / "faces.csv")
+    assert table["frame"].tolist() == [0, 4, 8, 12, 16] and set(table["face_id"]) == {1}
+    assert "5 analysed" in capsys.readouterr().out
+    bad = tmp_path / "bad.mov"
+    bad.write_bytes(b"\x00" * 100)
+    assert video.main([str(bad), "--out", str(out), "--detector", "haar"]) == 2
+    assert "bad.mov" in capsys.readouterr().err
