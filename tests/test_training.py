@@ -77,3 +77,12 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny_csv):
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_classifier(out / "best.pt").meta["world_size"] == 2
     assert len(pd.read_csv(out / "history.csv")) == 1
+
+
+def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
+    longer = ["--epochs", "3", *TINY[2:]]
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--reschedule", *longer])
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2, 3]
+    assert read_checkpoint(out / "last.pt")["training"]["config"]["epochs"] == 3
