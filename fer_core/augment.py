@@ -68,7 +68,9 @@ def _light(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def mixup_cutmix(num_classes: int = len(EMOTIONS)) -> v2.Transform:
     """torchvision's batch MixUp (alpha 0.2) or CutMix (alpha 1.0), chosen per batch."""
-    return v2.RandomChoice([v2.MixUp(alpha=0.2, num_classes=num_classes), v2.CutMix(alpha=1.0, num_classes=num_classes)])
+    return v2.RandomChoice(
+        [v2.MixUp(alpha=0.2, num_classes=num_classes), v2.CutMix(alpha=1.0, num_classes=num_classes)]
+    )
 
 
 RECIPES: dict[str, Recipe] = {

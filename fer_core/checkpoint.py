@@ -98,9 +98,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_classifier(
-    path: str | Path, expected_classes: tuple[str, ...] = EMOTIONS
-) -> LoadedClassifier:
+def load_classifier(path: str | Path, expected_classes: tuple[str, ...] = EMOTIONS) -> LoadedClassifier:
     """Rebuild the model a checkpoint describes and check it speaks our label space."""
     checkpoint = read_checkpoint(path)
     config = ModelConfig.from_dict(checkpoint["model_config"])

@@ -48,9 +48,7 @@ class FerSplit:
 
     def subset(self, indices: Iterable[int] | np.ndarray) -> FerSplit:
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
-        return FerSplit(
-            self.name, self.images[idx], self.labels[idx], tuple(self.sources[i] for i in idx)
-        )
+        return FerSplit(self.name, self.images[idx], self.labels[idx], tuple(self.sources[i] for i in idx))
 
 
 @dataclass(frozen=True)
@@ -99,9 +97,7 @@ def load_fer2013(
     elif source.name.lower().endswith(CSV_SUFFIXES):
         images, labels, usages, sources, skipped = _read_csv(source, skip_bad)
     else:
-        raise FerDataError(
-            f"{source}: not a FER-2013 source (expected a folder or a .csv/.csv.gz/.xz/.zip file)"
-        )
+        raise FerDataError(f"{source}: not a FER-2013 source (expected a folder or a .csv/.csv.gz/.xz/.zip file)")
     if skipped:
         log.warning("skipped %d bad rows/files in %s (first: %s)", len(skipped), source, skipped[0])
     if not labels:
@@ -115,21 +111,17 @@ def load_fer2013(
     for name in SPLITS:
         idx = np.flatnonzero(usages_arr == name)
         if len(idx):
-            splits[name] = FerSplit(
-                name, image_arr[idx], label_arr[idx], tuple(sources[i] for i in idx)
-            )
+            splits[name] = FerSplit(name, image_arr[idx], label_arr[idx], tuple(sources[i] for i in idx))
     return FerDataset(splits, tuple(skipped))
 
 
-def _carve_validation(
-    usages: np.ndarray, labels: np.ndarray, fraction: float, seed: int
-) -> np.ndarray:
+def _carve_validation(usages: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Move a seeded, per-class `fraction` of Training into PublicTest."""
     usages = usages.copy()
     rng = np.random.default_rng(seed)
     for cls in range(len(EMOTIONS)):
         idx = np.flatnonzero((usages == TRAIN_SPLIT) & (labels == cls))
-        n_val = int(round(len(idx) * fraction))
+        n_val = round(len(idx) * fraction)
         if len(idx) > 1 and n_val == 0:
             n_val = 1
         usages[rng.permutation(idx)[:n_val]] = VAL_SPLIT

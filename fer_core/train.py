@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class TrainConfig:
     skip_bad: bool = False
     eval_batch_size: int = 512
     stop_after: int = 0  # end this invocation after N epochs (resume later): splits a schedule across sessions
+    time_budget: float = 0.0  # seconds for this invocation's epochs: after the first, `epochs` shrinks to fit
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
@@ -77,13 +78,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
         action="store_true",
         help="with --resume: accept a changed --epochs by stretching/shrinking the LR schedule (not an exact resume)",
     )
-    for field in fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type in ("bool", bool):
+    for option in fields(TrainConfig):
+        flag = "--" + option.name.replace("_", "-")
+        if option.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type)]
-            extra = {"choices": sorted(RECIPES)} if field.name == "recipe" else {}
+            kind = {"int": int, "float": float, "str": str}[str(option.type)]
+            extra = {"choices": sorted(RECIPES)} if option.name == "recipe" else {}
             parser.add_argument(flag, type=kind, default=None, **extra)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
@@ -107,7 +108,7 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -124,7 +125,9 @@ def setup_distributed(requested: str) -> Distributed:
         if use_cuda:
             torch.cuda.set_device(device)
         return Distributed(dist.get_rank(), world_size, device)
-    device = torch.device("cuda") if use_cuda else torch.device(requested if requested not in ("auto", "cuda") else "cpu")
+    device = (
+        torch.device("cuda") if use_cuda else torch.device(requested if requested not in ("auto", "cuda") else "cpu")
+    )
     return Distributed(0, 1, device)
 
 
@@ -174,8 +177,10 @@ def train_one_epoch(
     order = order[dist_info.rank * per_rank : (dist_info.rank + 1) * per_rank]
     steps = max(1, len(order) // cfg.batch_size)
     model.train()
-    total_loss, seen, preds, targets = 0.0, 0, [], []
+    total_loss: torch.Tensor | float = 0.0
+    seen, preds, targets = 0, [], []
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist_info.is_main, leave=False)
+    order = order.to(images.device)
     for step in bar:
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
         x = images[idx].to(device, non_blocking=True).float().div_(255.0)
@@ -195,24 +200,59 @@ def train_one_epoch(
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(y)
+        total_loss = total_loss + loss.detach() * len(y)  # a device tensor: no host sync per step
         seen += len(y)
-        preds.append(logits.argmax(1).cpu())
-        targets.append(y.cpu())
+        preds.append(logits.detach().argmax(1))
+        targets.append(y)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    scores = summary_metrics(torch.cat(targets).numpy(), torch.cat(preds).numpy())
-    return {"train_loss": total_loss / max(seen, 1), "train_acc": scores["accuracy"], "train_macro_f1": scores["macro_f1"]}
+            bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    scores = summary_metrics(torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy())
+    mean_loss = float(total_loss) / max(seen, 1)
+    return {"train_loss": mean_loss, "train_acc": scores["accuracy"], "train_macro_f1": scores["macro_f1"]}
 
 
 def validate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    device: torch.device,
 ) -> dict[str, float]:
     probs = predict_probs(unwrap(model), images, model_cfg, device, cfg.eval_batch_size)
     y = labels.numpy()
     scores = summary_metrics(y, probs.argmax(1))
     nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
     return {"val_loss": nll, "val_acc": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=cfg.warmup_pct
+    )
+
+
+def retarget_schedule(
+    scheduler: torch.optim.lr_scheduler.OneCycleLR, cfg: TrainConfig, epochs: int, steps_per_epoch: int
+) -> None:
+    """Keep the step count, follow a new length: the LR continues from where it is on the new curve.
+
+    The new curve comes from a probe scheduler on a throwaway optimizer, so the real one is untouched.
+    """
+    probe = one_cycle(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr), cfg, epochs, steps_per_epoch)
+    scheduler.total_steps, scheduler._schedule_phases = probe.total_steps, probe._schedule_phases
+
+
+def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: float, epoch_s: float) -> int:
+    """Total epochs that fit a time budget, given the epochs done so far and the duration of one epoch.
+
+    Only ever shrinks the plan (a schedule that moves back and forth would jolt the LR), and keeps at least one
+    epoch beyond those done so the LR can still anneal.
+    """
+    affordable = done + int(max(0.0, budget_s - elapsed_s) // max(epoch_s, 1e-9))
+    return max(done + 1, min(planned, affordable)) if done < planned else planned
 
 
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
@@ -226,13 +266,16 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     train_x, train_y = to_tensors(dataset[TRAIN_SPLIT], cfg.limit, cfg.seed)
     val_x, val_y = to_tensors(dataset[VAL_SPLIT], cfg.val_limit, cfg.seed)
     fingerprint = dataset.fingerprint()
+    if dist_info.device.type == "cuda":  # 28.7k x 48 x 48 bytes: indexing on the GPU avoids a copy per step
+        train_x, train_y = train_x.to(dist_info.device), train_y.to(dist_info.device)
+        torch.backends.cudnn.benchmark = True
 
     model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dist_info.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    weight = torch.from_numpy(class_weights(train_y.numpy(), cfg.class_weight_power)).to(dist_info.device)
+    weight = torch.from_numpy(class_weights(train_y.cpu().numpy(), cfg.class_weight_power)).to(dist_info.device)
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -240,15 +283,15 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     steps_per_epoch = max(1, (len(train_y) // dist_info.world_size) // cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=cfg.warmup_pct
-    )
+    scheduler = one_cycle(optimizer, cfg, cfg.epochs, steps_per_epoch)
     history: list[dict[str, float]] = []
     start_epoch, best_acc, train_seconds = 0, -1.0, 0.0
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         state = read_checkpoint(last_path)
         training = state["training"]
+        if training["config"].get("time_budget") and not reschedule:
+            cfg.epochs = training["config"]["epochs"]  # a budgeted run already fitted its length: keep it
         keys = ("recipe", "batch_size", "lr", "seed", "limit") + (() if reschedule else ("epochs",))
         changed = [k for k in keys if training["config"][k] != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
@@ -258,18 +301,20 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         model_cfg = ModelConfig.from_dict(state["model_config"])
         unwrap(model).load_state_dict(state["state_dict"])
         optimizer.load_state_dict(training["optimizer"])
-        fresh_total, fresh_phases = scheduler.total_steps, scheduler._schedule_phases
         scheduler.load_state_dict(training["scheduler"])
         if reschedule and training["config"]["epochs"] != cfg.epochs:
-            # Keep the step count, follow the new length: the LR continues from where it is on the new curve.
-            scheduler.total_steps, scheduler._schedule_phases = fresh_total, fresh_phases
-            log.warning("rescheduled from %d to %d epochs (not an exact resume)", training["config"]["epochs"], cfg.epochs)
+            retarget_schedule(scheduler, cfg, cfg.epochs, steps_per_epoch)
+            log.warning(
+                "rescheduled from %d to %d epochs (not an exact resume)", training["config"]["epochs"], cfg.epochs
+            )
         history = list(training["history"])
         start_epoch, best_acc, train_seconds = training["epoch"] + 1, training["best_acc"], training["train_seconds"]
         if dist_info.is_main:
             log.info("resumed %s at epoch %d", last_path, start_epoch + 1)
     if dist_info.world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None)
+        model = DistributedDataParallel(
+            model, device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None
+        )
 
     meta_base = {
         "name": name,
@@ -281,14 +326,23 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         "device": str(torch.cuda.get_device_name(0) if dist_info.device.type == "cuda" else "cpu"),
         "world_size": dist_info.world_size,
     }
-    end_epoch = min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
-    for epoch in range(start_epoch, end_epoch):
+    loop_began = time.perf_counter()
+    epoch = start_epoch
+    while epoch < (min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs):
         began = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
         row.update(
             train_one_epoch(
-                model, train_x, train_y, epoch=epoch, cfg=cfg, model_cfg=model_cfg, optimizer=optimizer,
-                scheduler=scheduler, criterion=criterion, dist_info=dist_info,
+                model,
+                train_x,
+                train_y,
+                epoch=epoch,
+                cfg=cfg,
+                model_cfg=model_cfg,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                criterion=criterion,
+                dist_info=dist_info,
             )
         )
         if dist_info.is_main:
@@ -304,17 +358,45 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 best_acc = row["val_acc"]
                 save_checkpoint(best_path, build_checkpoint(model, model_cfg, meta))
             training = {
-                "config": asdict(cfg), "epoch": epoch, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "best_acc": best_acc,
+                "config": asdict(cfg),
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best_acc": best_acc,
                 "train_seconds": train_seconds,
             }
             save_checkpoint(last_path, build_checkpoint(model, model_cfg, meta, training))
             log.info(
                 "epoch %d/%d loss %.4f acc %.4f | val acc %.4f f1 %.4f | %.0fs",
-                epoch + 1, cfg.epochs, row["train_loss"], row["train_acc"], row["val_acc"], row["val_macro_f1"], row["epoch_seconds"],
+                epoch + 1,
+                cfg.epochs,
+                row["train_loss"],
+                row["train_acc"],
+                row["val_acc"],
+                row["val_macro_f1"],
+                row["epoch_seconds"],
             )
+        if cfg.time_budget and epoch - start_epoch == 1:  # decide once, on the 2nd epoch: the 1st carries warm-up
+            fitted = epochs_within_budget(
+                cfg.epochs,
+                epoch + 1,
+                cfg.time_budget,
+                time.perf_counter() - loop_began,
+                1.05 * (time.perf_counter() - began),
+            )
+            if dist_info.world_size > 1:  # every rank must follow rank 0's decision
+                decision = torch.tensor([fitted], device=dist_info.device)
+                dist.broadcast(decision, src=0)
+                fitted = int(decision.item())
+            if fitted != cfg.epochs:
+                if dist_info.is_main:
+                    log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)
+                cfg.epochs = fitted
+                retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
         if dist_info.world_size > 1:
             dist.barrier()
+        epoch += 1
     if dist_info.world_size > 1:
         dist.destroy_process_group()
     return best_path

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--cache", choices=("ram", "disk"), default=None, help="cache decoded images (faster epochs)")
     p.add_argument("--patience", type=int, default=50)
+    p.add_argument("--time", type=float, default=None, help="hours to train; overrides --epochs (ultralytics 'time')")
+    p.add_argument("--no-val", action="store_true", help="validate only after the last epoch (short GPU leases)")
     p.add_argument("--seed", type=int, default=0, help="training seed and WIDER event split seed")
     p.add_argument("--min-face-px", type=float, default=ConversionConfig.min_face_px, help="tiny-face cut at 640 px")
     p.add_argument("--train-fraction", type=float, default=ConversionConfig.train_event_fraction)
@@ -94,6 +96,10 @@ def train_kwargs(args: argparse.Namespace, data_yaml: Path) -> dict[str, Any]:
     }
     if args.device is not None:
         kwargs["device"] = args.device
+    if args.time:
+        kwargs["time"] = args.time
+    if args.no_val:
+        kwargs["val"] = False
     if args.cache:
         kwargs["cache"] = args.cache
     return kwargs

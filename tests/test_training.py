@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
+from fer_core.train import epochs_within_budget
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 from tests.fer_fixtures import write_fer_csv
@@ -70,9 +71,28 @@ def test_mixcut_recipe_and_yaml_config(tmp_path, tiny_csv):
 def test_ddp_with_two_gloo_processes(tmp_path, tiny_csv):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "fer_core.train", "--data", str(tiny_csv), "--out", str(out), "--epochs", "1",
-               "--batch-size", "8", "--stem-stride", "2", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "fer_core.train",
+        "--data",
+        str(tiny_csv),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--stem-stride",
+        "2",
+        "--threads",
+        "1",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_classifier(out / "best.pt").meta["world_size"] == 2
@@ -86,3 +106,27 @@ def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv):
     train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--reschedule", *longer])
     assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2, 3]
     assert read_checkpoint(out / "last.pt")["training"]["config"]["epochs"] == 3
+
+
+@pytest.mark.parametrize(
+    ("planned", "done", "budget", "elapsed", "epoch_s", "expected"),
+    [
+        (100, 2, 100.0, 20.0, 10.0, 10),  # 80 s left: 8 more epochs
+        (5, 2, 1000.0, 20.0, 10.0, 5),  # never more than planned
+        (100, 2, 10.0, 20.0, 10.0, 3),  # over budget already: one more epoch to finish the schedule
+        (3, 3, 10.0, 20.0, 10.0, 3),  # nothing left to plan
+    ],
+)
+def test_epochs_within_budget(planned, done, budget, elapsed, epoch_s, expected):
+    assert epochs_within_budget(planned, done, budget, elapsed, epoch_s) == expected
+
+
+def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
+    out = tmp_path / "run"
+    many = ["--epochs", "50", *TINY[2:]]
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--time-budget", "0.001", *many])
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]  # decided after epoch 2: one more epoch, then stop
+    state = read_checkpoint(out / "last.pt")["training"]
+    assert state["config"]["epochs"] == 3
+    assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end

@@ -216,6 +216,10 @@ def test_train_detector_arguments(tmp_path: Path) -> None:
     kwargs = train_detector.train_kwargs(args, tmp_path / "data.yaml")
     assert kwargs["pretrained"] is False and kwargs["plots"] is False and kwargs["single_cls"] is True
     assert kwargs["epochs"] == 3 and kwargs["name"] == "face" and "device" not in kwargs
+    assert "time" not in kwargs and "val" not in kwargs
+    timed = train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--time", "0.1", "--no-val"])
+    timed_kwargs = train_detector.train_kwargs(timed, tmp_path / "data.yaml")
+    assert timed_kwargs["time"] == 0.1 and timed_kwargs["val"] is False
     with pytest.raises(SystemExit):  # a bare weights name would be downloaded by ultralytics
         train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--model", "yolo11n.pt"])
     with pytest.raises(SystemExit):
