@@ -67,13 +67,9 @@ class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, config: ModelConfig, threads: int = 0) -> None:
-        import onnxruntime as ort
+        from fer_core.onnx_session import cpu_session
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.config = config
 

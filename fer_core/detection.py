@@ -4,14 +4,24 @@ The app must work on a fresh checkout without our trained weights, so a missing 
 degrades to the Haar cascade shipped inside opencv-python (with a warning) instead of failing. Ultralytics is
 imported lazily (it costs seconds) and is switched fully offline before import: nothing here may download
 fonts, weights or update information at run time. No ultralytics type leaves this module.
+
+The YOLO model runs on one of two runtimes, like the emotion classifiers: onnxruntime on CPU (an ONNX export built
+on first use into the cache, see `fer_core.export.detector_onnx_path`) and PyTorch through ultralytics on CUDA.
+`runtime="auto"` picks between them; the `runtime` attribute says which one is active.
+
+The network input size is a speed/recall trade-off chosen per use: `PHOTO_IMGSZ` (the default) for still photos,
+where small faces matter and a frame may take a while, and `VIDEO_IMGSZ` for live video and webcam frames, where
+faces are usually large and latency decides.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -19,11 +29,19 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from fer_core.yolo_onnx import OnnxYolo
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where `train_detector` exports the face model and where the app looks for it.
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "face_yolo.pt"
 HAAR_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 BACKENDS = ("auto", "yolo", "haar")
+#: "auto" is onnxruntime on CPU and PyTorch (ultralytics) when CUDA is there and the device is not the CPU.
+RUNTIMES = ("auto", "onnxruntime", "torch")
+#: Detector input size for still photos: small faces in group shots need the resolution.
+PHOTO_IMGSZ = 640
+#: Detector input size for live video and webcam frames: about 4x fewer pixels than photos, for latency.
+VIDEO_IMGSZ = 320
 
 #: Haar confidence = logistic((levelWeight - CENTER) / SCALE). `levelWeight` is the last-stage boosting sum that
 #: OpenCV reports per detection (unbounded, roughly -2..10). On a WIDER val sample, windows matching a face had a
@@ -107,6 +125,40 @@ def import_ultralytics() -> ModuleType:
         return ultralytics
 
 
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Undo ultralytics' process-wide `torch.set_num_threads(cpu_count - 1)`, done whenever it selects a CPU device.
+
+    Its predictor and exporter do that on first use, which would silently slow every other PyTorch model in the
+    process (the classifiers on the torch runtime) and skew benchmarks that set threads on purpose.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def resolve_runtime(runtime: str, device: str | None) -> str:
+    """Turn "auto" into a runtime: PyTorch only where it can use CUDA, onnxruntime (faster there) on CPU."""
+    if runtime != "auto":
+        return runtime
+    if device is not None and not (str(device).startswith("cuda") or str(device)[:1].isdigit()):
+        return "onnxruntime"  # "cpu", "mps": no need to import torch to decide
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "onnxruntime"
+
+
+def face_class(names: dict[int, str]) -> int | None:
+    """The class to keep in a multi-class model that has a "face" class; None means every class is a face."""
+    faces = [int(k) for k, v in names.items() if str(v).lower() == "face"]
+    return faces[0] if faces and len(names) > 1 else None
+
+
 def haar_scores(level_weights: np.ndarray) -> np.ndarray:
     """Map OpenCV's unbounded Haar level weights to 0..1 with the documented logistic."""
     w = np.asarray(level_weights, dtype=np.float64).reshape(-1)
@@ -138,12 +190,15 @@ class FaceDetector:
         conf: float = 0.35,
         min_face: int = 16,
         max_faces: int = 100,
-        imgsz: int = 640,
+        imgsz: int = PHOTO_IMGSZ,
         iou: float = 0.5,
         device: str | None = None,
+        runtime: str = "auto",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if not 0.0 <= conf <= 1.0:
             raise ValueError(f"conf must be in [0, 1], got {conf}")
         if min_face < 0 or max_faces < 1 or imgsz < 32:
@@ -156,17 +211,22 @@ class FaceDetector:
         self.device = device
         self.weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
         self.warning: str | None = None
+        #: Why the YOLO model runs on PyTorch although onnxruntime was wanted (it still runs: not a Haar fallback).
+        self.runtime_warning: str | None = None
+        #: What executes detection: "onnxruntime" or "torch" for YOLO, "opencv" for the Haar cascade.
+        self.runtime = "opencv"
         self._lock = threading.Lock()
         self._yolo: Any = None
+        self._onnx: OnnxYolo | None = None
         self._face_class: int | None = None
         self._haar: cv2.CascadeClassifier | None = None
 
         if backend in ("auto", "yolo"):
             try:
-                self._load_yolo(self.weights)
+                self._load_yolo(self.weights, resolve_runtime(runtime, device))
                 self.backend = "yolo"
                 return
-            except Exception as exc:  # noqa: BLE001 - any load failure must degrade to Haar, not crash the app
+            except Exception as exc:  # any load failure must degrade to Haar, not crash the app
                 self.warning = (
                     f"YOLO face weights unusable ({self.weights}: {type(exc).__name__}: {exc}); "
                     "falling back to the OpenCV Haar cascade, which misses small, profile and occluded faces. "
@@ -176,19 +236,39 @@ class FaceDetector:
         self._haar = self._load_haar()
         self.backend = "haar"
 
-    def _load_yolo(self, weights: Path) -> None:
-        """Load our own .pt only: a missing file is an error here because ultralytics would otherwise download."""
+    def _load_yolo(self, weights: Path, runtime: str) -> None:
+        """Load our own .pt only: a missing file is an error here because ultralytics would otherwise download.
+
+        onnxruntime failing (export or session) costs speed, not detection, so it falls back to PyTorch with a
+        warning; only weights that ultralytics itself cannot load go on to the Haar fallback in `__init__`.
+        """
         path = weights.expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError("file not found")
         if path.suffix != ".pt":
             raise ValueError("expected a .pt file")
+        onnx_error: Exception | None = None
+        if runtime == "onnxruntime":
+            try:
+                from fer_core.export import detector_onnx_path
+
+                self._onnx = OnnxYolo(detector_onnx_path(path, self.imgsz))
+                self._face_class = face_class(self._onnx.names)
+                self.runtime = "onnxruntime"
+                return
+            except Exception as exc:  # PyTorch below still serves the same weights
+                onnx_error = exc
         ultralytics = import_ultralytics()
         model = ultralytics.YOLO(str(path), task="detect")
-        names = getattr(model, "names", None) or {}
-        faces = [int(k) for k, v in dict(names).items() if str(v).lower() == "face"]
-        self._face_class = faces[0] if faces and len(names) > 1 else None
+        self._face_class = face_class(dict(getattr(model, "names", None) or {}))
         self._yolo = model
+        self.runtime = "torch"
+        if onnx_error is not None:
+            self.runtime_warning = (
+                f"onnxruntime face detection unavailable ({type(onnx_error).__name__}: {onnx_error}); "
+                "running the YOLO model on PyTorch instead, which is slower on CPU."
+            )
+            warnings.warn(self.runtime_warning, RuntimeWarning, stacklevel=3)
 
     @staticmethod
     def _load_haar() -> cv2.CascadeClassifier:
@@ -203,9 +283,16 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             return []
-        with self._lock:
-            boxes, scores = self._detect_yolo(rgb) if self.backend == "yolo" else self._detect_haar(rgb)
+        if self._onnx is not None:  # an onnxruntime session is thread-safe: no lock, concurrent app sessions
+            boxes, scores = self._onnx.detect(rgb, self.imgsz, self.conf, self.iou, self._max_det, self._face_class)
+        else:
+            with self._lock:
+                boxes, scores = self._detect_yolo(rgb) if self.backend == "yolo" else self._detect_haar(rgb)
         return self._finish(boxes, scores, w, h)
+
+    @property
+    def _max_det(self) -> int:
+        return max(self.max_faces * 2, 300)  # headroom: tiny boxes are dropped afterwards
 
     def _detect_yolo(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics treats numpy input as OpenCV BGR
@@ -213,7 +300,7 @@ class FaceDetector:
             "conf": self.conf,
             "iou": self.iou,
             "imgsz": self.imgsz,
-            "max_det": max(self.max_faces * 2, 300),  # headroom: tiny boxes are dropped afterwards
+            "max_det": self._max_det,
             "verbose": False,
             "save": False,
         }
@@ -221,7 +308,8 @@ class FaceDetector:
             kwargs["device"] = self.device
         if self._face_class is not None:
             kwargs["classes"] = [self._face_class]
-        result = self._yolo.predict(bgr, **kwargs)[0]
+        with torch_threads_kept():
+            result = self._yolo.predict(bgr, **kwargs)[0]
         data = result.boxes
         if data is None or len(data) == 0:
             return np.zeros((0, 4)), np.zeros(0)
@@ -254,4 +342,7 @@ class FaceDetector:
         return [FaceBox(*(float(v) for v in boxes[i]), float(scores[i])) for i in order]
 
     def __repr__(self) -> str:
-        return f"FaceDetector(backend={self.backend!r}, conf={self.conf}, min_face={self.min_face})"
+        return (
+            f"FaceDetector(backend={self.backend!r}, runtime={self.runtime!r}, imgsz={self.imgsz}, "
+            f"conf={self.conf}, min_face={self.min_face})"
+        )

@@ -1,17 +1,21 @@
-"""Export classifiers to ONNX (softmax inside) and keep the exported files in a content-keyed cache.
+"""Export the classifiers (softmax inside) and the face detector to ONNX, checked against PyTorch, into a cache.
 
-    python -m fer_core.export --weights weights --out weights/onnx
+    python -m fer_core.export --weights weights [--out weights/onnx] [--imgsz 640 320]
 
-At run time `classifier_onnx_path` builds the ONNX file on first use, named by the sha256 of the
-checkpoint, so a changed checkpoint can never be paired with a stale graph.
+At run time `classifier_onnx_path` and `detector_onnx_path` build the ONNX file on first use, named by the
+sha256 of the checkpoint (and, for the detector, the input size it was checked at), so a changed checkpoint can
+never be paired with a stale graph. Every export is compared with PyTorch on the same inputs before it is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,6 +28,13 @@ from fer_core.models import ModelConfig
 
 #: Largest allowed |p_onnx - p_torch| on the same inputs.
 MAX_PROB_DIFF = 1e-4
+#: Largest allowed differences of the detector's raw outputs on the same inputs: box cx, cy, w, h in input pixels
+#: (1/10 px, invisible) and class scores. Float32 rounding through ~100 layers and the distribution-focal box head
+#: gives ~0.02 px and ~3e-4 on noise; a broken export is off by whole pixels and tenths of a score.
+MAX_BOX_DIFF_PX = 0.1
+MAX_SCORE_DIFF = 1e-3
+#: ONNX opset for every export here: supported by the onnxruntime we require, and by ultralytics' YOLO11 export.
+OPSET = 17
 
 
 def cache_dir() -> Path:
@@ -95,19 +106,125 @@ def classifier_onnx_path(loaded: LoadedClassifier) -> Path:
     return target
 
 
+def export_detector(pt_path: str | Path, out_path: str | Path, imgsz: int) -> Path:
+    """Export an ultralytics YOLO .pt with ultralytics' own ONNX exporter (offline), verify it, then move it in place.
+
+    Height and width stay dynamic so onnxruntime gets the same minimal-padding letterbox as ultralytics' predictor
+    (a 4:3 frame at 640 runs as 640x480, not 640x640); `imgsz` is the size the export is checked at. The .pt is
+    copied to a scratch folder first because ultralytics writes its output next to the weights, which may be
+    read-only or shared. Simplification needs onnxslim, which is optional: without it the graph is left as is.
+    """
+    from fer_core.detection import import_ultralytics, torch_threads_kept
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ultralytics = import_ultralytics()
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        source = Path(tmp) / "model.pt"
+        shutil.copyfile(pt_path, source)
+        with torch_threads_kept():
+            exported = ultralytics.YOLO(str(source), task="detect").export(
+                format="onnx",
+                imgsz=imgsz,
+                dynamic=True,
+                batch=1,
+                simplify=importlib.util.find_spec("onnxslim") is not None,
+                opset=OPSET,
+                half=False,
+                nms=False,
+                device="cpu",
+                verbose=False,
+            )
+        exported = Path(exported)
+        box_diff, score_diff = detector_output_difference(pt_path, exported, imgsz)
+        if box_diff > MAX_BOX_DIFF_PX or score_diff > MAX_SCORE_DIFF:
+            raise RuntimeError(
+                f"ONNX export of {pt_path} differs from PyTorch: boxes by {box_diff:.2e} px (max {MAX_BOX_DIFF_PX}), "
+                f"scores by {score_diff:.2e} (max {MAX_SCORE_DIFF})"
+            )
+        exported.replace(out)
+    return out
+
+
+def detector_output_difference(pt_path: str | Path, onnx_path: str | Path, imgsz: int) -> tuple[float, float]:
+    """Largest raw-output differences (box px, score) between PyTorch and onnxruntime on seeded random inputs.
+
+    Checked at the square `imgsz` input and at a 3:4 one, since the graph's height and width are dynamic.
+    """
+    from fer_core.detection import import_ultralytics
+    from fer_core.yolo_onnx import OnnxYolo, input_side
+
+    net = import_ultralytics().YOLO(str(pt_path), task="detect").model.float().eval()
+    session = OnnxYolo(onnx_path)
+    side = input_side(imgsz, session.stride)
+    short = input_side(side * 3 // 4, session.stride)
+    rng = np.random.default_rng(0)
+    box_diff = score_diff = 0.0
+    for shape in ((side, side), (short, side)):
+        blob = rng.random((1, 3, *shape), dtype=np.float32)
+        with torch.inference_mode():
+            expected = net(torch.from_numpy(blob))
+        expected = (expected[0] if isinstance(expected, list | tuple) else expected).numpy()
+        got = session.raw(blob)
+        if got.shape != expected.shape:
+            raise RuntimeError(f"ONNX detector output shape {got.shape} != PyTorch {expected.shape}")
+        box_diff = max(box_diff, float(np.abs(got[:, :4] - expected[:, :4]).max()))
+        score_diff = max(score_diff, float(np.abs(got[:, 4:] - expected[:, 4:]).max()))
+    return box_diff, score_diff
+
+
+def detector_onnx_path(pt_path: str | Path, imgsz: int) -> Path:
+    """The cached ONNX file for this exact detector checkpoint and input size, exporting it on first use."""
+    path = Path(pt_path)
+    target = cache_dir() / "onnx" / f"{path.stem}-{file_sha256(path)[:16]}-{imgsz}.onnx"
+    if not target.exists():
+        export_detector(path, target, imgsz)
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
+    from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
+
     parser = argparse.ArgumentParser(prog="python -m fer_core.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=Path("weights"), help="folder with ensemble.json and the .pt files")
+    parser.add_argument(
+        "--weights", type=Path, default=Path("weights"), help="folder with ensemble.json and the .pt files"
+    )
     parser.add_argument("--out", type=Path, default=None, help="where to write .onnx files (default: the cache)")
+    parser.add_argument(
+        "--detector",
+        type=Path,
+        default=None,
+        help="face detector .pt (default: WEIGHTS/face_yolo.pt, skipped if absent)",
+    )
+    parser.add_argument(
+        "--imgsz", type=int, nargs="+", default=[PHOTO_IMGSZ, VIDEO_IMGSZ], help="detector sizes to export and check"
+    )
     args = parser.parse_args(argv)
     spec = json.loads((args.weights / "ensemble.json").read_text())
-    report = {}
+    report: dict[str, dict[str, object]] = {}
     for member in spec["models"]:
         loaded = load_classifier(args.weights / member["file"])
         target = (args.out / f"{Path(member['file']).stem}.onnx") if args.out else classifier_onnx_path(loaded)
         if args.out:
             export_classifier(loaded, target)
         report[loaded.name] = {"onnx": str(target), "max_prob_diff": max_prob_difference(loaded, target, loaded.config)}
+    detector = args.detector or args.weights / "face_yolo.pt"
+    if args.detector is not None and not detector.is_file():
+        parser.error(f"{detector}: no such detector checkpoint")
+    if detector.is_file():
+        for imgsz in args.imgsz:
+            if args.out:
+                target = export_detector(detector, args.out / f"{detector.stem}-{imgsz}.onnx", imgsz)
+            else:
+                target = detector_onnx_path(detector, imgsz)
+            box_diff, score_diff = detector_output_difference(detector, target, imgsz)
+            report[f"{detector.stem}@{imgsz}"] = {
+                "onnx": str(target),
+                "max_box_diff_px": box_diff,
+                "max_score_diff": score_diff,
+            }
+    else:
+        report["face_detector"] = {"skipped": f"{detector} not found (the app falls back to the Haar cascade)"}
     print(json.dumps(report, indent=2))
 
 

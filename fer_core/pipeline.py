@@ -4,6 +4,8 @@
     pipe = Pipeline.load("weights")
     result = pipe(image_rgb)
     result.faces[0].label, result.faces[0].probs
+
+Runtimes and detector options (input size, thresholds) go through `Pipeline.load`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ class FaceResult:
     model_probs: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
-                "confidence": round(self.confidence, 4), "probs": self.model_probs}
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "score": round(self.score, 4),
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "probs": self.model_probs,
+        }
 
 
 @dataclass(frozen=True)
@@ -59,20 +66,30 @@ def square_crop_box(box: Box, margin: float, width: int, height: int) -> tuple[i
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    size = max(int(round(side)), 1)
+    left, top = round(cx - side / 2), round(cy - side / 2)
+    size = max(round(side), 1)
     return left, top, left + size, top + size
 
 
 def crop_faces(gray: np.ndarray, boxes: Sequence[Box], margin: float) -> list[np.ndarray]:
-    """Square gray crops; parts outside the image are filled by replicating its border."""
+    """Square crops (gray or colour); parts outside the image are filled by replicating its border.
+
+    Only the crop itself is padded, never the whole frame: a face at the edge of a large photo costs a copy of the
+    face, not of the photo.
+    """
     height, width = gray.shape[:2]
     crops = []
     for box in boxes:
         left, top, right, bottom = square_crop_box(box, margin, width, height)
-        pad = max(0, -left, -top, right - width, bottom - height)
-        source = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
-        crops.append(source[top + pad : bottom + pad, left + pad : right + pad])
+        x1, y1, x2, y2 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
+        if x1 >= x2 or y1 >= y2:  # entirely outside: replicate from the nearest edge of the whole image
+            pad = max(0, -left, -top, right - width, bottom - height)
+            source = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            crops.append(source[top + pad : bottom + pad, left + pad : right + pad])
+            continue
+        inside = gray[y1:y2, x1:x2]
+        pads = (y1 - top, bottom - y2, x1 - left, right - x2)
+        crops.append(cv2.copyMakeBorder(inside, *pads, cv2.BORDER_REPLICATE) if any(pads) else inside)
     return crops
 
 
@@ -98,14 +115,19 @@ class Pipeline:
         detector_backend: str | None = "auto",
         **detector_options: Any,
     ) -> Pipeline:
-        """Load the shipped models; `detector_backend=None` skips the detector (crops only)."""
+        """Load the shipped models; `detector_backend=None` skips the detector (crops only).
+
+        `runtime` and `device` apply to the face detector too unless `detector_options` say otherwise, so one
+        switch moves the whole pipeline (e.g. `imgsz=VIDEO_IMGSZ` in `detector_options` for live video).
+        """
         folder = Path(weights_dir)
         ensemble = Ensemble.load(folder, runtime=runtime, device=device)
         detector = None
         if detector_backend is not None:
             from fer_core.detection import FaceDetector
 
-            detector = FaceDetector(backend=detector_backend, weights=folder / "face_yolo.pt", **detector_options)
+            options = {"runtime": runtime, "device": device, **detector_options}
+            detector = FaceDetector(backend=detector_backend, weights=folder / "face_yolo.pt", **options)
         return cls(detector, ensemble)
 
     def __call__(self, image_rgb: np.ndarray) -> ImageResult:
@@ -141,8 +163,14 @@ class Pipeline:
             ensemble = probs[ENSEMBLE_KEY][i]
             best = int(ensemble.argmax())
             results.append(
-                FaceResult(tuple(float(v) for v in box), float(score), EMOTIONS[best], float(ensemble[best]),
-                           per_model[ENSEMBLE_KEY], per_model)
+                FaceResult(
+                    tuple(float(v) for v in box),
+                    float(score),
+                    EMOTIONS[best],
+                    float(ensemble[best]),
+                    per_model[ENSEMBLE_KEY],
+                    per_model,
+                )
             )
         return results
 
@@ -152,9 +180,20 @@ def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
     rows = []
     for index, face in enumerate(result.faces):
         x1, y1, x2, y2 = face.box
-        rows.append({"image": image_name, "face": index, "x1": round(x1), "y1": round(y1), "x2": round(x2),
-                     "y2": round(y2), "detector_score": round(face.score, 3), "label": face.label,
-                     "confidence": round(face.confidence, 3), **{k: round(v, 4) for k, v in face.probs.items()}})
+        rows.append(
+            {
+                "image": image_name,
+                "face": index,
+                "x1": round(x1),
+                "y1": round(y1),
+                "x2": round(x2),
+                "y2": round(y2),
+                "detector_score": round(face.score, 3),
+                "label": face.label,
+                "confidence": round(face.confidence, 3),
+                **{k: round(v, 4) for k, v in face.probs.items()},
+            }
+        )
     return rows
 
 

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
 
 from fer_core.checkpoint import load_classifier
 from fer_core.classifier import EmotionClassifier
-from fer_core.export import MAX_PROB_DIFF, classifier_onnx_path, max_prob_difference
+from fer_core.detection import import_ultralytics
+from fer_core.ensemble import write_spec
+from fer_core.export import (
+    MAX_BOX_DIFF_PX,
+    MAX_PROB_DIFF,
+    MAX_SCORE_DIFF,
+    cache_dir,
+    classifier_onnx_path,
+    detector_onnx_path,
+    detector_output_difference,
+    export_detector,
+    file_sha256,
+    max_prob_difference,
+)
+from fer_core.export import main as export_main
+from fer_core.untrained_yolo import build_untrained_yolo
+from fer_core.yolo_onnx import OnnxYolo, letterbox
 
 
 def test_onnx_probabilities_match_torch(fake_weights):
@@ -22,3 +45,57 @@ def test_auto_runtime_is_onnxruntime_on_cpu_and_agrees(fake_weights):
     assert fast.runtime_name == "onnxruntime" and eager.runtime_name == "torch"
     crops = [np.random.default_rng(i).integers(0, 256, size=(60 + i, 50, 3), dtype=np.uint8) for i in range(4)]
     np.testing.assert_allclose(fast.predict(crops), eager.predict(crops), atol=MAX_PROB_DIFF)
+
+
+@pytest.fixture(scope="module")
+def stand_in_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained one-class YOLO11n whose outputs depend on the image (see `build_untrained_yolo`)."""
+    return build_untrained_yolo(tmp_path_factory.mktemp("yolo") / "face_yolo.pt", images=[skdata.astronaut()])
+
+
+def test_detector_onnx_raw_outputs_match_torch(stand_in_detector: Path, tmp_path: Path) -> None:
+    onnx_path = export_detector(stand_in_detector, tmp_path / "face.onnx", imgsz=320)
+    box_diff, score_diff = detector_output_difference(stand_in_detector, onnx_path, 320)
+    assert box_diff <= MAX_BOX_DIFF_PX and score_diff <= MAX_SCORE_DIFF
+    # Also on a real photo, square and letterboxed to 3:4, through the runtime's own preprocessing.
+    net = import_ultralytics().YOLO(str(stand_in_detector)).model.float().eval()
+    session = OnnxYolo(onnx_path)
+    assert session.names == {0: "face"} and session.stride == 32
+    photo = skdata.astronaut()
+    for image, cells in ((photo, 40 * 40 + 20 * 20 + 10 * 10), (photo[56:456], 40 * 32 + 20 * 16 + 10 * 8)):
+        blob, _ = letterbox(np.ascontiguousarray(image), 320)
+        got = session.raw(blob)
+        with torch.inference_mode():
+            expected = net(torch.from_numpy(blob))[0].numpy()
+        assert got.shape == expected.shape == (1, 5, cells)  # cx, cy, w, h, face score per anchor
+        assert np.abs(got[:, :4] - expected[:, :4]).max() <= MAX_BOX_DIFF_PX
+        assert np.abs(got[:, 4] - expected[:, 4]).max() <= MAX_SCORE_DIFF
+        assert expected[:, 4].std() > 0.01  # outputs vary across anchors: the comparison is not of constants
+
+
+def test_detector_export_is_cached_by_content_and_size(stand_in_detector: Path) -> None:
+    first = detector_onnx_path(stand_in_detector, 160)
+    stamp = first.stat().st_mtime_ns
+    assert detector_onnx_path(stand_in_detector, 160) == first and first.stat().st_mtime_ns == stamp
+    assert file_sha256(stand_in_detector)[:16] in first.name and first.name.endswith("-160.onnx")
+    assert first.parent == cache_dir() / "onnx"
+    assert not list(first.parent.glob(".export-*"))  # the scratch folder is gone
+
+
+def test_export_cli_covers_classifiers_and_detector(
+    fake_weights: Path, stand_in_detector: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights"  # one classifier keeps the test fast; the loop over members is trivial
+    weights.mkdir()
+    shutil.copy(fake_weights / "A_crp.pt", weights)
+    write_spec(weights / "ensemble.json", {"models": [{"name": "A_crp", "file": "A_crp.pt", "weight": 1.0}]})
+    out = tmp_path / "onnx"
+    export_main(["--weights", str(weights), "--detector", str(stand_in_detector), "--imgsz", "160", "--out", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"A_crp", "face_yolo@160"}
+    assert report["A_crp"]["max_prob_diff"] <= MAX_PROB_DIFF
+    assert report["face_yolo@160"]["max_box_diff_px"] <= MAX_BOX_DIFF_PX
+    assert report["face_yolo@160"]["max_score_diff"] <= MAX_SCORE_DIFF
+    assert (out / "face_yolo-160.onnx").is_file() and (out / "A_crp.onnx").is_file()
+    export_main(["--weights", str(weights)])  # no face_yolo.pt there: classifiers only, and it says so
+    assert "skipped" in json.loads(capsys.readouterr().out)["face_detector"]

@@ -1,0 +1,148 @@
+"""The benchmark: its frames hold real faces, its arithmetic is right, and the CLI writes the documented JSON."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fer_core import bench, onnx_session
+from fer_core.bench import FRAME_HEIGHT, FRAME_WIDTH, STAGES, synthetic_frame, time_frame
+from fer_core.detection import FaceDetector
+from fer_core.pipeline import crop_faces, square_crop_box
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("n_faces", [1, 5])
+def test_synthetic_frames_hold_real_faces_where_they_say(n_faces: int) -> None:
+    frame, boxes = synthetic_frame(n_faces)
+    again, _ = synthetic_frame(n_faces)
+    assert frame.shape == (FRAME_HEIGHT, FRAME_WIDTH, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame, again)  # deterministic: every machine times the same pixels
+    assert len(boxes) == n_faces
+    assert all(0 <= x1 < x2 <= FRAME_WIDTH and 0 <= y1 < y2 <= FRAME_HEIGHT for x1, y1, x2, y2 in boxes)
+    assert all(iou(a, b) == 0 for a, b in itertools.combinations(boxes, 2))
+    found = FaceDetector(backend="haar").detect(frame)  # an independent detector agrees on every face
+    assert len(found) == n_faces
+    assert all(max(iou(box, f[:4]) for f in found) > 0.7 for box in boxes)
+    with pytest.raises(ValueError):
+        synthetic_frame(3)
+
+
+def reference_crops(image: np.ndarray, boxes: list[tuple[float, ...]], margin: float) -> list[np.ndarray]:
+    """The original crop: pad the whole image, then cut (slow for big photos, but obviously right)."""
+    height, width = image.shape[:2]
+    crops = []
+    for box in boxes:
+        left, top, right, bottom = square_crop_box(box, margin, width, height)
+        pad = max(0, -left, -top, right - width, bottom - height)
+        source = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
+        crops.append(source[top + pad : bottom + pad, left + pad : right + pad])
+    return crops
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_crop_faces_pads_only_the_crop_with_the_same_result(channels: int) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (90, 120, channels) if channels == 3 else (90, 120), dtype=np.uint8)
+    boxes = [
+        (40.0, 30.0, 70.0, 60.0),  # inside
+        (0.0, 0.0, 30.0, 40.0),  # top-left corner
+        (100.0, 70.0, 120.0, 90.0),  # bottom-right corner
+        (-5.0, 20.0, 125.0, 80.0),  # wider than the image
+        (10.5, 80.2, 30.7, 89.9),  # bottom edge, fractional
+        (200.0, 200.0, 230.0, 230.0),  # entirely outside
+    ]
+    for margin in (0.0, 0.1, 0.4):
+        ours, expected = crop_faces(image, boxes, margin), reference_crops(image, boxes, margin)
+        for got, want in zip(ours, expected, strict=True):
+            assert got.shape == want.shape and np.array_equal(got, want)
+
+
+class _Detector:
+    def detect(self, frame: np.ndarray) -> list[object]:
+        return ["face"]
+
+
+class _Ensemble:
+    def __init__(self) -> None:
+        self.members = [SimpleNamespace(config=SimpleNamespace(input_size=48))]
+        self.batches: list[tuple[int, ...]] = []
+
+    def predict_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.batches.append(batch.shape)
+        return {}
+
+
+def test_time_frame_arithmetic_with_a_fake_clock() -> None:
+    frame, boxes = synthetic_frame(5)
+    ticks = itertools.count(step=0.002)  # every stage takes exactly 2 ms
+    ensemble = _Ensemble()
+    row = time_frame(_Detector(), ensemble, frame, boxes, repeats=4, warmup=2, clock=lambda: next(ticks))  # type: ignore[arg-type]
+    assert ensemble.batches == [(5, 1, 48, 48)] * 6  # one batched call per run, warm-up included
+    assert row["stages_ms"]["detect"] == {"median": 2.0, "p90": 2.0}
+    assert row["stages_ms"]["total"] == {"median": 6.0, "p90": 6.0}
+    assert row["total_ms"] == 6.0 and row["fps"] == pytest.approx(1000 / 6, abs=0.01)
+    assert row["faces_classified"] == 5 and row["faces_detected"] == 1
+
+
+@pytest.fixture
+def restored_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`--threads` sets process-wide thread counts: put them back for the other tests."""
+    monkeypatch.delenv(onnx_session.THREADS_ENV, raising=False)  # restored (or removed again) afterwards
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    yield
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+
+
+def test_bench_cli_writes_the_documented_json(
+    fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], restored_threads: None
+) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--json", str(out), "--weights", str(fake_weights), "--repeats", "2", "--warmup", "0", "--imgsz", "160"]
+    assert bench.main([*args, "--backends", "onnxruntime", "torch", "haar", "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "untrained YOLO11n" in printed and "UNTRAINED" in printed and "onnxruntime" in printed
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"onnxruntime", "torch", "haar"}
+    for by_faces in report["results"].values():
+        assert set(by_faces) == {"faces_1", "faces_5"}
+        for faces, row in by_faces.items():
+            assert set(row["stages_ms"]) == set(STAGES)
+            assert all(set(v) == {"median", "p90"} and 0 < v["median"] <= v["p90"] for v in row["stages_ms"].values())
+            assert row["total_ms"] == row["stages_ms"]["total"]["median"] and row["fps"] > 0
+            assert row["faces_classified"] == int(faces.removeprefix("faces_"))
+    backends = report["backends"]
+    assert backends["onnxruntime"]["detector_runtime"] == "onnxruntime"
+    assert backends["torch"]["detector_runtime"] == "torch" and backends["torch"]["classifier_runtime"] == ["torch"]
+    assert backends["haar"]["detector"] == "haar"
+    detector = report["detector"]
+    assert detector["trained"] is False and "untrained" in detector["note"] and detector["imgsz"] == 160
+    assert detector["network_input_hw"] == [128, 160]  # 4:3 frame, padded only to the stride
+    machine = report["machine"]
+    assert {"cpu", "logical_cpus", "torch_threads", "onnxruntime_threads", "versions"} <= set(machine)
+    assert {"torch", "onnxruntime", "opencv", "ultralytics"} <= set(machine["versions"])
+    # --threads holds for every runtime to the end, although ultralytics resets torch's threads when it predicts.
+    assert machine["torch_threads"] == machine["onnxruntime_threads"] == machine["opencv_threads"] == 2
+    assert report["settings"]["repeats"] == 2 and report["settings"]["classifiers"] == ["A_crp", "B_mixcut"]
+
+
+def test_bench_cli_rejects_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--json", str(tmp_path / "x.json"), "--repeats", "0"])
+    with pytest.raises(SystemExit):
+        bench.main(["--json", str(tmp_path / "x.json"), "--detector", str(tmp_path / "missing.pt")])
