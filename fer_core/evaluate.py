@@ -24,7 +24,9 @@ from fer_core.metrics import classification_report
 from fer_core.pipeline import DEFAULT_WEIGHTS
 
 
-def predict_split(ensemble: Ensemble, split: FerSplit, batch_size: int = 512, progress: bool = True) -> dict[str, np.ndarray]:
+def predict_split(
+    ensemble: Ensemble, split: FerSplit, batch_size: int = 512, progress: bool = True
+) -> dict[str, np.ndarray]:
     """Probabilities of every member and the ensemble for all images of a split."""
     chunks: dict[str, list[np.ndarray]] = {}
     starts = range(0, len(split), batch_size)

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
         best = next(row for row in curve if row["weight"] == weight)
         singles = {m["name"]: summary_metrics(val.labels, probs[m["name"]].argmax(1)) for m in members}
         results[tta] = {"weight": weight, "curve": curve, "accuracy": best["accuracy"], "singles": singles}
-        print(f"hflip_tta={tta}: best weight {weight:.2f} -> PublicTest accuracy {best['accuracy']:.4f}; singles "
-              + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in singles.items()))
+        print(
+            f"hflip_tta={tta}: best weight {weight:.2f} -> PublicTest accuracy {best['accuracy']:.4f}; singles "
+            + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in singles.items())
+        )
     use_tta = results[True]["accuracy"] > results[False]["accuracy"]
     chosen = results[use_tta]
     members[0]["weight"], members[1]["weight"] = round(chosen["weight"], 4), round(1 - chosen["weight"], 4)

@@ -34,11 +34,26 @@ if HEIF_SUPPORTED:
     IMAGE_SUFFIXES |= {".heic", ".heif"}
 
 
+#: Leading bytes of the formats we read: a file that starts like one of them but cannot be identified is damaged,
+#: not of an unknown kind (recent Pillow gives up on a truncated JPEG header before trying to decode it).
+SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+)
+
+
 class ImageLoadError(ValueError):
     """The input is not a usable image; the message says what is wrong in plain words."""
 
 
-def load_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None, max_side: int = MAX_SIDE) -> np.ndarray:
+def load_image(
+    source: str | Path | bytes | BinaryIO, *, name: str | None = None, max_side: int = MAX_SIDE
+) -> np.ndarray:
     """Decode `source` (path, bytes or file object) to an upright HxWx3 uint8 RGB array."""
     label = name or (str(source) if isinstance(source, str | Path) else "upload")
     if isinstance(source, bytes | bytearray):
@@ -71,12 +86,28 @@ def load_image(source: str | Path | bytes | BinaryIO, *, name: str | None = None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageLoadError(f"{label}: too many pixels to decode safely ({err})") from err
     except UnidentifiedImageError as err:
+        if looks_like_image(source):
+            raise ImageLoadError(f"{label}: the image is corrupt or truncated (its header is unreadable)") from err
         raise ImageLoadError(f"{label}: not an image file, or a format we cannot read") from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageLoadError(f"{label}: the image is corrupt or truncated ({err})") from err
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def looks_like_image(source: str | Path | BinaryIO) -> bool:
+    """Whether the data starts with the signature of an image format we read (WebP: RIFF....WEBP)."""
+    try:
+        if isinstance(source, str | Path):
+            with open(source, "rb") as handle:
+                head = handle.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+    except (OSError, ValueError):
+        return False
+    return head.startswith(SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -23,9 +23,7 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray) -> dict[str, An
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
     labels = list(range(len(EMOTIONS)))
     y_pred = probs.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     report: dict[str, Any] = summary_metrics(y_true, y_pred)
     report["per_class"] = {
         name: {

@@ -52,8 +52,14 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             records.append({"image": str(file), "error": str(err), "faces": []})
             continue
         faces = pipe.classify_crops([image]) if crops else pipe(image).faces
-        records.append({"image": str(file), "width": image.shape[1], "height": image.shape[0],
-                        "faces": [face.to_dict() for face in faces]})
+        records.append(
+            {
+                "image": str(file),
+                "width": image.shape[1],
+                "height": image.shape[0],
+                "faces": [face.to_dict() for face in faces],
+            }
+        )
     return records
 
 
@@ -117,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         errors = sum("error" in r for r in records)
-        print(f"{len(records)} images, {sum(len(r['faces']) for r in records)} faces, {errors} unreadable -> {args.json}")
+        print(
+            f"{len(records)} images, {sum(len(r['faces']) for r in records)} faces, {errors} unreadable -> {args.json}"
+        )
     if csv_inputs:
         tables = []
         for path in csv_inputs:

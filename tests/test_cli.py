@@ -28,7 +28,9 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     ensemble = metrics["models"]["ensemble"]
     assert ensemble["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["predicted"]))
     assert ensemble["macro_f1"] == pytest.approx(
-        f1_score(predictions["label"], predictions["predicted"], labels=list(EMOTIONS), average="macro", zero_division=0)
+        f1_score(
+            predictions["label"], predictions["predicted"], labels=list(EMOTIONS), average="macro", zero_division=0
+        )
     )
     assert np.asarray(ensemble["confusion"]).sum() == 35
     assert set(ensemble["per_class"]) == set(EMOTIONS)
@@ -73,7 +75,7 @@ def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):
     assert "expected 2304 pixel values" in bad["error"] and bad["predicted"] == ""
     good = table[table["error"] == ""]
     assert len(good) == 5 and good["predicted"].isin(EMOTIONS).all()
-    np.testing.assert_allclose(good[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(good[list(EMOTIONS)].astype(float).sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_predict_whole_photos_detects_faces(tmp_path, fake_weights):

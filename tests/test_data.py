@@ -87,7 +87,7 @@ def test_unreadable_image_in_folder_is_named(tmp_path):
     root = write_fer_folder(tmp_path / "fer")
     broken = root / "train" / "happy" / "Training_broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
-    with pytest.raises(FerDataError, match="Training_broken.jpg: unreadable image"):
+    with pytest.raises(FerDataError, match=r"Training_broken\.jpg: unreadable image"):
         load_fer2013(root)
     dataset = load_fer2013(root, skip_bad=True)
     assert len(dataset.skipped) == 1 and len(dataset["Training"]) == 28

@@ -44,7 +44,7 @@ def test_iou_uses_the_official_plus_one_convention() -> None:
     assert iou == pytest.approx(66 / (242 - 66))
     plain = box_iou_xywh(dets((5, 0, 10, 10, 1))[:, :4], gt_rows((0, 0, 10, 10)), plus_one=False)[0, 0]
     assert plain == pytest.approx(50 / 150)
-    assert box_iou_xywh(dets(FAR + (1,))[:, :4], gt_rows(FACE_A))[0, 0] == 0.0
+    assert box_iou_xywh(dets((*FAR, 1))[:, :4], gt_rows(FACE_A))[0, 0] == 0.0
 
 
 def test_voc_ap_by_hand() -> None:
@@ -57,7 +57,7 @@ def test_voc_ap_by_hand() -> None:
 def test_perfect_detections_give_ap_one() -> None:
     gt = {"e/a.jpg": gt_rows(FACE_A, FACE_B), "e/b.jpg": gt_rows(FAR)}
     sets = {"e/a.jpg": {"easy": [0, 1], "medium": [0, 1], "hard": [0, 1]}, "e/b.jpg": ALL}
-    preds = {"e/a": dets(FACE_A + (0.9,), FACE_B + (0.6,)), "e/b": dets(FAR + (0.7,))}
+    preds = {"e/a": dets((*FACE_A, 0.9), (*FACE_B, 0.6)), "e/b": dets((*FAR, 0.7))}
     assert evaluate_wider(gt, preds, sets) == pytest.approx({"easy": 1.0, "medium": 1.0, "hard": 1.0})
 
 
@@ -65,7 +65,7 @@ def test_one_false_positive_above_the_true_positive_halves_ap() -> None:
     # normalised scores: FP -> 1.0, TP -> 0.0. For every threshold > 0 only the FP passes (P=0, R=0);
     # at threshold 0 both pass (P=1/2, R=1). AP = 1 * 1/2.
     gt, sets = {"e/a.jpg": gt_rows(FACE_A)}, {"e/a.jpg": ALL}
-    preds = {"e/a": dets(FAR + (0.9,), FACE_A + (0.8,))}
+    preds = {"e/a": dets((*FAR, 0.9), (*FACE_A, 0.8))}
     assert evaluate_wider(gt, preds, sets)["hard"] == pytest.approx(0.5)
 
 
@@ -74,21 +74,21 @@ def test_three_detections_by_hand() -> None:
     # thresholds in (0.5, 1): P=1, R=1/2; (0, 0.5]: P=1/2, R=1/2; 0: P=2/3, R=1 -> AP = 1/2*1 + 1/2*2/3
     gt = {"e/a.jpg": gt_rows(FACE_A, FACE_B)}
     sets = {"e/a.jpg": {"easy": [0, 1], "medium": [0, 1], "hard": [0, 1]}}
-    preds = {"e/a.jpg": dets(FACE_A + (0.9,), FAR + (0.8,), FACE_B + (0.7,))}
+    preds = {"e/a.jpg": dets((*FACE_A, 0.9), (*FAR, 0.8), (*FACE_B, 0.7))}
     assert evaluate_wider(gt, preds, sets)["medium"] == pytest.approx(0.5 + 1 / 3)
 
 
 def test_detection_on_an_ignored_face_is_neither_tp_nor_fp() -> None:
     # face 1 (B) is outside every set: its detection (score 0.9) must not count as a FP above the TP on A.
     gt = {"e/a.jpg": gt_rows(FACE_A, FACE_B)}
-    preds = {"e/a": dets(FACE_B + (0.9,), FACE_A + (0.5,))}
+    preds = {"e/a": dets((*FACE_B, 0.9), (*FACE_A, 0.5))}
     ignored = {"e/a.jpg": {"easy": [0], "medium": [0], "hard": [0, 1]}}
     aps = evaluate_wider(gt, preds, ignored)
     assert aps["easy"] == pytest.approx(1.0)
     assert aps["medium"] == pytest.approx(1.0)
     assert aps["hard"] == pytest.approx(1.0)  # both faces count, both found
     # if B counted but were missed by a low detection instead, precision would fall: FP check on a far box
-    far = {"e/a": dets(FAR + (0.9,), FACE_A + (0.5,))}
+    far = {"e/a": dets((*FAR, 0.9), (*FACE_A, 0.5))}
     assert evaluate_wider(gt, far, ignored)["easy"] == pytest.approx(0.5)
 
 
@@ -97,29 +97,29 @@ def test_empty_predictions_give_zero_and_missing_faces_lower_recall() -> None:
     assert evaluate_wider(gt, {}, sets) == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
     assert evaluate_wider(gt, {"e/a": dets()}, sets)["easy"] == 0.0
     # one of two faces found with perfect precision: AP = 1/2
-    assert evaluate_wider(gt, {"e/a": dets(FACE_A + (0.3,))}, sets)["easy"] == pytest.approx(0.5)
+    assert evaluate_wider(gt, {"e/a": dets((*FACE_A, 0.3))}, sets)["easy"] == pytest.approx(0.5)
 
 
 def test_duplicates_count_as_proposals() -> None:
     # a duplicate below the TP lowers precision only after recall 1 is reached (P=1 at R=1 first): AP stays 1
     gt, sets = {"e/a.jpg": gt_rows(FACE_A)}, {"e/a.jpg": ALL}
-    assert evaluate_wider(gt, {"e/a": dets(FACE_A + (0.9,), FACE_A + (0.1,))}, sets)["easy"] == pytest.approx(1.0)
+    assert evaluate_wider(gt, {"e/a": dets((*FACE_A, 0.9), (*FACE_A, 0.1))}, sets)["easy"] == pytest.approx(1.0)
     # FP 0.9 (-> 1), TP 0.5 (-> 0.5), duplicate 0.1 (-> 0): recall 1 first reached with P=1/2; AP = 1/2
-    triple = dets(FAR + (0.9,), FACE_A + (0.5,), FACE_A + (0.1,))
+    triple = dets((*FAR, 0.9), (*FACE_A, 0.5), (*FACE_A, 0.1))
     assert evaluate_wider(gt, {"e/a": triple}, sets)["easy"] == pytest.approx(0.5)
 
 
 def test_images_without_faces_do_not_add_false_positives() -> None:
     gt = {"e/a.jpg": gt_rows(FACE_A), "e/empty.jpg": gt_rows()}
     sets = {"e/a.jpg": ALL, "e/empty.jpg": {"easy": [], "medium": [], "hard": []}}
-    preds = {"e/a": dets(FACE_A + (0.5,)), "e/empty": dets(FAR + (0.99,))}
+    preds = {"e/a": dets((*FACE_A, 0.5)), "e/empty": dets((*FAR, 0.99))}
     assert evaluate_wider(gt, preds, sets)["easy"] == pytest.approx(1.0)
 
 
 def test_scores_are_normalised_so_their_scale_does_not_matter() -> None:
     gt = {"e/a.jpg": gt_rows(FACE_A, FACE_B)}
     sets = {"e/a.jpg": {"easy": [0, 1], "medium": [0, 1], "hard": [0, 1]}}
-    base = dets(FACE_A + (0.9,), FAR + (0.8,), FACE_B + (0.7,))
+    base = dets((*FACE_A, 0.9), (*FAR, 0.8), (*FACE_B, 0.7))
     scaled = base.copy()
     scaled[:, 4] = scaled[:, 4] * 50 + 3
     assert evaluate_wider(gt, {"e/a": scaled}, sets) == pytest.approx(evaluate_wider(gt, {"e/a": base}, sets))
