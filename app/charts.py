@@ -1,0 +1,125 @@
+"""Plotly figures shared by the pages: one look (emotion colours, fixed 0..1 axis) everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from fer_core.draw import EMOTION_COLORS
+from fer_core.labels import EMOTIONS
+
+COLOR_MAP = {name: f"rgb{EMOTION_COLORS[name]}" for name in EMOTIONS}
+HIGHLIGHT = "#d62728"
+
+
+def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260, alert: bool = False) -> go.Figure:
+    """Seven bars on a fixed 0..1 axis, so charts side by side compare at a glance; `alert` reddens the title."""
+    values = [float(probs.get(name, 0.0)) for name in EMOTIONS]
+    fig = go.Figure(
+        go.Bar(
+            x=list(EMOTIONS),
+            y=values,
+            marker_color=[COLOR_MAP[name] for name in EMOTIONS],
+            text=[f"{v:.2f}" for v in values],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"color": HIGHLIGHT} if alert else {}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        yaxis={"range": [0, 1.1], "title": "probability", "tickformat": ".1f"},
+        showlegend=False,
+    )
+    return fig
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], title: str) -> go.Figure:
+    """Counts as text, colour by row share, so rare classes (disgust) are as readable as common ones."""
+    frame = pd.DataFrame(matrix, index=list(EMOTIONS), columns=list(EMOTIONS))
+    share = frame.div(frame.sum(axis=1).replace(0, 1), axis=0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=share.values,
+            x=list(EMOTIONS),
+            y=list(EMOTIONS),
+            text=frame.values,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "row share"},
+            hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_title="predicted",
+        yaxis={"title": "true", "autorange": "reversed"},
+    )
+    return fig
+
+
+def weight_curve(curve: Sequence[Mapping[str, float]], current: float, fitted: float, first: str) -> go.Figure:
+    """PublicTest accuracy against the ensemble weight, with the fitted and the slider's weight marked."""
+    frame = pd.DataFrame(curve)
+    fig = px.line(frame, x="weight", y="accuracy", markers=True)
+    fig.add_vline(x=fitted, line_dash="dot", annotation_text="fitted")
+    fig.add_vline(x=current, line_color=HIGHLIGHT, annotation_text="slider")
+    fig.update_layout(
+        height=280,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title=f"weight of {first}",
+        yaxis_title="PublicTest accuracy",
+    )
+    return fig
+
+
+def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
+    """Every tracked face as a row of dots over time, coloured by its smoothed emotion."""
+    frame = faces.assign(face=faces["face_id"].map(lambda i: f"face {i}"))
+    fig = px.scatter(
+        frame,
+        x="time_s",
+        y="face",
+        color="label",
+        color_discrete_map=COLOR_MAP,
+        category_orders={"label": list(EMOTIONS)},
+        hover_data={"confidence": ":.2f", "frame": True},
+    )
+    fig.update_traces(marker={"symbol": "square", "size": 10})
+    fig.update_layout(
+        height=140 + 40 * frame["face"].nunique(),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="time (s)",
+        yaxis_title="",
+        legend_title="emotion",
+    )
+    return fig
+
+
+def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
+    """One face's seven smoothed probabilities over time."""
+    rows = faces[faces["face_id"] == face_id]
+    long = rows.melt(id_vars=["time_s"], value_vars=list(EMOTIONS), var_name="emotion", value_name="probability")
+    fig = px.line(long, x="time_s", y="probability", color="emotion", color_discrete_map=COLOR_MAP)
+    fig.update_layout(
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title="time (s)",
+        yaxis={"range": [0, 1]},
+        title=f"face {face_id}",
+    )
+    return fig
+
+
+def figure_config(toolbar: bool = False) -> dict[str, Any]:
+    """No plotly logo link and no cloud export (the app stays offline); small charts get no toolbar at all."""
+    return {"displaylogo": False, "displayModeBar": toolbar, "modeBarButtonsToRemove": ["sendDataToCloud"]}

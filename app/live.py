@@ -1,0 +1,170 @@
+"""The webcam's per-session live state, shared between the page script, the WebRTC callback and an analysis thread.
+
+The video callback runs on a worker thread without a Streamlit context: it must not call `st.*` nor touch
+`st.session_state`. So the page creates one `LiveStore` per browser session (kept in that session's state,
+never module-global), configures it on every run, and gives the callback a closure over it; the page reads
+the results back with `status()`. One lock guards every field. All image work is fer_core's.
+
+The callback never waits for the models: it hands the newest frame to this session's analysis thread and
+returns at once with the latest known boxes drawn on the current frame. So the video keeps the camera's frame
+rate however slow the models are, frames arriving while the models are busy are skipped rather than queued,
+and streamlit-webrtc never kills the stream for a callback that took too long (it allows 10 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fer_core.draw import draw_faces, to_annotations
+from fer_core.pipeline import Pipeline
+from fer_core.tracking import FaceTracker, TrackedFace
+
+log = logging.getLogger(__name__)
+#: streamlit-webrtc silences its own logger (NullHandler): without this its thread errors vanish.
+_webrtc_log = logging.getLogger("streamlit_webrtc")
+if not any(isinstance(h, logging.StreamHandler) for h in _webrtc_log.handlers):
+    _webrtc_log.addHandler(logging.StreamHandler())
+    _webrtc_log.setLevel(logging.ERROR)
+
+#: Timestamps kept for the FPS estimates (a moving window, so FPS follows load changes quickly).
+FPS_WINDOW = 30
+#: Results older than this are not drawn or reported (the camera stopped, or the models stalled).
+STALE_AFTER_S = 5.0
+#: The analysis thread ends after this long without a new frame (the stream stopped).
+IDLE_EXIT_S = 5.0
+
+
+def rate(times: list[float]) -> float:
+    """Events per second over the window of timestamps."""
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    smoothing: str = "ema"
+    alpha: float = 0.5
+    window: int = 5
+    iou_threshold: float = 0.3
+    max_missed: int = 10
+
+    def build(self) -> FaceTracker:
+        return FaceTracker(self.iou_threshold, self.max_missed, self.smoothing, self.alpha, self.window)
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """A consistent copy of what the analysis last produced, safe to read from the page."""
+
+    faces: list[TrackedFace] = field(default_factory=list)
+    fps: float = 0.0
+    camera_fps: float = 0.0
+    frames: int = 0
+    error: str | None = None
+
+    @property
+    def largest(self) -> TrackedFace | None:
+        """The face nearest the camera (biggest box): the one the live chart follows."""
+        return max(self.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
+
+    def text(self) -> str:
+        """One line such as 'faces: 1 (happy 0.62) · 14.8 FPS' (analysed frames per second)."""
+        face = self.largest
+        detail = f" ({face.label} {face.confidence:.2f})" if face is not None else ""
+        return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
+
+
+class LiveStore:
+    """Thread-safe hand-over between one session's page runs, its WebRTC callback and its analysis thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._pipe: Pipeline | None = None
+        self._settings = TrackerSettings()
+        self._tracker = self._settings.build()
+        self._analysed_at: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._received_at: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._frame: np.ndarray | None = None
+        self._pending: np.ndarray | None = None
+        self._faces: list[TrackedFace] = []
+        self._frames = 0
+        self._error: str | None = None
+        self._worker: threading.Thread | None = None
+
+    def configure(self, pipe: Pipeline, settings: TrackerSettings) -> None:
+        """Called on every page run; a changed smoothing setting starts a fresh tracker."""
+        with self._lock:
+            self._pipe = pipe
+            if settings != self._settings:
+                self._settings = settings
+                self._tracker = settings.build()
+
+    def process(self, image_rgb: np.ndarray) -> np.ndarray:
+        """The WebRTC callback's work: queue the frame for analysis, return it with the latest boxes drawn."""
+        now = time.monotonic()
+        with self._lock:
+            self._frame = self._pending = image_rgb
+            self._received_at.append(now)
+            fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
+            faces = self._faces if fresh else []
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="fer-live-analysis", daemon=True)
+                self._worker.start()
+            self._lock.notify()
+        return draw_faces(image_rgb, to_annotations(faces)) if faces else image_rgb
+
+    def _work(self) -> None:
+        """Analyse the newest pending frame, again and again; exit when frames stop coming."""
+        while True:
+            with self._lock:
+                if not self._lock.wait_for(lambda: self._pending is not None, timeout=IDLE_EXIT_S):
+                    self._worker = None
+                    return
+                image, self._pending = self._pending, None
+            self.analyse(image)
+
+    def analyse(self, image_rgb: np.ndarray) -> list[TrackedFace]:
+        """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised."""
+        with self._lock:
+            pipe = self._pipe
+        if pipe is None:
+            return []
+        try:
+            faces = pipe(image_rgb).faces  # outside the lock: the page and the callback never wait for a model
+        except Exception as err:
+            log.exception("live frame analysis failed")
+            with self._lock:
+                self._error = f"{type(err).__name__}: {err}"
+            return []
+        with self._lock:
+            tracked = self._tracker.update(faces)
+            self._faces = tracked
+            self._frames += 1
+            self._analysed_at.append(time.monotonic())
+            self._error = None
+        return tracked
+
+    def status(self) -> LiveStatus:
+        now = time.monotonic()
+        with self._lock:
+            analysed, received = list(self._analysed_at), list(self._received_at)
+            faces, frames, error = list(self._faces), self._frames, self._error
+        fresh = bool(analysed) and now - analysed[-1] < STALE_AFTER_S
+        streaming = bool(received) and now - received[-1] < STALE_AFTER_S
+        return LiveStatus(
+            faces if fresh else [],
+            rate(analysed) if fresh else 0.0,
+            rate(received) if streaming else 0.0,
+            frames,
+            error,
+        )
+
+    def latest_frame(self) -> np.ndarray | None:
+        """The last raw camera frame (no boxes drawn): what a snapshot sends to the comparison page."""
+        with self._lock:
+            return None if self._frame is None else self._frame.copy()

@@ -1,0 +1,46 @@
+"""Entry point: `streamlit run app/main.py`. Wires the pages together; every page is UI only, work is in fer_core.
+
+`streamlit run` puts `app/` on sys.path but not the repository root, so the root goes in first: the pages
+import `fer_core` (the product) and `app.*` (shared UI helpers) from there.
+
+The page scripts live in `app/views/`, not `app/pages/`: a `pages/` folder beside the entry script switches
+Streamlit into its legacy multipage mode until some session first runs this file, so a first visitor opening a
+deep link (e.g. /webcam) would get that page without this file's set-up and navigation.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import ui  # noqa: E402
+
+st.set_page_config(page_title="Facial expressions", page_icon=":material/mood:", layout="wide")
+
+PAGES = [
+    st.Page(ui.PHOTOS_PAGE, title="Photos", icon=":material/photo_library:", default=True),
+    st.Page(ui.WEBCAM_PAGE, title="Webcam", icon=":material/videocam:"),
+    st.Page(ui.COMPARE_PAGE, title="Ensemble comparison", icon=":material/compare:"),
+    st.Page(ui.VIDEO_PAGE, title="Video", icon=":material/movie:"),
+]
+
+page = st.navigation(PAGES)
+problem = ui.missing_weights_message(ui.weights_dir())
+if problem:
+    # Without models no page can do anything: say what to do instead of failing inside a page.
+    st.title("Facial expression recognition")
+    st.error(problem, icon=":material/error:")
+    st.stop()
+try:
+    ui.ensemble()
+except Exception as err:  # a corrupt or incompatible checkpoint: a message, not a traceback
+    st.title("Facial expression recognition")
+    st.error(f"The emotion models in `{ui.weights_dir()}` could not be loaded: {err}", icon=":material/error:")
+    st.stop()
+page.run()

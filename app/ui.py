@@ -1,0 +1,284 @@
+"""Shared UI plumbing for every page: where the weights are, cached model loaders, common controls, sidebar info.
+
+Models are loaded once per process (`st.cache_resource`) and shared read-only by all browser sessions;
+everything a user uploads or chooses lives in that user's `st.session_state` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from app.live import TrackerSettings
+from fer_core.detection import PHOTO_IMGSZ, FaceDetector
+from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble
+from fer_core.explain import FaceExplainer
+from fer_core.imageio import HEIF_SUPPORTED
+from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
+from fer_core.tracking import SMOOTHING
+
+T = TypeVar("T")
+
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", *(["heic", "heif"] if HEIF_SUPPORTED else [])]
+VIDEO_TYPES = ["mp4", "mov", "webm", "avi"]
+PHOTOS_PAGE = "views/photos.py"
+WEBCAM_PAGE = "views/webcam.py"
+COMPARE_PAGE = "views/compare.py"
+VIDEO_PAGE = "views/video.py"
+#: Session-state key of the webcam snapshot handed to the comparison page: {"name": str, "image": RGB array}.
+SNAPSHOT_KEY = "webcam_snapshot"
+SMOOTHING_LABELS = {"ema": "EMA", "window": "Window", "none": "Off"}
+DETECTOR_LABELS = {"yolo": "YOLO (trained face model)", "haar": "Haar cascade (OpenCV)"}
+#: How many analysed uploads a session remembers, so moving a slider does not re-run detection.
+MEMO_SIZE = 64
+
+
+def weights_dir() -> Path:
+    """`FER_WEIGHTS_DIR` if set (tests, deployments), else the repository's `weights/`."""
+    return Path(os.environ.get("FER_WEIGHTS_DIR") or DEFAULT_WEIGHTS)
+
+
+def runtime() -> str:
+    """`FER_RUNTIME` (auto / torch / onnxruntime): auto is onnxruntime on CPU, torch on CUDA."""
+    return os.environ.get("FER_RUNTIME", "auto")
+
+
+def device() -> str:
+    """`FER_DEVICE`, else CUDA when present; imported lazily because torch costs seconds."""
+    chosen = os.environ.get("FER_DEVICE")
+    if chosen:
+        return chosen
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def missing_weights_message(folder: Path) -> str | None:
+    """A plain-words explanation when the models are not there (None when they are)."""
+    if (folder / ENSEMBLE_FILE).is_file():
+        return None
+    return (
+        f"No trained models found: `{folder / ENSEMBLE_FILE}` is missing. "
+        "Put the shipped `weights/` folder in place (or point `FER_WEIGHTS_DIR` at one), "
+        "or train and fit the ensemble first (`python -m fer_core.train`, then `python -m fer_core.fit_ensemble`)."
+    )
+
+
+def file_stamp(path: Path) -> float | None:
+    """Modification time, part of the cache keys: replaced weights are picked up without a restart."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+@st.cache_resource(show_spinner="Loading the emotion models…", max_entries=4)
+def load_ensemble(folder: str, runtime_name: str, device_name: str, stamp: float | None = None) -> Ensemble:
+    """Once per process for all sessions (`stamp` only keys the cache)."""
+    return Ensemble.load(folder, runtime=runtime_name, device=device_name)
+
+
+@st.cache_resource(show_spinner="Loading the face detector…", max_entries=8)
+def load_detector(
+    folder: str, settings: DetectorSettings, runtime_name: str, device_name: str, stamp: float | None = None
+) -> FaceDetector:
+    """One detector per setting: a threshold is part of the detector, and sessions must not change a shared one."""
+    return FaceDetector(
+        backend=settings.backend,
+        weights=Path(folder) / "face_yolo.pt",
+        conf=settings.conf,
+        min_face=settings.min_face,
+        max_faces=settings.max_faces,
+        imgsz=settings.imgsz,
+        runtime=runtime_name,
+        device=device_name,
+    )
+
+
+@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=4)
+def _load_explainer(checkpoint: str, stamp: float | None) -> FaceExplainer:
+    return FaceExplainer.load(checkpoint)
+
+
+def load_explainer(checkpoint: str) -> FaceExplainer:
+    """Grad-CAM needs the PyTorch model even when classification runs on onnxruntime."""
+    return _load_explainer(checkpoint, file_stamp(Path(checkpoint)))
+
+
+def ensemble() -> Ensemble:
+    folder = weights_dir()
+    return load_ensemble(str(folder), runtime(), device(), file_stamp(folder / ENSEMBLE_FILE))
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What the detection controls chose; `imgsz` is set per page (photos favour recall, live video latency)."""
+
+    backend: str = "yolo"
+    conf: float = 0.35
+    min_face: int = 16
+    max_faces: int = 100
+    imgsz: int = PHOTO_IMGSZ
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Identifies results in the per-session memo: settings plus which weights produced them."""
+        folder = weights_dir()
+        stamps = (file_stamp(folder / ENSEMBLE_FILE), file_stamp(folder / "face_yolo.pt"))
+        return (str(folder), *stamps, self.backend, self.conf, self.min_face, self.max_faces, self.imgsz)
+
+
+def pipeline(settings: DetectorSettings) -> Pipeline:
+    """Cached detector + cached ensemble; the Pipeline object itself is a cheap per-run wrapper."""
+    folder = weights_dir()
+    detector = load_detector(str(folder), settings, runtime(), device(), file_stamp(folder / "face_yolo.pt"))
+    return Pipeline(detector, ensemble())
+
+
+def detector_controls(prefix: str, *, min_face: int = 16, imgsz: int = PHOTO_IMGSZ) -> DetectorSettings:
+    """Sidebar widgets for detection; keys are per page so each page remembers its own choices."""
+    bar = st.sidebar
+    bar.subheader("Face detection")
+    has_yolo = (weights_dir() / "face_yolo.pt").is_file()
+    labels = DETECTOR_LABELS if has_yolo else {**DETECTOR_LABELS, "yolo": "YOLO (not installed: uses Haar)"}
+    backend = bar.radio(
+        "Detector",
+        list(labels),
+        index=0 if has_yolo else 1,  # without our face model, say so rather than pretend YOLO is running
+        format_func=labels.__getitem__,
+        key=f"{prefix}_backend",
+        help="YOLO finds small, turned and partly hidden faces; Haar is the classic fallback.",
+    )
+    conf = bar.slider(
+        "Detection confidence",
+        0.05,
+        0.95,
+        0.35,
+        0.05,
+        key=f"{prefix}_conf",
+        help="Faces the detector is less sure about are ignored.",
+    )
+    size = bar.slider(
+        "Minimum face size (px)",
+        8,
+        200,
+        min_face,
+        4,
+        key=f"{prefix}_min_face",
+        help="Smaller faces are ignored; 48 px is what the emotion models see.",
+    )
+    return DetectorSettings(backend, float(conf), int(size), imgsz=imgsz)
+
+
+def tracker_controls(prefix: str) -> TrackerSettings:
+    """Sidebar widgets for tracking faces over frames and smoothing their probabilities."""
+    bar = st.sidebar
+    bar.subheader("Tracking & smoothing")
+    smoothing = bar.radio(
+        "Smoothing",
+        SMOOTHING,
+        format_func=SMOOTHING_LABELS.__getitem__,
+        horizontal=True,
+        key=f"{prefix}_smoothing",
+        help="Averages each tracked face's probabilities over frames so labels do not flicker.",
+    )
+    alpha = bar.slider(
+        "EMA weight of the newest frame",
+        0.05,
+        1.0,
+        0.5,
+        0.05,
+        key=f"{prefix}_alpha",
+        disabled=smoothing != "ema",
+        help="Lower is steadier but slower to follow.",
+    )
+    window = bar.slider("Window (frames)", 1, 30, 5, key=f"{prefix}_window", disabled=smoothing != "window")
+    return TrackerSettings(smoothing, float(alpha), int(window))
+
+
+def model_names(ens: Ensemble) -> list[str]:
+    return [ENSEMBLE_KEY, *ens.names]
+
+
+def model_title(name: str) -> str:
+    return "Ensemble" if name == ENSEMBLE_KEY else name
+
+
+def sidebar_info(pipe: Pipeline) -> None:
+    """Device, runtimes, detector and model versions: what a bug report needs."""
+    ens = pipe.ensemble
+    detector = pipe.detector
+    if detector is not None and detector.backend == "yolo":
+        detector_name = f"YOLO ({detector.runtime}, {detector.imgsz} px)"
+    else:
+        detector_name = "Haar cascade"
+    runtimes = ", ".join(sorted({m.runtime_name for m in ens.members}))
+    st.sidebar.caption(f"{device()} · {runtimes} · {detector_name} · {' + '.join(ens.names)}")
+    with st.sidebar.expander("Models & runtime", expanded=False):
+        lines = [
+            f"**Device:** {device()}",
+            f"**Classifier runtime:** {runtimes}",
+            f"**Face detector:** {detector_name}",
+            f"**Weights:** `{weights_dir()}`",
+            f"**Ensemble:** {', '.join(f'{n} × {w:.2f}' for n, w in ens.weights.items())}"
+            + (" · flip TTA" if ens.hflip_tta else ""),
+        ]
+        for member in ens.members:
+            meta = member.meta
+            version = meta.get("code_version", "unknown")
+            created = str(meta.get("created", "unknown")).replace("T", " ")
+            lines.append(f"**{member.name}:** code {version}, created {created}")
+        st.markdown("  \n".join(lines))
+    if detector is not None and detector.runtime_warning:
+        st.sidebar.caption(detector.runtime_warning)
+    if detector is not None and detector.warning:
+        st.sidebar.warning(
+            "Using the Haar cascade: the trained YOLO face model is not available.", icon=":material/warning:"
+        )
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def session_memo(namespace: str, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """Per-session LRU: results survive reruns (sliders, toggles) but are never shared between users."""
+    store: OrderedDict[tuple[Any, ...], Any] = st.session_state.setdefault(f"_memo_{namespace}", OrderedDict())
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    value = compute()
+    store[key] = value
+    while len(store) > MEMO_SIZE:
+        store.popitem(last=False)
+    return value
+
+
+METRIC_SPLITS = ("PrivateTest", "PublicTest")
+
+
+def load_metrics(folder: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """`metrics_<split>.json` files found in the weights folder, and a message per unreadable one."""
+    found: dict[str, dict[str, Any]] = {}
+    problems = []
+    for split in METRIC_SPLITS:
+        path = folder / f"metrics_{split}.json"
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data.get("models"), dict):
+                raise ValueError("no 'models' entry")
+        except (OSError, ValueError, AttributeError) as err:
+            problems.append(f"`{path.name}` is unreadable ({err})")
+            continue
+        found[split] = data
+    return found, problems

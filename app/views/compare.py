@@ -1,0 +1,228 @@
+"""Ensemble comparison page: model A, model B and their mix side by side per face, and the measured metrics.
+
+The weight slider re-mixes the stored per-model probabilities with `fer_core.ensemble.combine`: no model
+runs again when it moves, so the charts follow the slider instantly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import charts, ui
+from fer_core.draw import draw_faces
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine
+from fer_core.explain import disagreement, model_view
+from fer_core.imageio import ImageLoadError, load_image
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import FaceResult, ImageResult, Pipeline, crop_faces
+from fer_core.tracking import probs_vector
+
+SOURCE_KEY = "compare_source"
+WEIGHT_KEY = "compare_weight"
+UPLOAD, SNAPSHOT = "Upload a photo", "Webcam snapshot"
+#: Faces shown at once; more can be picked (each face is a row of three charts).
+MAX_FACES = 6
+
+
+def pick_image() -> tuple[str, np.ndarray, str] | None:
+    """(name, RGB image, cache key) from the upload or the webcam snapshot, or None with a message shown."""
+    snapshot = st.session_state.get(ui.SNAPSHOT_KEY)
+    options = [UPLOAD, SNAPSHOT] if snapshot else [UPLOAD]
+    if snapshot and snapshot.pop("fresh", False):
+        st.session_state[SOURCE_KEY] = SNAPSHOT  # just sent from the webcam page: show it
+    source = st.radio("Photo", options, horizontal=True, key=SOURCE_KEY) if len(options) > 1 else UPLOAD
+    if source == SNAPSHOT:
+        image = snapshot["image"]
+        return snapshot["name"], image, ui.file_digest(image.tobytes())
+    upload = st.file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
+    if upload is None:
+        st.info("Upload a photo, or take a snapshot on the Webcam page.")
+        return None
+    data = upload.getvalue()
+    try:
+        return upload.name, load_image(data, name=upload.name), ui.file_digest(data)
+    except ImageLoadError as err:
+        st.error(str(err), icon=":material/error:")
+    except Exception as err:  # never a traceback for a bad file
+        st.error(f"{upload.name}: cannot read this file ({type(err).__name__})", icon=":material/error:")
+    return None
+
+
+def reset_weight(fitted: float) -> None:
+    st.session_state[WEIGHT_KEY] = fitted
+
+
+def weight_controls(ens: Ensemble) -> tuple[dict[str, float], float | None]:
+    """Slider(s) starting at the fitted weights; returns the mix and, for two models, the first one's share."""
+    names = ens.names
+    total = sum(ens.weights.values()) or 1.0
+    if len(names) != 2:
+        return {
+            n: st.slider(f"Weight of {n}", 0.0, 1.0, ens.weights[n] / total, 0.01, key=f"{WEIGHT_KEY}_{n}")
+            for n in names
+        }, None
+    first, second = names
+    fitted = round(ens.weights[first] / total, 2)
+    left, right = st.columns([4, 1])
+    weight = left.slider(
+        f"Ensemble weight of **{first}** (the rest, 1 − w, goes to **{second}**)",
+        0.0,
+        1.0,
+        fitted,
+        0.01,
+        key=WEIGHT_KEY,
+        help=f"Starts at the weight fitted on PublicTest ({fitted}).",
+    )
+    right.button("Reset to fitted", on_click=reset_weight, args=(fitted,), key="compare_reset")
+    return {first: weight, second: 1.0 - weight}, weight
+
+
+def mixed_probs(face: FaceResult, names: list[str], weights: dict[str, float]) -> dict[str, float]:
+    mixed = combine({n: probs_vector(face.model_probs[n]) for n in names}, weights)
+    return dict(zip(EMOTIONS, (float(p) for p in mixed), strict=True))
+
+
+def show_face(number: int, face: FaceResult, crop: np.ndarray, names: list[str], mix: dict[str, float]) -> None:
+    verdict = disagreement({n: face.model_probs[n] for n in names})
+    ensemble = model_view(mix)
+    with st.container(border=True):
+        columns = st.columns([1, *[2] * (len(names) + 1)])
+        columns[0].image(crop, caption=f"face #{number}", width="stretch")
+        for column, name in zip(columns[1:], names, strict=False):
+            view = model_view(face.model_probs[name])
+            alert = view.label != ensemble.label
+            column.plotly_chart(
+                charts.probs_bar(view.probs, f"{name}: {view.label} {view.confidence:.2f}", alert=alert),
+                config=charts.figure_config(),
+                key=f"compare_{number}_{name}",
+            )
+        columns[-1].plotly_chart(
+            charts.probs_bar(mix, f"Ensemble: {ensemble.label} {ensemble.confidence:.2f}"),
+            config=charts.figure_config(),
+            key=f"compare_{number}_{ENSEMBLE_KEY}",
+        )
+        said = ", ".join(f"{n} says **{verdict.labels[n]}**" for n in names)
+        if verdict.disagree:
+            st.warning(
+                f"Face #{number}: the models disagree: {said} (distance {verdict.distance:.2f}); "
+                f"the ensemble picks **{ensemble.label}**.",
+                icon=":material/warning:",
+            )
+        else:
+            st.success(f"Face #{number}: the models agree on **{ensemble.label}** (distance {verdict.distance:.2f}).")
+
+
+def show_faces(name: str, image: np.ndarray, result: ImageResult, pipe: Pipeline) -> None:
+    ens = pipe.ensemble
+    mix, weight = weight_controls(ens)
+    try:
+        mixes = [mixed_probs(face, ens.names, mix) for face in result.faces]
+    except ValueError as err:  # all weights zero
+        st.warning(str(err))
+        return
+    views = [model_view(m) for m in mixes]
+    annotated = draw_faces(
+        image, [(f.box, v.label, v.confidence, i + 1) for i, (f, v) in enumerate(zip(result.faces, views, strict=True))]
+    )
+    st.image(
+        annotated,
+        caption=f"{name}: {len(result.faces)} face(s), labelled by the ensemble as mixed above",
+        width=min(image.shape[1], 720),
+    )
+    if not result.faces:
+        st.info(
+            f"{name}: no face found. Try a lower detection confidence or minimum face size.",
+            icon=":material/search_off:",
+        )
+        return
+    numbers = list(range(len(result.faces)))
+    if len(numbers) > MAX_FACES:
+        numbers = st.multiselect(
+            "Faces to compare", numbers, numbers[:3], format_func=lambda i: f"#{i + 1}", key="compare_faces"
+        )
+    crops = crop_faces(image, [result.faces[i].box for i in numbers], pipe.face_margin)
+    for i, crop in zip(numbers, crops, strict=True):
+        show_face(i + 1, result.faces[i], crop, ens.names, mixes[i])
+    curve = ens.spec.get("public_test", {}).get("weight_curve")
+    if weight is not None and curve:
+        fitted = ens.weights[ens.names[0]] / sum(ens.weights.values())
+        with st.expander("PublicTest accuracy against the weight"):
+            st.plotly_chart(charts.weight_curve(curve, weight, fitted, ens.names[0]), config=charts.figure_config())
+
+
+def metrics_table(ens: Ensemble, found: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Accuracy and macro-F1 per model and split; PublicTest from the ensemble fit when no file has it."""
+    table: dict[str, dict[str, float]] = {}
+    public = ens.spec.get("public_test") or {}
+    if "PublicTest" not in found and public:
+        for name, scores in (public.get("singles") or {}).items():
+            table.setdefault(name, {})["PublicTest accuracy"] = scores.get("accuracy")
+            table[name]["PublicTest macro-F1"] = scores.get("macro_f1")
+        if "ensemble_accuracy" in public:
+            table.setdefault(ENSEMBLE_KEY, {})["PublicTest accuracy"] = public["ensemble_accuracy"]
+    for split, data in found.items():
+        for name, scores in data["models"].items():
+            table.setdefault(name, {})[f"{split} accuracy"] = scores.get("accuracy")
+            table[name][f"{split} macro-F1"] = scores.get("macro_f1")
+    return pd.DataFrame.from_dict(table, orient="index").rename(index=ui.model_title)
+
+
+def show_metrics(ens: Ensemble) -> None:
+    st.header("Measured metrics")
+    found, problems = ui.load_metrics(ui.weights_dir())
+    for problem in problems:
+        st.warning(problem)
+    table = metrics_table(ens, found)
+    if table.empty:
+        st.info(
+            f"No measured metrics in `{ui.weights_dir()}` (metrics_PrivateTest.json / metrics_PublicTest.json "
+            "are written by `python -m fer_core.evaluate`)."
+        )
+        return
+    st.dataframe(table.style.format("{:.3f}", na_rep="–"))
+    if not found:
+        st.caption("Only PublicTest numbers from the ensemble fit are available; no confusion matrices.")
+        return
+    split = st.radio("Split", list(found), horizontal=True, key="compare_metrics_split")
+    data = found[split]
+    st.caption(f"{split}: {data.get('n', '?')} images.")
+    models = list(data["models"])
+    for tab, name in zip(st.tabs([ui.model_title(n) for n in models]), models, strict=True):
+        scores = data["models"][name]
+        with tab:
+            if "confusion" in scores:
+                title = (
+                    f"{ui.model_title(name)}: accuracy {scores.get('accuracy', float('nan')):.3f}, "
+                    f"macro-F1 {scores.get('macro_f1', float('nan')):.3f}"
+                )
+                st.plotly_chart(
+                    charts.confusion_heatmap(scores["confusion"], title),
+                    config=charts.figure_config(toolbar=True),
+                    key=f"confusion_{split}_{name}",
+                )
+            if "per_class" in scores:
+                st.dataframe(pd.DataFrame(scores["per_class"]).T.style.format("{:.3f}"))
+
+
+def main() -> None:
+    st.title("Ensemble comparison")
+    settings = ui.detector_controls("compare")
+    pipe = ui.pipeline(settings)
+    ui.sidebar_info(pipe)
+    picked = pick_image()
+    if picked is not None:
+        name, image, digest = picked
+        try:
+            result = ui.session_memo("compare", (digest, *settings.key), lambda: pipe(image))
+        except Exception as err:
+            st.error(f"{name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
+        else:
+            show_faces(name, image, result, pipe)
+    show_metrics(pipe.ensemble)
+
+
+main()

@@ -1,0 +1,252 @@
+"""Photos page: drop one or many pictures; every face boxed and labelled, per-face charts, a table, downloads.
+
+Each file is decoded and analysed on its own (`analyse_upload`), so one bad file gives one message and the
+others are still shown.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from functools import partial
+from pathlib import PurePath
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import charts, ui
+from fer_core.draw import draw_faces
+from fer_core.ensemble import ENSEMBLE_KEY
+from fer_core.explain import ModelView, model_view
+from fer_core.imageio import ImageLoadError, encode_png, load_image
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import ImageResult, Pipeline, crop_faces, result_rows
+
+log = logging.getLogger(__name__)
+#: Up to this many faces get a chart each; beyond it the user picks the face (60 charts help nobody).
+MAX_CHARTS = 6
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """One uploaded file: its pixels and faces, or the reason it could not be used."""
+
+    name: str
+    image: np.ndarray | None = None
+    result: ImageResult | None = None
+    error: str | None = None
+    digest: str = ""
+
+
+def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.DetectorSettings) -> Analysed:
+    """Decode and analyse one file; every failure becomes a message about this file only."""
+    try:
+        image = load_image(data, name=name)
+    except ImageLoadError as err:
+        return Analysed(name, error=str(err))
+    except Exception as err:  # e.g. MemoryError or a decoder bug: still no traceback for the user
+        log.exception("decoding %s failed", name)
+        return Analysed(name, error=f"{name}: cannot read this file ({type(err).__name__})")
+    digest = ui.file_digest(data)
+    try:
+        result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image))
+    except Exception as err:
+        log.exception("analysing %s failed", name)
+        return Analysed(name, image, error=f"{name}: analysis failed ({type(err).__name__}: {err})")
+    return Analysed(name, image, result, digest=digest)
+
+
+def face_views(result: ImageResult, model: str) -> list[ModelView]:
+    return [model_view(face.model_probs[model]) for face in result.faces]
+
+
+def annotated_image(item: Analysed, views: list[ModelView]) -> np.ndarray:
+    """The photo with numbered boxes, labelled by the chosen model."""
+    assert item.result is not None and item.image is not None
+    faces = item.result.faces
+    return draw_faces(
+        item.image, [(f.box, v.label, v.confidence, i + 1) for i, (f, v) in enumerate(zip(faces, views, strict=True))]
+    )
+
+
+def show_charts(item: Analysed, views: list[ModelView], index: int, model: str) -> None:
+    assert item.result is not None
+    faces = item.result.faces
+    numbers = list(range(len(faces)))
+    if len(faces) > MAX_CHARTS:
+        chosen = st.selectbox(
+            f"{len(faces)} faces: show the probabilities of",
+            numbers,
+            format_func=lambda i: f"face #{i + 1} ({views[i].label} {views[i].confidence:.2f})",
+            key=f"photos_chart_face_{index}",
+        )
+        numbers = [chosen]
+    for i in numbers:
+        title = f"#{i + 1} {views[i].label} {views[i].confidence:.2f} · {ui.model_title(model)}"
+        st.plotly_chart(charts.probs_bar(views[i].probs, title), config=charts.figure_config(), key=f"bar_{index}_{i}")
+
+
+def show_gradcam(item: Analysed, views: list[ModelView], index: int, model: str, pipe: Pipeline) -> None:
+    """Heat maps of the chosen face for the chosen model (both members when the ensemble is chosen)."""
+    assert item.result is not None and item.image is not None
+    faces = item.result.faces
+    st.markdown("**Grad-CAM**: where the model looked")
+    left, right = st.columns(2)
+    face_index = left.selectbox(
+        "Face",
+        range(len(faces)),
+        format_func=lambda i: f"#{i + 1} {views[i].label}",
+        key=f"photos_cam_face_{index}",
+    )
+    target = right.selectbox("Class", ["predicted", *EMOTIONS], key=f"photos_cam_class_{index}")
+    members = [m for m in pipe.ensemble.members if model in (ENSEMBLE_KEY, m.name)]
+    crop = crop_faces(item.image, [faces[face_index].box], pipe.face_margin)[0]
+    columns = st.columns(len(members) + 1)
+    columns[0].image(crop, caption="face crop", width=160)
+    chosen = None if target == "predicted" else target
+    for column, member in zip(columns[1:], members, strict=True):
+        key = (item.digest, tuple(faces[face_index].box), target, str(member.path))
+        try:
+            explain = partial(ui.load_explainer(str(member.path)).explain, crop, chosen)
+            result = ui.session_memo("gradcam", key, explain)
+        except Exception as err:
+            log.exception("Grad-CAM failed")
+            column.error(f"Grad-CAM failed for {member.name}: {err}")
+            continue
+        column.image(
+            result.overlay, caption=f"{member.name}: {result.target} ({result.probs[result.target]:.2f})", width=160
+        )
+
+
+def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pipeline) -> None:
+    assert item.result is not None and item.image is not None
+    result = item.result
+    views = face_views(result, model)
+    annotated = annotated_image(item, views)
+    with st.container(border=True):
+        st.subheader(item.name)
+        st.caption(f"{len(result.faces)} face(s) · {result.width}×{result.height} px · {ui.model_title(model)}")
+        if not result.faces:
+            st.info(
+                f"{item.name}: no face found. Try a lower detection confidence or minimum face size.",
+                icon=":material/search_off:",
+            )
+        left, right = st.columns([3, 2])
+        with left:
+            st.image(annotated, width="stretch")
+            st.download_button(
+                "Download annotated image",
+                data=lambda: encode_png(annotated),
+                file_name=f"{PurePath(item.name).stem}_annotated.png",
+                mime="image/png",
+                key=f"photos_png_{index}",
+                on_click="ignore",
+            )
+        with right:
+            if result.faces:
+                show_charts(item, views, index, model)
+        if show_cam and result.faces:
+            show_gradcam(item, views, index, model, pipe)
+
+
+def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
+    rows = []
+    for item in items:
+        assert item.result is not None
+        for row, face in zip(result_rows(item.name, item.result), item.result.faces, strict=True):
+            rows.append(row | {f"{name}_label": model_view(face.model_probs[name]).label for name in members})
+    return pd.DataFrame(rows)
+
+
+def results_json(items: list[Analysed], errors: list[str]) -> str:
+    images = [{"name": item.name, **item.result.to_dict()} for item in items if item.result is not None]
+    return json.dumps({"images": images, "errors": errors}, indent=2)
+
+
+def annotated_zip(items: list[Analysed], model: str) -> bytes:
+    """Built only when the button is clicked (on Streamlit's download thread: no `st.*` in here)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for index, item in enumerate(items):
+            assert item.result is not None
+            png = encode_png(annotated_image(item, face_views(item.result, model)))
+            archive.writestr(f"{index:03d}_{PurePath(item.name).stem}_annotated.png", png)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    st.title("Photos")
+    settings = ui.detector_controls("photos")
+    ens = ui.ensemble()
+    st.sidebar.subheader("Emotion model")
+    model = st.sidebar.selectbox("Model", ui.model_names(ens), format_func=ui.model_title, key="photos_model")
+    show_cam = st.sidebar.toggle(
+        "Show Grad-CAM",
+        key="photos_gradcam",
+        help="Heat map of the face regions that drove the chosen model's decision.",
+    )
+    pipe = ui.pipeline(settings)
+    ui.sidebar_info(pipe)
+
+    files = st.file_uploader(
+        "Drop one or more photos",
+        type=ui.PHOTO_TYPES,
+        accept_multiple_files=True,
+        key="photos_upload",
+        help="jpg, png, webp, bmp, tiff, gif" + (", heic" if "heic" in ui.PHOTO_TYPES else ""),
+    )
+    if not files:
+        st.info("Every face is boxed and labelled with its emotion; the results can be downloaded as CSV or JSON.")
+        return
+
+    progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
+    analysed: list[Analysed] = []
+    for n, upload in enumerate(files, start=1):
+        analysed.append(analyse_upload(upload.name, upload.getvalue(), pipe, settings))
+        if progress is not None:
+            progress.progress(n / len(files), text=f"Analysed {n} of {len(files)}")
+    if progress is not None:
+        progress.empty()
+
+    errors = [item.error for item in analysed if item.error]
+    good = [item for item in analysed if item.result is not None]
+    for message in errors:
+        st.error(message, icon=":material/error:")
+    for index, item in enumerate(good):
+        show_photo(item, index, model, show_cam, pipe)
+    if not good:
+        return
+
+    st.subheader("All faces")
+    table = results_table(good, ens.names)
+    if table.empty:
+        st.info("No face found in any photo.")
+    else:
+        st.dataframe(table, hide_index=True)
+    columns = st.columns(3)
+    columns[0].download_button(
+        "Results as CSV", table.to_csv(index=False), "faces.csv", "text/csv", key="photos_csv", on_click="ignore"
+    )
+    columns[1].download_button(
+        "Results as JSON",
+        results_json(good, errors),
+        "faces.json",
+        "application/json",
+        key="photos_json",
+        on_click="ignore",
+    )
+    columns[2].download_button(
+        "All annotated images (zip)",
+        lambda: annotated_zip(good, model),
+        "annotated.zip",
+        "application/zip",
+        key="photos_zip",
+        on_click="ignore",
+    )
+
+
+main()

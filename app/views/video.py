@@ -1,0 +1,149 @@
+"""Video page: analyse every Nth frame of an uploaded clip, play the annotated result, plot each face over time.
+
+The upload is written to a private `tempfile` directory only for FFmpeg to read, and that directory (with the
+annotated copy and the CSV) is deleted as soon as the results are read back into this session's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, ui
+from app.live import TrackerSettings
+from fer_core.detection import VIDEO_IMGSZ
+from fer_core.pipeline import Pipeline
+from fer_core.video import VideoError, analyse_video
+
+log = logging.getLogger(__name__)
+RESULT_KEY = "video_result"
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """Everything the page shows about one analysed upload, held in this session only."""
+
+    name: str
+    key: tuple[Any, ...]
+    video: bytes
+    csv: bytes
+    faces: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def analyse_upload(
+    name: str,
+    data: bytes,
+    pipe: Pipeline,
+    every: int,
+    tracking: TrackerSettings,
+    key: tuple[Any, ...] = (),
+    progress: Any = None,
+) -> VideoResult:
+    """Run `analyse_video` on the bytes inside a temp dir that is removed afterwards, errors included."""
+    suffix = PurePath(name).suffix.lower() or ".mp4"
+    with tempfile.TemporaryDirectory(prefix="fer_video_") as tmp:
+        source = Path(tmp) / f"upload{suffix}"
+        source.write_bytes(data)
+        try:
+            summary = analyse_video(
+                source, pipe, Path(tmp) / "out", every=every, tracker=tracking.build(), progress_callback=progress
+            )
+        except VideoError as err:
+            raise VideoError(str(err).replace(str(source), name)) from err  # the user's name, not our temp path
+        info = {k: v for k, v in summary.to_dict().items() if k not in ("source", "annotated", "csv")}
+        return VideoResult(
+            name, key, summary.annotated_path.read_bytes(), summary.csv_path.read_bytes(), summary.faces, info
+        )
+
+
+def show_result(result: VideoResult) -> None:
+    info = result.summary
+    columns = st.columns(4)
+    columns[0].metric("Frames", info.get("frames", "?"))
+    columns[1].metric("Analysed", info.get("analysed_frames", "?"))
+    columns[2].metric("Faces tracked", info.get("faces_tracked", "?"))
+    columns[3].metric("Duration", f"{info.get('duration_s', 0):.1f} s")
+    st.video(result.video, format="video/mp4")
+    stem = PurePath(result.name).stem
+    left, right = st.columns(2)
+    left.download_button(
+        "Faces over time (CSV)", result.csv, f"{stem}_faces.csv", "text/csv", key="video_csv", on_click="ignore"
+    )
+    right.download_button(
+        "Annotated video (mp4)", result.video, f"{stem}_annotated.mp4", "video/mp4", key="video_mp4", on_click="ignore"
+    )
+    faces = result.faces
+    if faces.empty:
+        st.info("No face was found in the analysed frames.", icon=":material/search_off:")
+        return
+    st.subheader("Emotions over time")
+    st.plotly_chart(charts.emotion_timeline(faces), config=charts.figure_config(toolbar=True), key="video_timeline")
+    ids = sorted(int(i) for i in faces["face_id"].unique())
+    face_id = st.selectbox("Probabilities of face", ids, format_func=lambda i: f"face {i}", key="video_face")
+    st.plotly_chart(
+        charts.face_probability_lines(faces, face_id), config=charts.figure_config(toolbar=True), key="video_lines"
+    )
+
+
+def main() -> None:
+    st.title("Video")
+    settings = ui.detector_controls("video", min_face=24, imgsz=VIDEO_IMGSZ)
+    tracking = ui.tracker_controls("video")
+    pipe = ui.pipeline(settings)
+    ui.sidebar_info(pipe)
+
+    upload = st.file_uploader(
+        "Drop a video", type=ui.VIDEO_TYPES, key="video_upload", help="mp4, mov, webm or avi; audio is ignored."
+    )
+    every = st.number_input(
+        "Analyse every Nth frame",
+        1,
+        60,
+        3,
+        key="video_every",
+        help="Frames in between reuse the last boxes: higher is faster, coarser.",
+    )
+    if upload is None:
+        st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
+        return
+    data = upload.getvalue()
+    key = (ui.file_digest(data), int(every), tracking, *settings.key)
+    previous: VideoResult | None = st.session_state.get(RESULT_KEY)
+    if st.button("Analyse video", type="primary", key="video_analyse"):
+        bar = st.progress(0.0, text="Analysing…")
+        try:
+            result = analyse_upload(
+                upload.name,
+                data,
+                pipe,
+                int(every),
+                tracking,
+                key,
+                progress=lambda f: bar.progress(min(max(f, 0.0), 1.0), text=f"Analysing… {f:.0%}"),
+            )
+        except VideoError as err:
+            bar.empty()
+            st.error(str(err), icon=":material/error:")
+            return
+        except Exception as err:  # an encoder or decoder failure: a message, not a traceback
+            log.exception("video analysis failed")
+            bar.empty()
+            st.error(f"{upload.name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
+            return
+        bar.empty()
+        st.session_state[RESULT_KEY] = previous = result
+    if previous is not None and previous.key == key:
+        show_result(previous)
+    elif previous is not None and previous.key[0] == key[0]:
+        st.caption("Settings changed: press *Analyse video* to apply them.")
+        show_result(previous)
+
+
+main()

@@ -1,0 +1,112 @@
+"""Webcam page: live boxes and emotions on the camera stream, tracked and smoothed, with a live chart.
+
+WebRTC needs no network on localhost: the default ICE server list is empty, so nothing is contacted.
+For access from another machine a STUN/TURN list can be switched on in the sidebar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import av
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from app import charts, ui
+from app.live import LiveStore
+from fer_core.detection import VIDEO_IMGSZ
+
+log = logging.getLogger(__name__)
+STORE_KEY = "webcam_store"
+DEFAULT_ICE = '[{"urls": ["stun:stun.l.google.com:19302"]}]'
+
+
+def ice_servers() -> list[dict]:
+    """[] unless the user asks for STUN/TURN: an empty list keeps WebRTC on localhost, offline."""
+    bar = st.sidebar
+    bar.subheader("Connection")
+    remote = bar.toggle(
+        "Remote access (STUN/TURN)",
+        key="webcam_remote",
+        help="Only needed when the browser is not on this machine; contacts the servers below.",
+    )
+    if not remote:
+        return []
+    text = bar.text_area("ICE servers (JSON list)", DEFAULT_ICE, key="webcam_ice")
+    try:
+        servers = json.loads(text)
+        if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+            raise ValueError("expected a list of objects with 'urls'")
+    except ValueError as err:
+        bar.error(f"Ignoring the ICE server list: {err}")
+        return []
+    return servers
+
+
+@st.fragment(run_every=0.5)
+def live_panel(store: LiveStore) -> None:
+    """Re-drawn twice a second from the store; the callback itself never calls Streamlit.
+
+    FPS is frames analysed per second; the video itself runs at the camera's rate with the latest boxes.
+    """
+    status = store.status()
+    st.text(status.text())
+    st.caption(f"{status.frames} frames analysed in this session · camera {status.camera_fps:.1f} FPS")
+    if status.error:
+        st.warning(f"Frame analysis failed: {status.error}")
+    face = status.largest
+    if face is not None:
+        title = f"Largest face #{face.track_id}: {face.label} {face.confidence:.2f} (smoothed)"
+        st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
+
+
+def main() -> None:
+    st.title("Webcam")
+    settings = ui.detector_controls("webcam", min_face=32, imgsz=VIDEO_IMGSZ)
+    tracking = ui.tracker_controls("webcam")
+    servers = ice_servers()
+    pipe = ui.pipeline(settings)
+    ui.sidebar_info(pipe)
+
+    store: LiveStore = st.session_state.setdefault(STORE_KEY, LiveStore())
+    store.configure(pipe, tracking)
+
+    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+        annotated = store.process(frame.to_ndarray(format="rgb24"))
+        return av.VideoFrame.from_ndarray(annotated, format="rgb24")
+
+    video, panel = st.columns([3, 2])
+    with video:
+        try:
+            ctx = webrtc_streamer(
+                key="webcam",
+                mode=WebRtcMode.SENDRECV,
+                rtc_configuration={"iceServers": servers},
+                media_stream_constraints={"video": True, "audio": False},
+                video_frame_callback=video_frame_callback,
+                async_processing=True,
+            )
+        except Exception as err:  # e.g. no Streamlit server behind the page (scripted runs)
+            log.exception("webrtc_streamer failed")
+            st.error(f"The live camera is unavailable here ({type(err).__name__}: {err}).", icon=":material/error:")
+            ctx = None
+        if st.button(
+            "Snapshot to the ensemble comparison", icon=":material/photo_camera:", key="webcam_snapshot_button"
+        ):
+            frame = store.latest_frame()
+            if frame is None:
+                st.warning("No camera frame yet: press START first.")
+            else:
+                name = f"webcam snapshot {time.strftime('%H:%M:%S')}"
+                st.session_state[ui.SNAPSHOT_KEY] = {"name": name, "image": frame, "fresh": True}
+                st.switch_page(ui.COMPARE_PAGE)
+    with panel:
+        if ctx is not None and ctx.state.playing:
+            live_panel(store)
+        else:
+            st.info("Press START and allow the camera. Faces are boxed live; the chart follows the largest face.")
+
+
+main()

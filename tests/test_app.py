@@ -1,0 +1,324 @@
+"""The Streamlit pages driven by `streamlit.testing.v1.AppTest`: real uploads, untrained models, no browser.
+
+Models run with the torch runtime here (no ONNX export per test session); the browser test covers the default.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import tempfile
+import time
+import types
+import zlib
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.data import astronaut
+from streamlit.testing.v1 import AppTest
+
+from fer_core.ensemble import write_spec
+from fer_core.imageio import HEIF_SUPPORTED
+from fer_core.labels import EMOTIONS
+from fer_core.pipeline import Pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+MAIN = str(REPO / "app" / "main.py")
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def app_weights(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake weights plus measured metrics, so the comparison page has numbers to show."""
+    folder = tmp_path_factory.mktemp("app_weights")
+    for path in fake_weights.iterdir():
+        shutil.copy(path, folder / path.name)
+    spec = json.loads((folder / "ensemble.json").read_text())
+    spec["public_test"] = {
+        "ensemble_accuracy": 0.7,
+        "singles": {"A_crp": {"accuracy": 0.68, "macro_f1": 0.66}, "B_mixcut": {"accuracy": 0.67, "macro_f1": 0.65}},
+        "weight_curve": [{"weight": w / 4, "accuracy": 0.67 + 0.01 * (w % 3), "nll": 1.0} for w in range(5)],
+    }
+    write_spec(folder / "ensemble.json", spec)
+    confusion = (np.eye(7, dtype=int) * 40 + 3).tolist()
+    report = {
+        "accuracy": 0.7,
+        "macro_f1": 0.69,
+        "confusion": confusion,
+        "per_class": {e: {"precision": 0.7, "recall": 0.7, "f1": 0.7, "support": 43} for e in EMOTIONS},
+    }
+    models = {name: report for name in ("ensemble", "A_crp", "B_mixcut")}
+    (folder / "metrics_PrivateTest.json").write_text(json.dumps({"split": "PrivateTest", "n": 301, "models": models}))
+    return folder
+
+
+@pytest.fixture
+def app(app_weights: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(app_weights))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def huge_png(side: int = 20000) -> bytes:
+    """A valid 1-bit 20000x20000 PNG (tiny on disk, 400 megapixels when decoded)."""
+    row = b"\x00" * (1 + (side + 7) // 8)
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def face_grid(rows: int = 6, cols: int = 10) -> np.ndarray:
+    face = cv2.resize(astronaut()[27:200, 137:310], (96, 96))
+    return np.vstack([np.hstack([face] * cols)] * rows)
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    layouts = [json.loads(chart.proto.spec)["layout"] for chart in at.get("plotly_chart")]
+    return [layout.get("title", {}).get("text", "") for layout in layouts]
+
+
+def test_missing_weights_gives_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "No trained models found" in at.error[0].value
+
+
+def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
+    astro = astronaut()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned left; viewers rotate it upright
+    gray16 = (cv2.cvtColor(astro, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257).astype(np.uint16)
+    gif_frames = [Image.fromarray(astro), Image.fromarray(255 - astro)]
+    good = {
+        "astronaut.jpg": encode(astro, "JPEG"),
+        "rotated.jpg": encode(np.rot90(astro), "JPEG", exif=exif),
+        "cmyk.jpg": encode(Image.fromarray(astro).convert("CMYK"), "JPEG"),
+        "gray16.png": encode(Image.fromarray(gray16), "PNG"),
+        "rgba.png": encode(np.dstack([astro, np.full(astro.shape[:2], 255, np.uint8)]), "PNG"),
+        "animated.gif": encode(gif_frames[0], "GIF", save_all=True, append_images=gif_frames[1:], duration=100),
+    }
+    if HEIF_SUPPORTED:
+        good["phone.heic"] = encode(astro, "HEIF")
+    bad = {
+        "corrupt.png": encode(astro, "PNG")[:200],
+        "notes.jpg": b"this is not an image",
+        "empty.png": b"",
+        "huge.png": huge_png(),
+    }
+    files = {
+        **good,
+        "blank.png": encode(np.full((240, 320, 3), 128, np.uint8), "PNG"),
+        "crowd.png": encode(face_grid(), "PNG"),
+        **bad,
+    }
+    app.file_uploader(key="photos_upload").set_value([(name, data, "image/png") for name, data in files.items()])
+    app.run()
+
+    assert not app.exception, app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == len(bad)
+    for name, message in zip(bad, errors, strict=True):
+        assert message.startswith(f"{name}:")
+    assert "empty" in errors[2] and "pixels" in errors[3]
+    captions = {sub.value: cap.value for sub, cap in zip(app.subheader, app.caption, strict=False)}
+    for name in good:
+        assert captions[name].startswith("1 face(s)"), (name, captions[name])
+    assert captions["blank.png"].startswith("0 face(s)")
+    assert captions["crowd.png"].startswith("60 face(s)")
+    assert any("blank.png: no face found" in i.value for i in app.info)
+    table = app.dataframe[0].value
+    assert len(table) == len(good) + 60 and set(table["label"]) <= set(EMOTIONS)
+    assert set(table["image"]) == {*good, "crowd.png"}
+    assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
+
+
+def test_photos_single_model_and_gradcam(app: AppTest) -> None:
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.selectbox(key="photos_model").set_value("B_mixcut")
+    app.toggle(key="photos_gradcam").set_value(True)
+    app.run()
+    assert not app.exception, app.exception
+    assert app.caption[0].value.endswith("B_mixcut")
+    assert chart_titles(app)[0].endswith("· B_mixcut")
+    assert app.selectbox(key="photos_cam_class_0").value == "predicted"
+    app.selectbox(key="photos_cam_class_0").set_value("happy").run()
+    assert not app.exception and not app.error
+
+
+def fake_streamer(playing: bool) -> Any:
+    """Stands in for webrtc_streamer (it needs a real server): feeds astronaut frames through the callback."""
+
+    def streamer(**kwargs: Any) -> Any:
+        assert kwargs["rtc_configuration"] == {"iceServers": []}
+        deadline = time.monotonic() + 120
+        while playing:  # until the analysis thread's boxes come back on the returned frames
+            frame = av.VideoFrame.from_ndarray(astronaut(), format="rgb24")
+            out = kwargs["video_frame_callback"](frame).to_ndarray(format="rgb24")
+            if not np.array_equal(out, astronaut()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return types.SimpleNamespace(state=types.SimpleNamespace(playing=playing))
+
+    return streamer
+
+
+def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlit_webrtc
+
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=False))
+    app.switch_page("views/webcam.py").run()
+    assert not app.exception, app.exception
+    assert app.info[0].value.startswith("Press START")
+    app.button(key="webcam_snapshot_button").click().run()
+    assert "No camera frame yet" in app.warning[0].value
+
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=True))
+    app.run()
+    assert not app.exception, app.exception
+    status = app.text[0].value
+    assert status.startswith("faces: 1 (") and status.endswith(" FPS"), status
+    assert chart_titles(app)[0].startswith("Largest face #1:")
+
+    app.button(key="webcam_snapshot_button").click().run()  # switches to the comparison page
+    assert not app.exception, app.exception
+    assert app.radio(key="compare_source").value == "Webcam snapshot"
+    assert len(app.get("plotly_chart")) >= 3
+
+
+def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path) -> None:
+    from app.live import LiveStore, TrackerSettings
+
+    pipe = Pipeline.load(app_weights, runtime="torch", detector_backend="haar")
+    store = LiveStore()
+    frame = astronaut()
+    assert store.status().text() == "faces: 0 · 0.0 FPS"
+    store.configure(pipe, TrackerSettings("window", window=3))
+    for _ in range(3):
+        store.analyse(frame)
+    status = store.status()
+    assert [f.track_id for f in status.faces] == [1] and status.faces[0].age == 3
+    assert status.fps > 0 and status.text().startswith(f"faces: 1 ({status.faces[0].label} ")
+
+    # The callback path returns at once; boxes come back once the session's analysis thread has caught up.
+    deadline = time.monotonic() + 60
+    while np.array_equal(store.process(frame), frame) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not np.array_equal(store.process(frame), frame)
+    assert np.array_equal(store.latest_frame(), frame) and store.status().camera_fps > 0
+
+    def broken(image: np.ndarray) -> None:
+        raise RuntimeError("model crashed")
+
+    store.configure(broken, TrackerSettings("window", window=3))  # type: ignore[arg-type]
+    assert store.analyse(frame) == []
+    assert store.status().error == "RuntimeError: model crashed"
+
+
+def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
+    app.switch_page("views/compare.py").run()
+    assert not app.exception, app.exception
+    assert app.info[0].value.startswith("Upload a photo")
+    app.file_uploader(key="compare_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, app.exception
+    assert app.slider(key="compare_weight").value == 0.5
+    titles = chart_titles(app)
+    model_a, model_b, mixed = titles[:3]
+    assert model_a.startswith("A_crp: ") and model_b.startswith("B_mixcut: ") and mixed.startswith("Ensemble: ")
+    verdicts = [w.value for w in app.warning if w.value.startswith("Face #1")] + [s.value for s in app.success]
+    assert len(verdicts) == 1 and ("disagree" in verdicts[0]) == (model_a.split()[1] != model_b.split()[1])
+
+    app.slider(key="compare_weight").set_value(1.0).run()
+    assert chart_titles(app)[2].split(": ")[1] == model_a.split(": ")[1]  # all weight on A: the mix is A
+
+    frame = app.dataframe[0].value
+    assert frame.loc["A_crp", "PrivateTest accuracy"] == pytest.approx(0.7)
+    assert frame.loc["Ensemble", "PublicTest accuracy"] == pytest.approx(0.7)
+    assert any(t.startswith("Ensemble: accuracy 0.700") for t in chart_titles(app))  # a confusion matrix
+
+
+def clip(frames: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        image = cv2.resize(astronaut()[:300, 100:500], (320, 240))
+        for i in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.roll(image, i, axis=1), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app.switch_page("views/video.py").run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4"))
+    app.number_input(key="video_every").set_value(2)
+    app.run()
+    app.button(key="video_analyse").click().run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    assert [m.value for m in app.metric][:2] == ["8", "4"]
+    assert len(app.get("video")) == 1
+    assert {b.label for b in app.get("download_button")} == {"Faces over time (CSV)", "Annotated video (mp4)"}
+    assert len(app.get("plotly_chart")) == 2  # timeline + one face's probabilities
+    assert list(tmp_path.iterdir()) == []  # the upload and outputs were deleted
+
+    app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    assert not app.exception
+    assert app.error[0].value.startswith("broken.mp4: ") and str(tmp_path) not in app.error[0].value
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:
+    other = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.run()
+    other.run()
+    assert app.subheader[0].value == "astronaut.png"
+    assert "astronaut.png" not in [s.value for s in other.subheader]
+    assert "_memo_photos" in app.session_state and "_memo_photos" not in other.session_state
+
+
+def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
+    from fer_core.explain import FaceExplainer, disagreement, model_view
+
+    explainer = FaceExplainer.load(app_weights / "A_crp.pt")
+    face = astronaut()[40:190, 150:300]
+    own = explainer.explain(face)
+    assert own.overlay.shape == (192, 192, 3) and own.overlay.dtype == np.uint8
+    assert own.target == max(own.probs, key=own.probs.get) and 0.0 <= own.heatmap.min() <= own.heatmap.max() <= 1.0
+    assert explainer.explain(face, "disgust", size=96).overlay.shape == (96, 96, 3)
+    with pytest.raises(ValueError, match="unknown class"):
+        explainer.explain(face, "bored")
+
+    a = dict.fromkeys(EMOTIONS, 0.0) | {"happy": 0.9, "sad": 0.1}
+    b = dict.fromkeys(EMOTIONS, 0.0) | {"happy": 0.3, "sad": 0.7}
+    assert model_view(a).label == "happy" and model_view(a).confidence == pytest.approx(0.9)
+    verdict = disagreement({"A": a, "B": b})
+    assert verdict.disagree and verdict.labels == {"A": "happy", "B": "sad"} and verdict.distance == pytest.approx(0.6)
+    assert not disagreement({"A": a, "B": a}).disagree

@@ -1,0 +1,167 @@
+"""The app in a real headless Chromium: a photo upload and the live webcam (a fake camera playing a face clip).
+
+Starts `streamlit run app/main.py` as a subprocess with the fake weights (or `$FER_BROWSER_WEIGHTS_DIR`, e.g. the
+shipped `weights/` for the README screenshot) and the default runtime (onnxruntime). Screenshots go to
+`$FER_SCREENSHOT_DIR` (default: a pytest temp dir) as photos.png, webcam.png and compare.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from skimage.data import astronaut
+
+from tests.browser_helpers import browser_available, chromium, streamlit_server, write_y4m
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not browser_available(), reason="needs /usr/bin/chromium and /usr/bin/chromedriver"),
+]
+
+#: Model loading (with a first ONNX export) and WebRTC set-up are slow on a busy CPU; raise it on a starved machine.
+WAIT_S = float(os.environ.get("FER_BROWSER_WAIT_S", "300"))
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ.get("FER_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("server")
+    env = {
+        "FER_WEIGHTS_DIR": os.environ.get("FER_BROWSER_WEIGHTS_DIR") or str(fake_weights),
+        "FER_CACHE_DIR": str(work / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": "",
+    }
+    with streamlit_server(env, work / "streamlit.log", timeout=WAIT_S) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    work = tmp_path_factory.mktemp("chromium")
+    # A 4:3 crop centred on the astronaut's face, which then spans about a third of the 320x240 frame.
+    face = astronaut()[8:218, 83:363]
+    camera = write_y4m(work / "camera.y4m", face)
+    driver = chromium(work / "profile", camera)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def driver(browser: Any, screenshots: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The shared browser; a failing test leaves failed_<test>.png behind to show what the page looked like."""
+    failed_before = request.session.testsfailed
+    yield browser
+    if request.session.testsfailed > failed_before:
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(screenshots / f"failed_{request.node.name}.png"))
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception:  # stale elements while Streamlit re-renders
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def page_texts(driver: Any, test_id: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{test_id}"]')]
+
+
+def frames_analysed(driver: Any) -> int:
+    """The live panel's 'N frames analysed' counter (0 until it shows)."""
+    for text in page_texts(driver, "stCaptionContainer"):
+        if "frames analysed in this session" in text:
+            return int(text.split()[0])
+    return 0
+
+
+def test_webcam_shows_live_labelled_face(server: str, driver: Any, screenshots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{server}/webcam")  # a deep link as the server's very first visit: must still get the full app
+    nav = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebarNav"]').text, what="nav")
+    assert "Ensemble comparison" in nav and "main" not in nav.split()
+    frame = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'iframe[title*="webrtc"]'), what="webrtc iframe")
+    driver.switch_to.frame(frame)
+    try:
+        start = wait_for(
+            lambda: next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip().upper() == "START"),
+            what="the START button",
+        )
+        start.click()
+    finally:
+        driver.switch_to.default_content()
+    status = wait_for(
+        lambda: next((t for t in page_texts(driver, "stText") if t.startswith("faces: 1 (")), None),
+        what="a labelled face in the live status",
+    )
+    assert status.endswith("FPS")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]'), what="the live chart")
+    first = wait_for(lambda: frames_analysed(driver), what="the frame counter")
+    with contextlib.suppress(TimeoutError):  # only for a nicer screenshot: annotated frames have reached the video
+        wait_for(lambda: frames_analysed(driver) >= first + 3, timeout=30)
+    assert not page_texts(driver, "stException")
+    driver.save_screenshot(str(screenshots / "webcam.png"))
+
+
+def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshots: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(photo)
+    driver.get(server)
+    upload = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'input[type="file"]'), what="the uploader")
+    upload.send_keys(str(photo))
+    caption = wait_for(
+        lambda: next((t for t in page_texts(driver, "stCaptionContainer") if "face(s)" in t), None),
+        what="the photo's result caption",
+    )
+    assert caption.startswith("1 face(s)")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]'), what="a chart")
+    time.sleep(1.0)  # let plotly finish drawing before the screenshot
+    assert not page_texts(driver, "stException")
+    driver.save_screenshot(str(screenshots / "photos.png"))
+
+
+def test_comparison_shows_models_side_by_side(server: str, driver: Any, screenshots: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(astronaut()).save(photo)
+    driver.get(f"{server}/compare")
+    upload = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'input[type="file"]'), what="the uploader")
+    upload.send_keys(str(photo))
+    verdict = wait_for(
+        lambda: next((t for t in page_texts(driver, "stAlert") if "Face #1: the models" in t), None),
+        what="the models' verdict on face #1",
+    )
+    assert "agree" in verdict
+    wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]')) >= 3, what="charts")
+    time.sleep(1.0)
+    assert not page_texts(driver, "stException")
+    driver.save_screenshot(str(screenshots / "compare.png"))
