@@ -353,7 +353,13 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
             out.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(history).to_csv(out / "history.csv", index=False)
             metrics = {"val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"], "epoch": epoch + 1}
-            meta = {**meta_base, "epoch": epoch + 1, "train_seconds": train_seconds, "metrics": metrics}
+            meta = {
+                **meta_base,
+                "train_config": asdict(cfg),  # current: a time budget may have shortened `epochs`
+                "epoch": epoch + 1,
+                "train_seconds": train_seconds,
+                "metrics": metrics,
+            }
             if row["val_acc"] > best_acc:
                 best_acc = row["val_acc"]
                 save_checkpoint(best_path, build_checkpoint(model, model_cfg, meta))

@@ -129,4 +129,5 @@ def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
     assert list(history["epoch"]) == [1, 2, 3]  # decided after epoch 2: one more epoch, then stop
     state = read_checkpoint(out / "last.pt")["training"]
     assert state["config"]["epochs"] == 3
+    assert read_checkpoint(out / "last.pt")["meta"]["train_config"]["epochs"] == 3
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end
