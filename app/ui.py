@@ -136,11 +136,26 @@ class DetectorSettings:
         return (str(folder), *stamps, self.backend, self.conf, self.min_face, self.max_faces, self.imgsz)
 
 
-def pipeline(settings: DetectorSettings) -> Pipeline:
-    """Cached detector + cached ensemble; the Pipeline object itself is a cheap per-run wrapper."""
+def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:
+    """Cached detector + cached ensemble; the Pipeline object itself is a cheap per-run wrapper.
+
+    `tta` None keeps `ensemble.json`'s flip-TTA choice; True/False overrides it (the models stay shared).
+    """
     folder = weights_dir()
     detector = load_detector(str(folder), settings, runtime(), device(), file_stamp(folder / "face_yolo.pt"))
-    return Pipeline(detector, ensemble())
+    shared = ensemble()
+    return Pipeline(detector, shared if tta is None else shared.with_tta(tta))
+
+
+def tta_control(prefix: str, *, default: bool) -> bool:
+    """Flip-TTA doubles the classifier time: worth it for photos, off by default where frames must keep up."""
+    return st.sidebar.checkbox(
+        "Flip test-time augmentation",
+        value=default,
+        key=f"{prefix}_tta",
+        help="Classify each face and its mirror image and average them: about +1 point of accuracy, twice the "
+        "classifier time.",
+    )
 
 
 def detector_controls(prefix: str, *, min_face: int = 16, imgsz: int = PHOTO_IMGSZ) -> DetectorSettings:

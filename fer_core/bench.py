@@ -1,7 +1,7 @@
 """Speed of the frame path on each runtime: face detection, crop preprocessing, emotion classification, in total.
 
     python -m fer_core.bench --json bench.json [--weights weights] [--repeats 50] [--warmup 5] [--imgsz 320]
-        [--threads 2] [--backends onnxruntime torch haar cuda]
+        [--threads 2] [--backends onnxruntime torch haar cuda] [--tta off|shipped]
 
 Frames are synthetic but made of a real face: 640x480, with 1 or 5 copies of the astronaut's face from
 `skimage.data` pasted at fixed places on seeded noise, so every run on every machine times the same pixels.
@@ -10,7 +10,8 @@ whatever the detector returns. Without `weights/face_yolo.pt` the detector is an
 architecture, same cost; its detections are meaningless), and the output says so. All runtimes are timed in the
 same process with `time.perf_counter`; medians and 90th percentiles are reported because the first calls and
 background load make the mean drift. The detector input size defaults to the live-video one (`VIDEO_IMGSZ`),
-since this is the per-frame path of the webcam and video pages; `--imgsz 640` times the photo setting.
+since this is the per-frame path of the webcam and video pages, and flip-TTA is off as on the webcam page;
+`--imgsz 640 --tta shipped` times the photo setting.
 """
 
 from __future__ import annotations
@@ -213,11 +214,14 @@ def run(
     detector_path: Path | None = None,
     log: Callable[[str], None] = print,
     threads: int = 0,
+    hflip_tta: bool | None = False,
 ) -> dict[str, Any]:
     """Time every backend on the 1- and 5-face frames; returns the JSON report.
 
     `threads` (0: leave the libraries' defaults) is applied again right before each backend is timed, because
     loading models (ultralytics' device selection above all) may change the process-wide settings.
+    `hflip_tta` False times the live-video path (the webcam page runs without flip-TTA); None keeps
+    `ensemble.json`'s choice (the photo path).
     """
     from fer_core.yolo_onnx import letterbox
 
@@ -238,7 +242,8 @@ def run(
         backend = BACKENDS[name]
         key = (backend.runtime, backend.device)
         if key not in ensembles:
-            ensembles[key] = Ensemble.load(weights_dir, runtime=backend.runtime, device=backend.device)
+            loaded = Ensemble.load(weights_dir, runtime=backend.runtime, device=backend.device)
+            ensembles[key] = loaded if hflip_tta is None else loaded.with_tta(hflip_tta)
         ensemble = ensembles[key]
         detector = FaceDetector(
             backend=backend.detector, weights=weights, imgsz=imgsz, runtime=backend.runtime, device=backend.device
@@ -317,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=None, help="default: all available")
     parser.add_argument(
+        "--tta",
+        choices=("off", "shipped"),
+        default="off",
+        help="flip-TTA: off as on the live webcam page (default), or as ensemble.json says (photos)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads for torch, onnxruntime and OpenCV alike (default: theirs)"
     )
     args = parser.parse_args(argv)
@@ -329,7 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     backends = args.backends or available_backends()
     if "cuda" in backends and "cuda" not in available_backends():
         parser.error("--backends cuda: CUDA is not available")
-    report = run(args.weights, backends, args.repeats, args.warmup, args.imgsz, args.detector, threads=args.threads)
+    report = run(
+        args.weights,
+        backends,
+        args.repeats,
+        args.warmup,
+        args.imgsz,
+        args.detector,
+        threads=args.threads,
+        hflip_tta=False if args.tta == "off" else None,
+    )
     print(format_table(report))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -71,6 +71,11 @@ class Ensemble:
         """A copy sharing the loaded models, mixed differently (the app's weight slider)."""
         return Ensemble(self.members, {**self.weights, **weights}, self.hflip_tta, self.spec)
 
+    def with_tta(self, enabled: bool) -> Ensemble:
+        """A copy sharing the loaded models with flip-TTA on or off: TTA doubles the classifier time, which
+        live video may not afford (the app turns it off there by default)."""
+        return Ensemble(self.members, dict(self.weights), enabled, self.spec)
+
     def predict_batch(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
         """Per-member and ensemble probabilities for one batch: one runtime call per member."""
         per_model = {m.name: m.predict_batch(batch_uint8, self.hflip_tta) for m in self.members}

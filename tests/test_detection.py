@@ -188,3 +188,17 @@ def test_detect_faces_cli_writes_wider_results(
     assert iou((x, y, x + w, y + h), ASTRONAUT_FACE) > 0.6 and 0 < score <= 1
     assert results["blank"].shape == (0, 5)
     assert not (out / "0--Event" / "broken.txt").exists()
+
+
+SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
+
+
+@pytest.mark.skipif(not SHIPPED_DETECTOR.is_file(), reason="no shipped weights/face_yolo.pt")
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_shipped_yolo_finds_the_astronaut_face(runtime: str, astronaut: np.ndarray, no_network: list[str]) -> None:
+    detector = FaceDetector(backend="yolo", weights=SHIPPED_DETECTOR, runtime=runtime)
+    assert detector.backend == "yolo" and detector.warning is None
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1, faces
+    assert iou(tuple(faces[0])[:4], ASTRONAUT_FACE) > 0.5 and faces[0].score > 0.5
+    assert no_network == []

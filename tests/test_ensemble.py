@@ -51,3 +51,15 @@ def test_flip_tta_averages_the_mirror_image(fake_weights):
     batch = np.random.default_rng(1).integers(0, 256, size=(3, 1, 48, 48), dtype=np.uint8)
     expected = (member.predict_batch(batch) + member.predict_batch(np.ascontiguousarray(batch[..., ::-1]))) / 2
     np.testing.assert_allclose(member.predict_batch(batch, hflip_tta=True), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_with_tta_shares_the_models_and_only_switches_the_flip(fake_weights):
+    ensemble = Ensemble.load(fake_weights, runtime="torch")
+    batch = np.random.default_rng(2).integers(0, 256, size=(2, 1, 48, 48), dtype=np.uint8)
+    on, off = ensemble.with_tta(True), ensemble.with_tta(False)
+    assert on.members is ensemble.members and on.weights == off.weights == ensemble.weights
+    for switched, flag in ((on, True), (off, False)):
+        for member in ensemble.members:
+            np.testing.assert_allclose(
+                switched.predict_batch(batch)[member.name], member.predict_batch(batch, hflip_tta=flag), rtol=1e-6
+            )

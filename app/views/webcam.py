@@ -66,8 +66,9 @@ def main() -> None:
     st.title("Webcam")
     settings = ui.detector_controls("webcam", min_face=32, imgsz=VIDEO_IMGSZ)
     tracking = ui.tracker_controls("webcam")
+    tta = ui.tta_control("webcam", default=False)
     servers = ice_servers()
-    pipe = ui.pipeline(settings)
+    pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
 
     store: LiveStore = st.session_state.setdefault(STORE_KEY, LiveStore())
