@@ -84,9 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
+    parser.add_argument(
+        "--tta", choices=("shipped", "off"), default="shipped", help="flip-TTA as ensemble.json says, or off (live)"
+    )
     args = parser.parse_args(argv)
     split = load_fer2013(args.data, skip_bad=args.skip_bad)[args.split]
     ensemble = Ensemble.load(args.weights, runtime=args.runtime)
+    if args.tta == "off":
+        ensemble = ensemble.with_tta(False)
     probs = predict_split(ensemble, split)
     report = evaluate_probs(split, probs)
     write_report(report, split, probs, args.out)

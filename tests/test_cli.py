@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from PIL import Image
 from skimage import data
 from sklearn.metrics import accuracy_score, f1_score
 
+from fer_core.classifier import EmotionClassifier
 from fer_core.evaluate import main as evaluate_main
 from fer_core.labels import EMOTIONS
 from fer_core.predict import main as predict_main
@@ -35,6 +37,26 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     assert np.asarray(ensemble["confusion"]).sum() == 35
     assert set(ensemble["per_class"]) == set(EMOTIONS)
     assert (out / "confusion_ensemble.png").stat().st_size > 1000
+
+
+def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkeypatch):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=21)
+    flipped = tmp_path / "weights_tta"
+    shutil.copytree(fake_weights, flipped)
+    spec = json.loads((flipped / "ensemble.json").read_text())
+    (flipped / "ensemble.json").write_text(json.dumps({**spec, "hflip_tta": True}))
+    flags: list[bool] = []
+    original = EmotionClassifier.predict_batch
+
+    def recording(self, batch, hflip_tta=False):
+        flags.append(hflip_tta)
+        return original(self, batch, hflip_tta)
+
+    monkeypatch.setattr(EmotionClassifier, "predict_batch", recording)
+    for extra, expected in (([], True), (["--tta", "off"], False)):
+        flags.clear()
+        evaluate_main(["--data", str(csv), "--out", str(tmp_path / "r"), "--weights", str(flipped), *extra])
+        assert flags and set(flags) == {expected}
 
 
 def write_crop_folder(root):
