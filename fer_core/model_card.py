@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fer_core.checkpoint import read_checkpoint
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
@@ -25,7 +27,7 @@ INTENDED_USE = """\
   feelings, and must not be used to judge people (hiring, policing, health, education, security).
 - FER-2013 faces are 48x48 grayscale, mostly frontal, web-sourced, with noisy labels (human accuracy
   is about 65 %) and skewed demographics; expect lower accuracy on profiles, occlusions, poor light,
-  children and under-represented groups. `disgust` has 436 training images and stays the weakest class.
+  children and under-represented groups. `disgust` has only 436 training images.
 - Licences: FER-2013 (ICML 2013 challenge data) for research; WIDER FACE is licensed for
   non-commercial research use only, so weights trained on it inherit that restriction.
 """
@@ -44,6 +46,20 @@ def metrics_table(metrics: dict[str, Any]) -> list[str]:
         per_class = " | ".join(f"{scores['per_class'][e]['f1']:.2f}" for e in EMOTIONS)
         lines.append(f"| {name} | {pct(scores['accuracy'])} | {scores['macro_f1']:.3f} | {per_class} |")
     return lines
+
+
+def weakest_classes(metrics: dict[str, Any], model: str = "ensemble", count: int = 2) -> str:
+    """The lowest-recall classes and where their faces go instead, from the confusion matrix."""
+    confusion = np.asarray(metrics["models"][model]["confusion"], dtype=float)
+    recall = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+    parts = []
+    for cls in np.argsort(recall)[:count]:
+        row = confusion[cls].copy()
+        row[cls] = -1
+        other = int(row.argmax())
+        share = confusion[cls, other] / max(confusion[cls].sum(), 1)
+        parts.append(f"`{EMOTIONS[cls]}` ({pct(recall[cls])} recall; {pct(share)} taken for `{EMOTIONS[other]}`)")
+    return f"Weakest classes of the {model} on {metrics['split']}: " + " and ".join(parts) + "."
 
 
 def render(weights: Path) -> str:
@@ -104,7 +120,7 @@ def render(weights: Path) -> str:
         if path.is_file():
             metrics = json.loads(path.read_text())
             out += [f"## {split} (n = {metrics['n']}), from `python -m fer_core.evaluate --split {split}`", ""]
-            out += [*metrics_table(metrics), ""]
+            out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
     for extra in sorted((weights / "card").glob("*.md")) if (weights / "card").is_dir() else []:
         out += [extra.read_text().rstrip(), ""]
     out += [INTENDED_USE, "## Files (sha256)", "", "| file | bytes | sha256 |", "|---|---|---|"]

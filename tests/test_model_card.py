@@ -1,0 +1,50 @@
+"""The model card generator on generated files: every number it prints comes from the files it reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from fer_core.export import file_sha256
+from fer_core.labels import EMOTIONS
+from fer_core.model_card import render, weakest_classes
+
+
+def metrics_with(confusion: np.ndarray, split: str = "PrivateTest") -> dict:
+    tp = np.diag(confusion)
+    per_class = {
+        e: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": int(n)}
+        for e, n in zip(EMOTIONS, confusion.sum(1), strict=True)
+    }
+    scores = {
+        "accuracy": float(tp.sum() / confusion.sum()),
+        "macro_f1": 0.5,
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
+    return {"split": split, "n": int(confusion.sum()), "models": {"ensemble": scores}}
+
+
+def test_weakest_classes_reads_recall_and_the_main_confusion():
+    confusion = np.diag([10, 10, 2, 10, 6, 10, 10])
+    confusion[2, 4] = 8  # fear: 2 of 10 right, 8 taken for sad
+    confusion[4, 6] = 4  # sad: 6 of 10 right, 4 taken for neutral
+    text = weakest_classes(metrics_with(confusion))
+    assert text == (
+        "Weakest classes of the ensemble on PrivateTest: `fear` (20.0 % recall; 80.0 % taken for `sad`) "
+        "and `sad` (60.0 % recall; 40.0 % taken for `neutral`)."
+    )
+
+
+def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)  # the fixture is shared by the session: leave it as it is
+    confusion = np.diag([5, 1, 5, 9, 5, 5, 5])
+    (weights / "metrics_PrivateTest.json").write_text(json.dumps(metrics_with(confusion)))
+    card = render(weights)
+    assert "## PrivateTest (n = 35)" in card and "Weakest classes" in card
+    for path in weights.iterdir():
+        if path.is_file():
+            assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
