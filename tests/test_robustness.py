@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fer_core import robustness
 from fer_core.labels import EMOTIONS
 from fer_core.robustness import PERTURBATIONS, confidence_table, perturb
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Small-batch inference on busy shared cores is many times faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def faces(n: int = 16, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from skimage.data import astronaut
 
 from fer_core import video
@@ -49,13 +47,7 @@ def face_frames(n: int = 20, step: int = 2) -> list[np.ndarray]:
     return frames
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Batch-of-one inference on busy shared cores is many times faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import cv2
@@ -235,22 +234,6 @@ def test_train_detector_prepare_only(tmp_path: Path) -> None:
     moved = tmp_path / "moved"
     (tmp_path / "work").rename(moved)  # a moved work folder must be converted again on --resume
     assert not train_detector.dataset_usable(moved / "dataset")
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record (and refuse) every connection or DNS lookup; ultralytics swallows errors, so check the record."""
-    attempts: list[str] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(repr(args[:2]))
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    return attempts
 
 
 class _Interrupted(Exception):
