@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -118,11 +119,25 @@ def import_ultralytics() -> ModuleType:
         ul_utils.ONLINE = False
         ul_checks.ONLINE = False
         ul_events.events.enabled = False
+        _undo_pil_open_patch()
         settings = ul_utils.SETTINGS
         changes = {k: v for k, v in _ULTRALYTICS_SETTINGS.items() if k in settings and settings[k] != v}
         if changes:
             settings.update(changes)
         return ultralytics
+
+
+def _undo_pil_open_patch() -> None:
+    """ultralytics replaces `PIL.Image.open` process-wide with a wrapper that, on a file Pillow cannot identify, tries
+    to install and import `pi_heif` (ModuleNotFoundError offline) instead of raising UnidentifiedImageError. That
+    would turn every "not an image" upload after the detector loads into a crash: put Pillow's own function back
+    (HEIC is handled by pillow-heif in `fer_core.imageio`)."""
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
 
 
 @contextlib.contextmanager

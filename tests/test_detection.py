@@ -185,3 +185,17 @@ def test_shipped_yolo_finds_the_astronaut_face(runtime: str, astronaut: np.ndarr
     assert len(faces) == 1, faces
     assert iou(tuple(faces[0])[:4], ASTRONAUT_FACE) > 0.5 and faces[0].score > 0.5
     assert no_network == []
+
+
+def test_ultralytics_leaves_pillow_errors_alone() -> None:
+    """ultralytics patches PIL.Image.open to chase a HEIF plugin on unknown files: Pillow's own error must remain."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    import_ultralytics()
+    import ultralytics.utils.patches  # noqa: F401  (the module that installs the patch)
+
+    import_ultralytics()
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(b"hello world"))
