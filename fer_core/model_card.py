@@ -51,14 +51,15 @@ def metrics_table(metrics: dict[str, Any]) -> list[str]:
 def weakest_classes(metrics: dict[str, Any], model: str = "ensemble", count: int = 2) -> str:
     """The lowest-recall classes and where their faces go instead, from the confusion matrix."""
     confusion = np.asarray(metrics["models"][model]["confusion"], dtype=float)
-    recall = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)  # row i: where true class i went
+    recall = np.diag(rates)
+    mistakes = rates - np.diag(recall)
     parts = []
     for cls in np.argsort(recall)[:count]:
-        row = confusion[cls].copy()
-        row[cls] = -1
-        other = int(row.argmax())
-        share = confusion[cls, other] / max(confusion[cls].sum(), 1)
-        parts.append(f"`{EMOTIONS[cls]}` ({pct(recall[cls])} recall; {pct(share)} taken for `{EMOTIONS[other]}`)")
+        other = int(mistakes[cls].argmax())
+        parts.append(
+            f"`{EMOTIONS[cls]}` ({pct(recall[cls])} recall; {pct(rates[cls, other])} taken for `{EMOTIONS[other]}`)"
+        )
     return f"Weakest classes of the {model} on {metrics['split']}: " + " and ".join(parts) + "."
 
 

@@ -319,7 +319,6 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     meta_base = {
         "name": name,
         "recipe": RECIPES[cfg.recipe].description,
-        "train_config": asdict(cfg),
         "data_fingerprint": fingerprint,
         "data_counts": {split: len(dataset[split]) for split in dataset.splits},
         "code_version": code_version(),
