@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fer_core.augment import RECIPES
-from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
+from fer_core.checkpoint import (
+    build_checkpoint,
+    code_version,
+    load_classifier,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from fer_core.data import FerSplit, class_weights, load_fer2013
 from fer_core.labels import TRAIN_SPLIT, VAL_SPLIT
 from fer_core.metrics import summary_metrics
@@ -67,6 +74,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     stop_after: int = 0  # end this invocation after N epochs (resume later): splits a schedule across sessions
     time_budget: float = 0.0  # seconds for this invocation's epochs: after the first, `epochs` shrinks to fit
+    init_from: str = ""  # fine-tune: start from this classifier checkpoint's weights with a fresh optimizer/schedule
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
@@ -255,6 +263,24 @@ def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: fl
     return max(done + 1, min(planned, affordable)) if done < planned else planned
 
 
+def initial_weights(path: str | Path, requested: ModelConfig) -> tuple[nn.Module, ModelConfig]:
+    """The model of a shipped/earlier checkpoint to fine-tune; its architecture must be the one asked for.
+
+    Dropout and stochastic depth may change (they only act in training), anything that changes the weights'
+    shapes or the input contract may not.
+    """
+    loaded = load_classifier(path)
+    fixed = ("arch", "input_size", "in_channels", "stem_stride", "num_classes", "class_names", "mean", "std")
+    differ = [k for k in fixed if getattr(loaded.config, k) != getattr(requested, k)]
+    if differ:
+        raise SystemExit(f"{path}: cannot fine-tune from it, {', '.join(differ)} differ from this run")
+    model_cfg = replace(loaded.config, dropout=requested.dropout, stochastic_depth=requested.stochastic_depth)
+    model = build_model(model_cfg)
+    model.load_state_dict(loaded.model.state_dict())
+    log.info("fine-tuning from %s", path)
+    return model, model_cfg
+
+
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
     """Train (or resume) a run; returns the path of `best.pt`."""
     dist_info = setup_distributed(cfg.device)
@@ -273,6 +299,9 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dist_info.device)
+    if cfg.init_from:
+        model, model_cfg = initial_weights(cfg.init_from, model_cfg)
+        model = model.to(dist_info.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weight = torch.from_numpy(class_weights(train_y.cpu().numpy(), cfg.class_weight_power)).to(dist_info.device)

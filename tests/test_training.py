@@ -131,3 +131,30 @@ def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
     assert state["config"]["epochs"] == 3
     assert read_checkpoint(out / "last.pt")["meta"]["train_config"]["epochs"] == 3
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end
+
+
+def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_path, tiny_csv):
+    first = tmp_path / "first"
+    train_main(["--data", str(tiny_csv), "--out", str(first), "--stop-after", "1", *TINY])
+    tuned = tmp_path / "tuned"
+    still = [a if a != "3e-3" else "1e-12" for a in TINY]  # an LR this small leaves the weights where they start
+    train_main(["--data", str(tiny_csv), "--out", str(tuned), "--init-from", str(first / "best.pt"), *still])
+    start, after = read_checkpoint(first / "best.pt")["state_dict"], read_checkpoint(tuned / "last.pt")["state_dict"]
+    params = [k for k in start if "running" not in k and "num_batches" not in k]
+    for key in params:
+        torch.testing.assert_close(after[key], start[key], atol=1e-6, rtol=0)
+    assert load_classifier(tuned / "best.pt").meta["train_config"]["init_from"] == str(first / "best.pt")
+    with pytest.raises(SystemExit, match="stem_stride differ"):
+        train_main(
+            [
+                "--data",
+                str(tiny_csv),
+                "--out",
+                str(tmp_path / "x"),
+                "--init-from",
+                str(first / "best.pt"),
+                *TINY,
+                "--stem-stride",
+                "1",
+            ]
+        )
