@@ -24,6 +24,7 @@ from fer_core.explain import FaceExplainer
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
+from fer_core.tta import NO_TTA, TTA_DESCRIPTIONS, tta_views
 
 T = TypeVar("T")
 
@@ -139,7 +140,7 @@ class DetectorSettings:
 def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:
     """Cached detector + cached ensemble; the Pipeline object itself is a cheap per-run wrapper.
 
-    `tta` None keeps `ensemble.json`'s flip-TTA choice; True/False overrides it (the models stay shared).
+    `tta` None keeps `ensemble.json`'s TTA set; True/False switches that set on or off (the models stay shared).
     """
     folder = weights_dir()
     detector = load_detector(str(folder), settings, runtime(), device(), file_stamp(folder / "face_yolo.pt"))
@@ -148,13 +149,15 @@ def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:
 
 
 def tta_control(prefix: str, *, default: bool) -> bool:
-    """Flip-TTA doubles the classifier time: worth it for photos, off by default where frames must keep up."""
+    """TTA multiplies the classifier time: worth it for photos, off by default where frames must keep up."""
+    shipped = ensemble().shipped_tta
+    views = len(tta_views(shipped))
     return st.sidebar.checkbox(
-        "Flip test-time augmentation",
+        "Test-time augmentation",
         value=default,
         key=f"{prefix}_tta",
-        help="Classify each face and its mirror image and average them: about +1 point of accuracy, twice the "
-        "classifier time.",
+        help=f"Classify {views} views of each face ({TTA_DESCRIPTIONS[shipped]}) and average them: more accurate "
+        f"on PublicTest, {views}x the classifier time.",
     )
 
 
@@ -244,7 +247,7 @@ def sidebar_info(pipe: Pipeline) -> None:
             f"**Face detector:** {detector_name}",
             f"**Weights:** `{weights_dir()}`",
             f"**Ensemble:** {', '.join(f'{n} × {w:.2f}' for n, w in ens.weights.items())}"
-            + (" · flip TTA" if ens.hflip_tta else ""),
+            + (f" · TTA `{ens.tta}`" if ens.tta != NO_TTA else ""),
         ]
         for member in ens.members:
             meta = member.meta

@@ -10,7 +10,7 @@ whatever the detector returns. Without `weights/face_yolo.pt` the detector is an
 architecture, same cost; its detections are meaningless), and the output says so. All runtimes are timed in the
 same process with `time.perf_counter`; medians and 90th percentiles are reported because the first calls and
 background load make the mean drift. The detector input size defaults to the live-video one (`VIDEO_IMGSZ`),
-since this is the per-frame path of the webcam and video pages, and flip-TTA is off as on the webcam page;
+since this is the per-frame path of the webcam and video pages, and TTA is off as on the webcam page;
 `--imgsz 640 --tta shipped` times the photo setting.
 """
 
@@ -214,14 +214,14 @@ def run(
     detector_path: Path | None = None,
     log: Callable[[str], None] = print,
     threads: int = 0,
-    hflip_tta: bool | None = False,
+    tta: bool | None = False,
 ) -> dict[str, Any]:
     """Time every backend on the 1- and 5-face frames; returns the JSON report.
 
     `threads` (0: leave the libraries' defaults) is applied again right before each backend is timed, because
     loading models (ultralytics' device selection above all) may change the process-wide settings.
-    `hflip_tta` False times the live-video path (the webcam page runs without flip-TTA); None keeps
-    `ensemble.json`'s choice (the photo path).
+    `tta` False times the live-video path (the webcam page runs without TTA); None keeps `ensemble.json`'s
+    TTA set (the photo path).
     """
     from fer_core.yolo_onnx import letterbox
 
@@ -243,7 +243,7 @@ def run(
         key = (backend.runtime, backend.device)
         if key not in ensembles:
             loaded = Ensemble.load(weights_dir, runtime=backend.runtime, device=backend.device)
-            ensembles[key] = loaded if hflip_tta is None else loaded.with_tta(hflip_tta)
+            ensembles[key] = loaded if tta is None else loaded.with_tta(tta)
         ensemble = ensembles[key]
         detector = FaceDetector(
             backend=backend.detector, weights=weights, imgsz=imgsz, runtime=backend.runtime, device=backend.device
@@ -282,7 +282,7 @@ def run(
             "repeats": repeats,
             "warmup": warmup,
             "classifiers": [m.name for m in members],
-            "hflip_tta": bool(next(iter(ensembles.values())).hflip_tta) if ensembles else None,
+            "tta": next(iter(ensembles.values())).tta if ensembles else None,
             "timer": "time.perf_counter",
         },
     }
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tta",
         choices=("off", "shipped"),
         default="off",
-        help="flip-TTA: off as on the live webcam page (default), or as ensemble.json says (photos)",
+        help="TTA: off as on the live webcam page (default), or ensemble.json's set (photos)",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads for torch, onnxruntime and OpenCV alike (default: theirs)"
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         args.imgsz,
         args.detector,
         threads=args.threads,
-        hflip_tta=False if args.tta == "off" else None,
+        tta=False if args.tta == "off" else None,
     )
     print(format_table(report))
     args.json.parent.mkdir(parents=True, exist_ok=True)

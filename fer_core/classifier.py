@@ -16,6 +16,10 @@ import torch
 
 from fer_core.checkpoint import LoadedClassifier, load_classifier
 from fer_core.models import ModelConfig, normalise
+from fer_core.tta import NO_TTA, average_views, expand, tta_views
+
+#: Largest batch handed to a runtime in one call (memory, not speed: larger batches are no faster on CPU).
+MAX_RUNTIME_BATCH = 512
 
 
 class ProbabilityModel(Protocol):
@@ -109,15 +113,22 @@ class EmotionClassifier:
             return cls(loaded, TorchRuntime(loaded, device if use_cuda else "cpu"))
         raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")
 
-    def predict_batch(self, batch_uint8: np.ndarray, hflip_tta: bool = False) -> np.ndarray:
-        """(N, 1, S, S) uint8 to (N, 7) probabilities; `hflip_tta` averages with the mirror image."""
+    def predict_batch(self, batch_uint8: np.ndarray, tta: str = NO_TTA) -> np.ndarray:
+        """(N, 1, S, S) uint8 to (N, 7) probabilities, averaged over the views of the named TTA set."""
         if len(batch_uint8) == 0:
             return np.zeros((0, self.config.num_classes), np.float32)
-        if not hflip_tta:
-            return self.runtime(batch_uint8)
-        both = np.concatenate([batch_uint8, batch_uint8[..., ::-1]])
-        probs = self.runtime(np.ascontiguousarray(both))
-        return (probs[: len(batch_uint8)] + probs[len(batch_uint8) :]) / 2
+        views = tta_views(tta)
+        if len(views) == 1 and views[0].is_identity:
+            return self._run(batch_uint8)
+        return average_views(self._run(expand(batch_uint8, views)), len(views))
 
-    def predict(self, crops: Sequence[np.ndarray], hflip_tta: bool = False) -> np.ndarray:
-        return self.predict_batch(prepare_batch(crops, self.config.input_size), hflip_tta)
+    def _run(self, batch_uint8: np.ndarray) -> np.ndarray:
+        """The runtime over at most `MAX_RUNTIME_BATCH` crops a call: at stem stride 1 a few thousand crops at once
+        need gigabytes of activations, and TTA multiplies the caller's batch by its number of views."""
+        if len(batch_uint8) <= MAX_RUNTIME_BATCH:
+            return self.runtime(batch_uint8)
+        parts = range(0, len(batch_uint8), MAX_RUNTIME_BATCH)
+        return np.concatenate([self.runtime(batch_uint8[i : i + MAX_RUNTIME_BATCH]) for i in parts])
+
+    def predict(self, crops: Sequence[np.ndarray], tta: str = NO_TTA) -> np.ndarray:
+        return self.predict_batch(prepare_batch(crops, self.config.input_size), tta)

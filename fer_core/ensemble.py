@@ -1,7 +1,7 @@
 """Weighted softmax ensemble of the emotion classifiers, its weight fitted on PublicTest.
 
-`weights/ensemble.json` names the member checkpoints, their weights and whether horizontal-flip
-test-time augmentation is on (it is on only if it measurably helped on PublicTest).
+`weights/ensemble.json` names the member checkpoints, their weights and the test-time augmentation set
+(`fer_core.tta`; "none" unless a set measurably helped on PublicTest).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fer_core.classifier import EmotionClassifier, prepare_batch
+from fer_core.tta import NO_TTA, tta_from_spec, tta_views
 
 ENSEMBLE_KEY = "ensemble"
 ENSEMBLE_FILE = "ensemble.json"
@@ -49,8 +50,16 @@ class Ensemble:
 
     members: list[EmotionClassifier]
     weights: dict[str, float]
-    hflip_tta: bool = False
+    tta: str = NO_TTA
     spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tta_views(self.tta)  # fail at construction on an unknown set, not at the first prediction
+
+    @property
+    def shipped_tta(self) -> str:
+        """The TTA set ensemble.json chose on PublicTest (what "TTA on" means in the app and CLIs)."""
+        return tta_from_spec(self.spec)
 
     @property
     def names(self) -> list[str]:
@@ -65,20 +74,23 @@ class Ensemble:
         spec = json.loads(spec_path.read_text())
         members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]
         weights = {member.name: float(m["weight"]) for member, m in zip(members, spec["models"], strict=True)}
-        return cls(members, weights, bool(spec.get("hflip_tta", False)), spec)
+        return cls(members, weights, tta_from_spec(spec), spec)
 
     def with_weights(self, weights: Mapping[str, float]) -> Ensemble:
         """A copy sharing the loaded models, mixed differently (the app's weight slider)."""
-        return Ensemble(self.members, {**self.weights, **weights}, self.hflip_tta, self.spec)
+        return Ensemble(self.members, {**self.weights, **weights}, self.tta, self.spec)
 
-    def with_tta(self, enabled: bool) -> Ensemble:
-        """A copy sharing the loaded models with flip-TTA on or off: TTA doubles the classifier time, which
-        live video may not afford (the app turns it off there by default)."""
-        return Ensemble(self.members, dict(self.weights), enabled, self.spec)
+    def with_tta(self, enabled: bool | str) -> Ensemble:
+        """A copy sharing the loaded models with the shipped TTA set (True), none (False) or a named set.
+
+        TTA multiplies the classifier time by its number of views, which live video may not afford (the app
+        turns it off there by default)."""
+        name = enabled if isinstance(enabled, str) else (self.shipped_tta if enabled else NO_TTA)
+        return Ensemble(self.members, dict(self.weights), name, self.spec)
 
     def predict_batch(self, batch_uint8: np.ndarray) -> dict[str, np.ndarray]:
         """Per-member and ensemble probabilities for one batch: one runtime call per member."""
-        per_model = {m.name: m.predict_batch(batch_uint8, self.hflip_tta) for m in self.members}
+        per_model = {m.name: m.predict_batch(batch_uint8, self.tta) for m in self.members}
         return {ENSEMBLE_KEY: combine(per_model, self.weights), **per_model}
 
     def predict(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
     parser.add_argument(
-        "--tta", choices=("shipped", "off"), default="shipped", help="flip-TTA as ensemble.json says, or off (live)"
+        "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or none (live)"
     )
     args = parser.parse_args(argv)
     split = load_fer2013(args.data, skip_bad=args.skip_bad)[args.split]

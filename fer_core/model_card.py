@@ -19,6 +19,7 @@ import numpy as np
 from fer_core.checkpoint import read_checkpoint
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
+from fer_core.tta import TTA_DESCRIPTIONS, tta_from_spec, tta_views
 
 INTENDED_USE = """\
 ## Intended use and limits
@@ -104,16 +105,18 @@ def render(weights: Path) -> str:
         "## Ensemble",
         "",
         "Weighted average of the members' softmax outputs; weight grid-searched on PublicTest "
-        "(step 0.05), flip test-time augmentation kept only if it raised PublicTest accuracy.",
+        "(step 0.05) for each test-time augmentation set (`fer_core.tta`); the set with the best PublicTest "
+        "accuracy is shipped (the cheaper one on a tie).",
         "",
     ]
     out += [f"- `{m['name']}`: weight {m['weight']}" for m in spec["models"]]
-    out.append(f"- horizontal-flip TTA: {'on' if spec.get('hflip_tta') else 'off'}")
+    tta = tta_from_spec(spec)
+    out.append(f"- test-time augmentation: `{tta}`, {len(tta_views(tta))} views per face ({TTA_DESCRIPTIONS[tta]})")
     public = spec.get("public_test", {})
-    if public:
+    by_tta = public.get("ensemble_accuracy_by_tta", {})
+    if by_tta:
         out.append(
-            f"- PublicTest ensemble accuracy without / with TTA: {pct(public['ensemble_accuracy_without_tta'])}"
-            f" / {pct(public['ensemble_accuracy_with_tta'])}"
+            "- PublicTest ensemble accuracy by TTA set: " + ", ".join(f"`{k}` {pct(v)}" for k, v in by_tta.items())
         )
     out.append("")
     for split in ("PrivateTest", "PublicTest"):

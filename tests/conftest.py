@@ -45,7 +45,7 @@ def fake_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for seed, name in enumerate(("A_crp", "B_mixcut")):
         make_classifier_checkpoint(folder / f"{name}.pt", name, seed)
         members.append({"name": name, "file": f"{name}.pt", "weight": 0.5})
-    write_spec(folder / "ensemble.json", {"models": members, "hflip_tta": False})
+    write_spec(folder / "ensemble.json", {"models": members, "tta": "none"})
     return folder
 
 

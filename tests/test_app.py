@@ -191,7 +191,7 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     app.switch_page("views/webcam.py").run()
     assert not app.exception, app.exception
     assert app.info[0].value.startswith("Press START")
-    assert app.checkbox(key="webcam_tta").value is False  # live frames skip flip-TTA unless asked
+    assert app.checkbox(key="webcam_tta").value is False  # live frames skip TTA unless asked
     app.button(key="webcam_snapshot_button").click().run()
     assert "No camera frame yet" in app.warning[0].value
 

@@ -139,7 +139,7 @@ def test_bench_cli_writes_the_documented_json(
     # --threads holds for every runtime to the end, although ultralytics resets torch's threads when it predicts.
     assert machine["torch_threads"] == machine["onnxruntime_threads"] == machine["opencv_threads"] == 2
     assert report["settings"]["repeats"] == 2 and report["settings"]["classifiers"] == ["A_crp", "B_mixcut"]
-    assert report["settings"]["hflip_tta"] is False  # the live-video path, whatever ensemble.json says
+    assert report["settings"]["tta"] == "none"  # the live-video path, whatever ensemble.json says
 
 
 def test_bench_cli_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -44,16 +44,16 @@ def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkey
     flipped = tmp_path / "weights_tta"
     shutil.copytree(fake_weights, flipped)
     spec = json.loads((flipped / "ensemble.json").read_text())
-    (flipped / "ensemble.json").write_text(json.dumps({**spec, "hflip_tta": True}))
-    flags: list[bool] = []
+    (flipped / "ensemble.json").write_text(json.dumps({**spec, "tta": "flip_rot8"}))
+    flags: list[str] = []
     original = EmotionClassifier.predict_batch
 
-    def recording(self, batch, hflip_tta=False):
-        flags.append(hflip_tta)
-        return original(self, batch, hflip_tta)
+    def recording(self, batch, tta="none"):
+        flags.append(tta)
+        return original(self, batch, tta)
 
     monkeypatch.setattr(EmotionClassifier, "predict_batch", recording)
-    for extra, expected in (([], True), (["--tta", "off"], False)):
+    for extra, expected in (([], "flip_rot8"), (["--tta", "off"], "none")):
         flags.clear()
         evaluate_main(["--data", str(csv), "--out", str(tmp_path / "r"), "--weights", str(flipped), *extra])
         assert flags and set(flags) == {expected}

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
-from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight
+from fer_core import classifier
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write_spec
+from fer_core.tta import TTA_SETS, View, tta_from_spec
 
 
 def random_probs(n: int, seed: int) -> np.ndarray:
@@ -50,16 +55,63 @@ def test_flip_tta_averages_the_mirror_image(fake_weights):
     member = ensemble.members[0]
     batch = np.random.default_rng(1).integers(0, 256, size=(3, 1, 48, 48), dtype=np.uint8)
     expected = (member.predict_batch(batch) + member.predict_batch(np.ascontiguousarray(batch[..., ::-1]))) / 2
-    np.testing.assert_allclose(member.predict_batch(batch, hflip_tta=True), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(member.predict_batch(batch, "flip"), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_with_tta_shares_the_models_and_only_switches_the_flip(fake_weights):
+def test_every_tta_set_averages_its_views_one_by_one(fake_weights):
+    member = Ensemble.load(fake_weights, runtime="torch").members[0]
+    batch = np.random.default_rng(3).integers(0, 256, size=(4, 1, 48, 48), dtype=np.uint8)
+    for name, views in TTA_SETS.items():
+        one_by_one = np.mean([member.predict_batch(view.apply(batch)) for view in views], axis=0)
+        np.testing.assert_allclose(member.predict_batch(batch, name), one_by_one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(member.predict_batch(batch, name).sum(1), 1.0, rtol=1e-5)
+
+
+def test_views_move_pixels_as_documented():
+    image = np.zeros((1, 1, 48, 48), np.uint8)
+    image[0, 0, 10, 5] = 255
+    assert View(mirror=True).apply(image)[0, 0, 10, 42] == 255
+    assert View(shift_px=(3.0, 0.0)).apply(image)[0, 0, 10, 8] == 255
+    assert View(shift_px=(0.0, -3.0)).apply(image)[0, 0, 7, 5] == 255
+    rotated = View(angle_deg=90.0).apply(image)[0, 0]  # counter-clockwise: left column goes to the bottom row
+    y, x = np.unravel_index(rotated.argmax(), rotated.shape)
+    assert (y, x) == (42, 10)
+    assert View().is_identity and View().apply(image) is image
+
+
+def test_unknown_tta_set_is_a_clear_error(fake_weights):
     ensemble = Ensemble.load(fake_weights, runtime="torch")
+    with pytest.raises(ValueError, match=r"unknown TTA set 'tenfold'.*flip_rot8"):
+        ensemble.with_tta("tenfold")
+    with pytest.raises(ValueError, match="unknown TTA set"):
+        tta_from_spec({"tta": "tenfold"})
+    assert tta_from_spec({"hflip_tta": True}) == "flip" and tta_from_spec({}) == "none"
+
+
+def test_with_tta_shares_the_models_and_switches_the_shipped_set(fake_weights, tmp_path):
+    folder = tmp_path / "weights"
+    shutil.copytree(fake_weights, folder)
+    spec = json.loads((folder / "ensemble.json").read_text())
+    write_spec(folder / "ensemble.json", {**spec, "tta": "flip_zoom"})
+    ensemble = Ensemble.load(folder, runtime="torch")
     batch = np.random.default_rng(2).integers(0, 256, size=(2, 1, 48, 48), dtype=np.uint8)
     on, off = ensemble.with_tta(True), ensemble.with_tta(False)
+    assert (ensemble.tta, on.tta, off.tta) == ("flip_zoom", "flip_zoom", "none")
     assert on.members is ensemble.members and on.weights == off.weights == ensemble.weights
-    for switched, flag in ((on, True), (off, False)):
+    for switched, name in ((on, "flip_zoom"), (off, "none")):
         for member in ensemble.members:
             np.testing.assert_allclose(
-                switched.predict_batch(batch)[member.name], member.predict_batch(batch, hflip_tta=flag), rtol=1e-6
+                switched.predict_batch(batch)[member.name], member.predict_batch(batch, name), rtol=1e-6
             )
+
+
+def test_large_batches_reach_the_runtime_in_chunks(fake_weights, monkeypatch):
+    member = Ensemble.load(fake_weights, runtime="torch").members[0]
+    batch = np.random.default_rng(4).integers(0, 256, size=(10, 1, 48, 48), dtype=np.uint8)
+    whole = member.predict_batch(batch, "flip_rot8")
+    sizes: list[int] = []
+    runtime = member.runtime
+    member.runtime = lambda crops: (sizes.append(len(crops)), runtime(crops))[1]
+    monkeypatch.setattr(classifier, "MAX_RUNTIME_BATCH", 4)
+    np.testing.assert_allclose(member.predict_batch(batch, "flip_rot8"), whole, rtol=1e-5, atol=1e-6)
+    assert max(sizes) == 4 and sum(sizes) == 10 * len(TTA_SETS["flip_rot8"])
