@@ -154,6 +154,31 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
 
 
+SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
+
+
+@pytest.mark.skipif(not SHIPPED_DETECTOR.is_file(), reason="no shipped weights/face_yolo.pt")
+def test_photos_multiscale_detection_with_the_shipped_detector(
+    app_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "weights"
+    shutil.copytree(app_weights, folder)
+    shutil.copy(SHIPPED_DETECTOR, folder / SHIPPED_DETECTOR.name)
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    switch = at.checkbox(key="photos_det_tta")
+    assert switch.value is False and not switch.disabled  # offered with YOLO, off by default (6x the time)
+    switch.set_value(True)
+    at.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    at.run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert at.caption[0].value.startswith("1 face(s)")
+    at.radio(key="photos_backend").set_value("haar").run()
+    assert at.checkbox(key="photos_det_tta").disabled  # the Haar cascade has no TTA
+    assert at.caption[0].value.startswith("1 face(s)")
+
+
 def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.selectbox(key="photos_model").set_value("B_mixcut")

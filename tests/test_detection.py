@@ -15,7 +15,7 @@ import pytest
 from skimage import data as skdata
 
 from fer_core import detect_faces
-from fer_core.detection import FaceBox, FaceDetector, haar_scores, import_ultralytics
+from fer_core.detection import FaceBox, FaceDetector, fuse_views, haar_scores, import_ultralytics
 from fer_core.wider_eval import read_wider_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,14 +177,31 @@ SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
 
 
 @pytest.mark.skipif(not SHIPPED_DETECTOR.is_file(), reason="no shipped weights/face_yolo.pt")
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
-def test_shipped_yolo_finds_the_astronaut_face(runtime: str, astronaut: np.ndarray, no_network: list[str]) -> None:
-    detector = FaceDetector(backend="yolo", weights=SHIPPED_DETECTOR, runtime=runtime)
+def test_shipped_yolo_finds_the_astronaut_face(
+    runtime: str, tta: bool, astronaut: np.ndarray, no_network: list[str]
+) -> None:
+    detector = FaceDetector(backend="yolo", weights=SHIPPED_DETECTOR, runtime=runtime, tta=tta)
     assert detector.backend == "yolo" and detector.warning is None
     faces = detector.detect(astronaut)
     assert len(faces) == 1, faces
     assert iou(tuple(faces[0])[:4], ASTRONAUT_FACE) > 0.5 and faces[0].score > 0.5
     assert no_network == []
+
+
+def test_fuse_views_merges_agreeing_boxes_and_discounts_lonely_ones() -> None:
+    face, other = np.array([[10.0, 10.0, 50.0, 60.0]]), np.array([[70.0, 5.0, 90.0, 30.0]])
+    views = [(face, np.array([0.9])), (face + 2.0, np.array([0.7])), (other, np.array([0.8])), (np.zeros((0, 4)), [])]
+    boxes, scores = fuse_views(views, width=100, height=80, iou=0.55)
+    assert len(boxes) == 2
+    np.testing.assert_allclose(scores, [(0.9 + 0.7) / 4, 0.8 / 4])  # mean score x share of the 4 views
+    np.testing.assert_allclose(boxes[0], (0.9 * face[0] + 0.7 * (face[0] + 2.0)) / 1.6)  # score-weighted mean
+    np.testing.assert_allclose(boxes[1], other[0])
+    clipped, _ = fuse_views([(np.array([[-5.0, 0.0, 40.0, 90.0]]), np.array([0.5]))], width=100, height=80, iou=0.55)
+    np.testing.assert_allclose(clipped, [[0.0, 0.0, 40.0, 80.0]])
+    empty, no_scores = fuse_views([(np.array([[5.0, 5.0, 5.0, 9.0]]), np.array([0.9]))], width=100, height=80, iou=0.5)
+    assert empty.shape == (0, 4) and no_scores.shape == (0,)
 
 
 def test_ultralytics_leaves_pillow_errors_alone() -> None:

@@ -210,7 +210,7 @@ def show_metrics(ens: Ensemble) -> None:
 
 def main() -> None:
     st.title("Ensemble comparison")
-    settings = ui.detector_controls("compare")
+    settings = ui.detector_controls("compare", offer_tta=True)
     pipe = ui.pipeline(settings)
     ui.sidebar_info(pipe)
     picked = pick_image()

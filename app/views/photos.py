@@ -180,7 +180,7 @@ def annotated_zip(items: list[Analysed], model: str) -> bytes:
 
 def main() -> None:
     st.title("Photos")
-    settings = ui.detector_controls("photos")
+    settings = ui.detector_controls("photos", offer_tta=True)
     ens = ui.ensemble()
     st.sidebar.subheader("Emotion model")
     model = st.sidebar.selectbox("Model", ui.model_names(ens), format_func=ui.model_title, key="photos_model")
