@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
+from fer_core.labels import EMOTIONS
 from tests.browser_helpers import browser_available, chromium, streamlit_server, write_y4m
 
 pytestmark = [
@@ -160,7 +162,8 @@ def test_comparison_shows_models_side_by_side(server: str, driver: Any, screensh
         lambda: next((t for t in page_texts(driver, "stAlert") if "Face #1: the models" in t), None),
         what="the models' verdict on face #1",
     )
-    assert "agree" in verdict
+    labels = "|".join(EMOTIONS)
+    assert re.search(rf"the models (agree on ({labels})|disagree: .*({labels}))", verdict), verdict
     wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]')) >= 3, what="charts")
     time.sleep(1.0)
     assert not page_texts(driver, "stException")
