@@ -11,6 +11,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
+from fer_core import onnx_session
 from fer_core.checkpoint import load_classifier
 from fer_core.classifier import EmotionClassifier
 from fer_core.detection import import_ultralytics
@@ -45,6 +46,12 @@ def test_auto_runtime_is_onnxruntime_on_cpu_and_agrees(fake_weights):
     assert fast.runtime_name == "onnxruntime" and eager.runtime_name == "torch"
     crops = [np.random.default_rng(i).integers(0, 256, size=(60 + i, 50, 3), dtype=np.uint8) for i in range(4)]
     np.testing.assert_allclose(fast.predict(crops), eager.predict(crops), atol=MAX_PROB_DIFF)
+
+
+def test_sessions_stop_spinning_when_a_run_returns(fake_weights):
+    """Three sessions take turns per frame: spinning threads of one would starve the next (see cpu_session)."""
+    session = EmotionClassifier.load(fake_weights / "A_crp.pt").runtime.session
+    assert session.get_session_options().get_session_config_entry(onnx_session.STOP_SPINNING_KEY) == "1"
 
 
 @pytest.fixture(scope="module")
