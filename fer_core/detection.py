@@ -348,6 +348,7 @@ class FaceDetector:
             return self._detect_ultralytics(rgb, imgsz)
 
     def _detect_yolo_tta(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Six passes (`TTA_SCALES` x mirror), mirrored boxes flipped back, then fused into one set."""
         h, w = rgb.shape[:2]
         mirrored = np.ascontiguousarray(rgb[:, ::-1])
         views = []
