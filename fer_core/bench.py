@@ -36,7 +36,7 @@ from fer_core import onnx_session
 from fer_core.classifier import prepare_batch
 from fer_core.detection import VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import Ensemble
-from fer_core.pipeline import DEFAULT_WEIGHTS, Box, crop_faces
+from fer_core.pipeline import DEFAULT_WEIGHTS, FACE_MARGIN, Box, crop_faces
 
 #: The astronaut's face in `skimage.data.astronaut()` (x1, y1, x2, y2): hairline to chin, ear to ear.
 ASTRONAUT_FACE = (175.0, 62.0, 272.0, 165.0)
@@ -49,8 +49,6 @@ LAYOUTS: dict[int, tuple[tuple[int, int, int], ...]] = {
     5: ((120, 130, 150), (320, 130, 140), (520, 130, 130), (215, 345, 120), (425, 345, 110)),
 }
 STAGES = ("detect", "preprocess", "classify", "total")
-#: Face margin the pipeline crops with (`Pipeline.face_margin`).
-FACE_MARGIN = 0.1
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ class ImageResult:
         return {"width": self.width, "height": self.height, "faces": [f.to_dict() for f in self.faces]}
 
 
+#: Context kept around a detected face before classifying it, as a fraction of the face size per side.
+FACE_MARGIN = 0.1
+
+
 def square_crop_box(box: Box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The square around `box`, grown by `margin` of its size on each side (may leave the image)."""
     x1, y1, x2, y2 = box
@@ -100,7 +104,7 @@ def to_probs_dict(row: np.ndarray) -> dict[str, float]:
 class Pipeline:
     """A face detector and an emotion ensemble, used together or the ensemble alone on crops."""
 
-    def __init__(self, detector: FaceDetector | None, ensemble: Ensemble, face_margin: float = 0.1) -> None:
+    def __init__(self, detector: FaceDetector | None, ensemble: Ensemble, face_margin: float = FACE_MARGIN) -> None:
         self.detector = detector
         self.ensemble = ensemble
         self.face_margin = face_margin
