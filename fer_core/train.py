@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from fer_core.augment import RECIPES
-from fer_core.checkpoint import (
-    build_checkpoint,
-    code_version,
-    load_classifier,
-    read_checkpoint,
-    save_checkpoint,
-    unwrap,
-)
+from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
 from fer_core.data import FerSplit, class_weights, load_fer2013
 from fer_core.labels import TRAIN_SPLIT, VAL_SPLIT
 from fer_core.metrics import summary_metrics
@@ -263,22 +256,20 @@ def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: fl
     return max(done + 1, min(planned, affordable)) if done < planned else planned
 
 
-def initial_weights(path: str | Path, requested: ModelConfig) -> tuple[nn.Module, ModelConfig]:
-    """The model of a shipped/earlier checkpoint to fine-tune; its architecture must be the one asked for.
+def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | Path) -> None:
+    """Fine-tuning: put a shipped/earlier checkpoint's weights into `model`, built from this run's config.
 
-    Dropout and stochastic depth may change (they only act in training), anything that changes the weights'
+    Dropout and stochastic depth may change (they only act in training); anything that changes the weights'
     shapes or the input contract may not.
     """
-    loaded = load_classifier(path)
+    checkpoint = read_checkpoint(path)
+    source = ModelConfig.from_dict(checkpoint["model_config"])
     fixed = ("arch", "input_size", "in_channels", "stem_stride", "num_classes", "class_names", "mean", "std")
-    differ = [k for k in fixed if getattr(loaded.config, k) != getattr(requested, k)]
+    differ = [k for k in fixed if getattr(source, k) != getattr(requested, k)]
     if differ:
         raise SystemExit(f"{path}: cannot fine-tune from it, {', '.join(differ)} differ from this run")
-    model_cfg = replace(loaded.config, dropout=requested.dropout, stochastic_depth=requested.stochastic_depth)
-    model = build_model(model_cfg)
-    model.load_state_dict(loaded.model.state_dict())
+    model.load_state_dict(checkpoint["state_dict"])
     log.info("fine-tuning from %s", path)
-    return model, model_cfg
 
 
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
@@ -300,8 +291,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dist_info.device)
     if cfg.init_from:
-        model, model_cfg = initial_weights(cfg.init_from, model_cfg)
-        model = model.to(dist_info.device)
+        load_initial_weights(model, model_cfg, cfg.init_from)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weight = torch.from_numpy(class_weights(train_y.cpu().numpy(), cfg.class_weight_power)).to(dist_info.device)
