@@ -24,7 +24,7 @@ from fer_core.explain import FaceExplainer
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
-from fer_core.tta import NO_TTA, TTA_DESCRIPTIONS, tta_views
+from fer_core.tta import NO_TTA, tta_set
 
 T = TypeVar("T")
 
@@ -152,13 +152,13 @@ def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:
 
 def tta_control(prefix: str, *, default: bool) -> bool:
     """TTA multiplies the classifier time: worth it for photos, off by default where frames must keep up."""
-    shipped = ensemble().shipped_tta
-    views = len(tta_views(shipped))
+    shipped = tta_set(ensemble().shipped_tta)
+    views = len(shipped.views)
     return st.sidebar.checkbox(
         "Test-time augmentation",
         value=default,
         key=f"{prefix}_tta",
-        help=f"Classify {views} views of each face ({TTA_DESCRIPTIONS[shipped]}) and average them: more accurate "
+        help=f"Classify {views} views of each face ({shipped.description}) and average them: more accurate "
         f"on PublicTest, {views}x the classifier time.",
     )
 

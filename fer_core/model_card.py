@@ -19,7 +19,7 @@ import numpy as np
 from fer_core.checkpoint import read_checkpoint
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
-from fer_core.tta import TTA_DESCRIPTIONS, tta_from_spec, tta_views
+from fer_core.tta import tta_from_spec, tta_set
 
 INTENDED_USE = """\
 ## Intended use and limits
@@ -111,7 +111,8 @@ def render(weights: Path) -> str:
     ]
     out += [f"- `{m['name']}`: weight {m['weight']}" for m in spec["models"]]
     tta = tta_from_spec(spec)
-    out.append(f"- test-time augmentation: `{tta}`, {len(tta_views(tta))} views per face ({TTA_DESCRIPTIONS[tta]})")
+    chosen = tta_set(tta)
+    out.append(f"- test-time augmentation: `{tta}`, {len(chosen.views)} views per face ({chosen.description})")
     public = spec.get("public_test", {})
     by_tta = public.get("ensemble_accuracy_by_tta", {})
     if by_tta:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -25,13 +26,18 @@ class View:
     shift_px: tuple[float, float] = (0.0, 0.0)
 
     @property
+    def warps(self) -> bool:
+        """Whether anything beyond the mirror moves pixels (rotation, scale or shift)."""
+        return (self.angle_deg, self.scale, self.shift_px) != (0.0, 1.0, (0.0, 0.0))
+
+    @property
     def is_identity(self) -> bool:
-        return not self.mirror and self.angle_deg == 0.0 and self.scale == 1.0 and self.shift_px == (0.0, 0.0)
+        return not self.mirror and not self.warps
 
     def apply(self, batch_uint8: np.ndarray) -> np.ndarray:
         """(N, C, H, W) uint8 to the same shape, every image transformed alike."""
         out = np.ascontiguousarray(batch_uint8[..., ::-1]) if self.mirror else batch_uint8
-        if self.angle_deg == 0.0 and self.scale == 1.0 and self.shift_px == (0.0, 0.0):
+        if not self.warps:
             return out
         n, c, h, w = out.shape
         matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), self.angle_deg, self.scale)
@@ -47,32 +53,43 @@ def _with_mirrors(views: Sequence[View]) -> tuple[View, ...]:
     return tuple(v for view in views for v in (view, View(True, view.angle_deg, view.scale, view.shift_px)))
 
 
+class TtaSet(NamedTuple):
+    """A named candidate: its views and what they are in words (for the app and the model card)."""
+
+    views: tuple[View, ...]
+    description: str
+
+
 #: Candidate sets, cheapest first (fit_ensemble prefers the cheaper one on a tie).
-TTA_SETS: dict[str, tuple[View, ...]] = {
-    "none": (View(),),
-    "flip": _with_mirrors([View()]),
-    "flip_rot8": _with_mirrors([View(), View(angle_deg=8.0), View(angle_deg=-8.0)]),
-    "flip_zoom": _with_mirrors([View(), View(scale=1.08), View(scale=0.93)]),
-    "flip_shift3": _with_mirrors(
-        [View(), *(View(shift_px=s) for s in ((-3.0, 0.0), (3.0, 0.0), (0.0, -3.0), (0.0, 3.0)))]
+TTA_SETS: dict[str, TtaSet] = {
+    "none": TtaSet((View(),), "the crop as it is"),
+    "flip": TtaSet(_with_mirrors([View()]), "the crop and its mirror image"),
+    "flip_rot8": TtaSet(
+        _with_mirrors([View(), View(angle_deg=8.0), View(angle_deg=-8.0)]),
+        "the crop rotated by -8, 0 and +8 degrees, each also mirrored",
+    ),
+    "flip_zoom": TtaSet(
+        _with_mirrors([View(), View(scale=1.08), View(scale=0.93)]),
+        "the crop zoomed by 0.93, 1 and 1.08, each also mirrored",
+    ),
+    "flip_shift3": TtaSet(
+        _with_mirrors([View(), *(View(shift_px=s) for s in ((-3.0, 0.0), (3.0, 0.0), (0.0, -3.0), (0.0, 3.0)))]),
+        "the crop and four 3 px shifts of it, each also mirrored",
     ),
 }
 NO_TTA = "none"
-#: What each set does, in words for the app and the model card.
-TTA_DESCRIPTIONS: dict[str, str] = {
-    "none": "the crop as it is",
-    "flip": "the crop and its mirror image",
-    "flip_rot8": "the crop rotated by -8, 0 and +8 degrees, each also mirrored",
-    "flip_zoom": "the crop zoomed by 0.93, 1 and 1.08, each also mirrored",
-    "flip_shift3": "the crop and four 3 px shifts of it, each also mirrored",
-}
 
 
-def tta_views(name: str) -> tuple[View, ...]:
-    """The views of a named set; an unknown name is an error that lists the known ones."""
+def tta_set(name: str) -> TtaSet:
+    """A named set; an unknown name is an error that lists the known ones."""
     if name not in TTA_SETS:
         raise ValueError(f"unknown TTA set {name!r}; known: {', '.join(TTA_SETS)}")
     return TTA_SETS[name]
+
+
+def tta_views(name: str) -> tuple[View, ...]:
+    """The views of a named set (unknown names are refused as in `tta_set`)."""
+    return tta_set(name).views
 
 
 def tta_from_spec(spec: dict) -> str:

@@ -61,7 +61,7 @@ def test_flip_tta_averages_the_mirror_image(fake_weights):
 def test_every_tta_set_averages_its_views_one_by_one(fake_weights):
     member = Ensemble.load(fake_weights, runtime="torch").members[0]
     batch = np.random.default_rng(3).integers(0, 256, size=(4, 1, 48, 48), dtype=np.uint8)
-    for name, views in TTA_SETS.items():
+    for name, (views, _description) in TTA_SETS.items():
         one_by_one = np.mean([member.predict_batch(view.apply(batch)) for view in views], axis=0)
         np.testing.assert_allclose(member.predict_batch(batch, name), one_by_one, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(member.predict_batch(batch, name).sum(1), 1.0, rtol=1e-5)
@@ -114,4 +114,4 @@ def test_large_batches_reach_the_runtime_in_chunks(fake_weights, monkeypatch):
     member.runtime = lambda crops: (sizes.append(len(crops)), runtime(crops))[1]
     monkeypatch.setattr(classifier, "MAX_RUNTIME_BATCH", 4)
     np.testing.assert_allclose(member.predict_batch(batch, "flip_rot8"), whole, rtol=1e-5, atol=1e-6)
-    assert max(sizes) == 4 and sum(sizes) == 10 * len(TTA_SETS["flip_rot8"])
+    assert max(sizes) == 4 and sum(sizes) == 10 * len(TTA_SETS["flip_rot8"].views)
