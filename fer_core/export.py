@@ -76,7 +76,7 @@ def export_classifier(loaded: LoadedClassifier, out_path: str | Path) -> Path:
             input_names=["input"],
             output_names=["probs"],
             dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}},
-            opset_version=17,
+            opset_version=OPSET,
             dynamo=False,
         )
     diff = max_prob_difference(loaded, tmp, config)
