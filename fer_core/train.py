@@ -32,6 +32,7 @@ from tqdm import tqdm
 from fer_core.augment import RECIPES
 from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
 from fer_core.data import FerSplit, class_weights, load_fer2013
+from fer_core.distill import SoftLabels, blend_targets
 from fer_core.labels import TRAIN_SPLIT, VAL_SPLIT
 from fer_core.metrics import summary_metrics
 from fer_core.models import ModelConfig, build_model, normalise
@@ -68,6 +69,8 @@ class TrainConfig:
     stop_after: int = 0  # end this invocation after N epochs (resume later): splits a schedule across sessions
     time_budget: float = 0.0  # seconds for this invocation's epochs: after the first, `epochs` shrinks to fit
     init_from: str = ""  # fine-tune: start from this classifier checkpoint's weights with a fresh optimizer/schedule
+    soft_labels: str = ""  # distillation: teacher probabilities from `python -m fer_core.distill`
+    distill_alpha: float = 0.5  # share of the teacher in each target: (1 - a) one-hot + a teacher
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
@@ -132,13 +135,27 @@ def setup_distributed(requested: str) -> Distributed:
     return Distributed(0, 1, device)
 
 
+def subset_indices(count: int, limit: int = 0, seed: int = 0) -> np.ndarray:
+    """Which samples a run uses: all of them, or with `limit` a seeded random subset (smoke runs)."""
+    if limit and limit < count:
+        return np.sort(np.random.default_rng(seed).permutation(count)[:limit])
+    return np.arange(count)
+
+
 def to_tensors(split: FerSplit, limit: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 48, 48) uint8 and (N,) labels; `limit` takes a seeded random subset (smoke runs)."""
-    images, labels = split.images, split.labels
-    if limit and limit < len(labels):
-        keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
-        images, labels = images[keep], labels[keep]
-    return torch.from_numpy(images).unsqueeze(1).contiguous(), torch.from_numpy(labels)
+    """(N, 1, 48, 48) uint8 and (N,) labels of the samples `subset_indices` picks."""
+    keep = subset_indices(len(split), limit, seed)
+    return torch.from_numpy(split.images[keep]).unsqueeze(1).contiguous(), torch.from_numpy(split.labels[keep])
+
+
+def load_teacher_probs(cfg: TrainConfig, split: FerSplit, fingerprint: str) -> tuple[torch.Tensor, dict]:
+    """The soft labels of the samples this run trains on, checked against the training data, and their teacher."""
+    try:
+        soft = SoftLabels.load(cfg.soft_labels)
+        soft.check(fingerprint, len(split), cfg.soft_labels)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    return torch.from_numpy(soft.probs[subset_indices(len(split), cfg.limit, cfg.seed)]), soft.teacher
 
 
 @torch.no_grad()
@@ -168,6 +185,7 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     criterion: nn.Module,
     dist_info: Distributed,
+    teacher_probs: torch.Tensor | None = None,
 ) -> dict[str, float]:
     recipe = RECIPES[cfg.recipe]
     device = dist_info.device
@@ -188,7 +206,7 @@ def train_one_epoch(
         y = labels[idx].to(device, non_blocking=True)
         x = recipe.augment(x, generator)
         x = (x - model_cfg.mean[0]) / model_cfg.std[0]
-        target = y
+        target = y if teacher_probs is None else blend_targets(y, teacher_probs[idx].to(device), cfg.distill_alpha)
         if recipe.mix is not None:
             x, target = recipe.mix(x, y)
         if cfg.channels_last:
@@ -283,8 +301,12 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     train_x, train_y = to_tensors(dataset[TRAIN_SPLIT], cfg.limit, cfg.seed)
     val_x, val_y = to_tensors(dataset[VAL_SPLIT], cfg.val_limit, cfg.seed)
     fingerprint = dataset.fingerprint()
+    teacher_probs, teacher = (
+        load_teacher_probs(cfg, dataset[TRAIN_SPLIT], fingerprint) if cfg.soft_labels else (None, None)
+    )
     if dist_info.device.type == "cuda":  # 28.7k x 48 x 48 bytes: indexing on the GPU avoids a copy per step
         train_x, train_y = train_x.to(dist_info.device), train_y.to(dist_info.device)
+        teacher_probs = None if teacher_probs is None else teacher_probs.to(dist_info.device)
         torch.backends.cudnn.benchmark = True
 
     model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
@@ -311,8 +333,10 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         training = state["training"]
         if training["config"].get("time_budget") and not reschedule:
             cfg.epochs = training["config"]["epochs"]  # a budgeted run already fitted its length: keep it
-        keys = ("recipe", "batch_size", "lr", "seed", "limit") + (() if reschedule else ("epochs",))
-        changed = [k for k in keys if training["config"][k] != getattr(cfg, k)]
+        keys = ("recipe", "batch_size", "lr", "seed", "limit", "soft_labels", "distill_alpha")
+        keys += () if reschedule else ("epochs",)
+        defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
+        changed = [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
             changed.append("training data")
         if changed:
@@ -343,6 +367,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         "code_version": code_version(),
         "device": str(torch.cuda.get_device_name(0) if dist_info.device.type == "cuda" else "cpu"),
         "world_size": dist_info.world_size,
+        **({"distilled_from": {**teacher, "alpha": cfg.distill_alpha}} if teacher else {}),
     }
     loop_began = time.perf_counter()
     epoch = start_epoch
@@ -361,6 +386,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 scheduler=scheduler,
                 criterion=criterion,
                 dist_info=dist_info,
+                teacher_probs=teacher_probs,
             )
         )
         if dist_info.is_main:

@@ -1,0 +1,99 @@
+"""Soft labels for knowledge distillation: the shipped ensemble's probabilities on the Training split.
+
+    python -m fer_core.distill --data ../shared/data/fer2013 --teacher weights --out runs/teacher.npz
+    python -m fer_core.train ... --init-from weights/A_crp.pt --soft-labels runs/teacher.npz --distill-alpha 0.5
+
+Why: a student that learns from the ensemble's probabilities (with its test-time views) gets the
+ensemble's knowledge of which classes look alike, per image, instead of a one-hot label. The labels are
+computed once, on the un-augmented Training images, and stored with the data fingerprint so a run can
+refuse labels made for other data. Only Training is read: PublicTest still selects, PrivateTest still reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer_core.data import FerDataset, load_fer2013
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
+from fer_core.evaluate import predict_split
+from fer_core.labels import EMOTIONS, TRAIN_SPLIT
+from fer_core.metrics import summary_metrics
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    """Teacher probabilities (N, 7) for the Training split of the data with `fingerprint`."""
+
+    probs: np.ndarray
+    fingerprint: str
+    teacher: dict
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(
+            path, probs=self.probs.astype(np.float32), fingerprint=self.fingerprint, teacher=json.dumps(self.teacher)
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SoftLabels:
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return cls(stored["probs"], str(stored["fingerprint"]), json.loads(str(stored["teacher"])))
+        except (OSError, KeyError, ValueError) as error:
+            raise ValueError(f"{path}: not a soft-label file from `python -m fer_core.distill` ({error})") from error
+
+    def check(self, fingerprint: str, count: int, path: str | Path) -> None:
+        """Refuse labels made for other data: they would teach the wrong image's probabilities."""
+        if self.fingerprint != fingerprint:
+            raise ValueError(f"{path}: soft labels were made for other training data (fingerprint differs)")
+        if self.probs.shape != (count, len(EMOTIONS)):
+            raise ValueError(f"{path}: soft labels have shape {self.probs.shape}, expected ({count}, {len(EMOTIONS)})")
+
+
+def blend_targets(labels: torch.Tensor, soft: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(1 - alpha) one-hot + alpha teacher: a probability target per image (rows sum to 1)."""
+    one_hot = torch.nn.functional.one_hot(labels, soft.shape[1]).to(soft.dtype)
+    return (1.0 - alpha) * one_hot + alpha * soft
+
+
+def make_soft_labels(
+    dataset: FerDataset, teacher_dir: str | Path, tta: str = "shipped", runtime: str = "auto"
+) -> SoftLabels:
+    """Run the teacher ensemble over the Training split (with its shipped TTA set unless told otherwise)."""
+    ensemble = Ensemble.load(teacher_dir, runtime=runtime)
+    ensemble = ensemble.with_tta(True if tta == "shipped" else tta)
+    probs = predict_split(ensemble, dataset[TRAIN_SPLIT])[ENSEMBLE_KEY]
+    teacher = {
+        "members": {m["name"]: m.get("sha256", "") for m in ensemble.spec.get("models", [])},
+        "weights": ensemble.weights,
+        "tta": ensemble.tta,
+    }
+    return SoftLabels(probs.astype(np.float32), dataset.fingerprint(), teacher)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_core.distill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--teacher", type=Path, default=Path("weights"), help="folder with ensemble.json")
+    parser.add_argument("--out", type=Path, required=True, help="soft-label file to write (.npz)")
+    parser.add_argument("--tta", default="shipped", help="teacher TTA set: shipped (ensemble.json's), none, flip, ...")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
+    args = parser.parse_args(argv)
+    dataset = load_fer2013(args.data)
+    soft = make_soft_labels(dataset, args.teacher, args.tta, args.runtime)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    soft.save(args.out)
+    agreement = summary_metrics(dataset[TRAIN_SPLIT].labels, soft.probs.argmax(1))["accuracy"]
+    print(
+        f"wrote {args.out}: {len(soft.probs)} Training images, teacher {soft.teacher}, agrees with the labels on "
+        f"{agreement:.4f}, mean top probability {soft.probs.max(1).mean():.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

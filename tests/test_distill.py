@@ -1,0 +1,91 @@
+"""Knowledge distillation: teacher soft labels (CLI and file checks) and training on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_core.checkpoint import load_classifier
+from fer_core.data import load_fer2013
+from fer_core.distill import SoftLabels, blend_targets
+from fer_core.distill import main as distill_main
+from fer_core.labels import EMOTIONS, TRAIN_SPLIT
+from fer_core.train import main as train_main
+from fer_core.train import predict_probs, to_tensors
+from tests.fer_fixtures import write_fer_csv
+
+TINY = ["--batch-size", "16", "--stem-stride", "2", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    return write_fer_csv(tmp_path_factory.mktemp("fer") / "fer.csv", n_train=48, n_public=14, n_private=14)
+
+
+def test_blend_targets_mixes_one_hot_and_teacher():
+    labels = torch.tensor([0, 3, 6])
+    soft = torch.softmax(torch.randn(3, len(EMOTIONS)), dim=1)
+    one_hot = torch.nn.functional.one_hot(labels, len(EMOTIONS)).float()
+    torch.testing.assert_close(blend_targets(labels, soft, 0.0), one_hot)
+    torch.testing.assert_close(blend_targets(labels, soft, 1.0), soft)
+    half = blend_targets(labels, soft, 0.5)
+    torch.testing.assert_close(half, (one_hot + soft) / 2)
+    torch.testing.assert_close(half.sum(1), torch.ones(3))
+
+
+def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(tmp_path, tiny_csv, fake_weights):
+    soft_path = tmp_path / "teacher.npz"
+    distill_main(["--data", str(tiny_csv), "--teacher", str(fake_weights), "--out", str(soft_path), "--tta", "flip"])
+    soft = SoftLabels.load(soft_path)
+    dataset = load_fer2013(tiny_csv)
+    assert soft.probs.shape == (len(dataset[TRAIN_SPLIT]), len(EMOTIONS))
+    np.testing.assert_allclose(soft.probs.sum(1), 1.0, atol=1e-5)
+    assert soft.fingerprint == dataset.fingerprint()
+    assert soft.teacher["tta"] == "flip" and set(soft.teacher["members"]) == {"A_crp", "B_mixcut"}
+
+    out = tmp_path / "student"
+    train_main(
+        ["--data", str(tiny_csv), "--out", str(out), "--recipe", "mixcut", "--epochs", "1", "--soft-labels",
+         str(soft_path), "--distill-alpha", "0.7", *TINY]
+    )  # fmt: skip
+    meta = load_classifier(out / "best.pt").meta
+    assert meta["distilled_from"]["alpha"] == 0.7 and meta["distilled_from"]["tta"] == "flip"
+
+
+@pytest.mark.parametrize("taught", ["sad", "surprise"])
+def test_a_student_follows_its_teacher_over_the_labels(tmp_path, tiny_csv, taught):
+    """With alpha 1 the labels are ignored: a teacher that always says one class must be learnt as such.
+
+    Two different classes, so a tiny model that collapses to one class by chance cannot pass both."""
+    dataset = load_fer2013(tiny_csv)
+    count = len(dataset[TRAIN_SPLIT])
+    constant = np.zeros((count, len(EMOTIONS)), np.float32)
+    constant[:, EMOTIONS.index(taught)] = 1.0
+    soft_path = tmp_path / "teacher.npz"
+    SoftLabels(constant, dataset.fingerprint(), {"note": f"always {taught}"}).save(soft_path)
+    out = tmp_path / "student"
+    train_main(
+        ["--data", str(tiny_csv), "--out", str(out), "--epochs", "3", "--lr", "3e-3", "--soft-labels",
+         str(soft_path), "--distill-alpha", "1", "--label-smoothing", "0", *TINY]
+    )  # fmt: skip
+    student = load_classifier(out / "last.pt")
+    images, labels = to_tensors(dataset[TRAIN_SPLIT])
+    predicted = predict_probs(student.model, images, student.config, torch.device("cpu")).argmax(1)
+    assert (predicted == EMOTIONS.index(taught)).mean() > 0.9
+    assert (labels.numpy() == EMOTIONS.index(taught)).mean() < 0.2  # the labels alone would not teach this
+
+
+def test_train_refuses_soft_labels_for_other_data(tmp_path, tiny_csv):
+    other = write_fer_csv(tmp_path / "other.csv", n_train=48, n_public=14, n_private=14, seed=5)
+    dataset = load_fer2013(other)
+    soft_path = tmp_path / "other.npz"
+    probs = np.full((len(dataset[TRAIN_SPLIT]), len(EMOTIONS)), 1 / len(EMOTIONS), np.float32)
+    SoftLabels(probs, dataset.fingerprint(), {}).save(soft_path)
+    args = ["--data", str(tiny_csv), "--out", str(tmp_path / "x"), "--epochs", "1", *TINY]
+    with pytest.raises(SystemExit, match="other training data"):
+        train_main([*args, "--soft-labels", str(soft_path)])
+    not_labels = tmp_path / "notes.npz"
+    not_labels.write_text("not numpy")
+    with pytest.raises(SystemExit, match="not a soft-label file"):
+        train_main([*args, "--soft-labels", str(not_labels)])
