@@ -33,6 +33,7 @@ from fer_core.augment import RECIPES
 from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
 from fer_core.data import FerSplit, class_weights, load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
+from fer_core.export import file_sha256
 from fer_core.labels import TRAIN_SPLIT, VAL_SPLIT
 from fer_core.metrics import summary_metrics
 from fer_core.models import ModelConfig, build_model, normalise
@@ -274,11 +275,12 @@ def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: fl
     return max(done + 1, min(planned, affordable)) if done < planned else planned
 
 
-def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | Path) -> None:
+def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | Path) -> dict[str, Any]:
     """Fine-tuning: put a shipped/earlier checkpoint's weights into `model`, built from this run's config.
 
     Dropout and stochastic depth may change (they only act in training); anything that changes the weights'
-    shapes or the input contract may not.
+    shapes or the input contract may not. Returns the parent's lineage (name, recipe, epochs, device, time,
+    sha256) for the new checkpoint's metadata, so the model card can tell the whole history.
     """
     checkpoint = read_checkpoint(path)
     source = ModelConfig.from_dict(checkpoint["model_config"])
@@ -288,6 +290,9 @@ def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | P
         raise SystemExit(f"{path}: cannot fine-tune from it, {', '.join(differ)} differ from this run")
     model.load_state_dict(checkpoint["state_dict"])
     log.info("fine-tuning from %s", path)
+    meta = checkpoint["meta"]
+    lineage = {key: meta[key] for key in ("name", "recipe", "epoch", "device", "train_seconds") if key in meta}
+    return {**lineage, "file": Path(path).name, "sha256": file_sha256(path), "parent": meta.get("fine_tuned_from")}
 
 
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
@@ -312,8 +317,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dist_info.device)
-    if cfg.init_from:
-        load_initial_weights(model, model_cfg, cfg.init_from)
+    parent = load_initial_weights(model, model_cfg, cfg.init_from) if cfg.init_from else None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weight = torch.from_numpy(class_weights(train_y.cpu().numpy(), cfg.class_weight_power)).to(dist_info.device)
@@ -368,6 +372,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         "device": str(torch.cuda.get_device_name(0) if dist_info.device.type == "cuda" else "cpu"),
         "world_size": dist_info.world_size,
         **({"distilled_from": {**teacher, "alpha": cfg.distill_alpha}} if teacher else {}),
+        **({"fine_tuned_from": parent} if parent else {}),
     }
     loop_began = time.perf_counter()
     epoch = start_epoch

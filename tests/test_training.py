@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
+from fer_core.export import file_sha256
 from fer_core.train import epochs_within_budget
 from fer_core.train import main as train_main
 from tests.conftest import REPO
@@ -143,7 +144,10 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
     params = [k for k in start if "running" not in k and "num_batches" not in k]
     for key in params:
         torch.testing.assert_close(after[key], start[key], atol=1e-6, rtol=0)
-    assert load_classifier(tuned / "best.pt").meta["train_config"]["init_from"] == str(first / "best.pt")
+    tuned_meta = load_classifier(tuned / "best.pt").meta
+    assert tuned_meta["train_config"]["init_from"] == str(first / "best.pt")
+    parent = tuned_meta["fine_tuned_from"]  # the lineage the model card reports
+    assert parent["epoch"] == 1 and parent["file"] == "best.pt" and parent["sha256"] == file_sha256(first / "best.pt")
     with pytest.raises(SystemExit, match="stem_stride differ"):
         train_main(
             [
