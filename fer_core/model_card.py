@@ -64,6 +64,33 @@ def weakest_classes(metrics: dict[str, Any], model: str = "ensemble", count: int
     return f"Weakest classes of the {model} on {metrics['split']}: " + " and ".join(parts) + "."
 
 
+def stage_summary(meta: dict[str, Any]) -> str:
+    """One training stage in words: epochs, device, time and, for a distilled stage, its teacher."""
+    minutes = meta.get("train_seconds", 0) / 60
+    text = f"{meta.get('epoch', '?')} epochs on {meta.get('device', '?')} ({minutes:.0f} min)"
+    teacher = meta.get("distilled_from")
+    if teacher:
+        members = " + ".join(f"`{name}` (sha256 {sha[:12]})" for name, sha in teacher.get("members", {}).items())
+        text += (
+            f", distilled from the ensemble of {members} with TTA `{teacher.get('tta', '?')}`"
+            f" (target = {1 - teacher['alpha']:.2g} x label + {teacher['alpha']:.2g} x teacher)"
+        )
+    return text
+
+
+def lineage(meta: dict[str, Any]) -> list[str]:
+    """Every stage of a model, oldest first: a fine-tuned checkpoint names its parent in `fine_tuned_from`."""
+    stages, parent = [stage_summary(meta)], meta.get("fine_tuned_from")
+    while parent:
+        stages.append(
+            f"{parent.get('recipe', '?')}, {parent.get('epoch', '?')} epochs on {parent.get('device', '?')} "
+            f"({parent.get('train_seconds', 0) / 60:.0f} min), saved as `{parent.get('file', '?')}` "
+            f"(sha256 {str(parent.get('sha256', ''))[:12]})"
+        )
+        parent = parent.get("parent")
+    return stages[::-1]
+
+
 def render(weights: Path) -> str:
     spec = json.loads((weights / "ensemble.json").read_text())
     out = [
@@ -89,6 +116,13 @@ def render(weights: Path) -> str:
             f"| {meta.get('epoch', '?')} of {train.get('epochs', '?')} | {stem} | {meta.get('device', '?')} "
             f"| {minutes:.0f} min | {pct(meta.get('metrics', {}).get('val_acc', 0))} |"
         )
+    staged = {m["file"]: read_checkpoint(weights / m["file"])["meta"] for m in spec["models"]}
+    staged = {name: meta for name, meta in staged.items() if meta.get("fine_tuned_from")}
+    if staged:
+        out += ["", "The table shows each model's last training stage. Their stages, oldest first:", ""]
+        for name, meta in staged.items():
+            out.append(f"- `{name}`:")
+            out += [f"  {i}. {text}" for i, text in enumerate(lineage(meta), start=1)]
     first = spec["models"][0]
     out += [
         "",

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 
+from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
 from fer_core.model_card import render, weakest_classes
@@ -48,3 +49,28 @@ def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
     for path in weights.iterdir():
         if path.is_file():
             assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
+
+
+def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_weights):
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)
+    path = weights / "A_crp.pt"
+    checkpoint = read_checkpoint(path)
+    checkpoint["meta"].update(
+        recipe="CRP",
+        epoch=10,
+        device="cpu",
+        train_seconds=6000,
+        fine_tuned_from={"recipe": "CRP", "epoch": 37, "device": "NVIDIA H200", "train_seconds": 360,
+                         "file": "A_crp.pt", "sha256": "ab" * 32, "parent": None},
+        distilled_from={"members": {"A_crp": "cd" * 32, "B_mixcut": "ef" * 32}, "tta": "flip_rot8", "alpha": 0.7},
+    )  # fmt: skip
+    save_checkpoint(path, checkpoint)
+    card = render(weights)
+    first_stage = "1. CRP, 37 epochs on NVIDIA H200 (6 min), saved as `A_crp.pt` (sha256 abababababab)"
+    assert f"- `A_crp.pt`:\n  {first_stage}" in card
+    assert (
+        "  2. 10 epochs on cpu (100 min), distilled from the ensemble of `A_crp` (sha256 cdcdcdcdcdcd) + "
+        "`B_mixcut` (sha256 efefefefefef) with TTA `flip_rot8` (target = 0.3 x label + 0.7 x teacher)"
+    ) in card
+    assert "- `B_mixcut.pt`:" not in card  # trained in one stage: the table says it all
