@@ -13,7 +13,15 @@ from tests.conftest import REPO
 
 NOTEBOOK = REPO / "training_notebook.ipynb"
 #: Cell tags whose cells must leave at least one PNG figure behind.
-FIGURE_TAGS = ("eda-figure", "curves-figure", "shipped-curves", "confusion-figure", "weight-figure", "hardest-figure")
+FIGURE_TAGS = (
+    "eda-figure",
+    "curves-figure",
+    "shipped-curves",
+    "confusion-figure",
+    "weight-figure",
+    "hardest-figure",
+    "teacher-figure",
+)
 RUN_NAMES = ("A_crp", "B_mixcut")
 
 
@@ -32,7 +40,8 @@ def test_notebook_is_valid_and_every_code_cell_parses():
     for tag in (*FIGURE_TAGS, "train", "per-class-table"):
         assert tagged(nb, tag), f"no cell tagged {tag!r}"
     text = "\n".join(cell.source for cell in nb.cells)
-    for call in ("load_fer2013(", "TrainConfig(", "run(cfg", "fit_ensemble_main(", "Ensemble.load(", "fit_weight("):
+    calls = ("load_fer2013(", "TrainConfig(", "run(cfg", "fit_ensemble_main(", "Ensemble.load(", "fit_weight(")
+    for call in (*calls, "make_soft_labels(", "soft_labels="):
         assert call in text, f"the notebook no longer calls {call}"
 
 
@@ -113,6 +122,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, python3_kernel):
     assert any("text/html" in out.get("data", {}) for out in table_cell.outputs)
     for name in RUN_NAMES:
         assert len(pd.read_csv(runs / name / "history.csv")) == 1
+    assert len(pd.read_csv(runs / "A_crp_distilled" / "history.csv")) == 1  # the distillation stage ran
     assert (runs / "weights" / "ensemble.json").is_file()
     after = sorted(p.name for p in (REPO / "weights").glob("*")) if (REPO / "weights").is_dir() else []
     assert after == weights_before, "the smoke run must not touch the shipped weights/"
