@@ -209,7 +209,7 @@ def train_one_epoch(
         x = (x - model_cfg.mean[0]) / model_cfg.std[0]
         target = y if teacher_probs is None else blend_targets(y, teacher_probs[idx].to(device), cfg.distill_alpha)
         if recipe.mix is not None:
-            x, target = recipe.mix(x, y)
+            x, target = recipe.mix(x, target)  # blended soft targets are mixed like the images
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

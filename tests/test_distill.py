@@ -53,11 +53,12 @@ def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(tmp
     assert meta["distilled_from"]["alpha"] == 0.7 and meta["distilled_from"]["tta"] == "flip"
 
 
-@pytest.mark.parametrize("taught", ["sad", "surprise"])
-def test_a_student_follows_its_teacher_over_the_labels(tmp_path, tiny_csv, taught):
+@pytest.mark.parametrize(("taught", "recipe"), [("sad", "crp"), ("surprise", "crp"), ("sad", "mixcut")])
+def test_a_student_follows_its_teacher_over_the_labels(tmp_path, tiny_csv, taught, recipe):
     """With alpha 1 the labels are ignored: a teacher that always says one class must be learnt as such.
 
-    Two different classes, so a tiny model that collapses to one class by chance cannot pass both."""
+    Two different classes, so a tiny model that collapses to one class by chance cannot pass both; with
+    MixUp/CutMix the blended targets (not the labels) must be what gets mixed."""
     dataset = load_fer2013(tiny_csv)
     count = len(dataset[TRAIN_SPLIT])
     constant = np.zeros((count, len(EMOTIONS)), np.float32)
@@ -66,8 +67,8 @@ def test_a_student_follows_its_teacher_over_the_labels(tmp_path, tiny_csv, taugh
     SoftLabels(constant, dataset.fingerprint(), {"note": f"always {taught}"}).save(soft_path)
     out = tmp_path / "student"
     train_main(
-        ["--data", str(tiny_csv), "--out", str(out), "--epochs", "3", "--lr", "3e-3", "--soft-labels",
-         str(soft_path), "--distill-alpha", "1", "--label-smoothing", "0", *TINY]
+        ["--data", str(tiny_csv), "--out", str(out), "--recipe", recipe, "--epochs", "3", "--lr", "3e-3",
+         "--soft-labels", str(soft_path), "--distill-alpha", "1", "--label-smoothing", "0", *TINY]
     )  # fmt: skip
     student = load_classifier(out / "last.pt")
     images, labels = to_tensors(dataset[TRAIN_SPLIT])
