@@ -64,10 +64,14 @@ def weakest_classes(metrics: dict[str, Any], model: str = "ensemble", count: int
     return f"Weakest classes of the {model} on {metrics['split']}: " + " and ".join(parts) + "."
 
 
+def effort(meta: dict[str, Any]) -> str:
+    """Epochs, device and wall time of one training stage, from its checkpoint metadata."""
+    return f"{meta.get('epoch', '?')} epochs on {meta.get('device', '?')} ({meta.get('train_seconds', 0) / 60:.0f} min)"
+
+
 def stage_summary(meta: dict[str, Any]) -> str:
-    """One training stage in words: epochs, device, time and, for a distilled stage, its teacher."""
-    minutes = meta.get("train_seconds", 0) / 60
-    text = f"{meta.get('epoch', '?')} epochs on {meta.get('device', '?')} ({minutes:.0f} min)"
+    """One training stage in words: its effort and, for a distilled stage, its teacher."""
+    text = effort(meta)
     teacher = meta.get("distilled_from")
     if teacher:
         members = " + ".join(f"`{name}` (sha256 {sha[:12]})" for name, sha in teacher.get("members", {}).items())
@@ -83,8 +87,7 @@ def lineage(meta: dict[str, Any]) -> list[str]:
     stages, parent = [stage_summary(meta)], meta.get("fine_tuned_from")
     while parent:
         stages.append(
-            f"{parent.get('recipe', '?')}, {parent.get('epoch', '?')} epochs on {parent.get('device', '?')} "
-            f"({parent.get('train_seconds', 0) / 60:.0f} min), saved as `{parent.get('file', '?')}` "
+            f"{parent.get('recipe', '?')}, {effort(parent)}, saved as `{parent.get('file', '?')}` "
             f"(sha256 {str(parent.get('sha256', ''))[:12]})"
         )
         parent = parent.get("parent")
