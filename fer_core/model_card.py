@@ -108,8 +108,9 @@ def render(weights: Path) -> str:
         "| file | recipe | epochs | input | device | train time | PublicTest acc (at save) |",
         "|---|---|---|---|---|---|---|",
     ]
+    checkpoints = {m["file"]: read_checkpoint(weights / m["file"]) for m in spec["models"]}  # each file read once
     for member in spec["models"]:
-        checkpoint = read_checkpoint(weights / member["file"])
+        checkpoint = checkpoints[member["file"]]
         meta, config = checkpoint["meta"], checkpoint["model_config"]
         train = meta.get("train_config", {})
         minutes = meta.get("train_seconds", 0) / 60
@@ -119,8 +120,7 @@ def render(weights: Path) -> str:
             f"| {meta.get('epoch', '?')} of {train.get('epochs', '?')} | {stem} | {meta.get('device', '?')} "
             f"| {minutes:.0f} min | {pct(meta.get('metrics', {}).get('val_acc', 0))} |"
         )
-    staged = {m["file"]: read_checkpoint(weights / m["file"])["meta"] for m in spec["models"]}
-    staged = {name: meta for name, meta in staged.items() if meta.get("fine_tuned_from")}
+    staged = {name: c["meta"] for name, c in checkpoints.items() if c["meta"].get("fine_tuned_from")}
     if staged:
         out += ["", "The table shows each model's last training stage. Their stages, oldest first:", ""]
         for name, meta in staged.items():
@@ -134,7 +134,7 @@ def render(weights: Path) -> str:
         f"Training config of `{first['file']}`:",
         "",
         "```json",
-        json.dumps(read_checkpoint(weights / first["file"])["meta"].get("train_config", {}), indent=1),
+        json.dumps(checkpoints[first["file"]]["meta"].get("train_config", {}), indent=1),
         "```",
         "",
     ]
