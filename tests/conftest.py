@@ -13,6 +13,7 @@ import torch
 from fer_core.checkpoint import build_checkpoint, save_checkpoint
 from fer_core.ensemble import write_spec
 from fer_core.models import ModelConfig, build_model
+from tests.fer_fixtures import write_fer_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -35,6 +36,12 @@ def make_classifier_checkpoint(path: Path, name: str, seed: int) -> Path:
     model.eval()
     save_checkpoint(path, build_checkpoint(model, config, {"name": name, "metrics": {}}))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FER-2013 CSV of 76 generated faces (48 Training): enough for one-epoch training runs."""
+    return write_fer_csv(tmp_path_factory.mktemp("fer") / "fer.csv", n_train=48, n_public=14, n_private=14)
 
 
 @pytest.fixture(scope="session")

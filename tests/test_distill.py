@@ -18,11 +18,6 @@ from tests.fer_fixtures import write_fer_csv
 TINY = ["--batch-size", "16", "--stem-stride", "2", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory):
-    return write_fer_csv(tmp_path_factory.mktemp("fer") / "fer.csv", n_train=48, n_public=14, n_private=14)
-
-
 def test_blend_targets_mixes_one_hot_and_teacher():
     labels = torch.tensor([0, 3, 6])
     soft = torch.softmax(torch.randn(3, len(EMOTIONS)), dim=1)

@@ -15,14 +15,8 @@ from fer_core.export import file_sha256
 from fer_core.train import epochs_within_budget
 from fer_core.train import main as train_main
 from tests.conftest import REPO
-from tests.fer_fixtures import write_fer_csv
 
 TINY = ["--epochs", "2", "--batch-size", "16", "--stem-stride", "2", "--threads", "1", "--lr", "3e-3"]
-
-
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory):
-    return write_fer_csv(tmp_path_factory.mktemp("fer") / "fer.csv", n_train=48, n_public=14, n_private=14)
 
 
 def test_one_run_writes_history_and_checkpoints(tmp_path, tiny_csv):
