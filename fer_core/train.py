@@ -295,6 +295,22 @@ def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | P
     return {**lineage, "file": Path(path).name, "sha256": file_sha256(path), "parent": meta.get("fine_tuned_from")}
 
 
+def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, teacher: dict | None) -> list[str]:
+    """What a resumed run would silently swap: the weights it started from, or the teacher behind its soft labels.
+
+    The paths can stay the same while the files change (a new release in `weights/`, a recomputed teacher), so
+    the checkpoint's recorded sha256s are compared, not the paths.
+    """
+    saved_parent = (saved_meta.get("fine_tuned_from") or {}).get("sha256")
+    saved_teacher = (saved_meta.get("distilled_from") or {}).get("members")
+    changed = []
+    if saved_parent != (parent or {}).get("sha256"):
+        changed.append("the --init-from weights")
+    if saved_teacher != (teacher or {}).get("members"):
+        changed.append("the teacher of --soft-labels")
+    return changed
+
+
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
     """Train (or resume) a run; returns the path of `best.pt`."""
     dist_info = setup_distributed(cfg.device)
@@ -343,6 +359,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         changed = [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
             changed.append("training data")
+        changed += changed_sources(state["meta"], parent, teacher)
         if changed:
             raise SystemExit(f"{last_path}: cannot resume exactly, {', '.join(changed)} differ from this run")
         model_cfg = ModelConfig.from_dict(state["model_config"])

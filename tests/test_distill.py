@@ -72,6 +72,18 @@ def test_a_student_follows_its_teacher_over_the_labels(tmp_path, tiny_csv, taugh
     assert (labels.numpy() == EMOTIONS.index(taught)).mean() < 0.2  # the labels alone would not teach this
 
 
+def test_resume_refuses_soft_labels_from_another_teacher(tmp_path, tiny_csv):
+    dataset = load_fer2013(tiny_csv)
+    count, soft_path, out = len(dataset[TRAIN_SPLIT]), tmp_path / "teacher.npz", tmp_path / "student"
+    uniform = np.full((count, len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+    SoftLabels(uniform, dataset.fingerprint(), {"members": {"A_crp": "aaaa"}}).save(soft_path)
+    student = ["--data", str(tiny_csv), "--out", str(out), "--soft-labels", str(soft_path), "--epochs", "2", *TINY]
+    train_main([*student, "--stop-after", "1"])
+    SoftLabels(uniform, dataset.fingerprint(), {"members": {"A_crp": "bbbb"}}).save(soft_path)
+    with pytest.raises(SystemExit, match="the teacher of --soft-labels differ"):
+        train_main([*student, "--resume"])
+
+
 def test_train_refuses_soft_labels_for_other_data(tmp_path, tiny_csv):
     other = write_fer_csv(tmp_path / "other.csv", n_train=48, n_public=14, n_private=14, seed=5)
     dataset = load_fer2013(other)

@@ -56,6 +56,17 @@ def test_resume_refuses_a_changed_schedule(tmp_path, tiny_csv):
         train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *changed])
 
 
+def test_resume_refuses_when_the_init_from_file_changed(tmp_path, tiny_csv):
+    first, parent, tuned = tmp_path / "first", tmp_path / "parent.pt", tmp_path / "tuned"
+    train_main(["--data", str(tiny_csv), "--out", str(first), "--stop-after", "1", *TINY])
+    parent.write_bytes((first / "best.pt").read_bytes())
+    tune = ["--data", str(tiny_csv), "--out", str(tuned), "--init-from", str(parent), *TINY]
+    train_main([*tune, "--stop-after", "1"])
+    parent.write_bytes((first / "last.pt").read_bytes())  # same path, other file: e.g. a new release in weights/
+    with pytest.raises(SystemExit, match="the --init-from weights differ"):
+        train_main([*tune, "--resume"])
+
+
 def test_mixcut_recipe_and_yaml_config(tmp_path, tiny_csv):
     config = tmp_path / "b.yaml"
     config.write_text(f"data: {tiny_csv}\nrecipe: mixcut\nepochs: 1\nbatch_size: 16\nstem_stride: 2\nthreads: 1\n")
