@@ -68,12 +68,16 @@ def make_soft_labels(
     ensemble = Ensemble.load(teacher_dir, runtime=runtime)
     ensemble = ensemble.with_tta(True if tta == "shipped" else tta)
     probs = predict_split(ensemble, dataset[TRAIN_SPLIT])[ENSEMBLE_KEY]
-    teacher = {
+    return SoftLabels(probs.astype(np.float32), dataset.fingerprint(), teacher_identity(ensemble))
+
+
+def teacher_identity(ensemble: Ensemble) -> dict:
+    """What makes a teacher: its members' sha256s, their weights and its TTA set (stored with the soft labels)."""
+    return {
         "members": {m["name"]: m.get("sha256", "") for m in ensemble.spec.get("models", [])},
         "weights": ensemble.weights,
         "tta": ensemble.tta,
     }
-    return SoftLabels(probs.astype(np.float32), dataset.fingerprint(), teacher)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -302,11 +302,11 @@ def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, t
     the checkpoint's recorded sha256s are compared, not the paths.
     """
     saved_parent = (saved_meta.get("fine_tuned_from") or {}).get("sha256")
-    saved_teacher = (saved_meta.get("distilled_from") or {}).get("members")
+    saved_teacher = {k: v for k, v in (saved_meta.get("distilled_from") or {}).items() if k != "alpha"}
     changed = []
     if saved_parent != (parent or {}).get("sha256"):
         changed.append("the --init-from weights")
-    if saved_teacher != (teacher or {}).get("members"):
+    if saved_teacher != (teacher or {}):  # members, weights and TTA: any of them makes other soft labels
         changed.append("the teacher of --soft-labels")
     return changed
 

@@ -79,9 +79,10 @@ def test_resume_refuses_soft_labels_from_another_teacher(tmp_path, tiny_csv):
     SoftLabels(uniform, dataset.fingerprint(), {"members": {"A_crp": "aaaa"}}).save(soft_path)
     student = ["--data", str(tiny_csv), "--out", str(out), "--soft-labels", str(soft_path), "--epochs", "2", *TINY]
     train_main([*student, "--stop-after", "1"])
-    SoftLabels(uniform, dataset.fingerprint(), {"members": {"A_crp": "bbbb"}}).save(soft_path)
-    with pytest.raises(SystemExit, match="the teacher of --soft-labels differ"):
-        train_main([*student, "--resume"])
+    for other in ({"members": {"A_crp": "bbbb"}}, {"members": {"A_crp": "aaaa"}, "tta": "flip"}):
+        SoftLabels(uniform, dataset.fingerprint(), other).save(soft_path)
+        with pytest.raises(SystemExit, match="the teacher of --soft-labels differ"):
+            train_main([*student, "--resume"])
 
 
 def test_train_refuses_soft_labels_for_other_data(tmp_path, tiny_csv):
