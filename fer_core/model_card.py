@@ -72,6 +72,12 @@ def effort(meta: dict[str, Any]) -> str:
 def stage_summary(meta: dict[str, Any]) -> str:
     """One training stage in words: its effort and, for a distilled stage, its teacher."""
     text = effort(meta)
+    train = meta.get("train_config", {})
+    if train.get("schedule") == "swa":
+        text += (
+            f", stochastic weight averaging: the mean of the weights at each epoch's end, constant LR {train['lr']:g}"
+            f" after warm-up, batch {train['batch_size']}, batch-norm statistics recomputed"
+        )
     teacher = meta.get("distilled_from")
     if teacher:
         members = " + ".join(f"`{name}` (sha256 {sha[:12]})" for name, sha in teacher.get("members", {}).items())

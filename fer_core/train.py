@@ -7,6 +7,10 @@
 CUDA with bf16 autocast when available, CPU otherwise. Writes per-epoch `history.csv`,
 `last.pt` (everything needed for an exact resume) and `best.pt` (best PublicTest accuracy).
 Each epoch reseeds from (seed, epoch), so a resumed run repeats the uninterrupted one exactly.
+
+`--schedule swa` (stochastic weight averaging, usually with `--init-from`): a short warm-up, then a constant LR,
+and a running mean of the weights at the end of every epoch. The mean, with batch-norm statistics recomputed for
+it, is what gets validated and saved as `best.pt`; `last.pt` holds both the live and the averaged weights.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from fer_core.augment import RECIPES
@@ -39,6 +44,9 @@ from fer_core.metrics import summary_metrics
 from fer_core.models import ModelConfig, build_model, normalise
 
 log = logging.getLogger("fer_core.train")
+
+SCHEDULES = ("onecycle", "swa")
+BN_RECALIBRATION_IMAGES = 8192  # training images (no augmentation) that give averaged weights their BN statistics
 
 
 @dataclass
@@ -54,6 +62,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_pct: float = 0.1
+    schedule: str = "onecycle"  # or "swa": warm-up, constant LR, weights averaged over epochs (see module doc)
     label_smoothing: float = 0.1
     class_weight_power: float = 0.5
     stem_stride: int = 1
@@ -89,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             kind = {"int": int, "float": float, "str": str}[str(option.type)]
-            extra = {"choices": sorted(RECIPES)} if option.name == "recipe" else {}
+            extra = {"recipe": {"choices": sorted(RECIPES)}, "schedule": {"choices": SCHEDULES}}.get(option.name, {})
             parser.add_argument(flag, type=kind, default=None, **extra)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
@@ -254,15 +263,52 @@ def one_cycle(
     )
 
 
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """OneCycle, or for SWA a linear warm-up (from lr/10, over `warmup_pct` of the run) to a constant LR."""
+    if cfg.schedule == "onecycle":
+        return one_cycle(optimizer, cfg, epochs, steps_per_epoch)
+    warmup_steps = max(1, int(cfg.warmup_pct * epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+
+
 def retarget_schedule(
-    scheduler: torch.optim.lr_scheduler.OneCycleLR, cfg: TrainConfig, epochs: int, steps_per_epoch: int
+    scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig, epochs: int, steps_per_epoch: int
 ) -> None:
     """Keep the step count, follow a new length: the LR continues from where it is on the new curve.
 
     The new curve comes from a probe scheduler on a throwaway optimizer, so the real one is untouched.
+    A constant (SWA) LR has no length to follow.
     """
+    if not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return
     probe = one_cycle(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr), cfg, epochs, steps_per_epoch)
     scheduler.total_steps, scheduler._schedule_phases = probe.total_steps, probe._schedule_phases
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, images_uint8: torch.Tensor, config: ModelConfig, device: torch.device, batch_size: int
+) -> None:
+    """Give averaged weights batch-norm statistics of their own: the mean of two networks' statistics is not the
+    statistics of the mean network.
+
+    Unlike `torch.optim.swa_utils.update_bn`, only the batch-norm layers are in training mode: stochastic depth
+    and dropout stay off, so the statistics are those of the network inference runs.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative mean over all batches
+        module.train()
+    for start in range(0, len(images_uint8), batch_size):
+        model(normalise(images_uint8[start : start + batch_size].to(device), config))
+    for module, momentum in zip(norms, momenta, strict=True):
+        module.momentum = momentum
+    model.eval()
 
 
 def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: float, epoch_s: float) -> int:
@@ -344,7 +390,9 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     steps_per_epoch = max(1, (len(train_y) // dist_info.world_size) // cfg.batch_size)
-    scheduler = one_cycle(optimizer, cfg, cfg.epochs, steps_per_epoch)
+    scheduler = lr_schedule(optimizer, cfg, cfg.epochs, steps_per_epoch)
+    averaged = AveragedModel(model) if cfg.schedule == "swa" else None
+    bn_images = train_x[torch.from_numpy(subset_indices(len(train_y), BN_RECALIBRATION_IMAGES, cfg.seed))]
     history: list[dict[str, float]] = []
     start_epoch, best_acc, train_seconds = 0, -1.0, 0.0
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -353,7 +401,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         training = state["training"]
         if training["config"].get("time_budget") and not reschedule:
             cfg.epochs = training["config"]["epochs"]  # a budgeted run already fitted its length: keep it
-        keys = ("recipe", "batch_size", "lr", "seed", "limit", "soft_labels", "distill_alpha")
+        keys = ("recipe", "schedule", "batch_size", "lr", "seed", "limit", "soft_labels", "distill_alpha")
         keys += () if reschedule else ("epochs",)
         defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
         changed = [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
@@ -366,6 +414,8 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         unwrap(model).load_state_dict(state["state_dict"])
         optimizer.load_state_dict(training["optimizer"])
         scheduler.load_state_dict(training["scheduler"])
+        if averaged is not None:
+            averaged.load_state_dict(training["averaged"])
         if reschedule and training["config"]["epochs"] != cfg.epochs:
             retarget_schedule(scheduler, cfg, cfg.epochs, steps_per_epoch)
             log.warning(
@@ -411,8 +461,15 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 teacher_probs=teacher_probs,
             )
         )
+        if averaged is not None:
+            averaged.update_parameters(unwrap(model))
         if dist_info.is_main:
-            row.update(validate(model, val_x, val_y, model_cfg, cfg, dist_info.device))
+            if averaged is not None:
+                recalibrate_batchnorm(averaged.module, bn_images, model_cfg, dist_info.device, cfg.eval_batch_size)
+                live = validate(model, val_x, val_y, model_cfg, cfg, dist_info.device)
+                row.update({f"live_{key}": value for key, value in live.items()})
+            saved = model if averaged is None else averaged.module  # what best.pt holds and history scores
+            row.update(validate(saved, val_x, val_y, model_cfg, cfg, dist_info.device))
             row["epoch_seconds"] = time.perf_counter() - began
             train_seconds += row["epoch_seconds"]
             history.append(row)
@@ -428,7 +485,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
             }
             if row["val_acc"] > best_acc:
                 best_acc = row["val_acc"]
-                save_checkpoint(best_path, build_checkpoint(model, model_cfg, meta))
+                save_checkpoint(best_path, build_checkpoint(saved, model_cfg, meta))
             training = {
                 "config": asdict(cfg),
                 "epoch": epoch,
@@ -437,6 +494,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 "history": history,
                 "best_acc": best_acc,
                 "train_seconds": train_seconds,
+                **({"averaged": averaged.state_dict()} if averaged is not None else {}),
             }
             save_checkpoint(last_path, build_checkpoint(model, model_cfg, meta, training))
             log.info(

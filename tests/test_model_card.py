@@ -74,3 +74,20 @@ def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_wei
         "`B_mixcut` (sha256 efefefefefef) with TTA `flip_rot8` (target = 0.3 x label + 0.7 x teacher)"
     ) in card
     assert "- `B_mixcut.pt`:" not in card  # trained in one stage: the table says it all
+
+
+def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)
+    path = weights / "B_mixcut.pt"
+    checkpoint = read_checkpoint(path)
+    checkpoint["meta"].update(
+        epoch=8, device="cpu", train_seconds=3600, train_config={"schedule": "swa", "lr": 1e-4, "batch_size": 64},
+        fine_tuned_from={"recipe": "MixUp", "epoch": 45, "device": "NVIDIA H200", "train_seconds": 360,
+                         "file": "B_mixcut.pt", "sha256": "ab" * 32, "parent": None},
+    )  # fmt: skip
+    save_checkpoint(path, checkpoint)
+    assert (
+        "  2. 8 epochs on cpu (60 min), stochastic weight averaging: the mean of the weights at each epoch's end, "
+        "constant LR 0.0001 after warm-up, batch 64, batch-norm statistics recomputed"
+    ) in render(weights)

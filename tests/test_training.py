@@ -12,7 +12,8 @@ import torch
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.export import file_sha256
-from fer_core.train import epochs_within_budget
+from fer_core.models import ModelConfig
+from fer_core.train import epochs_within_budget, recalibrate_batchnorm
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 
@@ -167,3 +168,39 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
                 "1",
             ]
         )
+
+
+def test_swa_saves_the_mean_of_the_epoch_weights_and_resumes_exactly(tmp_path, tiny_csv):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    swa = ["--data", str(tiny_csv), "--schedule", "swa", *TINY]
+    train_main([*swa, "--out", str(straight)])
+    train_main([*swa, "--out", str(split), "--stop-after", "1"])
+    epoch1 = read_checkpoint(split / "last.pt")["state_dict"]  # the live weights after epoch 1
+    train_main([*swa, "--out", str(split), "--resume"])
+    last = read_checkpoint(split / "last.pt")
+    epoch2, mean = last["state_dict"], last["training"]["averaged"]
+    assert int(mean["n_averaged"]) == 2
+    for key in (k for k in epoch2 if "running" not in k and "num_batches" not in k):
+        torch.testing.assert_close(mean[f"module.{key}"], (epoch1[key] + epoch2[key]) / 2, rtol=1e-5, atol=1e-6)
+    best = read_checkpoint(split / "best.pt")["state_dict"]  # best is the averaged model (epoch 2 or 1 alone)
+    assert not all(torch.equal(best[k], epoch2[k]) for k in best)
+    straight_mean = read_checkpoint(straight / "last.pt")["training"]["averaged"]
+    for key, tensor in straight_mean.items():
+        assert torch.equal(tensor, mean[key]), key
+    history = pd.read_csv(split / "history.csv")
+    assert history["live_val_acc"].notna().all() and history["val_acc"].notna().all()
+    with pytest.raises(SystemExit, match="schedule differ"):
+        train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
+
+
+def test_recalibrated_batchnorm_sees_inference_activations_only():
+    model = torch.nn.Sequential(torch.nn.Dropout(0.9), torch.nn.BatchNorm2d(1))  # dropout on would skew the stats
+    config = ModelConfig()
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    recalibrate_batchnorm(model, images, config, torch.device("cpu"), batch_size=20)  # equal batches: mean of means
+    inputs = (images.float() / 255.0 - config.mean[0]) / config.std[0]
+    norm = model[1]
+    torch.testing.assert_close(norm.running_mean, inputs.mean().reshape(1), rtol=1e-4, atol=1e-5)
+    batch_vars = torch.stack([inputs[:20].var(), inputs[20:].var()])  # unbiased, as BatchNorm keeps it
+    torch.testing.assert_close(norm.running_var, batch_vars.mean().reshape(1), rtol=1e-4, atol=1e-5)
+    assert norm.momentum == 0.1 and not norm.training
