@@ -267,6 +267,8 @@ def lr_schedule(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """OneCycle, or for SWA a linear warm-up (from lr/10, over `warmup_pct` of the run) to a constant LR."""
+    if cfg.schedule not in SCHEDULES:  # a --config file bypasses argparse's choices
+        raise SystemExit(f"unknown schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
     if cfg.schedule == "onecycle":
         return one_cycle(optimizer, cfg, epochs, steps_per_epoch)
     warmup_steps = max(1, int(cfg.warmup_pct * epochs * steps_per_epoch))
@@ -391,8 +393,10 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     )
     steps_per_epoch = max(1, (len(train_y) // dist_info.world_size) // cfg.batch_size)
     scheduler = lr_schedule(optimizer, cfg, cfg.epochs, steps_per_epoch)
-    averaged = AveragedModel(model) if cfg.schedule == "swa" else None
-    bn_images = train_x[torch.from_numpy(subset_indices(len(train_y), BN_RECALIBRATION_IMAGES, cfg.seed))]
+    averaged, bn_images = None, train_x[:0]
+    if cfg.schedule == "swa":
+        averaged = AveragedModel(model)
+        bn_images = train_x[torch.from_numpy(subset_indices(len(train_y), BN_RECALIBRATION_IMAGES, cfg.seed))]
     history: list[dict[str, float]] = []
     start_epoch, best_acc, train_seconds = 0, -1.0, 0.0
     last_path, best_path = out / "last.pt", out / "best.pt"

@@ -191,6 +191,10 @@ def test_swa_saves_the_mean_of_the_epoch_weights_and_resumes_exactly(tmp_path, t
     assert history["live_val_acc"].notna().all() and history["val_acc"].notna().all()
     with pytest.raises(SystemExit, match="schedule differ"):
         train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("schedule: cosine\n")
+    with pytest.raises(SystemExit, match="unknown schedule 'cosine'"):
+        train_main(["--config", str(unknown), "--data", str(tiny_csv), "--out", str(tmp_path / "x"), *TINY])
 
 
 def test_recalibrated_batchnorm_sees_inference_activations_only():
