@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -51,12 +52,21 @@ def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
             assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
 
 
-def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_weights):
+def render_with_meta(tmp_path: Path, fake_weights: Path, file: str, **meta: object) -> str:
+    """The card of a copy of the fake weights in which `file`'s metadata is updated with `meta`."""
     weights = tmp_path / "weights"
-    shutil.copytree(fake_weights, weights)
-    path = weights / "A_crp.pt"
-    checkpoint = read_checkpoint(path)
-    checkpoint["meta"].update(
+    shutil.copytree(fake_weights, weights)  # the fixture is shared by the session: leave it as it is
+    checkpoint = read_checkpoint(weights / file)
+    checkpoint["meta"].update(meta)
+    save_checkpoint(weights / file, checkpoint)
+    return render(weights)
+
+
+def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_weights):
+    card = render_with_meta(
+        tmp_path,
+        fake_weights,
+        "A_crp.pt",
         recipe="CRP",
         epoch=10,
         device="cpu",
@@ -65,8 +75,6 @@ def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_wei
                          "file": "A_crp.pt", "sha256": "ab" * 32, "parent": None},
         distilled_from={"members": {"A_crp": "cd" * 32, "B_mixcut": "ef" * 32}, "tta": "flip_rot8", "alpha": 0.7},
     )  # fmt: skip
-    save_checkpoint(path, checkpoint)
-    card = render(weights)
     first_stage = "1. CRP, 37 epochs on NVIDIA H200 (6 min), saved as `A_crp.pt` (sha256 abababababab)"
     assert f"- `A_crp.pt`:\n  {first_stage}" in card
     assert (
@@ -77,17 +85,15 @@ def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_wei
 
 
 def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
-    weights = tmp_path / "weights"
-    shutil.copytree(fake_weights, weights)
-    path = weights / "B_mixcut.pt"
-    checkpoint = read_checkpoint(path)
-    checkpoint["meta"].update(
+    card = render_with_meta(
+        tmp_path,
+        fake_weights,
+        "B_mixcut.pt",
         epoch=8, device="cpu", train_seconds=3600, train_config={"schedule": "swa", "lr": 1e-4, "batch_size": 64},
         fine_tuned_from={"recipe": "MixUp", "epoch": 45, "device": "NVIDIA H200", "train_seconds": 360,
                          "file": "B_mixcut.pt", "sha256": "ab" * 32, "parent": None},
     )  # fmt: skip
-    save_checkpoint(path, checkpoint)
     assert (
         "  2. 8 epochs on cpu (60 min), stochastic weight averaging: the mean of the weights at each epoch's end, "
         "constant LR 0.0001 after warm-up, batch 64, batch-norm statistics recomputed"
-    ) in render(weights)
+    ) in card
