@@ -82,6 +82,12 @@ class TrainConfig:
     soft_labels: str = ""  # distillation: teacher probabilities from `python -m fer_core.distill`
     distill_alpha: float = 0.5  # share of the teacher in each target: (1 - a) one-hot + a teacher
 
+    def __post_init__(self) -> None:
+        """Refuse unknown names here, so a --config file or a notebook meets the check argparse gives the flags."""
+        for option, known in (("recipe", tuple(RECIPES)), ("schedule", SCHEDULES)):
+            if getattr(self, option) not in known:
+                raise ValueError(f"unknown {option} {getattr(self, option)!r}; known: {', '.join(known)}")
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
     parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
@@ -110,7 +116,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
             parser.error(f"{args.config}: unknown keys {sorted(unknown)}")
         values.update(loaded)
     values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
-    config = TrainConfig(**values)
+    try:
+        config = TrainConfig(**values)
+    except ValueError as error:
+        raise SystemExit(f"{args.config or 'flags'}: {error}") from error
     if not config.data:
         parser.error("--data (or `data:` in --config) is required")
     return config, args.resume, args.reschedule
@@ -267,12 +276,10 @@ def lr_schedule(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """OneCycle, or for SWA a linear warm-up (from lr/10, over `warmup_pct` of the run) to a constant LR."""
-    if cfg.schedule not in SCHEDULES:  # a --config file bypasses argparse's choices
-        raise SystemExit(f"unknown schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
-    if cfg.schedule == "onecycle":
-        return one_cycle(optimizer, cfg, epochs, steps_per_epoch)
-    warmup_steps = max(1, int(cfg.warmup_pct * epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+    if cfg.schedule == "swa":
+        warmup_steps = max(1, int(cfg.warmup_pct * epochs * steps_per_epoch))
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+    return one_cycle(optimizer, cfg, epochs, steps_per_epoch)
 
 
 def retarget_schedule(

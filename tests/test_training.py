@@ -17,6 +17,12 @@ from fer_core.train import epochs_within_budget, recalibrate_batchnorm
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 
+
+def parameter_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """The learned tensors of a state dict: batch-norm running statistics and counters left out."""
+    return [k for k in state if "running" not in k and "num_batches" not in k]
+
+
 TINY = ["--epochs", "2", "--batch-size", "16", "--stem-stride", "2", "--threads", "1", "--lr", "3e-3"]
 
 
@@ -147,8 +153,7 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
     still = [a if a != "3e-3" else "1e-12" for a in TINY]  # an LR this small leaves the weights where they start
     train_main(["--data", str(tiny_csv), "--out", str(tuned), "--init-from", str(first / "best.pt"), *still])
     start, after = read_checkpoint(first / "best.pt")["state_dict"], read_checkpoint(tuned / "last.pt")["state_dict"]
-    params = [k for k in start if "running" not in k and "num_batches" not in k]
-    for key in params:
+    for key in parameter_keys(start):
         torch.testing.assert_close(after[key], start[key], atol=1e-6, rtol=0)
     tuned_meta = load_classifier(tuned / "best.pt").meta
     assert tuned_meta["train_config"]["init_from"] == str(first / "best.pt")
@@ -180,7 +185,7 @@ def test_swa_saves_the_mean_of_the_epoch_weights_and_resumes_exactly(tmp_path, t
     last = read_checkpoint(split / "last.pt")
     epoch2, mean = last["state_dict"], last["training"]["averaged"]
     assert int(mean["n_averaged"]) == 2
-    for key in (k for k in epoch2 if "running" not in k and "num_batches" not in k):
+    for key in parameter_keys(epoch2):
         torch.testing.assert_close(mean[f"module.{key}"], (epoch1[key] + epoch2[key]) / 2, rtol=1e-5, atol=1e-6)
     best = read_checkpoint(split / "best.pt")["state_dict"]  # best is the averaged model (epoch 2 or 1 alone)
     assert not all(torch.equal(best[k], epoch2[k]) for k in best)
@@ -194,6 +199,9 @@ def test_swa_saves_the_mean_of_the_epoch_weights_and_resumes_exactly(tmp_path, t
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("schedule: cosine\n")
     with pytest.raises(SystemExit, match="unknown schedule 'cosine'"):
+        train_main(["--config", str(unknown), "--data", str(tiny_csv), "--out", str(tmp_path / "x"), *TINY])
+    unknown.write_text("recipe: cutout\n")  # before, a KeyError once the data had loaded
+    with pytest.raises(SystemExit, match="unknown recipe 'cutout'"):
         train_main(["--config", str(unknown), "--data", str(tiny_csv), "--out", str(tmp_path / "x"), *TINY])
 
 
