@@ -69,9 +69,18 @@ def weakest_classes(metrics: dict[str, Any], model: str = "ensemble", count: int
     return f"Weakest classes of the {model} on {metrics['split']}: " + " and ".join(parts) + "."
 
 
+def device_label(meta: dict[str, Any]) -> str:
+    """Where a stage trained: a GPU's own name, or "CPU" with its thread count (the metadata records "cpu")."""
+    device = meta.get("device", "?")
+    if device != "cpu":
+        return device
+    threads = meta.get("train_config", {}).get("threads")
+    return f"CPU, {threads} threads" if threads else "CPU"
+
+
 def effort(meta: dict[str, Any]) -> str:
     """Epochs, device and wall time of one training stage, from its checkpoint metadata."""
-    return f"{meta.get('epoch', '?')} epochs on {meta.get('device', '?')} ({meta.get('train_seconds', 0) / 60:.0f} min)"
+    return f"{meta.get('epoch', '?')} epochs on {device_label(meta)} ({meta.get('train_seconds', 0) / 60:.0f} min)"
 
 
 def stage_summary(meta: dict[str, Any]) -> str:
@@ -128,7 +137,7 @@ def render(weights: Path) -> str:
         stem = f"{config['input_size']} px gray, stem stride {config['stem_stride']}"
         out.append(
             f"| `{member['file']}` | {meta.get('recipe', '?')} "
-            f"| {meta.get('epoch', '?')} of {train.get('epochs', '?')} | {stem} | {meta.get('device', '?')} "
+            f"| {meta.get('epoch', '?')} of {train.get('epochs', '?')} | {stem} | {device_label(meta)} "
             f"| {minutes:.0f} min | {pct(meta.get('metrics', {}).get('val_acc', 0))} |"
         )
     staged = {name: c["meta"] for name, c in checkpoints.items() if c["meta"].get("fine_tuned_from")}

@@ -78,7 +78,7 @@ def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_wei
     first_stage = "1. CRP, 37 epochs on NVIDIA H200 (6 min), saved as `A_crp.pt` (sha256 abababababab)"
     assert f"- `A_crp.pt`:\n  {first_stage}" in card
     assert (
-        "  2. 10 epochs on cpu (100 min), distilled from the ensemble of `A_crp` (sha256 cdcdcdcdcdcd) + "
+        "  2. 10 epochs on CPU (100 min), distilled from the ensemble of `A_crp` (sha256 cdcdcdcdcdcd) + "
         "`B_mixcut` (sha256 efefefefefef) with TTA `flip_rot8` (target = 0.3 x label + 0.7 x teacher)"
     ) in card
     assert "- `B_mixcut.pt`:" not in card  # trained in one stage: the table says it all
@@ -89,11 +89,12 @@ def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
         tmp_path,
         fake_weights,
         "B_mixcut.pt",
-        epoch=8, device="cpu", train_seconds=3600, train_config={"schedule": "swa", "lr": 1e-4, "batch_size": 64},
+        epoch=8, device="cpu", train_seconds=3600,
+        train_config={"schedule": "swa", "lr": 1e-4, "batch_size": 64, "threads": 2},
         fine_tuned_from={"recipe": "MixUp", "epoch": 45, "device": "NVIDIA H200", "train_seconds": 360,
                          "file": "B_mixcut.pt", "sha256": "ab" * 32, "parent": None},
     )  # fmt: skip
     assert (
-        "  2. 8 epochs on cpu (60 min), stochastic weight averaging: the mean of the weights at each epoch's end, "
-        "constant LR 0.0001 after warm-up, batch 64, batch-norm statistics recomputed"
+        "  2. 8 epochs on CPU, 2 threads (60 min), stochastic weight averaging: the mean of the weights at each "
+        "epoch's end, constant LR 0.0001 after warm-up, batch 64, batch-norm statistics recomputed"
     ) in card
