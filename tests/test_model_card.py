@@ -11,7 +11,7 @@ import numpy as np
 from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
-from fer_core.model_card import render, weakest_classes
+from fer_core.model_card import metrics_table, render, weakest_classes
 
 
 def metrics_with(confusion: np.ndarray, split: str = "PrivateTest") -> dict:
@@ -98,3 +98,9 @@ def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
         "  2. 8 epochs on CPU, 2 threads (60 min), stochastic weight averaging: the mean of the weights at each "
         "epoch's end, constant LR 0.0001 after warm-up, batch 64, batch-norm statistics recomputed"
     ) in card
+
+
+def test_metrics_table_does_not_round_a_near_miss_up_to_the_target():
+    scores = {"accuracy": 0.69958, "macro_f1": 0.6866, "per_class": {e: {"f1": 0.5} for e in EMOTIONS}}
+    row = metrics_table({"models": {"A_crp": scores}})[-1]
+    assert row.startswith("| A_crp | 69.96 % | 0.687 |"), row
