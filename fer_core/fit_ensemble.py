@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     args = parser.parse_args(argv)
 
+    loaded_models = [load_classifier(source) for source in args.models]
+    if loaded_models[0].name == loaded_models[1].name:  # one file name and one probability column for both
+        parser.error(f"both checkpoints are named {loaded_models[0].name!r}; train one with --name to tell them apart")
     args.out.mkdir(parents=True, exist_ok=True)
     members = []
-    for source in args.models:
-        loaded = load_classifier(source)
+    for source, loaded in zip(args.models, loaded_models, strict=True):
         target = args.out / f"{loaded.name}.pt"
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)

@@ -55,7 +55,7 @@ class TrainConfig:
 
     data: str = ""
     out: str = "runs/model"
-    name: str = ""
+    name: str = ""  # the model's name in ensembles and the card; default: a parent's name, else OUT's folder
     recipe: str = "crp"
     epochs: int = 30
     batch_size: int = 128
@@ -372,7 +372,6 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    name = cfg.name or out.name
     dataset = load_fer2013(cfg.data, skip_bad=cfg.skip_bad, seed=cfg.seed)
     train_x, train_y = to_tensors(dataset[TRAIN_SPLIT], cfg.limit, cfg.seed)
     val_x, val_y = to_tensors(dataset[VAL_SPLIT], cfg.val_limit, cfg.seed)
@@ -389,6 +388,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dist_info.device)
     parent = load_initial_weights(model, model_cfg, cfg.init_from) if cfg.init_from else None
+    name = cfg.name or (parent or {}).get("name") or out.name  # a later stage stays the same model
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weight = torch.from_numpy(class_weights(train_y.cpu().numpy(), cfg.class_weight_power)).to(dist_info.device)

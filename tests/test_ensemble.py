@@ -10,6 +10,7 @@ import pytest
 
 from fer_core import classifier
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write_spec
+from fer_core.fit_ensemble import main as fit_ensemble_main
 from fer_core.tta import TTA_SETS, View, tta_from_spec
 
 
@@ -37,6 +38,15 @@ def test_fit_weight_prefers_the_better_model():
     assert max(row["accuracy"] for row in curve) == 1.0
     assert len(curve) == 21 and curve[0]["weight"] == 0.0 and curve[-1]["weight"] == 1.0
     assert fit_weight(noise, perfect, labels)[0] <= 0.5
+
+
+def test_fit_ensemble_refuses_two_members_with_one_name(tmp_path, fake_weights, capsys):
+    """Same-named members would share one file and one probability column: a silently wrong ensemble."""
+    member = fake_weights / "A_crp.pt"
+    with pytest.raises(SystemExit):
+        fit_ensemble_main(["--data", str(tmp_path), "--models", str(member), str(member), "--out", str(tmp_path / "o")])
+    assert "both checkpoints are named 'A_crp'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_loaded_ensemble_predicts_members_and_mix(fake_weights):

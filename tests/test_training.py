@@ -159,6 +159,7 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
     assert tuned_meta["train_config"]["init_from"] == str(first / "best.pt")
     parent = tuned_meta["fine_tuned_from"]  # the lineage the model card reports
     assert parent["epoch"] == 1 and parent["file"] == "best.pt" and parent["sha256"] == file_sha256(first / "best.pt")
+    assert load_classifier(tuned / "best.pt").name == "first"  # a later stage keeps its model's name, not OUT's
     with pytest.raises(SystemExit, match="stem_stride differ"):
         train_main(
             [
