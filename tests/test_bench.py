@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core import bench, onnx_session
+from fer_core import bench, bench_train, onnx_session
 from fer_core.bench import FRAME_HEIGHT, FRAME_WIDTH, STAGES, synthetic_frame, time_frame
 from fer_core.detection import FaceDetector
 from fer_core.pipeline import crop_faces, square_crop_box
@@ -147,3 +147,16 @@ def test_bench_cli_rejects_bad_arguments(tmp_path: Path) -> None:
         bench.main(["--json", str(tmp_path / "x.json"), "--repeats", "0"])
     with pytest.raises(SystemExit):
         bench.main(["--json", str(tmp_path / "x.json"), "--detector", str(tmp_path / "missing.pt")])
+
+
+def test_bench_train_times_every_setting_against_the_first(tmp_path: Path) -> None:
+    out = tmp_path / "train_steps.json"
+    bench_train.main(["--batch-size", "2", "--steps", "2", "--stem-stride", "2", "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    rows = {row["setting"]: row for row in report["rows"]}
+    assert list(rows) == [label for label, *_ in bench_train.SETTINGS]
+    assert rows["NCHW fp32"]["speedup"] == 1.0
+    for row in rows.values():
+        assert row["seconds_per_step"] > 0
+        assert row["images_per_second"] == pytest.approx(2 / row["seconds_per_step"])
+        assert row["speedup"] == pytest.approx(rows["NCHW fp32"]["seconds_per_step"] / row["seconds_per_step"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -9,11 +10,12 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.export import file_sha256
-from fer_core.models import ModelConfig
-from fer_core.train import epochs_within_budget, recalibrate_batchnorm
+from fer_core.models import ModelConfig, build_model
+from fer_core.train import TrainConfig, epochs_within_budget, recalibrate_batchnorm
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 
@@ -53,6 +55,24 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, tiny_csv):
         pd.read_csv(straight / "history.csv").drop(columns="epoch_seconds"),
         pd.read_csv(split / "history.csv").drop(columns="epoch_seconds"),
     )
+
+
+def test_memory_layout_changes_speed_not_the_result():
+    """NHWC is the training default because it is faster on CPU (fer_core.bench_train): same loss, same gradients."""
+    torch.manual_seed(0)
+    nchw = build_model(ModelConfig(stem_stride=2)).train()
+    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    images, labels = torch.randn(16, 1, 48, 48), torch.randint(0, 7, (16,))
+    losses = []
+    for model, batch in ((nchw, images), (nhwc, images.contiguous(memory_format=torch.channels_last))):
+        torch.manual_seed(1)  # the same dropout and stochastic-depth masks in both
+        loss = nn.functional.cross_entropy(model(batch), labels)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for (key, a), b in zip(nchw.named_parameters(), nhwc.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * float(a.grad.abs().max()), msg=key)
+    assert TrainConfig().channels_last
 
 
 def test_resume_refuses_a_changed_schedule(tmp_path, tiny_csv):
