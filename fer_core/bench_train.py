@@ -23,7 +23,7 @@ from torch import nn
 
 from fer_core.models import ModelConfig, build_model
 
-#: (label, channels_last, bf16 autocast); bf16 autocast only where the device can run it.
+#: (label, channels_last, bf16 autocast): CPU autocast, since this times the CPU that trains without a GPU.
 SETTINGS = (
     ("NCHW fp32", False, False),
     ("NHWC fp32", True, False),
