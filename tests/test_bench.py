@@ -16,6 +16,7 @@ import torch
 from fer_core import bench, bench_train, onnx_session
 from fer_core.bench import FRAME_HEIGHT, FRAME_WIDTH, STAGES, synthetic_frame, time_frame
 from fer_core.detection import FaceDetector
+from fer_core.models import ModelConfig
 from fer_core.pipeline import crop_faces, square_crop_box
 
 
@@ -151,8 +152,10 @@ def test_bench_cli_rejects_bad_arguments(tmp_path: Path) -> None:
 
 def test_bench_train_times_every_setting_against_the_first(tmp_path: Path) -> None:
     out = tmp_path / "train_steps.json"
-    bench_train.main(["--batch-size", "2", "--steps", "2", "--stem-stride", "2", "--threads", "1", "--json", str(out)])
+    argv = ["--batch-size", "2", "--steps", "2", "--warmup", "0", "--stem-stride", "2", "--threads", "1"]
+    bench_train.main([*argv, "--json", str(out)])
     report = json.loads(out.read_text())
+    assert report["warmup"] == 0
     rows = {row["setting"]: row for row in report["rows"]}
     assert list(rows) == [label for label, *_ in bench_train.SETTINGS]
     assert rows["NCHW fp32"]["speedup"] == 1.0
@@ -160,3 +163,14 @@ def test_bench_train_times_every_setting_against_the_first(tmp_path: Path) -> No
         assert row["seconds_per_step"] > 0
         assert row["images_per_second"] == pytest.approx(2 / row["seconds_per_step"])
         assert row["speedup"] == pytest.approx(rows["NCHW fp32"]["seconds_per_step"] / row["seconds_per_step"])
+
+
+def test_bench_train_warm_up_steps_run_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    steps_taken = []
+    original_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps_taken.append(1) or original_step(self))
+    config = ModelConfig(stem_stride=2)
+    seconds = bench_train.time_steps(config, batch_size=2, steps=2, channels_last=True, bf16=False, warmup=3)
+    assert len(seconds) == 2 and len(steps_taken) == 5
+    with pytest.raises(SystemExit):
+        bench_train.main(["--steps", "0"])
