@@ -6,15 +6,21 @@ augment whole batches on the device instead of decoding JPEGs per step.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+import io
 import logging
+import lzma
 import re
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
@@ -129,16 +135,21 @@ def _carve_validation(usages: np.ndarray, labels: np.ndarray, fraction: float, s
     return usages
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_pixels(text: str, where: str) -> np.ndarray:
     """One CSV `pixels` cell to a 48x48 uint8 array, or a `FerDataError` saying what is wrong."""
     parts = str(text).split()
     if len(parts) != FER_SIZE * FER_SIZE:
         raise FerDataError(f"{where}: expected {FER_SIZE * FER_SIZE} pixel values, got {len(parts)}")
+    not_integer = next((p for p in parts if not _INTEGER.fullmatch(p)), None)
+    if not_integer is not None:
+        raise FerDataError(f"{where}: pixel value {not_integer!r} is not an integer")
     try:
         values = np.array(parts, dtype=np.int64)
-    except ValueError:
-        bad = next(p for p in parts if not p.lstrip("-").isdigit())
-        raise FerDataError(f"{where}: pixel value {bad!r} is not an integer") from None
+    except OverflowError:  # more digits than int64 holds: out of range like any other
+        raise FerDataError(f"{where}: pixel values must lie in 0..255, got {max(parts, key=len)}") from None
     if values.min() < 0 or values.max() > 255:
         raise FerDataError(f"{where}: pixel values must lie in 0..255, got {values.min()}..{values.max()}")
     return values.astype(np.uint8).reshape(FER_SIZE, FER_SIZE)
@@ -154,48 +165,102 @@ def parse_emotion(text: str, where: str) -> int:
     raise FerDataError(f"{where}: emotion {text!r} is not one of 0..6 or {', '.join(EMOTIONS)}")
 
 
-def read_csv_table(path: Path, skipped: list[str], skip_bad: bool) -> pd.DataFrame:
-    """Read a FER-style CSV as strings; rows with the wrong number of fields are errors too."""
+@dataclass(frozen=True)
+class CsvRecord:
+    """One CSV record: where it is in the file, and its fields by column name or what is wrong with it."""
 
-    def bad_line(fields: list[str]) -> None:
-        message = f"{path}: a row has {len(fields)} fields, expected the header's"
-        if not skip_bad:
-            raise FerDataError(message)
-        skipped.append(message)
-        return None
+    line: int
+    where: str
+    fields: dict[str, str]
+    error: str = ""
 
+
+#: What a damaged or mislabelled compressed file raises while it is being read.
+_READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, zipfile.BadZipFile, lzma.LZMAError, csv.Error)
+
+
+def _open_csv_bytes(path: Path, stack: ExitStack) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return stack.enter_context(gzip.open(path, "rb"))
+    if name.endswith(".xz"):
+        return stack.enter_context(lzma.open(path, "rb"))
+    if name.endswith(".zip"):
+        archive = stack.enter_context(zipfile.ZipFile(path))
+        members = [m for m in archive.namelist() if not m.endswith("/")]
+        if len(members) != 1:
+            raise FerDataError(f"{path}: expected one CSV inside the zip, found {len(members)} files")
+        return stack.enter_context(archive.open(members[0]))
+    return stack.enter_context(path.open("rb"))
+
+
+def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
+    """The header's column names and the records after it, each with its real file line(s).
+
+    The standard `csv` module rather than pandas, because pandas' python engine drops a record it cannot tokenise
+    (a stray quote swallowing the lines after it) without calling `on_bad_lines`, and numbers rows, not file lines.
+    Here such a record comes back with an `error` naming its lines; a damaged file raises `FerDataError`.
+    """
+    stack = ExitStack()
     try:
-        return pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            on_bad_lines=bad_line,
-            engine="python",
-            compression="infer",
-        )
+        text = stack.enter_context(io.TextIOWrapper(_open_csv_bytes(path, stack), encoding="utf-8-sig", newline=""))
+        reader = csv.reader(text)
+        header = next(reader, None)
     except FerDataError:
+        stack.close()
         raise
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as err:
+    except _READ_ERRORS as err:
+        stack.close()
         raise FerDataError(f"{path}: cannot read as CSV ({err})") from err
+    if not header:
+        stack.close()
+        raise FerDataError(f"{path}: empty file, expected a header row such as emotion,pixels,Usage")
+    columns = [name.strip() for name in header]
+    return columns, _records(path, reader, columns, stack)
+
+
+def _records(path: Path, reader: Any, columns: list[str], stack: ExitStack) -> Iterator[CsvRecord]:
+    with stack:
+        last_line = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+                error = ""
+            except StopIteration:
+                return
+            except csv.Error as err:  # an unclosed quote ran into the size limit; the reader goes on after it
+                fields, error = [], f"cannot parse this record ({err}): an unclosed quote?"
+            except _READ_ERRORS as err:
+                raise FerDataError(f"{path}: cannot read past line {last_line} ({err})") from err
+            first_line, last_line = last_line + 1, reader.line_num
+            if not fields and not error:
+                continue  # a blank line holds no record
+            lines = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
+            where = f"{path.name} {lines}"
+            if not error and len(fields) != len(columns):
+                error = f"a row has {len(fields)} fields, expected {len(columns)} ({','.join(columns)})"
+            if error:
+                yield CsvRecord(first_line, where, {}, f"{where}: {error}")
+            else:
+                yield CsvRecord(first_line, where, dict(zip(columns, fields, strict=True)))
 
 
 def _read_csv(path: Path, skip_bad: bool):
-    skipped: list[str] = []
-    table = read_csv_table(path, skipped, skip_bad)
-    table.columns = [c.strip() for c in table.columns]
-    missing = {"emotion", "pixels"} - set(table.columns)
+    columns, records = read_csv_records(path)
+    missing = {"emotion", "pixels"} - set(columns)
     if missing:
-        raise FerDataError(f"{path}: missing column(s) {sorted(missing)}; have {list(table.columns)}")
-    has_usage = "Usage" in table.columns
-    images, labels, usages, sources = [], [], [], []
-    for row_number, row in enumerate(table.itertuples(index=False), start=2):
-        where = f"{path.name} line {row_number}"
+        raise FerDataError(f"{path}: missing column(s) {sorted(missing)}; have {columns}")
+    has_usage = "Usage" in columns
+    images, labels, usages, sources, skipped = [], [], [], [], []
+    for record in records:
         try:
-            label = parse_emotion(row.emotion, where)
-            pixels = parse_pixels(row.pixels, where)
-            usage = str(row.Usage).strip() if has_usage else TRAIN_SPLIT
+            if record.error:
+                raise FerDataError(record.error)
+            label = parse_emotion(record.fields["emotion"], record.where)
+            pixels = parse_pixels(record.fields["pixels"], record.where)
+            usage = record.fields["Usage"].strip() if has_usage else TRAIN_SPLIT
             if usage not in SPLITS:
-                raise FerDataError(f"{where}: Usage {usage!r} is not one of {', '.join(SPLITS)}")
+                raise FerDataError(f"{record.where}: Usage {usage!r} is not one of {', '.join(SPLITS)}")
         except FerDataError as err:
             if not skip_bad:
                 raise
@@ -204,7 +269,7 @@ def _read_csv(path: Path, skip_bad: bool):
         images.append(pixels)
         labels.append(label)
         usages.append(usage)
-        sources.append(where)
+        sources.append(record.where)
     return images, labels, usages, sources, skipped
 
 

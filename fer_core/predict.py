@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_table
+from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_records
 from fer_core.imageio import ImageLoadError, is_image_path, load_image
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
@@ -31,9 +31,14 @@ def iter_inputs(paths: list[Path]) -> Iterator[Path]:
     """Files as given; folders walked recursively for images (sorted, hidden files skipped)."""
     for path in paths:
         if path.is_dir():
+            found = 0
             for file in sorted(path.rglob("*")):
-                if file.is_file() and is_image_path(file) and not any(p.startswith(".") for p in file.parts):
+                hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+                if file.is_file() and is_image_path(file) and not hidden:
+                    found += 1
                     yield file
+            if not found:
+                print(f"warning: {path}: no image files in this folder", file=sys.stderr)
         else:
             yield path
 
@@ -63,23 +68,25 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
     return records
 
 
+#: Columns of the predictions CSV (after `source`, which names the input file).
+CSV_COLUMNS = ["line", "true_label", "predicted", *EMOTIONS, "error"]
+
+
 def predict_csv(pipe: Pipeline, path: Path, batch_size: int = 512) -> pd.DataFrame:
-    """One output row per input row: predictions, or an `error` naming what is wrong with it."""
-    skipped: list[str] = []
-    table = read_csv_table(path, skipped, skip_bad=True)
-    for message in skipped:
-        print(f"error: {message}", file=sys.stderr)
-    if "pixels" not in table.columns:
-        raise FerDataError(f"{path}: no 'pixels' column; have {list(table.columns)}")
+    """One output row per input record: predictions, or an `error` naming what is wrong with it."""
+    columns, records = read_csv_records(path)
+    if "pixels" not in columns:
+        raise FerDataError(f"{path}: no 'pixels' column; have {columns}")
     rows: list[dict[str, Any]] = []
     good_rows, faces = [], []
-    for line, record in enumerate(table.to_dict("records"), start=2):
-        where = f"{path.name} line {line}"
-        row: dict[str, Any] = {"line": line, "error": ""}
+    for record in records:
+        row: dict[str, Any] = {"line": record.line, "error": ""}
         try:
-            if "emotion" in record and str(record["emotion"]).strip() != "":
-                row["true_label"] = EMOTIONS[parse_emotion(record["emotion"], where)]
-            faces.append(parse_pixels(record["pixels"], where))
+            if record.error:
+                raise FerDataError(record.error)
+            if record.fields.get("emotion", "").strip() != "":
+                row["true_label"] = EMOTIONS[parse_emotion(record.fields["emotion"], record.where)]
+            faces.append(parse_pixels(record.fields["pixels"], record.where))
             good_rows.append(len(rows))
         except FerDataError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -92,8 +99,7 @@ def predict_csv(pipe: Pipeline, path: Path, batch_size: int = 512) -> pd.DataFra
             ensemble = probs["ensemble"][offset]
             rows[index]["predicted"] = EMOTIONS[int(ensemble.argmax())]
             rows[index].update({name: round(float(p), 5) for name, p in zip(EMOTIONS, ensemble, strict=True)})
-    columns = ["line", "true_label", "predicted", *EMOTIONS, "error"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     csv_inputs = [p for p in args.paths if p.is_file() and is_csv(p)]
     image_inputs = list(iter_inputs([p for p in args.paths if p not in csv_inputs]))
+    if not csv_inputs and not image_inputs:
+        parser.error("no images or CSV files found in " + ", ".join(map(str, args.paths)))
     if csv_inputs and not args.csv_out:
         parser.error("CSV inputs need --csv-out")
     if image_inputs and not args.json:
@@ -129,10 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     if csv_inputs:
         tables = []
         for path in csv_inputs:
-            table = predict_csv(pipe, path)
+            try:
+                table = predict_csv(pipe, path)
+            except FerDataError as err:  # the whole file is unreadable: say so in its one row, go on with the rest
+                print(f"error: {err}", file=sys.stderr)
+                table = pd.DataFrame([{"error": str(err)}])
             table.insert(0, "source", str(path))
             tables.append(table)
-        merged = pd.concat(tables, ignore_index=True)
+        merged = pd.concat(tables, ignore_index=True).reindex(columns=["source", *CSV_COLUMNS])
+        merged["line"] = merged["line"].astype("Int64")  # an unreadable file's row has none; keep the rest integers
         args.csv_out.parent.mkdir(parents=True, exist_ok=True)
         merged.to_csv(args.csv_out, index=False)
         bad = int((merged["error"].fillna("") != "").sum())

@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from fer_core.classifier import EmotionClassifier
 from fer_core.evaluate import main as evaluate_main
 from fer_core.labels import EMOTIONS
+from fer_core.predict import iter_inputs
 from fer_core.predict import main as predict_main
 from tests.fer_fixtures import write_fer_csv
 
@@ -98,6 +99,43 @@ def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):
     good = table[table["error"] == ""]
     assert len(good) == 5 and good["predicted"].isin(EMOTIONS).all()
     np.testing.assert_allclose(good[list(EMOTIONS)].astype(float).sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_predict_csv_reports_every_record_and_every_unreadable_file(tmp_path, fake_weights, capsys):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=4, n_public=0, n_private=0)
+    lines = csv.read_text().splitlines()
+    lines[2:2] = ["", "4,1 2 3,Training,extra"]  # a blank line, then a record with a field too many
+    csv.write_text("\n".join(lines) + "\n")
+    no_pixels = tmp_path / "labels.csv"
+    no_pixels.write_text("emotion\n3\n")
+    out = tmp_path / "pred.csv"
+    args = [str(no_pixels), str(csv), "--csv-out", str(out), "--weights", str(fake_weights)]
+    assert predict_main(args) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns[:3]) == ["source", "line", "true_label"]
+    unreadable = table[table["source"] == str(no_pixels)]
+    assert len(unreadable) == 1 and "no 'pixels' column" in unreadable.iloc[0]["error"]
+    rows = table[table["source"] == str(csv)]
+    assert list(rows["line"].astype(int)) == [2, 4, 5, 6, 7]  # file lines: the blank line 3 holds no record
+    assert "a row has 4 fields, expected 3" in rows.iloc[1]["error"]
+    assert (rows["error"] == "").sum() == 4
+    assert "labels.csv" in capsys.readouterr().err
+
+
+def test_predict_walks_folders_below_hidden_ones_and_refuses_nothing_to_do(tmp_path, capsys):
+    root = tmp_path / ".cache" / "photos"
+    (root / ".thumbnails").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "face.png")
+    Image.new("RGB", (8, 8)).save(root / ".thumbnails" / "face.png")
+    Image.new("RGB", (8, 8)).save(root / ".hidden.png")
+    assert list(iter_inputs([root])) == [root / "face.png"]  # hidden inside the folder walked, not above it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        predict_main([str(empty), "--json", str(tmp_path / "out.json")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no image files in this folder" in err and "no images or CSV files found" in err
 
 
 def test_predict_whole_photos_detects_faces(tmp_path, fake_weights):

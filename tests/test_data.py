@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -47,6 +50,9 @@ def test_folder_without_prefixes_gets_a_seeded_validation_split(tmp_path):
         ("3," + " ".join(["300"] * 2304) + ",Training", "must lie in 0..255"),
         ("9," + " ".join(["7"] * 2304) + ",Training", "emotion '9' is not one of"),
         ("3," + " ".join(["7"] * 2304) + ",Validation", "Usage 'Validation' is not one of"),
+        ("3," + " ".join(["7"] * 2303) + " 99999999999999999999,Training", "must lie in 0..255"),
+        ("3," + " ".join(["7"] * 2303) + " --5,Training", "pixel value '--5' is not an integer"),
+        ("3," + " ".join(["7"] * 2303) + " \u00b2,Training", "is not an integer"),
     ],
 )
 def test_malformed_csv_row_names_line_and_problem(tmp_path, row, message):
@@ -105,3 +111,61 @@ def test_fingerprint_identifies_the_data(tmp_path):
     b = load_fer2013(write_fer_csv(tmp_path / "b.csv", seed=1))
     assert a.fingerprint() == load_fer2013(tmp_path / "a.csv").fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+def insert_lines(path, index, *rows):
+    lines = path.read_text().splitlines()
+    lines[index:index] = rows
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("at", "problem"),
+    [(3, "cannot parse this record .* an unclosed quote"), (-1, "a row has 2 fields, expected 3")],
+)
+def test_stray_quote_is_an_error_naming_the_lines_it_swallowed(tmp_path, at, problem):
+    """Early in the file the quote runs into the csv size limit; near the end into the end of the file."""
+    path = insert_lines(write_fer_csv(tmp_path / "fer.csv"), at, '3,"' + " ".join(["7"] * 2304) + ",Training")
+    with pytest.raises(FerDataError, match=rf"fer\.csv lines \d+-\d+: {problem}") as err:
+        load_fer2013(path)
+    first, last = map(int, re.search(r"lines (\d+)-(\d+)", str(err.value)).groups())
+    assert first == (at + 1 if at > 0 else 71)
+    dataset = load_fer2013(path, skip_bad=True)
+    assert len(dataset.skipped) == 1
+    assert sum(len(split) for split in dataset.splits.values()) == 70 - (last - first)  # the records it swallowed
+
+
+def test_line_numbers_are_file_lines_past_blank_lines_and_quoted_newlines(tmp_path):
+    pixels = " ".join(["7"] * 2304)
+    quoted = f'3,"{pixels[:9]}\n{pixels[10:]}",Training'  # one record over two lines (the newline splits a value)
+    path = insert_lines(write_fer_csv(tmp_path / "fer.csv"), 1, "", quoted, "3,1 2 3,Training")
+    with pytest.raises(FerDataError, match=r"fer\.csv line 5: expected 2304 pixel values"):
+        load_fer2013(path)
+    dataset = load_fer2013(path, skip_bad=True)
+    assert dataset["Training"].sources[:2] == ("fer.csv lines 3-4", "fer.csv line 6")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty file"),
+        ("cut.csv.zip", None, "cannot read as CSV"),
+        ("bad.csv.xz", b"\xfd7zXZ\x00 this is not xz data", "cannot read as CSV"),
+        ("two.zip", "two", "expected one CSV inside the zip, found 2"),
+    ],
+)
+def test_damaged_files_are_named_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:  # a zip cut in half
+        whole = write_fer_csv(tmp_path / "whole.csv.zip").read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    elif content == "two":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("a.csv", "emotion,pixels\n")
+            archive.writestr("b.csv", "emotion,pixels\n")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(FerDataError, match=message) as err:
+        load_fer2013(path, skip_bad=True)
+    assert name in str(err.value)
