@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 #: Refuse to decode more pixels than this (a 20000 x 20000 upload is 400 MP): PIL's bomb guard.
 MAX_PIXELS = 120_000_000
@@ -79,8 +79,7 @@ def load_image(
                 if max(img.size) > max_side:
                     img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size, cheaply
                 img.load()
-                upright = ImageOps.exif_transpose(img)
-                rgb = to_rgb(upright)
+                rgb = to_rgb(upright(img))
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -94,6 +93,36 @@ def load_image(
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+#: EXIF Orientation value -> the transpose that makes the image upright (values 1 and unknown ones: none).
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF Orientation says, even when other EXIF tags are damaged.
+
+    `ImageOps.exif_transpose` also rewrites the EXIF block, and a tag stored with an unexpected type (a camera's
+    string where TIFF wants a number) makes that raise `struct.error` or `TypeError` although the pixels are fine.
+    Then only the Orientation tag is read and applied; without a readable one the image stays as decoded.
+    """
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # damaged metadata, good pixels: any failure here falls back to the tag alone
+        try:
+            orientation = img.getexif().get(ExifTags.Base.Orientation)
+        except Exception:  # not even the Orientation tag is readable
+            return img
+        method = ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+        return img.transpose(method) if method is not None else img
 
 
 def looks_like_image(source: str | Path | BinaryIO) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image
 
@@ -22,6 +23,28 @@ def test_exif_rotation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     assert load_image(encoded(image, "JPEG", exif=exif)).shape == (40, 20, 3)
+
+
+def damaged_exif(orientation: int) -> bytes:
+    """An EXIF block whose Orientation is fine but whose StripByteCounts holds a string (as some cameras write)."""
+    header, ifd_offset, n_entries = b"II*\x00", 8, 2
+    string_offset = ifd_offset + 2 + 12 * n_entries + 4
+    entries = struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)  # SHORT, stored inline
+    entries += struct.pack("<HHII", 0x0117, 2, 6, string_offset)  # ASCII "Canon", stored after the IFD
+    tiff = header + struct.pack("<IH", ifd_offset, n_entries) + entries + struct.pack("<I", 0) + b"Canon\x00"
+    return b"Exif\x00\x00" + tiff
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_exif_rotation_survives_damaged_tags(orientation):
+    image = Image.fromarray(np.arange(20 * 40 * 3, dtype=np.uint8).reshape(20, 40, 3))
+    clean = Image.Exif()
+    clean[0x0112] = orientation
+    expected = load_image(encoded(image, "PNG", exif=clean))
+    damaged = encoded(image, "PNG", exif=damaged_exif(orientation))
+    with Image.open(io.BytesIO(damaged)) as opened, pytest.raises((struct.error, TypeError)):
+        ImageOps.exif_transpose(opened)  # what the loader must survive: rewriting the EXIF block fails
+    np.testing.assert_array_equal(load_image(damaged), expected)
 
 
 @pytest.mark.parametrize(
