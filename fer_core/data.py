@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fer_core.imageio import to_rgb
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def read_gray_face(path: Path) -> np.ndarray:
     """Decode one face crop as 48x48 uint8 grayscale (resizing other sizes)."""
     try:
         with Image.open(path) as img:
-            gray = img.convert("L")
+            gray = img.convert("L") if img.mode in ("L", "RGB") else to_rgb(img).convert("L")  # 16-bit: scaled
             if gray.size != (FER_SIZE, FER_SIZE):
                 gray = gray.resize((FER_SIZE, FER_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.uint8)
@@ -286,13 +287,20 @@ def read_gray_face(path: Path) -> np.ndarray:
 
 
 def _read_folder(root: Path, skip_bad: bool):
-    """Kaggle layout: `<split dir>/<class>/<file>`; Usage from the file-name prefix."""
+    """Kaggle layout: `<split dir>/<class>/<file>`; Usage from the file-name prefix, else from the split folder's
+    name (train*, val*/dev*, test*); any other folder is an error, not silently a test split."""
     split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     if not split_dirs:
         raise FerDataError(f"{root}: expected train/ and test/ folders with one folder per class")
     images, labels, usages, sources, skipped = [], [], [], [], []
     for split_dir in split_dirs:
-        default_usage = TRAIN_SPLIT if split_dir.name.lower().startswith("train") else TEST_SPLIT
+        default_usage = folder_usage(split_dir.name)
+        if default_usage is None:
+            message = f"{split_dir}: split folder name is not train*, val*/dev* or test*"
+            if not skip_bad:
+                raise FerDataError(message)
+            skipped.append(message)
+            continue
         for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
             name = class_dir.name.lower()
             if name not in EMOTIONS:
@@ -320,6 +328,20 @@ def _read_folder(root: Path, skip_bad: bool):
                 usages.append(usage)
                 sources.append(str(file))
     return images, labels, usages, sources, skipped
+
+
+def folder_usage(name: str) -> str | None:
+    """The split a Kaggle-style folder holds when its files carry no Usage prefix (None: not a split folder)."""
+    lowered = name.lower()
+    splits = (
+        (("train",), TRAIN_SPLIT),
+        (("val", "dev", "publictest"), VAL_SPLIT),
+        (("test", "privatetest"), TEST_SPLIT),
+    )
+    for prefixes, usage in splits:
+        if lowered.startswith(prefixes):
+            return usage
+    return None
 
 
 def _canonical_usage(text: str) -> str:

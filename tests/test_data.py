@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fer_core.data import FerDataError, class_weights, load_fer2013
 from fer_core.labels import EMOTIONS
@@ -40,6 +42,27 @@ def test_folder_without_prefixes_gets_a_seeded_validation_split(tmp_path):
     assert first["PublicTest"].sources == again["PublicTest"].sources
     assert first["PublicTest"].sources != other["PublicTest"].sources
     assert set(first["PublicTest"].sources).isdisjoint(first["Training"].sources)
+
+
+def test_split_folders_without_prefixes_keep_their_role(tmp_path):
+    root = write_fer_folder(tmp_path / "fer", per_class=2, prefixes=False)
+    (root / "test").rename(root / "val")
+    shutil.copytree(root / "val", root / "test")
+    dataset = load_fer2013(root)
+    assert {k: len(v) for k, v in dataset.splits.items()} == {"Training": 14, "PublicTest": 14, "PrivateTest": 14}
+    (root / "extras" / "happy").mkdir(parents=True)
+    with pytest.raises(FerDataError, match="extras: split folder name is not"):
+        load_fer2013(root)
+    assert len(load_fer2013(root, skip_bad=True).skipped) == 1
+
+
+def test_sixteen_bit_faces_in_folders_are_scaled_not_clipped(tmp_path):
+    root = write_fer_folder(tmp_path / "fer", per_class=1)
+    ramp = np.linspace(0, 65535, 48 * 48).astype(np.uint16).reshape(48, 48)
+    Image.fromarray(ramp).save(root / "train" / "happy" / "Training_ramp.png")
+    dataset = load_fer2013(root)
+    face = dataset["Training"].images[dataset["Training"].sources.index(str(root / "train/happy/Training_ramp.png"))]
+    assert face.min() == 0 and face.max() == 255 and 120 < face.mean() < 135  # a full ramp, not 99 % white
 
 
 @pytest.mark.parametrize(
