@@ -120,6 +120,10 @@ def ensemble() -> Ensemble:
     return load_ensemble(str(folder), runtime(), device(), file_stamp(folder / ENSEMBLE_FILE))
 
 
+#: The sidebar's ceiling on faces per image: beyond it a photo is a crowd scene, not a set of expressions to read.
+MAX_FACES_LIMIT = 1000
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """What the detection controls chose; `imgsz` is set per page (photos favour recall, live video latency)."""
@@ -209,7 +213,16 @@ def detector_controls(
         "dev-val AP 0.874 -> 0.895 (easy) and 0.606 -> 0.651 (hard), about six times the detection time. A merged "
         "box's confidence is its mean over the six passes: lower the threshold a little to keep as many faces.",
     )
-    return DetectorSettings(backend, float(conf), int(size), imgsz=imgsz, tta=bool(tta))
+    max_faces = bar.number_input(
+        "Most faces per image",
+        min_value=1,
+        max_value=MAX_FACES_LIMIT,
+        value=DetectorSettings.max_faces,
+        step=10,
+        key=f"{prefix}_max_faces",
+        help="The most confident faces up to this many are labelled; a crowd photo may need more.",
+    )
+    return DetectorSettings(backend, float(conf), int(size), int(max_faces), imgsz=imgsz, tta=bool(tta))
 
 
 def tracker_controls(prefix: str) -> TrackerSettings:

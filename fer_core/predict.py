@@ -57,6 +57,8 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             records.append({"image": str(file), "error": str(err), "faces": []})
             continue
         faces = pipe.classify_crops([image]) if crops else pipe(image).faces
+        if pipe.detector is not None and len(faces) >= pipe.detector.max_faces:
+            print(f"warning: {file}: labelled the {len(faces)} most confident faces (--max-faces)", file=sys.stderr)
         records.append(
             {
                 "image": str(file),
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
     parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
+    parser.add_argument("--max-faces", type=int, default=100, help="label at most this many faces per photo")
     args = parser.parse_args(argv)
 
     csv_inputs = [p for p in args.paths if p.is_file() and is_csv(p)]
@@ -123,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if image_inputs and not args.json:
         parser.error("image inputs need --json")
     detector = None if args.crops or not image_inputs else args.detector
-    options = {"conf": args.conf} if detector else {}
+    if args.max_faces < 1:
+        parser.error("--max-faces must be at least 1")
+    options = {"conf": args.conf, "max_faces": args.max_faces} if detector else {}
     pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
 
     if image_inputs:

@@ -154,6 +154,18 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
 
 
+def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
+    app.number_input(key="photos_max_faces").set_value(10)
+    app.file_uploader(key="photos_upload").set_value([("crowd.png", encode(face_grid(2, 8), "PNG"), "image/png")])
+    app.run()
+    assert not app.exception, app.exception
+    assert app.caption[0].value.startswith("10 face(s)")
+    assert "crowd.png: labelled the 10 most confident faces" in app.warning[0].value
+    app.number_input(key="photos_max_faces").set_value(100)
+    app.run()
+    assert app.caption[0].value.startswith("16 face(s)") and not app.warning
+
+
 SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
 
 

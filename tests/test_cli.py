@@ -149,3 +149,16 @@ def test_predict_whole_photos_detects_faces(tmp_path, fake_weights):
     x1, y1, x2, y2 = records["astronaut.png"]["faces"][0]["box"]
     assert 150 < (x1 + x2) / 2 < 300 and 50 < (y1 + y2) / 2 < 180
     assert records["wall.png"]["faces"] == []
+
+
+def test_predict_says_when_a_photo_reaches_max_faces(tmp_path, fake_weights, capsys):
+    photo = tmp_path / "crowd.png"
+    face = data.astronaut()[27:200, 137:310]
+    Image.fromarray(np.hstack([face] * 3)).save(photo)
+    out = tmp_path / "out.json"
+    args = [str(photo), "--json", str(out), "--weights", str(fake_weights), "--detector", "haar"]
+    predict_main(args)
+    assert len(json.loads(out.read_text())[0]["faces"]) == 3 and "--max-faces" not in capsys.readouterr().err
+    predict_main([*args, "--max-faces", "2"])
+    assert len(json.loads(out.read_text())[0]["faces"]) == 2
+    assert "crowd.png: labelled the 2 most confident faces (--max-faces)" in capsys.readouterr().err
