@@ -146,7 +146,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         low, high = float(arr.min()), float(arr.max())
         scale = 255.0 / (high - low) if high > low else 0.0
         img = Image.fromarray(((arr - low) * scale).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:  # P, L or RGB with a transparent colour
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -72,6 +72,15 @@ def test_transparent_pixels_become_white():
     assert load_image(encoded(Image.new("RGBA", (5, 5), (0, 0, 0, 0)), "PNG")).min() == 255
 
 
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (0, 0, 0)), ("L", 0)])
+def test_a_transparent_colour_key_becomes_white(mode, key):
+    """PNGs without an alpha channel can still name one colour transparent (tRNS): it is shown as white too."""
+    image = Image.new(mode, (6, 4), key)
+    image.paste(Image.new(mode, (3, 4), (90, 90, 90) if mode == "RGB" else 90), (3, 0))
+    rgb = load_image(encoded(image, "PNG", transparency=key))
+    assert (rgb[:, :3] == 255).all() and (rgb[:, 3:] == 90).all()
+
+
 def test_animated_gif_gives_the_first_frame():
     frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
     payload = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
