@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fer_core import onnx_session
+from fer_core import cli, onnx_session
 from fer_core.classifier import prepare_batch
 from fer_core.detection import VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import Ensemble
@@ -356,4 +356,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

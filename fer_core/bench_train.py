@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fer_core import cli
 from fer_core.models import ModelConfig, build_model
 
 #: (label, channels_last, bf16 autocast): CPU autocast, since this times the CPU that trains without a GPU.
@@ -100,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

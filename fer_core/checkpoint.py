@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from fer_core import __version__
+from fer_core.cli import UserInputError
 from fer_core.labels import EMOTIONS
 from fer_core.models import ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "fer_core.classifier/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A file is not a usable classifier checkpoint; the message says why."""
 
 

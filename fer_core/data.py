@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fer_core.cli import UserInputError
 from fer_core.imageio import to_rgb
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
@@ -33,7 +34,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 _USAGE_PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
 
-class FerDataError(ValueError):
+class FerDataError(UserInputError):
     """A FER-2013 source is malformed; the message names the row or file and the problem."""
 
 

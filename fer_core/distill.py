@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_core import cli
 from fer_core.data import FerDataset, load_fer2013
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.evaluate import predict_split
@@ -100,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fer_core import cli
 from fer_core.data import FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.labels import EMOTIONS, SPLITS, TEST_SPLIT
@@ -101,4 +102,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_core import cli
 from fer_core.checkpoint import LoadedClassifier, load_classifier
 from fer_core.models import ModelConfig
 
@@ -229,4 +230,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -16,6 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
+from fer_core import cli
 from fer_core.checkpoint import load_classifier
 from fer_core.data import load_fer2013
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, fit_weight, write_spec
@@ -79,4 +80,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

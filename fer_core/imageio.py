@@ -14,6 +14,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from fer_core.cli import UserInputError
+
 #: Refuse to decode more pixels than this (a 20000 x 20000 upload is 400 MP): PIL's bomb guard.
 MAX_PIXELS = 120_000_000
 #: Images are downscaled so their longer side is at most this; detection never needs more.
@@ -47,7 +49,7 @@ SIGNATURES = (
 )
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserInputError):
     """The input is not a usable image; the message says what is wrong in plain words."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_core import cli
 from fer_core.checkpoint import read_checkpoint
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
@@ -200,4 +201,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

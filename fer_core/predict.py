@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fer_core import cli
 from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_records
 from fer_core.imageio import ImageLoadError, is_image_path, load_image
 from fer_core.labels import EMOTIONS
@@ -159,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

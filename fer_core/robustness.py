@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
+from fer_core import cli
 from fer_core.data import FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.evaluate import predict_split
@@ -424,4 +425,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

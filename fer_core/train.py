@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from fer_core import cli
 from fer_core.augment import RECIPES
 from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
 from fer_core.data import FerSplit, class_weights, load_fer2013
@@ -550,4 +551,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

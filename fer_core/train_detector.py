@@ -16,13 +16,13 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fer_core import cli
 from fer_core.detection import DEFAULT_WEIGHTS, FaceDetector, import_ultralytics
 from fer_core.widerface import REPO_ROOT, ConversionConfig, convert_to_yolo
 
@@ -234,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fer_core import cli
+from fer_core.cli import UserInputError
 from fer_core.draw import Annotation, draw_faces, to_annotations
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
@@ -43,7 +45,7 @@ FALLBACK_FPS = 25.0
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 
 
-class VideoError(ValueError):
+class VideoError(UserInputError):
     """The input is not a readable video; the message names the file and the problem."""
 
 
@@ -411,4 +413,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core import cli
 from fer_core.widerface import WIDER_SETS, load_wider_sets, parse_wider_gt
 
 THRESH_NUM = 1000
@@ -226,4 +227,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -32,6 +32,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from fer_core.cli import UserInputError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Columns of the arrays `parse_wider_gt` returns, in the order of the official `*_bbx_gt.txt` lines.
@@ -56,7 +58,7 @@ DEVVAL_LIST_NAME = "devval_images.txt"
 _MARKER = ".fer_core_yolo_dataset"
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserInputError):
     """An annotation file is malformed; the message names the file and line."""
 
 

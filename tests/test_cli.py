@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from PIL import Image
 from skimage import data
 from sklearn.metrics import accuracy_score, f1_score
 
+from fer_core import cli
 from fer_core.classifier import EmotionClassifier
 from fer_core.evaluate import main as evaluate_main
 from fer_core.labels import EMOTIONS
@@ -162,3 +165,22 @@ def test_predict_says_when_a_photo_reaches_max_faces(tmp_path, fake_weights, cap
     predict_main([*args, "--max-faces", "2"])
     assert len(json.loads(out.read_text())[0]["faces"]) == 2
     assert "crowd.png: labelled the 2 most confident faces (--max-faces)" in capsys.readouterr().err
+
+
+def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
+    missing = tmp_path / "no_such_fer2013"
+    command = [sys.executable, "-m", "fer_core.evaluate", "--data", str(missing), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {missing}: no such file or folder"
+
+
+def test_cli_run_passes_the_status_of_main_through():
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: 3)
+    assert exit_.value.code == 3
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: None)
+    assert exit_.value.code == 0
+    with pytest.raises(RuntimeError):  # a bug is not a user's mistake: its traceback stays
+        cli.run(lambda: (_ for _ in ()).throw(RuntimeError("bug")))

@@ -1,0 +1,20 @@
+"""How every `python -m fer_core.<tool>` ends: input a user can fix is one line on stderr, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class UserInputError(ValueError):
+    """Input a user can fix (a malformed CSV row, a damaged image or video, a foreign checkpoint); says which."""
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Exit with `main`'s status; on a `UserInputError`, print `error: <message>` and exit 2 (as argparse does)."""
+    try:
+        status = main()
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(status or 0)
