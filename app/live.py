@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +83,8 @@ class LiveStatus:
 class LiveStore:
     """Thread-safe hand-over between one session's page runs, its WebRTC callback and its analysis thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # injectable, so a test can pause the camera without sleeping
         self._lock = threading.Condition()
         self._pipe: Pipeline | None = None
         self._settings = TrackerSettings()
@@ -106,8 +108,10 @@ class LiveStore:
 
     def process(self, image_rgb: np.ndarray) -> np.ndarray:
         """The WebRTC callback's work: queue the frame for analysis, return it with the latest boxes drawn."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
+            if self._received_at and now - self._received_at[-1] > STALE_AFTER_S:
+                self._restart()
             self._frame = self._pending = image_rgb
             self._received_at.append(now)
             fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
@@ -117,6 +121,14 @@ class LiveStore:
                 self._worker.start()
             self._lock.notify()
         return draw_faces(image_rgb, to_annotations(faces)) if faces else image_rgb
+
+    def _restart(self) -> None:
+        """The camera was stopped and started again: old timestamps would drag the FPS towards zero for a window's
+        worth of frames, and old tracks would carry their ids and smoothed probabilities into the new stream."""
+        self._received_at.clear()
+        self._analysed_at.clear()
+        self._faces = []
+        self._tracker.reset()
 
     def _work(self) -> None:
         """Analyse the newest pending frame, again and again; exit when frames stop coming."""
@@ -145,12 +157,12 @@ class LiveStore:
             tracked = self._tracker.update(faces)
             self._faces = tracked
             self._frames += 1
-            self._analysed_at.append(time.monotonic())
+            self._analysed_at.append(self._clock())
             self._error = None
         return tracked
 
     def status(self) -> LiveStatus:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             analysed, received = list(self._analysed_at), list(self._received_at)
             faces, frames, error = list(self._faces), self._frames, self._error

@@ -245,6 +245,41 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert len(app.get("plotly_chart")) >= 3
 
 
+def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) -> None:
+    from app.live import STALE_AFTER_S, LiveStatus, LiveStore, TrackerSettings
+
+    now = [100.0]
+    frame = astronaut()
+    counter = LiveStore(clock=lambda: now[0])  # no models: only the camera's frame rate
+    for _ in range(10):
+        counter.process(frame)
+        now[0] += 0.1
+    assert counter.status().camera_fps == pytest.approx(10.0)
+    now[0] += 10 * STALE_AFTER_S  # STOP, a pause, START
+    for _ in range(2):
+        counter.process(frame)
+        now[0] += 0.1
+    assert counter.status().camera_fps == pytest.approx(10.0)  # not 11 frames over 51 s
+
+    store = LiveStore(clock=lambda: now[0])
+    store.configure(Pipeline.load(app_weights, runtime="torch", detector_backend="haar"), TrackerSettings())
+
+    def one_analysed_frame() -> LiveStatus:
+        before = store.status().frames
+        store.process(frame)
+        deadline = time.monotonic() + 60
+        while store.status().frames == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return store.status()
+
+    for _ in range(3):
+        status = one_analysed_frame()
+    assert [(f.track_id, f.age) for f in status.faces] == [(1, 3)]
+    now[0] += 10 * STALE_AFTER_S
+    status = one_analysed_frame()
+    assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]  # a new track, not the old one continued
+
+
 def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path) -> None:
     from app.live import LiveStore, TrackerSettings
 
