@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -121,10 +122,11 @@ def _open(path: Path) -> tuple[Any, Any]:
         container = av.open(str(path), metadata_errors="replace")
     except _DECODE_ERRORS as err:
         raise VideoError(f"{path}: not a video file, or a format we cannot read ({err})") from err
-    if not container.streams.video:
+    moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not moving:  # an audio file's cover art is a one-picture "video" stream, not a video
         container.close()
         raise VideoError(f"{path}: the file has no video stream")
-    stream = container.streams.video[0]
+    stream = moving[0]
     if stream.codec_context is None:
         container.close()
         raise VideoError(f"{path}: the video stream is damaged or uses a codec we cannot decode")
@@ -235,6 +237,10 @@ class VideoWriter:
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
 
     def write(self, image_rgb: np.ndarray) -> None:
+        """Encode one frame; a frame of another size (the stream changed resolution) is fitted, not cropped."""
+        height, width = image_rgb.shape[:2]
+        if (width - width % 2, height - height % 2) != (self.width, self.height):
+            image_rgb = letterbox(image_rgb, self.width, self.height)
         image = np.ascontiguousarray(image_rgb[: self.height, : self.width])
         for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
             self.container.mux(packet)
@@ -257,6 +263,17 @@ class VideoWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` scaled to fit width x height whole, centred on black: nothing cut off, nothing stretched."""
+    scale = min(width / image.shape[1], height / image.shape[0])
+    new_w, new_h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
 
 
 def face_rows(frame: Frame, tracked: list[Any]) -> list[dict[str, Any]]:
@@ -301,6 +318,8 @@ def analyse_video(
         raise ValueError(f"every must be >= 1, got {every}")
     source = Path(path)
     info = probe_video(source)
+    if info.width < 2 or info.height < 2:
+        raise VideoError(f"{source}: a {info.width}x{info.height} video is too small to analyse")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     annotated, partial = out / ANNOTATED_NAME, out / f".{ANNOTATED_NAME}.partial"
@@ -324,15 +343,15 @@ def analyse_video(
                     writer.write(draw_faces(frame.image, annotations))
                     frames += 1
                     report(frames)
+            assert writer is not None  # iter_frames raises on a video without frames
+            writer.close()  # the flush and the faststart rewrite can fail too (a full disk, Ctrl-C)
+            partial.replace(annotated)
         except BaseException:
             if writer is not None:
                 with suppress(Exception):  # the original error matters, not a failed flush
                     writer.close()
             partial.unlink(missing_ok=True)
             raise
-        assert writer is not None  # iter_frames raises on a video without frames
-        writer.close()
-        partial.replace(annotated)
         table = pd.DataFrame(rows, columns=CSV_COLUMNS)
         table.to_csv(out / CSV_NAME, index=False)
     return VideoSummary(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,19 @@ def test_broken_inputs_raise_video_error(tmp_path: Path) -> None:
     assert issubclass(VideoError, ValueError)
 
 
-def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cover_art", [False, True])
+def test_audio_only_file_has_no_video_stream(tmp_path: Path, cover_art: bool) -> None:
+    """With or without a cover picture: FFmpeg shows the picture as a one-frame video stream."""
     path = tmp_path / "sound.mp4"
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("aac", rate=8000)
+        if cover_art:
+            cover = container.add_stream("mjpeg", rate=1)
+            cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+            cover.disposition = av.stream.Disposition.attached_pic
+            picture = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for packet in [*cover.encode(picture), *cover.encode()]:
+                container.mux(packet)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate = 8000
         for packet in [*stream.encode(frame), *stream.encode()]:
@@ -146,6 +156,43 @@ def test_analyse_video_tracks_one_face(face_video: Path, haar_pipe: Pipeline, tm
         assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
     assert len(list(iter_frames(summary.annotated_path))) == 20
     assert not list((tmp_path / "out").glob(".*partial"))
+
+
+def test_a_resolution_change_is_fitted_whole(tmp_path: Path) -> None:
+    small = np.zeros((48, 64, 3), np.uint8)
+    large = np.zeros((96, 128, 3), np.uint8)
+    large[64:, 96:] = 255  # a white block in the corner a crop to 64x48 would cut off
+    path = tmp_path / "changing.mp4"
+    with video.VideoWriter(path, 64, 48, 10) as writer:
+        for image in (small, large, small):
+            writer.write(image)
+    frames = [frame.image for frame in iter_frames(path)]
+    assert [frame.shape for frame in frames] == [(48, 64, 3)] * 3
+    assert frames[1][36:, 52:].mean() > 200 and frames[1][:28, :44].mean() < 30
+    wide = video.letterbox(np.full((10, 20, 3), 255, np.uint8), 10, 10)  # another shape: black bars, no stretch
+    assert wide[:2].max() == 0 and wide[8:].max() == 0 and wide[3:7].min() == 255
+
+
+def test_a_failed_finish_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_video(tmp_path / "in.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264")
+    real_close = video.VideoWriter.close
+
+    def close_on_a_full_disk(self: video.VideoWriter) -> None:
+        real_close(self)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(video.VideoWriter, "close", close_on_a_full_disk)
+    with pytest.raises(OSError, match="No space"):
+        analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_video_too_thin_to_encode_names_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_video(tmp_path / "thin.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264")
+    real_probe = video.probe_video
+    monkeypatch.setattr(video, "probe_video", lambda p: dataclasses.replace(real_probe(p), width=1))
+    with pytest.raises(VideoError, match=r"thin\.mp4: a 1x48 video is too small"):
+        analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
 
 
 class StubPipeline:
