@@ -82,8 +82,8 @@ def file_stamp(path: Path) -> float | None:
 
 
 @st.cache_resource(show_spinner="Loading the emotion models…", max_entries=4)
-def load_ensemble(folder: str, runtime_name: str, device_name: str, stamp: float | None = None) -> Ensemble:
-    """Once per process for all sessions (`stamp` only keys the cache)."""
+def load_ensemble(folder: str, runtime_name: str, device_name: str, stamp: tuple[float | None, ...] = ()) -> Ensemble:
+    """Once per process for all sessions (`stamp` only keys the cache: ensemble.json's and the members' times)."""
     return Ensemble.load(folder, runtime=runtime_name, device=device_name)
 
 
@@ -117,7 +117,8 @@ def load_explainer(checkpoint: str) -> FaceExplainer:
 
 def ensemble() -> Ensemble:
     folder = weights_dir()
-    return load_ensemble(str(folder), runtime(), device(), file_stamp(folder / ENSEMBLE_FILE))
+    files = [folder / ENSEMBLE_FILE, *sorted(folder.glob("*.pt"))]  # a member swapped in place is seen too
+    return load_ensemble(str(folder), runtime(), device(), tuple(file_stamp(path) for path in files))
 
 
 #: The sidebar's ceiling on faces per image: beyond it a photo is a crowd scene, not a set of expressions to read.

@@ -37,13 +37,26 @@ def to_gray(crop: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
+def to_uint8(crop: np.ndarray) -> np.ndarray:
+    """Any pixel type to 0..255 uint8 by its own range: floats in [0, 1] (scikit-image's convention) are scaled,
+    not clipped to black; 16-bit is divided by 257, not clipped to white; other floats and ints are clipped."""
+    if crop.dtype == np.uint8:
+        return crop
+    if crop.dtype == np.bool_:
+        return crop.astype(np.uint8) * 255
+    if crop.dtype == np.uint16:
+        return np.round(crop / 257.0).astype(np.uint8)
+    values = crop.astype(np.float64)
+    if np.issubdtype(crop.dtype, np.floating) and values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        values = values * 255.0
+    return np.round(np.clip(values, 0, 255)).astype(np.uint8)
+
+
 def prepare_batch(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     """Face crops to one (N, 1, size, size) uint8 batch (area resize when shrinking, as FER did)."""
     batch = np.empty((len(crops), 1, size, size), dtype=np.uint8)
     for i, crop in enumerate(crops):
-        gray = to_gray(np.asarray(crop))
-        if gray.dtype != np.uint8:
-            gray = np.clip(gray, 0, 255).astype(np.uint8)
+        gray = to_gray(to_uint8(np.asarray(crop)))
         shrinking = gray.shape[0] > size or gray.shape[1] > size
         batch[i, 0] = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return batch

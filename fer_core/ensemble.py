@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from fer_core.checkpoint import CheckpointError
 from fer_core.classifier import EmotionClassifier, prepare_batch
+from fer_core.export import file_sha256
 from fer_core.tta import NO_TTA, tta_from_spec, tta_views
 
 ENSEMBLE_KEY = "ensemble"
@@ -72,7 +74,15 @@ class Ensemble:
         if not spec_path.is_file():
             raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
         spec = json.loads(spec_path.read_text())
+        for entry in spec["models"]:
+            check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
         members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]
+        names = [member.name for member in members]
+        if len(set(names)) != len(names) or ENSEMBLE_KEY in names:
+            raise CheckpointError(
+                f"{spec_path}: members are named {names}; each needs its own name, and not {ENSEMBLE_KEY!r} "
+                "(their probabilities are keyed by name): train one with --name"
+            )
         weights = {member.name: float(m["weight"]) for member, m in zip(members, spec["models"], strict=True)}
         return cls(members, weights, tta_from_spec(spec), spec)
 
@@ -96,6 +106,18 @@ class Ensemble:
     def predict(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         size = self.members[0].config.input_size
         return self.predict_batch(prepare_batch(crops, size))
+
+
+def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path) -> None:
+    """A member file replaced after the fit would run with weights and TTA fitted for another network."""
+    if expected_sha256 is None or not path.is_file():
+        return  # a spec without hashes (hand-written), or a missing file, which loading reports
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {actual[:12]} is not the {expected_sha256[:12]} that {spec_path} was fitted with; "
+            "run python -m fer_core.fit_ensemble again for this pair"
+        )
 
 
 def write_spec(path: str | Path, spec: dict[str, Any]) -> None:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from fer_core import cli
 from fer_core.checkpoint import load_classifier
-from fer_core.data import load_fer2013
+from fer_core.data import FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, fit_weight, write_spec
 from fer_core.evaluate import predict_split
 from fer_core.export import file_sha256
@@ -38,18 +41,30 @@ def main(argv: list[str] | None = None) -> None:
     loaded_models = [load_classifier(source) for source in args.models]
     if loaded_models[0].name == loaded_models[1].name:  # one file name and one probability column for both
         parser.error(f"both checkpoints are named {loaded_models[0].name!r}; train one with --name to tell them apart")
+    val = load_fer2013(args.data)[VAL_SPLIT]  # before anything is written: a wrong --data changes nothing
     args.out.mkdir(parents=True, exist_ok=True)
-    members = []
-    for source, loaded in zip(args.models, loaded_models, strict=True):
-        target = args.out / f"{loaded.name}.pt"
-        if source.resolve() != target.resolve():
-            shutil.copyfile(source, target)
-        members.append({"name": loaded.name, "file": target.name, "weight": 0.5, "sha256": file_sha256(target)})
-    spec = {"models": members, "tta": NO_TTA, "selected_on": VAL_SPLIT}
-    write_spec(args.out / ENSEMBLE_FILE, spec)
+    # Fitted in a staging folder beside the output and moved in at the end, so an interrupted refit (many
+    # minutes on a CPU) never leaves new checkpoints with an unfitted ensemble.json in a folder the app reads.
+    with tempfile.TemporaryDirectory(prefix=".fit_ensemble_", dir=args.out) as staging_dir:
+        staging = Path(staging_dir)
+        spec = fit(args.models, [loaded.name for loaded in loaded_models], val, staging, args.runtime)
+        for member in spec["models"]:
+            os.replace(staging / member["file"], args.out / member["file"])
+        os.replace(staging / ENSEMBLE_FILE, args.out / ENSEMBLE_FILE)
+    print(json.dumps({"tta": spec["tta"], "weights": {m["name"]: m["weight"] for m in spec["models"]}}))
 
-    val = load_fer2013(args.data)[VAL_SPLIT]
-    loaded = Ensemble.load(args.out, runtime=args.runtime)
+
+def fit(sources: list[Path], names: list[str], val: FerSplit, folder: Path, runtime: str) -> dict[str, Any]:
+    """Copy the two checkpoints into `folder`, fit weight and TTA set on `val`, write and return ensemble.json."""
+    members = []
+    for source, name in zip(sources, names, strict=True):
+        target = folder / f"{name}.pt"
+        shutil.copyfile(source, target)
+        members.append({"name": name, "file": target.name, "weight": 0.5, "sha256": file_sha256(target)})
+    spec: dict[str, Any] = {"models": members, "tta": NO_TTA, "selected_on": VAL_SPLIT}
+    write_spec(folder / ENSEMBLE_FILE, spec)
+
+    loaded = Ensemble.load(folder, runtime=runtime)
     results = {}
     for tta in TTA_SETS:
         probs = predict_split(loaded.with_tta(tta), val)
@@ -75,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             ENSEMBLE_KEY + "_weight_of_first": chosen["weight"],
         },
     )
-    write_spec(args.out / ENSEMBLE_FILE, spec)
-    print(json.dumps({"tta": chosen_tta, "weights": {m["name"]: m["weight"] for m in members}}))
+    write_spec(folder / ENSEMBLE_FILE, spec)
+    return spec
 
 
 if __name__ == "__main__":

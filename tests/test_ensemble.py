@@ -8,8 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from fer_core import classifier
+from fer_core import classifier, fit_ensemble
+from fer_core.checkpoint import CheckpointError
+from fer_core.data import FerDataError
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write_spec
+from fer_core.export import file_sha256
 from fer_core.fit_ensemble import main as fit_ensemble_main
 from fer_core.tta import TTA_SETS, View, tta_from_spec
 
@@ -47,6 +50,55 @@ def test_fit_ensemble_refuses_two_members_with_one_name(tmp_path, fake_weights, 
         fit_ensemble_main(["--data", str(tmp_path), "--models", str(member), str(member), "--out", str(tmp_path / "o")])
     assert "both checkpoints are named 'A_crp'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def fit_args(fake_weights, data, out):
+    members = [str(fake_weights / "A_crp.pt"), str(fake_weights / "B_mixcut.pt")]
+    return ["--data", str(data), "--models", *members, "--out", str(out)]
+
+
+def test_fit_ensemble_writes_a_checked_spec_and_nothing_else(tmp_path, fake_weights, tiny_csv):
+    out = tmp_path / "weights"
+    fit_ensemble_main(fit_args(fake_weights, tiny_csv, out))
+    assert sorted(p.name for p in out.iterdir()) == ["A_crp.pt", "B_mixcut.pt", "ensemble.json"]  # no staging left
+    spec = json.loads((out / "ensemble.json").read_text())
+    assert sum(m["weight"] for m in spec["models"]) == pytest.approx(1.0)
+    assert spec["tta"] in TTA_SETS and spec["public_test"]["ensemble_accuracy"] > 0
+    assert Ensemble.load(out, runtime="torch").names == ["A_crp", "B_mixcut"]  # the recorded hashes match
+
+
+@pytest.mark.parametrize("failure", ["bad data", "interrupted"])
+def test_a_failed_refit_leaves_the_shipped_folder_as_it_was(tmp_path, fake_weights, tiny_csv, monkeypatch, failure):
+    out = tmp_path / "weights"
+    shutil.copytree(fake_weights, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    data = tmp_path / "typo.csv" if failure == "bad data" else tiny_csv
+    if failure == "interrupted":  # Ctrl-C during the minutes of PublicTest predictions
+        monkeypatch.setattr(fit_ensemble, "predict_split", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(FerDataError if failure == "bad data" else KeyboardInterrupt):
+        fit_ensemble_main(fit_args(fake_weights, data, out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_loading_refuses_a_member_replaced_after_the_fit(tmp_path, fake_weights):
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    for member in spec["models"]:
+        member["sha256"] = file_sha256(folder / member["file"])
+    write_spec(folder / "ensemble.json", spec)
+    assert Ensemble.load(folder, runtime="torch").names == ["A_crp", "B_mixcut"]
+    shutil.copyfile(folder / "B_mixcut.pt", folder / "A_crp.pt")  # a new stage dropped in without a refit
+    with pytest.raises(CheckpointError, match=r"A_crp\.pt: sha256 .* run python -m fer_core.fit_ensemble again"):
+        Ensemble.load(folder, runtime="torch")
+
+
+def test_loading_refuses_members_whose_names_would_collide(tmp_path, fake_weights):
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    spec["models"][1]["file"] = "A_crp.pt"  # both members the same network: one probability column
+    write_spec(folder / "ensemble.json", spec)
+    with pytest.raises(CheckpointError, match=r"members are named \['A_crp', 'A_crp'\]"):
+        Ensemble.load(folder, runtime="torch")
 
 
 def test_loaded_ensemble_predicts_members_and_mix(fake_weights):
@@ -125,3 +177,14 @@ def test_large_batches_reach_the_runtime_in_chunks(fake_weights, monkeypatch):
     monkeypatch.setattr(classifier, "MAX_RUNTIME_BATCH", 4)
     np.testing.assert_allclose(member.predict_batch(batch, "flip_rot8"), whole, rtol=1e-5, atol=1e-6)
     assert max(sizes) == 4 and sum(sizes) == 10 * len(TTA_SETS["flip_rot8"].views)
+
+
+def test_crops_of_any_pixel_type_are_scaled_by_their_own_range():
+    gray = np.random.default_rng(0).integers(0, 256, size=(60, 50), dtype=np.uint8)
+    expected = classifier.prepare_batch([gray], 48)
+    as_float = gray / 255.0  # scikit-image's convention
+    as_uint16 = gray.astype(np.uint16) * 257
+    as_float_255 = gray.astype(np.float32)
+    rgb_float = np.repeat(as_float[:, :, None], 3, axis=2).astype(np.float32)
+    for crop in (as_float, as_uint16, as_float_255, rgb_float):
+        np.testing.assert_array_equal(classifier.prepare_batch([crop], 48), expected)
