@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from fer_core import cli
 from fer_core.classifier import EmotionClassifier
 from fer_core.evaluate import main as evaluate_main
+from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
 from fer_core.predict import iter_inputs
 from fer_core.predict import main as predict_main
@@ -41,6 +42,8 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     assert np.asarray(ensemble["confusion"]).sum() == 35
     assert set(ensemble["per_class"]) == set(EMOTIONS)
     assert (out / "confusion_ensemble.png").stat().st_size > 1000
+    hashes = {name: file_sha256(fake_weights / f"{name}.pt") for name in ("A_crp", "B_mixcut")}
+    assert metrics["weights"] == {"tta": "none", "members": hashes}  # what the model card checks
 
 
 def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkeypatch):

@@ -7,11 +7,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fer_core.checkpoint import read_checkpoint, save_checkpoint
+from fer_core.cli import UserInputError
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
 from fer_core.model_card import metrics_table, render, weakest_classes
+
+
+def weights_of(folder: Path, tta: str = "none") -> dict:
+    """The `weights` block fer_core.evaluate writes for the fake weights."""
+    return {"tta": tta, "members": {name: file_sha256(folder / f"{name}.pt") for name in ("A_crp", "B_mixcut")}}
 
 
 def metrics_with(confusion: np.ndarray, split: str = "PrivateTest") -> dict:
@@ -44,12 +51,28 @@ def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
     weights = tmp_path / "weights"
     shutil.copytree(fake_weights, weights)  # the fixture is shared by the session: leave it as it is
     confusion = np.diag([5, 1, 5, 9, 5, 5, 5])
-    (weights / "metrics_PrivateTest.json").write_text(json.dumps(metrics_with(confusion)))
+    (weights / "metrics_PrivateTest.json").write_text(
+        json.dumps(metrics_with(confusion) | {"weights": weights_of(weights)})
+    )
     card = render(weights)
     assert "## PrivateTest (n = 35)" in card and "Weakest classes" in card
     for path in weights.iterdir():
         if path.is_file():
             assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
+
+
+@pytest.mark.parametrize("stale", ["other TTA", "other network", "unrecorded"])
+def test_render_refuses_metrics_of_other_weights(tmp_path, fake_weights, stale):
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    used = weights_of(weights, tta="flip" if stale == "other TTA" else "none")
+    if stale == "other network":
+        used["members"]["A_crp"] = file_sha256(weights / "B_mixcut.pt")
+    metrics = metrics_with(np.diag([5, 1, 5, 9, 5, 5, 5]), split="PublicTest")
+    if stale != "unrecorded":
+        metrics["weights"] = used
+    (weights / "metrics_PublicTest.json").write_text(json.dumps(metrics))
+    with pytest.raises(UserInputError, match=r"metrics_PublicTest\.json: .*run python -m fer_core\.evaluate again"):
+        render(weights)
 
 
 def render_with_meta(tmp_path: Path, fake_weights: Path, file: str, **meta: object) -> str:
