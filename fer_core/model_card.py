@@ -63,8 +63,9 @@ def weakest_classes(metrics: dict[str, Any], model: str = "ensemble", count: int
     rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)  # row i: where true class i went
     recall = np.diag(rates)
     mistakes = rates - np.diag(recall)
+    present = np.flatnonzero(confusion.sum(1) > 0)  # a class with no faces in the split has no recall at all
     parts = []
-    for cls in np.argsort(recall)[:count]:
+    for cls in present[np.argsort(recall[present], kind="stable")][:count]:
         other = int(mistakes[cls].argmax())
         parts.append(
             f"`{EMOTIONS[cls]}` ({pct(recall[cls])} recall; {pct(rates[cls, other])} taken for `{EMOTIONS[other]}`)"

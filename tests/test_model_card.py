@@ -47,6 +47,14 @@ def test_weakest_classes_reads_recall_and_the_main_confusion():
     )
 
 
+def test_weakest_classes_leave_out_classes_the_split_lacks():
+    confusion = np.diag([10, 0, 3, 10, 10, 10, 10])  # no disgust faces at all (a subset of FER)
+    confusion[2, 4] = 7
+    assert weakest_classes(metrics_with(confusion), count=1) == (
+        "Weakest classes of the ensemble on PrivateTest: `fear` (30.0 % recall; 70.0 % taken for `sad`)."
+    )
+
+
 def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
     weights = tmp_path / "weights"
     shutil.copytree(fake_weights, weights)  # the fixture is shared by the session: leave it as it is
