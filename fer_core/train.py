@@ -90,6 +90,58 @@ class TrainConfig:
                 raise ValueError(f"unknown {option} {getattr(self, option)!r}; known: {', '.join(known)}")
 
 
+#: What a resumed run must share with the run it continues: everything that changes the network, the loss, the
+#: optimiser or the data it sees. Threads, device, memory layout, batch size for evaluation and the per-invocation
+#: `stop_after` / `time_budget` may change; `epochs` may with --reschedule.
+RESUME_MUST_MATCH = (
+    "recipe",
+    "schedule",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_pct",
+    "label_smoothing",
+    "class_weight_power",
+    "stem_stride",
+    "dropout",
+    "stochastic_depth",
+    "seed",
+    "limit",
+    "val_limit",
+    "soft_labels",
+    "distill_alpha",
+)
+
+
+def typed_config_values(loaded: dict[str, Any], source: Path) -> dict[str, Any]:
+    """--config values as their fields' types: YAML reads `3e-3` (no dot) as a string, which failed epochs later."""
+    kinds = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)] for f in fields(TrainConfig)}
+    typed = {}
+    for key, value in loaded.items():
+        try:
+            typed[key] = as_field_type(kinds[key], value)
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{source}: {key}: {value!r} is not a valid {kinds[key].__name__} ({error})") from None
+    return typed
+
+
+def as_field_type(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError("expected true or false")
+    if kind is str:
+        if isinstance(value, dict | list):
+            raise ValueError("expected text")
+        return "" if value is None else str(value)
+    number = float(value)
+    if kind is int:
+        if not number.is_integer():
+            raise ValueError("expected a whole number")
+        return int(number)
+    return number
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
     parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="YAML/JSON file of TrainConfig fields; flags override it")
@@ -115,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
         unknown = set(loaded) - {f.name for f in fields(TrainConfig)}
         if unknown:
             parser.error(f"{args.config}: unknown keys {sorted(unknown)}")
-        values.update(loaded)
+        values.update(typed_config_values(loaded, args.config))
     values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
     try:
         config = TrainConfig(**values)
@@ -373,7 +425,9 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    dataset = load_fer2013(cfg.data, skip_bad=cfg.skip_bad, seed=cfg.seed)
+    # The carved validation split (sources without PublicTest) is part of the data, not of the run: seed 0 as in
+    # fit_ensemble, evaluate and distill, so every tool selects and fits on the same faces whatever --seed is.
+    dataset = load_fer2013(cfg.data, skip_bad=cfg.skip_bad)
     train_x, train_y = to_tensors(dataset[TRAIN_SPLIT], cfg.limit, cfg.seed)
     val_x, val_y = to_tensors(dataset[VAL_SPLIT], cfg.val_limit, cfg.seed)
     fingerprint = dataset.fingerprint()
@@ -413,8 +467,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         training = state["training"]
         if training["config"].get("time_budget") and not reschedule:
             cfg.epochs = training["config"]["epochs"]  # a budgeted run already fitted its length: keep it
-        keys = ("recipe", "schedule", "batch_size", "lr", "seed", "limit", "soft_labels", "distill_alpha")
-        keys += () if reschedule else ("epochs",)
+        keys = RESUME_MUST_MATCH + (() if reschedule else ("epochs",))
         defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
         changed = [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
@@ -485,6 +538,25 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
             row["epoch_seconds"] = time.perf_counter() - began
             train_seconds += row["epoch_seconds"]
             history.append(row)
+        # Decided before the checkpoints are written, so a last.pt saved now already holds the fitted plan.
+        if cfg.time_budget and epoch - start_epoch == 1:  # decide once, on the 2nd epoch: the 1st carries warm-up
+            fitted = epochs_within_budget(
+                cfg.epochs,
+                epoch + 1,
+                cfg.time_budget,
+                time.perf_counter() - loop_began,
+                1.05 * (time.perf_counter() - began),
+            )
+            if dist_info.world_size > 1:  # every rank must follow rank 0's decision
+                decision = torch.tensor([fitted], device=dist_info.device)
+                dist.broadcast(decision, src=0)
+                fitted = int(decision.item())
+            if fitted != cfg.epochs:
+                if dist_info.is_main:
+                    log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)
+                cfg.epochs = fitted
+                retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
+        if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(history).to_csv(out / "history.csv", index=False)
             metrics = {"val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"], "epoch": epoch + 1}
@@ -519,23 +591,6 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 row["val_macro_f1"],
                 row["epoch_seconds"],
             )
-        if cfg.time_budget and epoch - start_epoch == 1:  # decide once, on the 2nd epoch: the 1st carries warm-up
-            fitted = epochs_within_budget(
-                cfg.epochs,
-                epoch + 1,
-                cfg.time_budget,
-                time.perf_counter() - loop_began,
-                1.05 * (time.perf_counter() - began),
-            )
-            if dist_info.world_size > 1:  # every rank must follow rank 0's decision
-                decision = torch.tensor([fitted], device=dist_info.device)
-                dist.broadcast(decision, src=0)
-                fitted = int(decision.item())
-            if fitted != cfg.epochs:
-                if dist_info.is_main:
-                    log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)
-                cfg.epochs = fitted
-                retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
         if dist_info.world_size > 1:
             dist.barrier()
         epoch += 1

@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
+from fer_core.data import load_fer2013
 from fer_core.export import file_sha256
 from fer_core.models import ModelConfig, build_model
 from fer_core.train import TrainConfig, epochs_within_budget, recalibrate_batchnorm
 from fer_core.train import main as train_main
 from tests.conftest import REPO
+from tests.fer_fixtures import write_fer_folder
 
 
 def parameter_keys(state: dict[str, torch.Tensor]) -> list[str]:
@@ -164,6 +166,49 @@ def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
     assert state["config"]["epochs"] == 3
     assert read_checkpoint(out / "last.pt")["meta"]["train_config"]["epochs"] == 3
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end
+
+
+def test_a_budgeted_run_split_after_its_second_epoch_resumes_exactly(tmp_path, tiny_csv):
+    """The budget decision comes before the epoch-2 checkpoint, so last.pt already holds the fitted plan."""
+    budgeted = ["--time-budget", "0.001", "--epochs", "50", *TINY[2:]]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_main(["--data", str(tiny_csv), "--out", str(straight), *budgeted])
+    train_main(["--data", str(tiny_csv), "--out", str(split), "--stop-after", "2", *budgeted])
+    assert read_checkpoint(split / "last.pt")["training"]["config"]["epochs"] == 3
+    train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *budgeted])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(straight / "history.csv").drop(columns="epoch_seconds"),
+        pd.read_csv(split / "history.csv").drop(columns="epoch_seconds"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--stem-stride", "1"), ("--dropout", "0.5"), ("--weight-decay", "0.1"), ("--val-limit", "5")]
+)
+def test_resume_refuses_any_change_to_the_network_loss_or_optimiser(tmp_path, tiny_csv, flag, value):
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
+    changed = [*TINY, flag, value]  # the later flag wins
+    with pytest.raises(SystemExit, match=f"{flag[2:].replace('-', '_')} differ"):
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *changed])
+
+
+def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
+    config = tmp_path / "a.yaml"
+    config.write_text(f"data: {tiny_csv}\nlr: 3e-3\nepochs: 1\nbatch_size: 16\nstem_stride: 2\nthreads: 1\n")
+    train_main(["--config", str(config), "--out", str(tmp_path / "a")])  # YAML reads 3e-3 as the string '3e-3'
+    assert load_classifier(tmp_path / "a" / "best.pt").meta["train_config"]["lr"] == 0.003
+    config.write_text(f"data: {tiny_csv}\nepochs: 2.5\n")
+    with pytest.raises(SystemExit, match=r"a\.yaml: epochs: 2\.5 is not a valid int \(expected a whole number\)"):
+        train_main(["--config", str(config), "--out", str(tmp_path / "b")])
+
+
+def test_carved_validation_split_does_not_follow_the_run_seed(tmp_path):
+    """fit_ensemble, evaluate and distill load the data with the default split: training must select on it too."""
+    root = write_fer_folder(tmp_path / "fer", per_class=4, prefixes=False)
+    train_main(["--data", str(root), "--out", str(tmp_path / "run"), "--seed", "5", "--stop-after", "1", *TINY])
+    meta = load_classifier(tmp_path / "run" / "best.pt").meta
+    assert meta["data_fingerprint"] == load_fer2013(root).fingerprint()
 
 
 def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_path, tiny_csv):
