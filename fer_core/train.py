@@ -261,11 +261,14 @@ def train_one_epoch(
 ) -> dict[str, float]:
     recipe = RECIPES[cfg.recipe]
     device = dist_info.device
-    torch.manual_seed(cfg.seed * 100_003 + epoch)
-    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    order = torch.randperm(len(labels), generator=generator)
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))
+    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    order = torch.randperm(len(labels), generator=generator)  # one shuffle shared by every rank, then sharded
     per_rank = len(order) // dist_info.world_size
     order = order[dist_info.rank * per_rank : (dist_info.rank + 1) * per_rank]
+    if dist_info.rank:  # the draws after the shuffle (augmentation, dropout, MixUp/CutMix) must differ by rank
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, dist_info.rank))
+        generator.manual_seed(epoch_seed(cfg.seed, epoch, dist_info.rank))
     steps = max(1, len(order) // cfg.batch_size)
     model.train()
     total_loss: torch.Tensor | float = 0.0
@@ -297,9 +300,26 @@ def train_one_epoch(
         targets.append(y)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    scores = summary_metrics(torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy())
-    mean_loss = float(total_loss) / max(seen, 1)
+    all_preds, all_targets = torch.cat(preds), torch.cat(targets)
+    totals = torch.tensor([float(total_loss), float(seen)], dtype=torch.float64, device=all_preds.device)
+    if dist_info.world_size > 1:  # every rank's shard, not rank 0's alone (the shards are equal in size)
+        dist.all_reduce(totals)
+        all_preds, all_targets = gather_from_ranks(all_preds, dist_info), gather_from_ranks(all_targets, dist_info)
+    scores = summary_metrics(all_targets.cpu().numpy(), all_preds.cpu().numpy())
+    mean_loss = float(totals[0] / totals[1].clamp(min=1))
     return {"train_loss": mean_loss, "train_acc": scores["accuracy"], "train_macro_f1": scores["macro_f1"]}
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's random draws: rank 0 keeps the single-process stream, so runs resume exactly."""
+    base = seed * 100_003 + epoch
+    return base if rank == 0 else base * 1_009 + rank
+
+
+def gather_from_ranks(values: torch.Tensor, dist_info: Distributed) -> torch.Tensor:
+    parts = [torch.empty_like(values) for _ in range(dist_info.world_size)]
+    dist.all_gather(parts, values)
+    return torch.cat(parts)
 
 
 def validate(

@@ -16,7 +16,7 @@ from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.data import load_fer2013
 from fer_core.export import file_sha256
 from fer_core.models import ModelConfig, build_model
-from fer_core.train import TrainConfig, epochs_within_budget, recalibrate_batchnorm
+from fer_core.train import TrainConfig, epoch_seed, epochs_within_budget, recalibrate_batchnorm
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 from tests.fer_fixtures import write_fer_folder
@@ -120,7 +120,7 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny_csv):
         "--out",
         str(out),
         "--epochs",
-        "1",
+        "2",
         "--batch-size",
         "8",
         "--stem-stride",
@@ -131,7 +131,10 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny_csv):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_classifier(out / "best.pt").meta["world_size"] == 2
-    assert len(pd.read_csv(out / "history.csv")) == 1
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 2
+    # Training metrics cover both shards (48 faces), not rank 0's 24: an odd count of right answers proves it.
+    assert any(round(acc * 48) % 2 for acc in history["train_acc"]), list(history["train_acc"] * 48)
 
 
 def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv):
@@ -201,6 +204,12 @@ def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
     config.write_text(f"data: {tiny_csv}\nepochs: 2.5\n")
     with pytest.raises(SystemExit, match=r"a\.yaml: epochs: 2\.5 is not a valid int \(expected a whole number\)"):
         train_main(["--config", str(config), "--out", str(tmp_path / "b")])
+
+
+def test_each_rank_draws_its_own_augmentation_and_rank_0_keeps_the_single_process_stream():
+    assert epoch_seed(3, 7) == epoch_seed(3, 7, rank=0) == 3 * 100_003 + 7
+    seeds = {epoch_seed(3, 7, rank) for rank in range(8)} | {epoch_seed(3, 8, rank) for rank in range(8)}
+    assert len(seeds) == 16
 
 
 def test_carved_validation_split_does_not_follow_the_run_seed(tmp_path):
