@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--cache", choices=("ram", "disk"), default=None, help="cache decoded images (faster epochs)")
-    p.add_argument("--patience", type=int, default=50)
+    # ultralytics' val set is the dev-val that AP is reported on: early stopping (and its best.pt) would select on
+    # it, so both are off by default and the last epoch is what gets exported.
+    p.add_argument("--patience", type=int, default=0, help="early stopping on dev-val fitness (0: off)")
     p.add_argument("--time", type=float, default=None, help="hours to train; overrides --epochs (ultralytics 'time')")
     p.add_argument("--no-val", action="store_true", help="validate only after the last epoch (short GPU leases)")
     p.add_argument("--seed", type=int, default=0, help="training seed and WIDER event split seed")
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-fraction", type=float, default=ConversionConfig.train_event_fraction)
     p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    p.add_argument("--export-to", type=Path, default=DEFAULT_WEIGHTS, help="where best.pt is copied")
+    p.add_argument("--export-to", type=Path, default=DEFAULT_WEIGHTS, help="where the last epoch's weights go")
     p.add_argument("--quiet", action="store_true", help="hide ultralytics' per-epoch output")
     p.add_argument("--prepare-only", action="store_true", help="convert the data, then stop")
     return p
@@ -220,12 +222,15 @@ def train(args: argparse.Namespace) -> Path | None:
             model = ultralytics.YOLO(args.model, task="detect")
             model.train(**train_kwargs(args, data_yaml))
             save_dir = Path(model.trainer.save_dir)
-    best = save_dir / "weights" / "best.pt"
-    if not best.is_file():
-        best = save_dir / "weights" / "last.pt"
-    target = export(best, args.export_to)
-    print(f"exported {best} -> {target}\n{LICENSE_NOTE}")
+    final = final_weights(save_dir)
+    target = export(final, args.export_to)
+    print(f"exported {final} -> {target}\n{LICENSE_NOTE}")
     return target
+
+
+def final_weights(save_dir: Path) -> Path:
+    """The last epoch, never ultralytics' best.pt: that one is chosen on its val set, the dev-val we report on."""
+    return save_dir / "weights" / "last.pt"
 
 
 def main(argv: list[str] | None = None) -> int:

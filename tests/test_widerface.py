@@ -216,6 +216,11 @@ def test_train_detector_arguments(tmp_path: Path) -> None:
     assert kwargs["pretrained"] is False and kwargs["plots"] is False and kwargs["single_cls"] is True
     assert kwargs["epochs"] == 3 and kwargs["name"] == "face" and "device" not in kwargs
     assert "time" not in kwargs and "val" not in kwargs
+    assert kwargs["patience"] == 0  # early stopping would select on the dev-val that AP is reported on
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    for name in ("best.pt", "last.pt"):
+        (tmp_path / "run" / "weights" / name).write_bytes(b"")
+    assert train_detector.final_weights(tmp_path / "run").name == "last.pt"
     timed = train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--time", "0.1", "--no-val"])
     timed_kwargs = train_detector.train_kwargs(timed, tmp_path / "data.yaml")
     assert timed_kwargs["time"] == 0.1 and timed_kwargs["val"] is False
