@@ -9,7 +9,10 @@ import io
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import types
 import zlib
@@ -24,10 +27,11 @@ from PIL import Image
 from skimage.data import astronaut
 from streamlit.testing.v1 import AppTest
 
+from fer_core import video as fer_video
 from fer_core.ensemble import write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline import Pipeline
+from fer_core.pipeline import ImageResult, Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
@@ -96,6 +100,21 @@ def face_grid(rows: int = 6, cols: int = 10) -> np.ndarray:
 def chart_titles(at: AppTest) -> list[str]:
     layouts = [json.loads(chart.proto.spec)["layout"] for chart in at.get("plotly_chart")]
     return [layout.get("title", {}).get("text", "") for layout in layouts]
+
+
+def test_streamlit_reads_the_projects_limits_and_privacy_settings() -> None:
+    """What `streamlit run app/main.py` from the repository root applies: upload cap, no telemetry, no tracebacks."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "streamlit", "config", "show"], cwd=REPO, capture_output=True, text=True, timeout=120
+    ).stdout
+    for setting in (
+        "maxUploadSize = 200",
+        "gatherUsageStats = false",
+        'showErrorDetails = "type"',
+        "headless = true",
+        'fileWatcherType = "none"',
+    ):
+        assert f"\n{setting}\n" in shown, setting
 
 
 def test_missing_weights_gives_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,6 +299,37 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]  # a new track, not the old one continued
 
 
+def test_live_callback_never_waits_for_the_models() -> None:
+    """Frames arriving while the models are busy are skipped, not queued, and the callback returns at once."""
+    from app.live import LiveStore, TrackerSettings
+
+    release, calls = threading.Event(), []
+
+    def slow_pipe(image: np.ndarray) -> ImageResult:
+        calls.append(image)
+        release.wait(30)
+        return ImageResult([], image.shape[1], image.shape[0])
+
+    def wait_for(condition: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    store = LiveStore()
+    store.configure(slow_pipe, TrackerSettings())  # type: ignore[arg-type]
+    frames = [np.full((48, 64, 3), value, np.uint8) for value in range(5)]
+    assert store.process(frames[0]) is frames[0]
+    wait_for(lambda: len(calls) == 1)  # the analysis thread is now stuck in the model
+    began = time.monotonic()
+    for frame in frames[1:]:
+        assert store.process(frame) is frame
+    assert time.monotonic() - began < 1.0
+    release.set()
+    wait_for(lambda: store.status().frames == 2)
+    time.sleep(0.3)
+    assert store.status().frames == 2 and calls[1] is frames[-1]  # only the newest waiting frame was analysed
+
+
 def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path) -> None:
     from app.live import LiveStore, TrackerSettings
 
@@ -348,6 +398,15 @@ def clip(frames: int = 8) -> bytes:
 
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    written: list[tuple[Path, Path]] = []
+    real_analyse = fer_video.analyse_video
+
+    def recording_analyse(source: Path, pipe: Any, out_dir: Path, *args: Any, **kwargs: Any) -> Any:
+        written.append((Path(source), Path(out_dir)))
+        return real_analyse(source, pipe, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(fer_video, "analyse_video", recording_analyse)
+    outside = {folder: sorted(folder.iterdir()) for folder in (REPO, Path.cwd())}
     app.switch_page("views/video.py").run()
     app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4"))
     app.number_input(key="video_every").set_value(2)
@@ -359,6 +418,10 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     assert {b.label for b in app.get("download_button")} == {"Faces over time (CSV)", "Annotated video (mp4)"}
     assert len(app.get("plotly_chart")) == 2  # timeline + one face's probabilities
     assert list(tmp_path.iterdir()) == []  # the upload and outputs were deleted
+    (source, out_dir), *_ = written  # and they were only ever in a private temp folder
+    assert source.parent.parent == tmp_path and source.parent.name.startswith("fer_video_")
+    assert out_dir.parent == source.parent
+    assert {folder: sorted(folder.iterdir()) for folder in outside} == outside
 
     app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
     app.button(key="video_analyse").click().run()

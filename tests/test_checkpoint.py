@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,16 +39,21 @@ def test_foreign_torch_file_is_rejected(tmp_path):
 
 
 class Payload:
+    """Unpickling it would write a file: the proof that code inside a checkpoint ran."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
     def __reduce__(self):
-        return (print, ("this must never run",))
+        return (Path.write_text, (self.sentinel, "this must never run"))
 
 
 def test_pickled_code_is_refused_by_weights_only(tmp_path):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as handle:
-        pickle.dump({"format": "fer_core.classifier/1", "x": Payload()}, handle)
+    path, sentinel = tmp_path / "evil.pt", tmp_path / "ran.txt"
+    torch.save({"format": "fer_core.classifier/1", "x": Payload(sentinel)}, path)  # a real checkpoint container
     with pytest.raises(CheckpointError, match="not a readable"):
         read_checkpoint(path)
+    assert not sentinel.exists()
 
 
 def test_class_order_mismatch_is_reported(tmp_path):

@@ -36,6 +36,15 @@ def test_moving_face_keeps_one_id() -> None:
     assert ids == {1}
 
 
+def test_matching_is_optimal_not_greedy() -> None:
+    """Two neighbours moving right: greedy matching gives the first detection to the second track (IoU 0.82) and
+    leaves the second detection at IoU 0.18, under the threshold, so it would start a new id."""
+    tracker = FaceTracker(iou_threshold=0.3)
+    tracker.update([face((0, 0, 10, 10)), face((4, 0, 14, 10))])
+    moved = tracker.update([face((3, 0, 13, 10)), face((7, 0, 17, 10))])
+    assert [t.track_id for t in moved] == [1, 2]
+
+
 def test_far_box_gets_new_id_and_two_faces_do_not_swap() -> None:
     tracker = FaceTracker()
     first = tracker.update([face((0, 0, 50, 50)), face((200, 0, 250, 50))])
