@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.data import FerSplit, load_fer2013
-from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
-from fer_core.export import file_sha256
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.labels import EMOTIONS, SPLITS, TEST_SPLIT
 from fer_core.metrics import classification_report
 from fer_core.pipeline import DEFAULT_WEIGHTS
@@ -46,12 +45,6 @@ def evaluate_probs(split: FerSplit, probs: dict[str, np.ndarray]) -> dict[str, A
         "n": len(split),
         "models": {name: classification_report(split.labels, p) for name, p in probs.items()},
     }
-
-
-def weights_used(ensemble: Ensemble, folder: Path) -> dict[str, Any]:
-    """Which networks (sha256) and TTA set produced the figures: the model card refuses metrics of other weights."""
-    members = {entry["name"]: file_sha256(folder / entry["file"]) for entry in ensemble.spec["models"]}
-    return {"tta": ensemble.tta, "members": members}
 
 
 def save_confusion_png(confusion: list[list[int]], title: str, path: Path) -> None:
@@ -102,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tta == "off":
         ensemble = ensemble.with_tta(False)
     probs = predict_split(ensemble, split)
-    report = {**evaluate_probs(split, probs), "weights": weights_used(ensemble, args.weights)}
+    report = {**evaluate_probs(split, probs), "weights": weights_used(ensemble.spec, args.weights, ensemble.tta)}
     write_report(report, split, probs, args.out)
     for name, scores in report["models"].items():
         print(f"{name:>12}: accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}  (n={report['n']})")

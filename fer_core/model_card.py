@@ -19,7 +19,7 @@ import numpy as np
 from fer_core import cli
 from fer_core.checkpoint import read_checkpoint
 from fer_core.cli import UserInputError
-from fer_core.ensemble import ENSEMBLE_FILE
+from fer_core.ensemble import ENSEMBLE_FILE, weights_used
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
 from fer_core.tta import tta_from_spec, tta_set
@@ -181,11 +181,12 @@ def render(weights: Path) -> str:
             "- PublicTest ensemble accuracy by TTA set: " + ", ".join(f"`{k}` {pct(v)}" for k, v in by_tta.items())
         )
     out.append("")
+    expected_weights = weights_used(spec, weights, tta)  # hashed once for both metrics files
     for split in ("PrivateTest", "PublicTest"):
         path = weights / f"metrics_{split}.json"
         if path.is_file():
             metrics = json.loads(path.read_text())
-            check_metrics_belong(metrics, spec, weights, path)
+            check_metrics_belong(metrics, expected_weights, weights / ENSEMBLE_FILE, path)
             out += [f"## {split} (n = {metrics['n']}), from `python -m fer_core.evaluate --split {split}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
     for extra in sorted((weights / "card").glob("*.md")) if (weights / "card").is_dir() else []:
@@ -196,20 +197,16 @@ def render(weights: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def check_metrics_belong(metrics: dict[str, Any], spec: dict[str, Any], weights: Path, path: Path) -> None:
+def check_metrics_belong(metrics: dict[str, Any], expected: dict[str, Any], spec_path: Path, path: Path) -> None:
     """Figures measured on other networks or another TTA set must not be printed under these weights."""
     used = metrics.get("weights")
     if used is None:
         raise UserInputError(f"{path}: does not say which weights it measured; run python -m fer_core.evaluate again")
-    expected = {
-        "tta": tta_from_spec(spec),
-        "members": {entry["name"]: file_sha256(weights / entry["file"]) for entry in spec["models"]},
-    }
     if used != expected:
         raise UserInputError(
             f"{path}: measured with TTA {used.get('tta')!r} on {sorted(used.get('members', {}))} "
             f"(sha256 {', '.join(h[:12] for h in used.get('members', {}).values())}), not with the weights and TTA "
-            f"of {weights / ENSEMBLE_FILE}; run python -m fer_core.evaluate again and copy its metrics.json here"
+            f"of {spec_path}; run python -m fer_core.evaluate again and copy its metrics.json here"
         )
 
 
