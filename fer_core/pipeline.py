@@ -142,6 +142,10 @@ class Pipeline:
             raise RuntimeError("this pipeline was loaded without a face detector")
         return self.detector.detect(image_rgb)
 
+    def at_face_limit(self, n_faces: int) -> bool:
+        """Whether detection stopped at its `max_faces`: the image may hold more faces than were labelled."""
+        return self.detector is not None and n_faces >= self.detector.max_faces
+
     def analyse(self, image_rgb: np.ndarray, boxes: Sequence[FaceBox] | None = None) -> ImageResult:
         """Detect (unless `boxes` are given) and classify every face in one batch per model."""
         height, width = image_rgb.shape[:2]

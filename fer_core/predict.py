@@ -58,7 +58,7 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             records.append({"image": str(file), "error": str(err), "faces": []})
             continue
         faces = pipe.classify_crops([image]) if crops else pipe(image).faces
-        if pipe.detector is not None and len(faces) >= pipe.detector.max_faces:
+        if pipe.at_face_limit(len(faces)):
             print(f"warning: {file}: labelled the {len(faces)} most confident faces (--max-faces)", file=sys.stderr)
         records.append(
             {

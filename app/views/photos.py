@@ -122,7 +122,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], index: int, model: str,
         )
 
 
-def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pipeline, max_faces: int) -> None:
+def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pipeline) -> None:
     assert item.result is not None and item.image is not None
     result = item.result
     views = face_views(result, model)
@@ -130,10 +130,10 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
     with st.container(border=True):
         st.subheader(item.name)
         st.caption(f"{len(result.faces)} face(s) · {result.width}×{result.height} px · {ui.model_title(model)}")
-        if len(result.faces) >= max_faces:
+        if pipe.at_face_limit(len(result.faces)):
             st.warning(
-                f"{item.name}: labelled the {max_faces} most confident faces, the most allowed; it may hold more. "
-                "Raise 'Most faces per image' in the sidebar to label them.",
+                f"{item.name}: labelled the {len(result.faces)} most confident faces, the most allowed; it may hold "
+                "more. Raise 'Most faces per image' in the sidebar to label them.",
                 icon=":material/groups:",
             )
         if not result.faces:
@@ -223,7 +223,7 @@ def main() -> None:
     for message in errors:
         st.error(message, icon=":material/error:")
     for index, item in enumerate(good):
-        show_photo(item, index, model, show_cam, pipe, settings.max_faces)
+        show_photo(item, index, model, show_cam, pipe)
     if not good:
         return
 
