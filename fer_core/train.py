@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ RESUME_MUST_MATCH = (
 
 def typed_config_values(loaded: dict[str, Any], source: Path) -> dict[str, Any]:
     """--config values as their fields' types: YAML reads `3e-3` (no dot) as a string, which failed epochs later."""
-    kinds = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)] for f in fields(TrainConfig)}
+    kinds = {option.name: field_type(option) for option in fields(TrainConfig)}
     typed = {}
     for key, value in loaded.items():
         try:
@@ -123,6 +123,11 @@ def typed_config_values(loaded: dict[str, Any], source: Path) -> dict[str, Any]:
         except (TypeError, ValueError) as error:
             raise SystemExit(f"{source}: {key}: {value!r} is not a valid {kinds[key].__name__} ({error})") from None
     return typed
+
+
+def field_type(option: Field) -> type:
+    """A TrainConfig field's Python type (annotations are strings under `from __future__ import annotations`)."""
+    return {"int": int, "float": float, "str": str, "bool": bool}[str(option.type)]
 
 
 def as_field_type(kind: type, value: Any) -> Any:
@@ -153,10 +158,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
     )
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
-        if option.type in ("bool", bool):
+        kind = field_type(option)
+        if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            kind = {"int": int, "float": float, "str": str}[str(option.type)]
             extra = {"recipe": {"choices": sorted(RECIPES)}, "schedule": {"choices": SCHEDULES}}.get(option.name, {})
             parser.add_argument(flag, type=kind, default=None, **extra)
     args = parser.parse_args(argv)
