@@ -25,10 +25,20 @@ def test_box_drawn_in_emotion_colour_on_a_copy() -> None:
     assert (out[70:100, 100:200] != 0).any()  # caption above the box
 
 
+def caption_text_pixels(out: np.ndarray, background: tuple[int, int, int], fill: tuple[int, int, int]) -> int:
+    """Pixels that are neither the background nor the box/caption colour: the caption's (anti-aliased) letters."""
+    return int(((out != background).any(-1) & (out != fill).any(-1)).sum())
+
+
 @pytest.mark.parametrize("box", [(0, 0, 50, 50), (290, 200, 330, 260), (-20, -20, 400, 300), (10, 10, 10, 10)])
-def test_boxes_at_or_beyond_the_edges(box: tuple[float, float, float, float]) -> None:
-    out = draw_faces(np.zeros((240, 320, 3), np.uint8), [(box, "surprise", 0.5, None)])
-    assert out.any()
+def test_boxes_at_or_beyond_the_edges_keep_the_whole_caption(box: tuple[float, float, float, float]) -> None:
+    gray, fill = (90, 90, 90), EMOTION_COLORS["surprise"]
+    canvas = np.full((240, 320, 3), gray, np.uint8)  # same size as the reference: same automatic style
+    reference = draw_faces(canvas, [((100, 100, 200, 200), "surprise", 0.5, None)])  # room above and beside
+    out = draw_faces(canvas, [(box, "surprise", 0.5, None)])
+    letters = caption_text_pixels(reference, gray, fill)
+    assert letters > 50
+    assert caption_text_pixels(out, gray, fill) == letters  # moved, never clipped by the image border
 
 
 def test_gray_and_rgba_inputs_and_unknown_label() -> None:

@@ -237,6 +237,8 @@ def test_cli_end_to_end(
         return StubPipeline()
 
     monkeypatch.setattr(video.Pipeline, "load", load)
+    trackers: list[FaceTracker] = []
+    monkeypatch.setattr(video, "FaceTracker", lambda *args: trackers.append(FaceTracker(*args)) or trackers[-1])
     out = tmp_path / "cli"
     code = video.main(
         [
@@ -251,12 +253,23 @@ def test_cli_end_to_end(
             "haar",
             "--alpha",
             "0.3",
+            "--iou",
+            "0.4",
+            "--max-missed",
+            "3",
+            "--smoothing",
+            "window",
+            "--window",
+            "7",
             "--conf",
             "0.3",
         ]
     )
     assert code == 0
     assert loads == [{"weights": Path("w"), "runtime": "auto", "detector_backend": "haar", "conf": 0.3}]
+    (tracker,) = trackers
+    assert (tracker.alpha, tracker.iou_threshold, tracker.max_missed) == (0.3, 0.4, 3)
+    assert (tracker.smoothing, tracker.window) == ("window", 7)
     assert (out / "annotated.mp4").stat().st_size > 0
     table = pd.read_csv(out / "faces.csv")
     assert table["frame"].tolist() == [0, 4, 8, 12, 16] and set(table["face_id"]) == {1}
