@@ -75,6 +75,7 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     channels_last: bool = True  # NHWC: 1.8x faster steps on this 2-core CPU (python -m fer_core.bench_train)
+    cudnn_benchmark: bool = True  # CUDA: autotune convolutions; an H200 run spent ~50 s on its first step with it
     skip_bad: bool = False
     eval_batch_size: int = 512
     stop_after: int = 0  # end this invocation after N epochs (resume later): splits a schedule across sessions
@@ -462,7 +463,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     if dist_info.device.type == "cuda":  # 28.7k x 48 x 48 bytes: indexing on the GPU avoids a copy per step
         train_x, train_y = train_x.to(dist_info.device), train_y.to(dist_info.device)
         teacher_probs = None if teacher_probs is None else teacher_probs.to(dist_info.device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
 
     model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
     torch.manual_seed(cfg.seed)

@@ -16,7 +16,7 @@ from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.data import load_fer2013
 from fer_core.export import file_sha256
 from fer_core.models import ModelConfig, build_model
-from fer_core.train import TrainConfig, epoch_seed, epochs_within_budget, recalibrate_batchnorm
+from fer_core.train import TrainConfig, epoch_seed, epochs_within_budget, parse_args, recalibrate_batchnorm
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 from tests.fer_fixtures import write_fer_folder
@@ -75,6 +75,11 @@ def test_memory_layout_changes_speed_not_the_result():
     for (key, a), b in zip(nchw.named_parameters(), nhwc.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * float(a.grad.abs().max()), msg=key)
     assert TrainConfig().channels_last
+
+
+def test_cudnn_autotuning_can_be_switched_off_for_short_gpu_runs():
+    assert TrainConfig().cudnn_benchmark
+    assert not parse_args(["--data", "d", "--no-cudnn-benchmark"])[0].cudnn_benchmark
 
 
 def test_resume_refuses_a_changed_schedule(tmp_path, tiny_csv):
