@@ -11,10 +11,11 @@ class UserInputError(ValueError):
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Exit with `main`'s status; on a `UserInputError`, print `error: <message>` and exit 2 (as argparse does)."""
+    """Exit with `main`'s status; on a `UserInputError` or a missing file, print `error: <message>` and exit 2 (as
+    argparse does): a path the user typed wrong deserves the same one line as a malformed row."""
     try:
         status = main()
-    except UserInputError as err:
+    except (UserInputError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     raise SystemExit(status or 0)

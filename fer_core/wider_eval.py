@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core import cli
-from fer_core.widerface import WIDER_SETS, load_wider_sets, parse_wider_gt
+from fer_core.widerface import WIDER_SETS, AnnotationError, load_wider_sets, parse_wider_gt
 
 THRESH_NUM = 1000
 IOU_THRESH = 0.5
@@ -134,6 +134,12 @@ def evaluate_wider(
     for (key, boxes), pred in zip(images, image_preds, strict=True):
         keep_lists = {name: np.asarray(sets_by_key[key].get(name, []), dtype=np.int64) for name in WIDER_SETS}
         for name in WIDER_SETS:
+            outside = keep_lists[name][(keep_lists[name] < 0) | (keep_lists[name] >= len(boxes))]
+            if len(outside):
+                raise AnnotationError(
+                    f"{key}: the {name} set names face {outside[0]}, but the ground truth has {len(boxes)} "
+                    "(a sets file made for another ground-truth file?)"
+                )
             faces[name] += len(keep_lists[name])
         if len(boxes) == 0 or len(pred) == 0:
             continue
@@ -194,7 +200,7 @@ def read_image_list(path: str | Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.wider_eval")
     parser.add_argument("--gt", required=True, help="a *_bbx_gt.txt file or the folder holding it")
     parser.add_argument("--pred", required=True, help="folder of result files <event>/<name>.txt")
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     preds = read_wider_results(args.pred)
     aps = evaluate_wider(gt, preds, sets, iou_thresh=args.iou, plus_one=not args.no_plus_one)
     print(json.dumps({k: (None if math.isnan(v) else round(v, 6)) for k, v in aps.items()}))
-    return aps
+    return 0
 
 
 if __name__ == "__main__":

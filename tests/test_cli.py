@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data
 from sklearn.metrics import accuracy_score, f1_score
 
-from fer_core import cli
+from fer_core import cli, model_card
 from fer_core.classifier import EmotionClassifier
 from fer_core.evaluate import main as evaluate_main
 from fer_core.export import file_sha256
@@ -176,6 +176,14 @@ def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {missing}: no such file or folder"
+
+
+def test_a_missing_file_is_one_line_on_stderr_too(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: model_card.main(["--weights", str(tmp_path / "no_weights")]))
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no_weights/ensemble.json" in err and err.count("\n") == 1
 
 
 def test_cli_run_passes_the_status_of_main_through():

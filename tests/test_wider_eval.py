@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_core import cli
 from fer_core.wider_eval import (
     box_iou_xywh,
     evaluate_wider,
@@ -17,7 +18,7 @@ from fer_core.wider_eval import (
     read_wider_results,
     voc_ap,
 )
-from fer_core.widerface import load_wider_sets, parse_wider_gt, write_wider_gt
+from fer_core.widerface import AnnotationError, load_wider_sets, parse_wider_gt, write_wider_gt
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 ALL = {"easy": [0], "medium": [0], "hard": [0]}
@@ -197,12 +198,30 @@ def test_cli_prints_json_and_honours_the_image_list(tmp_path: Path, capsys: pyte
     pred = tmp_path / "pred"
     (pred / "e1").mkdir(parents=True)
     (pred / "e1" / "a.txt").write_text("a\n1\n10 10 40 40 0.8\n")
-    aps = main(["--gt", str(gt_file.parent), "--pred", str(pred)])
-    assert json.loads(capsys.readouterr().out) == {"easy": 0.5, "medium": 0.5, "hard": 0.5}
-    assert aps["easy"] == pytest.approx(0.5)
+    with pytest.raises(SystemExit) as done:  # as `python -m fer_core.wider_eval` runs it
+        cli.run(lambda: main(["--gt", str(gt_file.parent), "--pred", str(pred)]))
+    assert done.value.code == 0  # a returned dict of APs used to become exit status 1 and a second copy on stderr
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"easy": 0.5, "medium": 0.5, "hard": 0.5} and captured.err == ""
     (tmp_path / "list.txt").write_text("# dev-val\ne1/a.jpg\n")
     main(["--gt", str(gt_file), "--pred", str(pred), "--images", str(tmp_path / "list.txt")])
     assert json.loads(capsys.readouterr().out) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+
+
+def test_a_sets_file_naming_faces_the_ground_truth_lacks_is_an_error_not_an_index_crash() -> None:
+    gt = {"e1/a.jpg": gt_rows(FACE_A)}
+    preds = {"e1/a.jpg": np.array([[10.0, 10, 30, 30, 0.8]])}
+    for bad in (1, -1):
+        with pytest.raises(AnnotationError, match=rf"e1/a: the easy set names face {bad}, but the ground truth has 1"):
+            evaluate_wider(gt, preds, {"e1/a.jpg": {**ALL, "easy": [0, bad]}})
+
+
+def test_a_missing_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: main(["--gt", str(missing), "--pred", str(tmp_path)]))
+    assert done.value.code == 2
+    assert capsys.readouterr().err == f"error: ground truth not found: {missing}\n"
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
