@@ -187,7 +187,8 @@ def render(weights: Path) -> str:
         if path.is_file():
             metrics = json.loads(path.read_text())
             check_metrics_belong(metrics, expected_weights, weights / ENSEMBLE_FILE, path)
-            out += [f"## {split} (n = {metrics['n']}), from `python -m fer_core.evaluate --split {split}`", ""]
+            command = f"python -m fer_core.evaluate --data FER2013 --split {split} --out DIR"
+            out += [f"## {split} (n = {metrics['n']}), from `{command}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
     for extra in sorted((weights / "card").glob("*.md")) if (weights / "card").is_dir() else []:
         out += [extra.read_text().rstrip(), ""]
