@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         tta=args.tta,
     )
+    if args.backend == "yolo" and detector.backend != "yolo":  # asked for by name: Haar boxes would be a wrong answer
+        parser.error(f"--backend yolo: {detector.warning}")
     if args.tta and detector.backend != "yolo":
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
     if detector.warning:

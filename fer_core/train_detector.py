@@ -183,23 +183,24 @@ def run_finished(last: Path) -> bool:
 def export(best: Path, target: Path) -> Path:
     """Copy atomically, then check that the detector really loads the file (no silent Haar fallback)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(f".{target.stem}.incoming{target.suffix}")
     shutil.copyfile(best, tmp)
-    os.replace(tmp, target)
-    detector = FaceDetector(backend="yolo", weights=target)
+    detector = FaceDetector(backend="yolo", weights=tmp)  # checked before it replaces weights that work
     if detector.backend != "yolo":
+        tmp.unlink()
         raise RuntimeError(f"exported weights do not load: {detector.warning}")
+    os.replace(tmp, target)
     return target
 
 
 def train(args: argparse.Namespace) -> Path | None:
     """Convert, train (or resume) and export; returns the exported weights (None with --prepare-only)."""
+    last = run_dir(args.work) / "weights" / "last.pt"
+    if last.is_file() and not (args.resume or args.overwrite or args.prepare_only):  # before the data is rebuilt
+        raise cli.UserInputError(f"{last} exists: pass --resume to continue it or --overwrite to start over")
     data_yaml = prepare_data(args)
     if args.prepare_only:
         return None
-    last = run_dir(args.work) / "weights" / "last.pt"
-    if last.is_file() and not (args.resume or args.overwrite):
-        raise SystemExit(f"{last} exists: pass --resume to continue it or --overwrite to start over")
     with offline_training(verbose=not args.quiet) as ultralytics:
         if args.resume and last.is_file() and run_finished(last):
             print(f"{last} is a finished run; exporting it (use --overwrite to train again)")

@@ -46,24 +46,35 @@ def image_key(name: str) -> str:
 
 
 def read_result_file(path: str | Path) -> np.ndarray:
-    """One official result file (name, count, `x y w h score` lines) -> (M, 5) float64."""
+    """One official result file (name, count, `x y w h score` lines) -> (M, 5) float64.
+
+    The count must match the rows: a file without its count line would otherwise lose its first detection.
+    """
     path = Path(path)
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     if len(lines) < 2:
         if not any(lines):
             return np.zeros((0, 5))
-        raise ValueError(f"{path}: expected a name line and a count line")
+        raise AnnotationError(f"{path}: expected a name line and a count line")
+    try:
+        count = int(lines[1])
+    except ValueError as exc:
+        raise AnnotationError(f"{path}:2: expected the number of detections, got {lines[1]!r}") from exc
     rows = []
     for number, line in enumerate(lines[2:], start=3):
         if not line:
             continue
         values = line.split()
+        if len(values) < 5:
+            raise AnnotationError(f"{path}:{number}: expected `x y w h score`, got {line!r}")
         try:
             rows.append([float(v) for v in values[:5]])
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: non-numeric detection {line!r}") from exc
-        if len(values) < 5:
-            raise ValueError(f"{path}:{number}: expected `x y w h score`, got {line!r}")
+            raise AnnotationError(f"{path}:{number}: non-numeric detection {line!r}") from exc
+        if not np.isfinite(rows[-1]).all():
+            raise AnnotationError(f"{path}:{number}: nan or inf in {line!r}")
+    if count != len(rows):
+        raise AnnotationError(f"{path}:2: announces {count} detections but has {len(rows)}")
     return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
 
 
@@ -215,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if not sets_file.is_file():
         parser.error(f"sets file not found: {sets_file} (pass --sets)")
     gt = parse_wider_gt(gt_file)
+    all_keys = {image_key(k) for k in gt}
     sets = load_wider_sets(sets_file)
     if args.images:
         wanted = {image_key(k) for k in read_image_list(args.images)}
@@ -227,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing_sets:
         print(f"warning: {len(missing_sets)} images have no entry in {sets_file} and are skipped", file=sys.stderr)
     preds = read_wider_results(args.pred)
+    if gt and not {image_key(k) for k in gt} & set(preds):  # AP 0 from a wrong folder level is no result
+        parser.error(f"no result file under {args.pred} names an evaluated image (expected <event>/<name>.txt)")
+    unknown_preds = sorted(set(preds) - all_keys)
+    if unknown_preds:
+        example = unknown_preds[0]
+        print(f"warning: {len(unknown_preds)} result files name no image of {gt_file}, e.g. {example}", file=sys.stderr)
     aps = evaluate_wider(gt, preds, sets, iou_thresh=args.iou, plus_one=not args.no_plus_one)
     print(json.dumps({k: (None if math.isnan(v) else round(v, 6)) for k, v in aps.items()}))
     return 0

@@ -26,7 +26,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import yaml
@@ -87,6 +87,8 @@ def parse_wider_gt(path: str | Path) -> dict[str, np.ndarray]:
             raise AnnotationError(f"{path}:{i + 2}: expected a face count, got {lines[i + 1]!r}") from exc
         if count < 0:
             raise AnnotationError(f"{path}:{i + 2}: negative face count {count}")
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or "\\" in name:
+            raise AnnotationError(f"{path}:{i + 1}: image name {name!r} must be relative to the images folder")
         rows = lines[i + 2 : i + 2 + max(count, 1)]
         if len(rows) < max(count, 1):
             raise AnnotationError(f"{path}: image {name!r} announces {count} faces but the file ends early")
@@ -99,6 +101,8 @@ def parse_wider_gt(path: str | Path) -> dict[str, np.ndarray]:
                 parsed = [float(v) for v in values[: len(WIDER_COLUMNS)]]
             except ValueError as exc:
                 raise AnnotationError(f"{path}:{i + 3 + j}: non-numeric value in {row!r}") from exc
+            if not np.isfinite(parsed).all():  # float() takes nan/inf, and no size test below rejects a NaN
+                raise AnnotationError(f"{path}:{i + 3 + j}: nan or inf in {row!r}")
             boxes[j, : len(parsed)] = parsed
         if name in out:
             raise AnnotationError(f"{path}:{i + 1}: image {name!r} listed twice")
@@ -128,10 +132,19 @@ def write_wider_gt(path: str | Path, gt: Mapping[str, np.ndarray]) -> Path:
 
 def load_wider_sets(path: str | Path) -> dict[str, dict[str, list[int]]]:
     """Read `wider_eval_sets.json`: image -> {"easy"|"medium"|"hard": 0-based face indices in that set}."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a JSON object of image -> sets")
-    return {str(k): {s: [int(i) for i in v.get(s, [])] for s in WIDER_SETS} for k, v in data.items()}
+    sets: dict[str, dict[str, list[int]]] = {}
+    for key, value in data.items():
+        lists = [value.get(name, []) for name in WIDER_SETS] if isinstance(value, dict) else None
+        if lists is None or not all(isinstance(v, list) and all(type(i) is int for i in v) for v in lists):
+            raise AnnotationError(f"{path}: {key!r} must map easy/medium/hard to lists of whole face indices")
+        sets[str(key)] = dict(zip(WIDER_SETS, lists, strict=True))
+    return sets
 
 
 def wider_event(image_key: str) -> str:

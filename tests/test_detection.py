@@ -173,6 +173,17 @@ def test_detect_faces_cli_writes_wider_results(
     assert not (out / "0--Event" / "broken.txt").exists()
 
 
+def test_detect_faces_cli_refuses_haar_boxes_when_yolo_was_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "images").mkdir()
+    argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--backend", "yolo"]
+    with pytest.warns(RuntimeWarning), pytest.raises(SystemExit) as done:
+        detect_faces.main([*argv, "--weights", str(tmp_path / "missing.pt"), "--no-progress"])
+    assert done.value.code == 2 and "--backend yolo: YOLO face weights unusable" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
 
 

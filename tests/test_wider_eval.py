@@ -187,8 +187,14 @@ def test_result_files_in_the_official_layout(tmp_path: Path) -> None:
     np.testing.assert_allclose(got["0--Parade/a"], [[1, 2, 3, 4, 0.9], [5.5, 6, 7, 8, 0.1]])
     assert got["0--Parade/b"].shape == (0, 5)
     (event / "bad.txt").write_text("bad\n1\n1 2 3\n")
-    with pytest.raises(ValueError, match=r"bad\.txt:3"):
+    with pytest.raises(AnnotationError, match=r"bad\.txt:3"):  # a user's file: one error line, not a traceback
         read_result_file(event / "bad.txt")
+    (event / "nocount.txt").write_text("nocount\n10 10 40 40 0.9\n12 12 40 40 0.5\n")  # lost its first box
+    with pytest.raises(AnnotationError, match=r"nocount\.txt:2: expected the number of detections"):
+        read_result_file(event / "nocount.txt")
+    (event / "short.txt").write_text("short\n5\n10 10 40 40 0.9\n")
+    with pytest.raises(AnnotationError, match=r"short\.txt:2: announces 5 detections but has 1"):
+        read_result_file(event / "short.txt")
 
 
 def test_cli_prints_json_and_honours_the_image_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,6 +220,25 @@ def test_a_sets_file_naming_faces_the_ground_truth_lacks_is_an_error_not_an_inde
     for bad in (1, -1):
         with pytest.raises(AnnotationError, match=rf"e1/a: the easy set names face {bad}, but the ground truth has 1"):
             evaluate_wider(gt, preds, {"e1/a.jpg": {**ALL, "easy": [0, bad]}})
+
+
+def test_results_one_folder_level_off_are_an_error_not_ap_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt_file = write_wider_gt(tmp_path / "gt" / "wider_face_val_bbx_gt.txt", {"e1/a.jpg": gt_rows(FACE_A)})
+    (tmp_path / "gt" / "wider_eval_sets.json").write_text(json.dumps({"e1/a.jpg": ALL}))
+    nested = tmp_path / "pred" / "run1" / "e1"  # <event> one level too deep: every key is run1/e1/a
+    nested.mkdir(parents=True)
+    (nested / "a.txt").write_text("a\n1\n10 10 40 40 0.8\n")
+    with pytest.raises(SystemExit) as done:
+        main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred")])
+    assert done.value.code == 2 and "no result file under" in capsys.readouterr().err
+    (tmp_path / "pred" / "e1").mkdir()
+    (tmp_path / "pred" / "e1" / "a.txt").write_text("a\n1\n10 10 40 40 0.8\n")
+    assert main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["easy"] == 1.0
+    assert "1 result files name no image" in captured.err and "run1/e1/a" in captured.err
 
 
 def test_a_missing_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

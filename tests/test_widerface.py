@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fer_core import train_detector
+from fer_core import cli, train_detector
 from fer_core.detection import import_ultralytics
 from fer_core.widerface import (
     COL_INVALID,
@@ -18,6 +18,7 @@ from fer_core.widerface import (
     ConversionConfig,
     convert_to_yolo,
     filter_boxes,
+    load_wider_sets,
     parse_voc_xml,
     parse_wider_gt,
     split_events,
@@ -72,7 +73,14 @@ def test_wider_gt_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text, message",
-    [("a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n", "ends early"), ("a.jpg\nx\n", "face count"), ("a.jpg\n1\n1 2\n", "x y w h")],
+    [
+        ("a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n", "ends early"),
+        ("a.jpg\nx\n", "face count"),
+        ("a.jpg\n1\n1 2\n", "x y w h"),
+        ("e/a.jpg\n1\nnan 10 30 30 0 0 0 0 0 0\n", r"gt\.txt:3: nan or inf"),  # no size test rejects a NaN
+        ("e/../../../x.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n", "must be relative"),  # would write outside the dataset
+        ("/abs/x.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n", "must be relative"),
+    ],
 )
 def test_malformed_wider_gt_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "gt.txt").write_text(text)
@@ -267,8 +275,10 @@ def test_training_is_interruptible_resumable_and_offline(
         with pytest.raises(_Interrupted):
             train_detector.main(argv)
     assert not target.exists()
-    with pytest.raises(SystemExit, match="--resume"):  # never silently overwrite a run
-        train_detector.main(argv)
+    converted = {p: p.stat().st_mtime_ns for p in (work / "dataset").rglob("*")}
+    with pytest.raises(cli.UserInputError, match="--resume"):  # never silently overwrite a run
+        train_detector.main([*argv, "--seed", "5"])
+    assert {p: p.stat().st_mtime_ns for p in (work / "dataset").rglob("*")} == converted  # refused before rebuilding
 
     assert train_detector.main([*argv, "--resume"]) == 0
     results = (work / "runs" / "face" / "results.csv").read_text().splitlines()
@@ -301,3 +311,29 @@ def test_real_wider_and_facemask_annotations_parse() -> None:
     assert sum(len(a.boxes) for a in anns) == 4072
     assert {label for a in anns for label in a.labels} <= {"with_mask", "without_mask", "mask_weared_incorrect"}
     assert all((a.boxes[:, 2:] >= a.boxes[:, :2]).all() for a in anns)
+
+
+def test_export_keeps_working_weights_when_the_new_file_does_not_load(tmp_path: Path) -> None:
+    target, garbage = tmp_path / "weights" / "face_yolo.pt", tmp_path / "best.pt"
+    target.parent.mkdir()
+    target.write_bytes(b"the weights the app runs on")
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="do not load"):
+        train_detector.export(garbage, target)
+    assert target.read_bytes() == b"the weights the app runs on"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["face_yolo.pt"]  # no staging file left behind
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"e/a.jpg": [0, 1]}', "must map easy/medium/hard"),
+        ('{"e/a.jpg": {"easy": [0.7]}}', "whole face indices"),  # was read as face 0
+        ('{"e/a.jpg": {"easy": ["x"]}}', "whole face indices"),
+        ('{"e/a.jpg": {"easy": [0]', "not valid JSON"),
+    ],
+)
+def test_malformed_sets_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "sets.json").write_text(text)
+    with pytest.raises(AnnotationError, match=message):
+        load_wider_sets(tmp_path / "sets.json")
