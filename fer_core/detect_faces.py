@@ -89,17 +89,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.image_root.is_dir():
         parser.error(f"not a folder: {args.image_root}")
-    detector = FaceDetector(
-        backend=args.backend,
-        weights=args.weights,
-        conf=args.conf,
-        min_face=args.min_face,
-        max_faces=args.max_faces,
-        imgsz=args.imgsz,
-        iou=args.iou,
-        device=args.device,
-        tta=args.tta,
-    )
+    if next(iter_images(args.image_root), None) is None:  # exit 0 with no result file would read as "done"
+        parser.error(f"no images under {args.image_root}")
+    try:
+        detector = FaceDetector(
+            backend=args.backend,
+            weights=args.weights,
+            conf=args.conf,
+            min_face=args.min_face,
+            max_faces=args.max_faces,
+            imgsz=args.imgsz,
+            iou=args.iou,
+            device=args.device,
+            tta=args.tta,
+        )
+    except ValueError as err:  # an out-of-range --conf, --iou or --max-faces
+        parser.error(str(err))
     if args.backend == "yolo" and detector.backend != "yolo":  # asked for by name: Haar boxes would be a wrong answer
         parser.error(f"--backend yolo: {detector.warning}")
     if args.tta and detector.backend != "yolo":

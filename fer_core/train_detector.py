@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.imgsz < 32 or args.batch < 1:
         parser.error("epochs >= 1, imgsz >= 32 and batch >= 1 are required")
+    if not 0.0 <= args.train_fraction <= 1.0:
+        parser.error(f"--train-fraction must be between 0 and 1, got {args.train_fraction}")
     if args.work.resolve() == REPO_ROOT or REPO_ROOT in args.work.resolve().parents:
         parser.error("--work must lie outside the repository: the data may never be committed")
     model = str(args.model)

@@ -62,6 +62,10 @@ class AnnotationError(UserInputError):
     """An annotation file is malformed; the message names the file and line."""
 
 
+class ForeignFolderError(UserInputError, FileExistsError):
+    """The output folder holds images/labels fer_core did not write: never deleted, the user picks another."""
+
+
 # --------------------------------------------------------------------------- WIDER FACE
 
 
@@ -323,12 +327,12 @@ def _prepare_out_dir(out_dir: Path) -> None:
     marker = out_dir / _MARKER
     owned = [out_dir / "images", out_dir / "labels", out_dir / "devval"]
     if any(p.exists() for p in owned) and not marker.exists():
-        raise FileExistsError(f"{out_dir} already holds images/labels not written by fer_core; choose another folder")
+        raise ForeignFolderError(f"{out_dir} holds images/labels not written by fer_core; choose another folder")
     for p in owned:
         if p.exists():
             shutil.rmtree(p)
-    for cache in out_dir.glob("*.cache"):
-        cache.unlink()
+    for stale in [*out_dir.glob("*.cache"), out_dir / "data.yaml", out_dir / "conversion.json"]:
+        stale.unlink(missing_ok=True)  # data.yaml last of all: a conversion that fails midway is never reusable
     marker.write_text("written by fer_core.widerface.convert_to_yolo\n", encoding="utf-8")
 
 
@@ -341,8 +345,11 @@ def _place_image(src: Path, dst: Path, copy: bool) -> None:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:  # reads the header only
-        return im.size
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise AnnotationError(f"{path}: cannot read this image ({exc})") from exc
 
 
 class _Writer:
@@ -417,6 +424,7 @@ def convert_to_yolo(
     _add_wider(val, wider_val, val_gt, dev_keys, "wider_val", cfg)
 
     facemask = data_root / "facemask"
+    placed_masks: set[str] = set()
     if cfg.include_facemask and (facemask / "annotations").is_dir():
         for xml_path in sorted((facemask / "annotations").glob("*.xml")):
             ann = parse_voc_xml(xml_path)
@@ -426,6 +434,10 @@ def convert_to_yolo(
             if not src.is_file():
                 result.dropped["missing_image"] = result.dropped.get("missing_image", 0) + 1
                 continue
+            if src.name in placed_masks:  # a second annotation file for one image: keep the first, count it
+                result.dropped["duplicate_annotation"] = result.dropped.get("duplicate_annotation", 0) + 1
+                continue
+            placed_masks.add(src.name)
             width, height = _image_size(src)
             xywh = np.c_[ann.boxes[:, :2], ann.boxes[:, 2:] - ann.boxes[:, :2]]
             kept, drops = filter_boxes(xywh, width, height, cfg.min_face_px)

@@ -173,13 +173,20 @@ def test_detect_faces_cli_writes_wider_results(
     assert not (out / "0--Event" / "broken.txt").exists()
 
 
-def test_detect_faces_cli_refuses_haar_boxes_when_yolo_was_asked_for(
+def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yolo_was_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "images").mkdir()
-    argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--backend", "yolo"]
+    argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--no-progress"]
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main(argv)
+    assert done.value.code == 2 and "no images under" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main([*argv, "--backend", "haar", "--conf", "2"])
+    assert done.value.code == 2 and "conf" in capsys.readouterr().err
     with pytest.warns(RuntimeWarning), pytest.raises(SystemExit) as done:
-        detect_faces.main([*argv, "--weights", str(tmp_path / "missing.pt"), "--no-progress"])
+        detect_faces.main([*argv, "--backend", "yolo", "--weights", str(tmp_path / "missing.pt")])
     assert done.value.code == 2 and "--backend yolo: YOLO face weights unusable" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -207,17 +207,43 @@ def test_convert_to_yolo(tmp_path: Path) -> None:
     assert not any(p.is_symlink() for p in out.rglob("*.jpg"))
 
 
+def test_a_failed_conversion_is_never_reused_and_names_the_unreadable_image(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "data")
+    out = tmp_path / "yolo"
+    convert_to_yolo(bundle, out, ConversionConfig(min_face_px=5, seed=1))
+    assert train_detector.dataset_usable(out)
+    broken = next((bundle / "widerface" / "train" / "images").rglob("*.jpg"))
+    broken.write_text("not an image")
+    with pytest.raises(AnnotationError, match=f"{broken.name}: cannot read this image"):
+        convert_to_yolo(bundle, out, ConversionConfig(min_face_px=5, seed=1))
+    assert not train_detector.dataset_usable(out)  # the old data.yaml went first: --resume must convert again
+
+
+def test_two_face_mask_annotations_of_one_image_place_it_once(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "data")
+    annotations = bundle / "facemask" / "annotations"
+    (annotations / "mask_0_again.xml").write_text((annotations / "mask_0.xml").read_text())
+    for copy_images in (False, True):  # links used to collide, copies to count the image twice
+        result = convert_to_yolo(
+            bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1, copy_images=copy_images)
+        )
+        assert result.images == {"train": 7, "val": 4} and result.dropped["duplicate_annotation"] == 1
+
+
 def test_conversion_refuses_the_repo_and_foreign_folders(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "data")
     with pytest.raises(ValueError, match="inside the repository"):
         convert_to_yolo(bundle, REPO / "dataset_should_not_exist")
     assert not (REPO / "dataset_should_not_exist").exists()
     (tmp_path / "foreign" / "images").mkdir(parents=True)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(cli.UserInputError, match="not written by fer_core"):  # `error:` and exit 2 in the CLI
         convert_to_yolo(bundle, tmp_path / "foreign")
+    assert (tmp_path / "foreign" / "images").is_dir()
 
 
 def test_train_detector_arguments(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):  # argparse's one line, not split_events' traceback after the work folder exists
+        train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--train-fraction", "1.5"])
     args = train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--epochs", "3"])
     assert args.model == "yolo11n.yaml" and args.imgsz == 640 and not args.resume
     kwargs = train_detector.train_kwargs(args, tmp_path / "data.yaml")
