@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import streamlit as st
 
 from app.live import TrackerSettings
@@ -291,6 +292,21 @@ def sidebar_info(pipe: Pipeline) -> None:
         st.sidebar.warning(
             "Using the Haar cascade: the trained YOLO face model is not available.", icon=":material/warning:"
         )
+
+
+#: Streamlit shrinks a displayed image to the column (1460 px at most) and rounds the other side down; a side under
+#: 1/700 of the other would become 0 px, which PIL refuses with an exception that takes the rest of the page with it.
+MAX_DISPLAY_RATIO = 700
+
+
+def displayable(image: np.ndarray) -> np.ndarray:
+    """`image` padded with white until neither side is under 1/`MAX_DISPLAY_RATIO` of the other (a 3000x2 strip)."""
+    height, width = image.shape[:2]
+    pad_rows = max(0, -(-width // MAX_DISPLAY_RATIO) - height)
+    pad_cols = max(0, -(-height // MAX_DISPLAY_RATIO) - width)
+    if not (pad_rows or pad_cols):
+        return image
+    return np.pad(image, ((0, pad_rows), (0, pad_cols)) + ((0, 0),) * (image.ndim - 2), constant_values=255)
 
 
 def file_digest(data: bytes) -> str:

@@ -150,6 +150,7 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
         **good,
         "blank.png": encode(np.full((240, 320, 3), 128, np.uint8), "PNG"),
         "crowd.png": encode(face_grid(), "PNG"),
+        "strip.png": encode(np.zeros((2, 3000, 3), np.uint8), "PNG"),  # shown 1460 wide it would be 0 px high
         **bad,
     }
     app.file_uploader(key="photos_upload").set_value([(name, data, "image/png") for name, data in files.items()])
@@ -164,7 +165,7 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     captions = {sub.value: cap.value for sub, cap in zip(app.subheader, app.caption, strict=False)}
     for name in good:
         assert captions[name].startswith("1 face(s)"), (name, captions[name])
-    assert captions["blank.png"].startswith("0 face(s)")
+    assert captions["blank.png"].startswith("0 face(s)") and captions["strip.png"].startswith("0 face(s)")
     assert captions["crowd.png"].startswith("60 face(s)")
     assert any("blank.png: no face found" in i.value for i in app.info)
     table = app.dataframe[0].value
@@ -375,6 +376,12 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
 
     app.slider(key="compare_weight").set_value(1.0).run()
     assert chart_titles(app)[2].split(": ")[1] == model_a.split(": ")[1]  # all weight on A: the mix is A
+
+    app.file_uploader(key="compare_upload").set_value(
+        ("line.png", encode(np.zeros((1, 1000, 3), np.uint8), "PNG"), "image/png")
+    )
+    app.run()
+    assert not app.exception, app.exception  # a 1000x1 image shown 720 wide used to be 0 px high: a crash
 
     frame = app.dataframe[0].value
     assert frame.loc["A_crp", "PrivateTest accuracy"] == pytest.approx(0.7)

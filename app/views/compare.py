@@ -128,10 +128,11 @@ def show_faces(name: str, image: np.ndarray, result: ImageResult, pipe: Pipeline
     annotated = draw_faces(
         image, [(f.box, v.label, v.confidence, i + 1) for i, (f, v) in enumerate(zip(result.faces, views, strict=True))]
     )
+    shown = ui.displayable(annotated)
     st.image(
-        annotated,
+        shown,
         caption=f"{name}: {len(result.faces)} face(s), labelled by the ensemble as mixed above",
-        width=min(image.shape[1], 720),
+        width=min(shown.shape[1], 720),
     )
     if not result.faces:
         st.info(

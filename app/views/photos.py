@@ -143,7 +143,7 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
             )
         left, right = st.columns([3, 2])
         with left:
-            st.image(annotated, width="stretch")
+            st.image(ui.displayable(annotated), width="stretch")
             st.download_button(
                 "Download annotated image",
                 data=lambda: encode_png(annotated),
@@ -223,7 +223,11 @@ def main() -> None:
     for message in errors:
         st.error(message, icon=":material/error:")
     for index, item in enumerate(good):
-        show_photo(item, index, model, show_cam, pipe)
+        try:
+            show_photo(item, index, model, show_cam, pipe)
+        except Exception as err:  # one photo that cannot be shown must not take the others' results with it
+            log.exception("showing %s failed", item.name)
+            st.error(f"{item.name}: could not show the result ({err})", icon=":material/error:")
     if not good:
         return
 
