@@ -224,6 +224,32 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert not app.exception and not app.error
 
 
+def test_gradcam_predicted_explains_the_label_the_chart_shows(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grad-CAM runs on one view; with test-time views its own top class can differ from the chart's."""
+    from app import ui
+    from fer_core.explain import Explanation
+
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.selectbox(key="photos_model").set_value("B_mixcut")
+    app.run()
+    label, probability = chart_titles(app)[0].split(" · ")[0].split()[1:3]  # "#1 happy 0.74 · B_mixcut"
+    other = next(name for name in EMOTIONS if name != label)
+    asked: list[str | None] = []
+
+    class OneViewExplainer:  # its single view prefers another class than the charts show
+        def explain(self, crop: np.ndarray, target: str | None = None) -> Explanation:
+            asked.append(target)
+            probs = {name: (0.9 if name == other else 0.1 / 6) for name in EMOTIONS}
+            return Explanation(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8)), target or other, probs)
+
+    monkeypatch.setattr(ui, "load_explainer", lambda checkpoint: OneViewExplainer())
+    app.toggle(key="photos_gradcam").set_value(True).run()
+    assert not app.exception, app.exception
+    assert asked == [label]
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert f"B_mixcut: {label} ({probability})" in captions
+
+
 def fake_streamer(playing: bool) -> Any:
     """Stands in for webrtc_streamer (it needs a real server): feeds astronaut frames through the callback."""
 

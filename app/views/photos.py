@@ -104,22 +104,24 @@ def show_gradcam(item: Analysed, views: list[ModelView], index: int, model: str,
     )
     target = right.selectbox("Class", ["predicted", *EMOTIONS], key=f"photos_cam_class_{index}")
     members = [m for m in pipe.ensemble.members if model in (ENSEMBLE_KEY, m.name)]
-    crop = crop_faces(item.image, [faces[face_index].box], pipe.face_margin)[0]
+    face = faces[face_index]
+    crop = crop_faces(item.image, [face.box], pipe.face_margin)[0]
     columns = st.columns(len(members) + 1)
     columns[0].image(crop, caption="face crop", width=160)
-    chosen = None if target == "predicted" else target
     for column, member in zip(columns[1:], members, strict=True):
-        key = (item.digest, tuple(faces[face_index].box), target, str(member.path))
+        # The class and probability the charts show (with the ensemble's test-time views), not those of the one
+        # view Grad-CAM runs on: "predicted" must explain the label beside it.
+        shown = face.model_probs[member.name]
+        cam_target = model_view(shown).label if target == "predicted" else target
+        key = (item.digest, tuple(face.box), cam_target, str(member.path))
         try:
-            explain = partial(ui.load_explainer(str(member.path)).explain, crop, chosen)
+            explain = partial(ui.load_explainer(str(member.path)).explain, crop, cam_target)
             result = ui.session_memo("gradcam", key, explain)
         except Exception as err:
             log.exception("Grad-CAM failed")
             column.error(f"Grad-CAM failed for {member.name}: {err}")
             continue
-        column.image(
-            result.overlay, caption=f"{member.name}: {result.target} ({result.probs[result.target]:.2f})", width=160
-        )
+        column.image(result.overlay, caption=f"{member.name}: {cam_target} ({shown[cam_target]:.2f})", width=160)
 
 
 def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pipeline) -> None:
