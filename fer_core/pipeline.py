@@ -184,21 +184,22 @@ class Pipeline:
 
 
 def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
-    """Flat rows (one per face) for tables and CSV downloads."""
+    """Flat rows (one per face) for tables and CSV downloads: face 1 is the box captioned "#1"; the label,
+    confidence and class columns are the ensemble's (each model's own label can sit beside them)."""
     rows = []
-    for index, face in enumerate(result.faces):
+    for number, face in enumerate(result.faces, start=1):
         x1, y1, x2, y2 = face.box
         rows.append(
             {
                 "image": image_name,
-                "face": index,
+                "face": number,
                 "x1": round(x1),
                 "y1": round(y1),
                 "x2": round(x2),
                 "y2": round(y2),
                 "detector_score": round(face.score, 3),
-                "label": face.label,
-                "confidence": round(face.confidence, 3),
+                "ensemble_label": face.label,
+                "ensemble_confidence": round(face.confidence, 3),
                 **{k: round(v, 4) for k, v in face.probs.items()},
             }
         )

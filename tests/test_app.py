@@ -169,7 +169,9 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert captions["crowd.png"].startswith("60 face(s)")
     assert any("blank.png: no face found" in i.value for i in app.info)
     table = app.dataframe[0].value
-    assert len(table) == len(good) + 60 and set(table["label"]) <= set(EMOTIONS)
+    assert len(table) == len(good) + 60 and set(table["ensemble_label"]) <= set(EMOTIONS)
+    assert table.groupby("image")["face"].min().eq(1).all()  # face 1 is the box captioned "#1"
+    assert table.loc[table["image"] == "crowd.png", "face"].tolist() == list(range(1, 61))
     assert set(table["image"]) == {*good, "crowd.png"}
     assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
 
