@@ -43,4 +43,5 @@ except Exception as err:  # a corrupt or incompatible checkpoint: a message, not
     st.title("Facial expression recognition")
     st.error(f"The emotion models in `{ui.weights_dir()}` could not be loaded: {err}", icon=":material/error:")
     st.stop()
+ui.keep_settings()
 page.run()

@@ -172,7 +172,7 @@ def tta_control(prefix: str, *, default: bool) -> bool:
 def detector_controls(
     prefix: str, *, min_face: int = 16, imgsz: int = PHOTO_IMGSZ, offer_tta: bool = False
 ) -> DetectorSettings:
-    """Sidebar widgets for detection; keys are per page so each page remembers its own choices.
+    """Sidebar widgets for detection; keys are per page so each page remembers its own choices (`keep_settings`).
 
     `offer_tta` adds the multi-scale switch: photo pages can afford six detector passes, live frames cannot.
     """
@@ -307,6 +307,30 @@ def displayable(image: np.ndarray) -> np.ndarray:
     if not (pad_rows or pad_cols):
         return image
     return np.pad(image, ((0, pad_rows), (0, pad_cols)) + ((0, 0),) * (image.ndim - 2), constant_values=255)
+
+
+#: The settings each page keeps while the user visits another: widget keys are "<page>_<setting>". Streamlit drops
+#: a widget's value when a run does not draw it, so without re-storing them every slider reset on coming back.
+#: Uploads cannot be restored this way (Streamlit does not allow setting a file uploader).
+_PAGES = ("photos", "webcam", "compare", "video")
+_SIDEBAR_SETTINGS = ("backend", "conf", "min_face", "det_tta", "max_faces", "tta", "smoothing", "alpha", "window")
+KEPT_SETTINGS = (
+    *(f"{page}_{name}" for page in _PAGES for name in _SIDEBAR_SETTINGS),
+    "photos_model",
+    "photos_gradcam",
+    "webcam_remote",
+    "webcam_ice",
+    "compare_weight",
+    "compare_metrics_split",
+    "video_every",
+)
+
+
+def keep_settings() -> None:
+    """Re-store every kept setting in this run, so leaving a page does not reset it (Streamlit's documented way)."""
+    for key in KEPT_SETTINGS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def file_digest(data: bytes) -> str:

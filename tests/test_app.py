@@ -226,6 +226,23 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert not app.exception and not app.error
 
 
+def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
+    """Streamlit drops the value of a widget a run does not draw: every page re-stores its settings."""
+    app.slider(key="photos_conf").set_value(0.8)
+    app.selectbox(key="photos_model").set_value("B_mixcut")
+    app.number_input(key="photos_max_faces").set_value(250)
+    app.run()
+    app.switch_page("views/video.py").run()
+    app.number_input(key="video_every").set_value(5).run()
+    app.switch_page("views/compare.py").run()
+    app.switch_page("views/photos.py").run()
+    assert not app.exception, app.exception
+    assert app.slider(key="photos_conf").value == 0.8 and app.selectbox(key="photos_model").value == "B_mixcut"
+    assert app.number_input(key="photos_max_faces").value == 250
+    app.switch_page("views/video.py").run()
+    assert app.number_input(key="video_every").value == 5
+
+
 def test_gradcam_predicted_explains_the_label_the_chart_shows(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Grad-CAM runs on one view; with test-time views its own top class can differ from the chart's."""
     from app import ui
