@@ -280,6 +280,10 @@ class ConversionResult:
     boxes: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
 
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count boxes or images left out, by reason."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
 
 def filter_boxes(
     xywh: np.ndarray, width: int, height: int, min_face_px: float, invalid: np.ndarray | None = None
@@ -332,7 +336,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
         if p.exists():
             shutil.rmtree(p)
     for stale in [*out_dir.glob("*.cache"), out_dir / "data.yaml", out_dir / "conversion.json"]:
-        stale.unlink(missing_ok=True)  # data.yaml last of all: a conversion that fails midway is never reusable
+        stale.unlink(missing_ok=True)  # data.yaml is written last: a conversion that fails midway is never reused
     marker.write_text("written by fer_core.widerface.convert_to_yolo\n", encoding="utf-8")
 
 
@@ -367,8 +371,8 @@ class _Writer:
         r = self.result
         r.images[self.split] = r.images.get(self.split, 0) + 1
         r.boxes[self.split] = r.boxes.get(self.split, 0) + len(xyxy)
-        for k, v in drops.items():
-            r.dropped[k] = r.dropped.get(k, 0) + v
+        for reason, count in drops.items():
+            r.drop(reason, count)
 
 
 def _add_wider(
@@ -377,7 +381,7 @@ def _add_wider(
     for key in keys:
         src = root / "images" / key
         if not src.is_file():
-            writer.result.dropped["missing_image"] = writer.result.dropped.get("missing_image", 0) + 1
+            writer.result.drop("missing_image")
             continue
         width, height = _image_size(src)
         boxes = gt[key]
@@ -432,10 +436,10 @@ def convert_to_yolo(
             if not src.is_file():
                 src = facemask / "images" / xml_path.with_suffix(".jpg").name
             if not src.is_file():
-                result.dropped["missing_image"] = result.dropped.get("missing_image", 0) + 1
+                result.drop("missing_image")
                 continue
             if src.name in placed_masks:  # a second annotation file for one image: keep the first, count it
-                result.dropped["duplicate_annotation"] = result.dropped.get("duplicate_annotation", 0) + 1
+                result.drop("duplicate_annotation")
                 continue
             placed_masks.add(src.name)
             width, height = _image_size(src)
