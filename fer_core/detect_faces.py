@@ -49,9 +49,10 @@ def result_path(out_dir: Path, root: Path, image: Path) -> Path:
     return (out_dir / image.relative_to(root)).with_suffix(".txt")
 
 
-def run(detector: FaceDetector, root: Path, out_dir: Path, progress: bool = True) -> tuple[int, list[Path], float]:
-    """Detect on every image under `root`; returns (images done, unreadable images, seconds)."""
-    images = list(iter_images(root))
+def run(
+    detector: FaceDetector, images: list[Path], root: Path, out_dir: Path, progress: bool = True
+) -> tuple[int, list[Path], float]:
+    """Detect on `images` (found under `root`); returns (images done, unreadable images, seconds)."""
     done, bad = 0, []
     start = time.perf_counter()
     for path in tqdm(images, desc=f"detect ({detector.backend})", unit="img", disable=not progress):
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.image_root.is_dir():
         parser.error(f"not a folder: {args.image_root}")
-    if next(iter_images(args.image_root), None) is None:  # exit 0 with no result file would read as "done"
+    images = list(iter_images(args.image_root))
+    if not images:  # exit 0 with no result file would read as "done"
         parser.error(f"no images under {args.image_root}")
     try:
         detector = FaceDetector(
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
     if detector.warning:
         print(f"warning: {detector.warning}", file=sys.stderr)
-    done, bad, seconds = run(detector, args.image_root, args.out, progress=not args.no_progress)
+    done, bad, seconds = run(detector, images, args.image_root, args.out, progress=not args.no_progress)
     rate = done / seconds if seconds > 0 else float("inf")
     mode = f"backend {detector.backend}, {detector.runtime}, imgsz {detector.imgsz}" + (", TTA" if detector.tta else "")
     print(f"{done} images in {seconds:.1f} s ({rate:.2f} images/s, {mode}); {len(bad)} unreadable")
