@@ -97,6 +97,7 @@ class LiveStore:
         self._frames = 0
         self._error: str | None = None
         self._worker: threading.Thread | None = None
+        self._stream = 0  # counts restarts: an analysis begun before one must not feed the fresh tracker
 
     def configure(self, pipe: Pipeline, settings: TrackerSettings) -> None:
         """Called on every page run; a changed smoothing setting starts a fresh tracker."""
@@ -110,7 +111,9 @@ class LiveStore:
         """The WebRTC callback's work: queue the frame for analysis, return it with the latest boxes drawn."""
         now = self._clock()
         with self._lock:
-            if self._received_at and now - self._received_at[-1] > STALE_AFTER_S:
+            paused = bool(self._received_at) and now - self._received_at[-1] > STALE_AFTER_S
+            resized = self._frame is not None and image_rgb.shape != self._frame.shape  # WebRTC adapting to bandwidth
+            if paused or resized:
                 self._restart()
             self._frame = self._pending = image_rgb
             self._received_at.append(now)
@@ -123,8 +126,10 @@ class LiveStore:
         return draw_faces(image_rgb, to_annotations(faces)) if faces else image_rgb
 
     def _restart(self) -> None:
-        """The camera was stopped and started again: old timestamps would drag the FPS towards zero for a window's
-        worth of frames, and old tracks would carry their ids and smoothed probabilities into the new stream."""
+        """The camera was stopped and started again, or changed resolution: old timestamps would drag the FPS
+        towards zero for a window's worth of frames, and old tracks would carry their ids, smoothed probabilities
+        and boxes (in the old frame's pixels) into the new stream."""
+        self._stream += 1
         self._received_at.clear()
         self._analysed_at.clear()
         self._faces = []
@@ -143,7 +148,7 @@ class LiveStore:
     def analyse(self, image_rgb: np.ndarray) -> list[TrackedFace]:
         """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised."""
         with self._lock:
-            pipe = self._pipe
+            pipe, stream = self._pipe, self._stream
         if pipe is None:
             return []
         try:
@@ -154,6 +159,8 @@ class LiveStore:
                 self._error = f"{type(err).__name__}: {err}"
             return []
         with self._lock:
+            if stream != self._stream:  # the camera restarted while this frame was in the models: it is stale
+                return []
             tracked = self._tracker.update(faces)
             self._faces = tracked
             self._frames += 1

@@ -3,7 +3,9 @@
 Per-frame predictions of a 48x48 classifier jump between neighbouring classes; the live webcam page and the
 video CLI show a face's *smoothed* ensemble probabilities instead. Faces are linked between frames by box
 overlap (IoU) with an optimal one-to-one assignment (Hungarian), which is cheap for the handful of faces a
-frame holds and, unlike greedy matching, does not let one face steal a neighbour's track.
+frame holds and, unlike greedy matching, keeps the pairing of most total overlap when neighbours' boxes touch.
+There is no motion model: two faces that cross can swap ids (and smoothed probabilities) for a while, and a new
+face that appears where one vanished less than `max_missed` frames ago continues that track.
 
 Smoothing, per track, over the frames in which the face was seen:
 

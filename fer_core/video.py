@@ -14,7 +14,6 @@ Audio is not copied. Variable-frame-rate inputs (browser recordings) are written
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
@@ -42,6 +41,15 @@ CSV_NAME = "faces.csv"
 CSV_COLUMNS = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", *EMOTIONS, "label", "confidence"]
 #: Frame rate assumed when a container states none.
 FALLBACK_FPS = 25.0
+#: Rates at or above this are a container's clock, not its frames: WebM from a browser's MediaRecorder states
+#: 1000 (its millisecond time base) as the average rate.
+IMPLAUSIBLE_FPS = 1000.0
+#: FFmpeg demuxers that open files which are not videos: text drawn as ANSI art (picked by a .txt/.nfo/.asc
+#: suffix) and single pictures.
+NOT_VIDEO_FORMATS = {"tty": "a text file", "image2": "a still image"}
+#: Time base of the annotated video: frames keep their source timestamps, so a variable-rate recording keeps
+#: its timing (and matches the CSV's time_s) instead of being replayed at one nominal rate.
+OUTPUT_TIME_BASE = Fraction(1, 90000)
 #: What the decoder may raise on hostile or damaged input (UnicodeDecodeError is a ValueError).
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 
@@ -87,12 +95,9 @@ class VideoSummary:
     width: int
     height: int
     codec: str
+    duration_s: float  # from the frames' own timestamps: frames / fps is wrong for a variable-rate recording
     track_ids: list[int] = field(default_factory=list)
     faces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CSV_COLUMNS))
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.fps if self.fps else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-face table)."""
@@ -122,6 +127,10 @@ def _open(path: Path) -> tuple[Any, Any]:
         container = av.open(str(path), metadata_errors="replace")
     except _DECODE_ERRORS as err:
         raise VideoError(f"{path}: not a video file, or a format we cannot read ({err})") from err
+    not_video = not_video_kind(container.format.name)
+    if not_video:
+        container.close()
+        raise VideoError(f"{path}: {not_video}, not a video")
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:  # an audio file's cover art is a one-picture "video" stream, not a video
         container.close()
@@ -134,10 +143,23 @@ def _open(path: Path) -> tuple[Any, Any]:
     return container, stream
 
 
+def not_video_kind(format_names: str) -> str | None:
+    """What a container is when FFmpeg opened it with a demuxer for text or pictures (None for a real video)."""
+    for name in format_names.split(","):
+        if name in NOT_VIDEO_FORMATS:
+            return NOT_VIDEO_FORMATS[name]
+        if name.endswith("_pipe"):  # png_pipe, webp_pipe, ...: one picture
+            return "a still image"
+    return None
+
+
 def _stream_fps(stream: Any) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    fps = float(rate) if rate else 0.0
-    return fps if 0.0 < fps < 1000.0 else FALLBACK_FPS
+    """The first plausible of the stream's average, guessed and base rates (a WebM's average can be its clock)."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        fps = float(rate) if rate else 0.0
+        if 0.0 < fps < IMPLAUSIBLE_FPS:
+            return fps
+    return FALLBACK_FPS
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -235,15 +257,25 @@ class VideoWriter:
             self.stream = self.container.add_stream("mpeg4", rate=rate)
             self.stream.bit_rate = max(1_000_000, int(self.width * self.height * float(rate) * 0.2))
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        self.stream.codec_context.time_base = OUTPUT_TIME_BASE
+        self.rate = rate
+        self.frames = 0
+        self.last_pts = -1
 
-    def write(self, image_rgb: np.ndarray) -> None:
-        """Encode one frame; a frame of another size (the stream changed resolution) is fitted, not cropped."""
+    def write(self, image_rgb: np.ndarray, time_s: float | None = None) -> None:
+        """Encode one frame at `time_s` (default: the next tick of the nominal rate); a frame of another size
+        (the stream changed resolution) is fitted, not cropped."""
         height, width = image_rgb.shape[:2]
         if (width - width % 2, height - height % 2) != (self.width, self.height):
             image_rgb = letterbox(image_rgb, self.width, self.height)
         image = np.ascontiguousarray(image_rgb[: self.height, : self.width])
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        seconds = self.frames / self.rate if time_s is None else Fraction(time_s)
+        self.last_pts = max(round(seconds / OUTPUT_TIME_BASE), self.last_pts + 1)  # the muxer needs rising times
+        frame.pts, frame.time_base = self.last_pts, OUTPUT_TIME_BASE
+        for packet in self.stream.encode(frame):
             self.container.mux(packet)
+        self.frames += 1
 
     def close(self) -> None:
         """Flush the encoder and finish the file (idempotent)."""
@@ -298,6 +330,20 @@ def face_rows(frame: Frame, tracked: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def prepare_output(out: Path) -> Path:
+    """Refuse an output path that cannot hold the results before the first frame is decoded, not after the last."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a folder")
+    for name in (ANNOTATED_NAME, CSV_NAME):
+        if (out / name).is_dir():
+            raise UserInputError(f"{out / name}: is a folder, so the result cannot be written there")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"{out}: cannot create the output folder ({err.strerror or err})") from err
+    return out
+
+
 def analyse_video(
     path: str | Path,
     pipe: Pipeline,
@@ -320,15 +366,16 @@ def analyse_video(
     info = probe_video(source)
     if info.width < 2 or info.height < 2:
         raise VideoError(f"{source}: a {info.width}x{info.height} video is too small to analyse")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(Path(out_dir))
     annotated, partial = out / ANNOTATED_NAME, out / f".{ANNOTATED_NAME}.partial"
+    csv_path, partial_csv = out / CSV_NAME, out / f".{CSV_NAME}.partial"
     tracker = tracker or FaceTracker()
     tracker.reset()
     rows: list[dict[str, Any]] = []
     annotations: list[Annotation] = []
     writer: VideoWriter | None = None
     frames = analysed = 0
+    last_time = 0.0
     with _Progress(info.frames, source.name, progress, progress_callback) as report:
         try:
             with closing(iter_frames(source)) as decoded:
@@ -340,24 +387,27 @@ def analyse_video(
                         analysed += 1
                     if writer is None:
                         writer = VideoWriter(partial, frame.image.shape[1], frame.image.shape[0], info.fps)
-                    writer.write(draw_faces(frame.image, annotations))
+                    writer.write(draw_faces(frame.image, annotations), frame.time_s)
                     frames += 1
+                    last_time = frame.time_s
                     report(frames)
             assert writer is not None  # iter_frames raises on a video without frames
             writer.close()  # the flush and the faststart rewrite can fail too (a full disk, Ctrl-C)
-            partial.replace(annotated)
+            table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+            table.to_csv(partial_csv, index=False)
+            partial.replace(annotated)  # both files are complete before either replaces an earlier result
+            partial_csv.replace(csv_path)
         except BaseException:
             if writer is not None:
                 with suppress(Exception):  # the original error matters, not a failed flush
                     writer.close()
             partial.unlink(missing_ok=True)
+            partial_csv.unlink(missing_ok=True)
             raise
-        table = pd.DataFrame(rows, columns=CSV_COLUMNS)
-        table.to_csv(out / CSV_NAME, index=False)
     return VideoSummary(
         source=source,
         annotated_path=annotated,
-        csv_path=out / CSV_NAME,
+        csv_path=csv_path,
         frames=frames,
         analysed_frames=analysed,
         every=every,
@@ -365,6 +415,7 @@ def analyse_video(
         width=writer.width,
         height=writer.height,
         codec=writer.codec,
+        duration_s=last_time + 1 / info.fps,
         track_ids=sorted(int(i) for i in table["face_id"].unique()),
         faces=table,
     )
@@ -418,12 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         tracker = FaceTracker(args.iou, args.max_missed, args.smoothing, args.alpha, args.window)
     except ValueError as err:
         parser.error(str(err))
+    probe_video(args.video)  # a missing or unreadable input fails now, not after the models have loaded
+    prepare_output(args.out)
     pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=args.detector, conf=args.conf)
-    try:
-        summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
-    except VideoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
     print(
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "
         f"{len(summary.faces)} rows -> {summary.csv_path}; video ({summary.codec}) -> {summary.annotated_path}"

@@ -31,7 +31,7 @@ from fer_core import video as fer_video
 from fer_core.ensemble import write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline import ImageResult, Pipeline
+from fer_core.pipeline import FaceResult, ImageResult, Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
@@ -343,6 +343,33 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     now[0] += 10 * STALE_AFTER_S
     status = one_analysed_frame()
     assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]  # a new track, not the old one continued
+    status = one_analysed_frame()
+    smaller = cv2.resize(frame, (256, 256), interpolation=cv2.INTER_AREA)  # WebRTC lowers the resolution
+    assert np.array_equal(store.process(smaller), smaller)  # no boxes from the larger frame drawn on it
+    status = one_analysed_frame()
+    assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]
+
+
+def test_live_store_drops_an_analysis_that_outlived_its_stream() -> None:
+    """A frame still in the models when the camera restarts must not put the old faces into the fresh tracker."""
+    from app.live import STALE_AFTER_S, LiveStore, TrackerSettings
+
+    now = [100.0]
+    store = LiveStore(clock=lambda: now[0])
+    old_frame = np.zeros((48, 64, 3), np.uint8)
+
+    def pipe_during_which_the_camera_restarts(image: np.ndarray) -> ImageResult:
+        if image is not old_frame:  # the new stream's frame, analysed by the store's own thread
+            return ImageResult([], image.shape[1], image.shape[0])
+        now[0] += 10 * STALE_AFTER_S
+        store.process(np.ones((48, 64, 3), np.uint8))  # the first frame of the new stream
+        probs = {name: 1 / len(EMOTIONS) for name in EMOTIONS}
+        face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, "angry", 1 / 7, probs, {"ensemble": probs})
+        return ImageResult([face], image.shape[1], image.shape[0])
+
+    store.configure(pipe_during_which_the_camera_restarts, TrackerSettings())  # type: ignore[arg-type]
+    store._received_at.append(now[0])  # noqa: SLF001 - the old stream was running when this frame came
+    assert store.analyse(old_frame) == []  # old code: the old face became track 1 of the new stream
 
 
 def test_live_callback_never_waits_for_the_models() -> None:

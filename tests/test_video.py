@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from skimage.data import astronaut
 
-from fer_core import video
+from fer_core import cli, video
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline
 from fer_core.tracking import FaceTracker
+from fer_core.cli import UserInputError
 from fer_core.video import CSV_COLUMNS, VideoError, analyse_video, iter_frames, probe_video
 
 
@@ -109,6 +110,58 @@ def test_broken_inputs_raise_video_error(tmp_path: Path) -> None:
         with pytest.raises(VideoError, match=path.name):
             analyse_video(path, None, tmp_path / "out")  # type: ignore[arg-type]
     assert issubclass(VideoError, ValueError)
+
+
+def test_text_and_pictures_are_not_videos(tmp_path: Path) -> None:
+    """FFmpeg opens a .txt as ANSI art and a picture as a one-frame stream; neither is a video to analyse."""
+    text = tmp_path / "notes.txt"
+    text.write_text("meeting notes\n" * 200)  # a short text is refused by every demuxer anyway
+    picture = tmp_path / "photo.png"
+    cv2.imwrite(str(picture), np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(VideoError, match=r"notes\.txt: a text file, not a video"):
+        probe_video(text)
+    with pytest.raises(VideoError, match=r"photo\.png: a still image, not a video"):
+        analyse_video(picture, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+
+
+def write_browser_recording(path: Path, times_ms: list[int]) -> Path:
+    """WebM as a browser's MediaRecorder writes it: a millisecond time base, frames at the camera's own times."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=Fraction(1000))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, time_ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5 % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = time_ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_a_browser_recording_keeps_its_rate_and_timing(tmp_path: Path) -> None:
+    """30 fps, then 15 fps (a camera in low light): the annotated video keeps each frame's time, as the CSV does."""
+    times_ms = [round(i * 1000 / 30) for i in range(30)] + [1000 + round(i * 1000 / 15) for i in range(1, 31)]
+    path = write_browser_recording(tmp_path / "webcam.webm", times_ms)
+    assert av.open(str(path)).streams.video[0].average_rate == 1000  # the container's clock, not a frame rate
+    assert probe_video(path).fps == pytest.approx(30, rel=0.02)
+    summary = analyse_video(path, StubPipeline(), tmp_path / "out", every=5)  # type: ignore[arg-type]
+    written = [frame.time_s for frame in iter_frames(summary.annotated_path)]
+    assert written == pytest.approx([t / 1000 for t in times_ms], abs=2e-3)
+    assert summary.faces["time_s"].tolist() == pytest.approx([t / 1000 for t in times_ms[::5]], abs=1e-3)
+    assert summary.duration_s == pytest.approx(3.0 + 1 / summary.fps, abs=0.01)  # not 60 frames / 30 fps = 2 s
+
+
+def test_an_unusable_output_folder_is_refused_before_decoding(tmp_path: Path) -> None:
+    source = write_video(tmp_path / "in.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    blocked = tmp_path / "blocked"
+    (blocked / video.ANNOTATED_NAME).mkdir(parents=True)
+    for out, problem in ((a_file, "is not a folder"), (a_file / "sub", "cannot create"), (blocked, "is a folder")):
+        with pytest.raises(UserInputError, match=problem):
+            analyse_video(source, None, out)  # type: ignore[arg-type]  # no pipeline: nothing may be analysed
 
 
 @pytest.mark.parametrize("cover_art", [False, True])
@@ -276,5 +329,7 @@ def test_cli_end_to_end(
     assert "5 analysed" in capsys.readouterr().out
     bad = tmp_path / "bad.mov"
     bad.write_bytes(b"\x00" * 100)
-    assert video.main([str(bad), "--out", str(out), "--detector", "haar"]) == 2
-    assert "bad.mov" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(lambda: video.main([str(bad), "--out", str(out), "--detector", "haar"]))
+    assert stopped.value.code == 2 and "bad.mov" in capsys.readouterr().err
+    assert len(loads) == 1  # refused before any model was loaded
