@@ -67,24 +67,29 @@ def export_classifier(loaded: LoadedClassifier, out_path: str | Path) -> Path:
     config = loaded.config
     wrapped = _WithSoftmax(loaded.model.cpu().eval())
     dummy = torch.zeros(2, config.in_channels, config.input_size, config.input_size)
-    tmp = out.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapped,
-            (dummy,),
-            str(tmp),
-            input_names=["input"],
-            output_names=["probs"],
-            dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    diff = max_prob_difference(loaded, tmp, config)
-    if diff > MAX_PROB_DIFF:
+    # A name of its own: two processes (the app and a CLI) exporting one checkpoint must not share a scratch file.
+    handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}-", suffix=".onnx")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapped,
+                (dummy,),
+                str(tmp),
+                input_names=["input"],
+                output_names=["probs"],
+                dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        diff = max_prob_difference(loaded, tmp, config)
+        if diff > MAX_PROB_DIFF:
+            raise RuntimeError(f"ONNX export of {loaded.path} differs from PyTorch by {diff:.2e} > {MAX_PROB_DIFF}")
+        tmp.replace(out)  # atomic: a reader sees the old file or the new one, never half of one
+    finally:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ONNX export of {loaded.path} differs from PyTorch by {diff:.2e} > {MAX_PROB_DIFF}")
-    tmp.replace(out)
     return out
 
 

@@ -24,6 +24,7 @@ from fer_core.export import (
     classifier_onnx_path,
     detector_onnx_path,
     detector_output_difference,
+    export_classifier,
     export_detector,
     file_sha256,
     max_prob_difference,
@@ -58,6 +59,27 @@ def test_sessions_stop_spinning_when_a_run_returns(fake_weights):
 def stand_in_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained one-class YOLO11n whose outputs depend on the image (see `build_untrained_yolo`)."""
     return build_untrained_yolo(tmp_path_factory.mktemp("yolo") / "face_yolo.pt", images=[skdata.astronaut()])
+
+
+def test_two_exports_of_one_checkpoint_at_once_both_succeed(
+    fake_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app and a CLI can export the same checkpoint into the shared cache at the same moment."""
+    loaded = load_classifier(fake_weights / "A_crp.pt")
+    target = tmp_path / "onnx" / "A_crp.onnx"
+    real_export, started, finished_meanwhile = torch.onnx.export, [], []
+
+    def export_while_another_process_exports(*args: object, **kwargs: object) -> None:
+        real_export(*args, **kwargs)
+        if not started:
+            started.append(True)
+            finished_meanwhile.append(export_classifier(loaded, target))
+
+    monkeypatch.setattr(torch.onnx, "export", export_while_another_process_exports)
+    assert export_classifier(loaded, target) == target
+    assert finished_meanwhile == [target]
+    assert [path.name for path in target.parent.iterdir()] == ["A_crp.onnx"]  # no scratch file left behind
+    assert max_prob_difference(loaded, target, loaded.config) <= MAX_PROB_DIFF
 
 
 def test_detector_onnx_raw_outputs_match_torch(stand_in_detector: Path, tmp_path: Path) -> None:
