@@ -125,7 +125,7 @@ def load_fer2013(
 
 def _carve_validation(usages: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Move a seeded, per-class `fraction` of Training into PublicTest."""
-    usages = usages.copy()
+    usages = usages.astype(f"<U{max(map(len, SPLITS))}")  # a copy wide enough for every split's name
     rng = np.random.default_rng(seed)
     for cls in range(len(EMOTIONS)):
         idx = np.flatnonzero((usages == TRAIN_SPLIT) & (labels == cls))

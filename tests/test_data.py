@@ -44,6 +44,20 @@ def test_folder_without_prefixes_gets_a_seeded_validation_split(tmp_path):
     assert set(first["PublicTest"].sources).isdisjoint(first["Training"].sources)
 
 
+def test_a_source_of_training_rows_only_loses_none_to_the_validation_split(tmp_path):
+    """All-Training usages made a '<U8' array, and 'PublicTest' written into it became 'PublicTe': 10 % vanished."""
+    root = write_fer_folder(tmp_path / "fer", per_class=10, prefixes=False)
+    shutil.rmtree(root / "test")
+    by_folder = load_fer2013(root, val_fraction=0.2)
+    assert {k: len(v) for k, v in by_folder.splits.items()} == {"Training": 56, "PublicTest": 14}
+    images, labels = synthetic_faces(49)
+    no_usage = tmp_path / "no_usage.csv"
+    rows = [f"{label},{' '.join(map(str, image.ravel()))}" for image, label in zip(images, labels, strict=True)]
+    no_usage.write_text("emotion,pixels\n" + "\n".join(rows) + "\n")
+    by_csv = load_fer2013(no_usage)
+    assert len(by_csv["Training"]) + len(by_csv["PublicTest"]) == 49 and len(by_csv["PublicTest"]) > 0
+
+
 def test_split_folders_without_prefixes_keep_their_role(tmp_path):
     root = write_fer_folder(tmp_path / "fer", per_class=2, prefixes=False)
     (root / "test").rename(root / "val")
