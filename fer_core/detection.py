@@ -58,8 +58,10 @@ HAAR_WEIGHT_CENTER = 2.5
 HAAR_WEIGHT_SCALE = 1.5
 
 #: Environment that keeps ultralytics from touching the network (DNS "online" probe at import, pip auto-install,
-#: update checks, analytics) and quiet; it must be set before the first `import ultralytics`.
-_ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
+#: update checks, analytics) and quiet; it must be set before the first `import ultralytics`. ULTRALYTICS_SAFE_LOAD:
+#: ultralytics otherwise unpickles a .pt in full (`weights_only=False`), so a `face_yolo.pt` planted in a
+#: `--weights` folder could run code; with it, only its allow-list of model classes is rebuilt.
+_ULTRALYTICS_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "ULTRALYTICS_SAFE_LOAD": "1"}
 #: Settings that would otherwise enable analytics/crash reports (`sync`) or third-party loggers during training.
 _ULTRALYTICS_SETTINGS = {
     "sync": False,
@@ -121,7 +123,9 @@ def import_ultralytics() -> ModuleType:
         import ultralytics.utils as ul_utils
         import ultralytics.utils.checks as ul_checks
         import ultralytics.utils.events as ul_events
+        from ultralytics.nn import tasks as ul_tasks
 
+        ul_utils.SAFE_LOAD = ul_tasks.SAFE_LOAD = True  # read at import: an earlier import missed the variable
         ul_utils.ONLINE = False
         ul_checks.ONLINE = False
         ul_events.events.enabled = False

@@ -176,9 +176,10 @@ def prepare_data(args: argparse.Namespace) -> Path:
 
 def run_finished(last: Path) -> bool:
     """Ultralytics marks a completed run by `epoch == -1` in last.pt; resuming that would raise."""
-    import torch
+    import_ultralytics()
+    from ultralytics.nn.tasks import torch_safe_load
 
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)  # our own run's file
+    ckpt, _ = torch_safe_load(str(last), safe_only=True)  # weights_only, with ultralytics' own allow-list
     return isinstance(ckpt, dict) and ckpt.get("epoch", -1) == -1
 
 

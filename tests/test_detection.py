@@ -8,10 +8,12 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from skimage import data as skdata
 
 from fer_core import detect_faces
@@ -101,6 +103,27 @@ def test_corrupt_weights_fall_back_to_haar_with_a_warning(tmp_path: Path) -> Non
     with pytest.warns(RuntimeWarning, match="falling back"):
         detector = FaceDetector(backend="auto", weights=corrupt)
     assert detector.backend == "haar" and "face_yolo.pt" in (detector.warning or "")
+
+
+class _RunsCodeWhenUnpickled:
+    """What a hostile .pt holds: unpickling it calls a function of the attacker's choice (here: create a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_a_planted_detector_file_is_never_unpickled_in_full(tmp_path: Path, runtime: str) -> None:
+    marker = tmp_path / "code_ran"
+    planted = tmp_path / "face_yolo.pt"
+    torch.save({"model": _RunsCodeWhenUnpickled(marker)}, planted)
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        detector = FaceDetector(backend="auto", weights=planted, runtime=runtime)
+    assert detector.backend == "haar"
+    assert not marker.exists()
 
 
 def test_haar_backend_never_warns(tmp_path: Path) -> None:

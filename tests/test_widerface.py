@@ -363,3 +363,30 @@ def test_malformed_sets_file_names_the_problem(tmp_path: Path, text: str, messag
     (tmp_path / "sets.json").write_text(text)
     with pytest.raises(AnnotationError, match=message):
         load_wider_sets(tmp_path / "sets.json")
+
+
+class _TouchesWhenUnpickled:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_run_finished_reads_the_epoch_without_unpickling_code(tmp_path: Path) -> None:
+    """A run folder given to --resume is read with ultralytics' allow-list loader, never a full unpickle."""
+    import torch
+
+    import_ultralytics()
+    from ultralytics.nn.tasks import torch_safe_load
+
+    shipped = REPO / "weights" / "face_yolo.pt"
+    assert train_detector.run_finished(shipped)  # a finished (stripped) run: epoch -1
+    checkpoint, _ = torch_safe_load(str(shipped), safe_only=True)
+    torch.save({**checkpoint, "epoch": 3}, tmp_path / "last.pt")
+    assert not train_detector.run_finished(tmp_path / "last.pt")
+    marker = tmp_path / "code_ran"
+    torch.save({"epoch": 3, "model": _TouchesWhenUnpickled(marker)}, tmp_path / "planted.pt")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whichever error torch's restricted unpickler picks
+        train_detector.run_finished(tmp_path / "planted.pt")
+    assert not marker.exists()
