@@ -368,7 +368,7 @@ def test_live_store_drops_an_analysis_that_outlived_its_stream() -> None:
         return ImageResult([face], image.shape[1], image.shape[0])
 
     store.configure(pipe_during_which_the_camera_restarts, TrackerSettings())  # type: ignore[arg-type]
-    store._received_at.append(now[0])  # noqa: SLF001 - the old stream was running when this frame came
+    store._received_at.append(now[0])
     assert store.analyse(old_frame) == []  # old code: the old face became track 1 of the new stream
 
 

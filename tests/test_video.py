@@ -15,10 +15,10 @@ import pytest
 from skimage.data import astronaut
 
 from fer_core import cli, video
+from fer_core.cli import UserInputError
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline
 from fer_core.tracking import FaceTracker
-from fer_core.cli import UserInputError
 from fer_core.video import CSV_COLUMNS, VideoError, analyse_video, iter_frames, probe_video
 
 
