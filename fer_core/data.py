@@ -13,7 +13,9 @@ import io
 import logging
 import lzma
 import re
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fer_core.cli import UserInputError
-from fer_core.imageio import to_rgb
+from fer_core.imageio import to_rgb, upright
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,7 @@ def parse_emotion(text: str, where: str) -> int:
     value = str(text).strip().lower()
     if value in EMOTIONS:
         return EMOTIONS.index(value)
-    if value.isdigit() and int(value) < len(EMOTIONS):
+    if value.isascii() and value.isdigit() and int(value) < len(EMOTIONS):  # '²'.isdigit() too, and int() refuses it
         return int(value)
     raise FerDataError(f"{where}: emotion {text!r} is not one of 0..6 or {', '.join(EMOTIONS)}")
 
@@ -178,7 +180,19 @@ class CsvRecord:
 
 
 #: What a damaged or mislabelled compressed file raises while it is being read.
-_READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, zipfile.BadZipFile, lzma.LZMAError, csv.Error)
+#: zlib.error: damaged deflate data (zip, gz); NotImplementedError / RuntimeError: a zip member compressed with a
+#: method Python lacks (Deflate64, AES) or protected by a password.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    UnicodeDecodeError,
+    zipfile.BadZipFile,
+    lzma.LZMAError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    csv.Error,
+)
 
 
 def _open_csv_bytes(path: Path, stack: ExitStack) -> IO[bytes]:
@@ -278,12 +292,21 @@ def _read_csv(path: Path, skip_bad: bool):
 def read_gray_face(path: Path) -> np.ndarray:
     """Decode one face crop as 48x48 uint8 grayscale (resizing other sizes)."""
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L") if img.mode in ("L", "RGB") else to_rgb(img).convert("L")  # 16-bit: scaled
-            if gray.size != (FER_SIZE, FER_SIZE):
-                gray = gray.resize((FER_SIZE, FER_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(gray, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a 100 MP "face" is not one
+            with Image.open(path) as img:
+                img = upright(img)  # as the app and the CLIs see the same file
+                gray = img.convert("L") if img.mode in ("L", "RGB") else to_rgb(img).convert("L")  # 16-bit: scaled
+                if gray.size != (FER_SIZE, FER_SIZE):
+                    gray = gray.resize((FER_SIZE, FER_SIZE), Image.Resampling.BILINEAR)
+                return np.asarray(gray, dtype=np.uint8)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
         raise FerDataError(f"{path}: unreadable image ({err})") from err
 
 
@@ -302,18 +325,23 @@ def _read_folder(root: Path, skip_bad: bool):
                 raise FerDataError(message)
             skipped.append(message)
             continue
-        for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        for class_dir in sorted(d for d in split_dir.iterdir() if not d.name.startswith(".")):
             name = class_dir.name.lower()
-            if name not in EMOTIONS:
-                message = f"{class_dir}: folder name is not one of {', '.join(EMOTIONS)}"
+            if not class_dir.is_dir() or name not in EMOTIONS:
+                kind = "folder name" if class_dir.is_dir() else "a file beside the class folders: its name"
+                message = f"{class_dir}: {kind} is not one of {', '.join(EMOTIONS)}"
                 if not skip_bad:
                     raise FerDataError(message)
                 skipped.append(message)
                 continue
             for file in sorted(class_dir.iterdir()):
-                if not file.is_file() or file.name.startswith("."):
+                if file.name.startswith("."):
                     continue
                 try:
+                    if file.is_dir():
+                        raise FerDataError(f"{file}: a folder inside a class folder (faces must sit directly in it)")
+                    if not file.is_file():
+                        raise FerDataError(f"{file}: not a readable file (a broken link?)")
                     if file.suffix.lower() not in IMAGE_SUFFIXES:
                         raise FerDataError(f"{file}: not an image file type")
                     pixels = read_gray_face(file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 import zipfile
@@ -90,6 +91,8 @@ def test_sixteen_bit_faces_in_folders_are_scaled_not_clipped(tmp_path):
         ("3," + " ".join(["7"] * 2303) + " 99999999999999999999,Training", "must lie in 0..255"),
         ("3," + " ".join(["7"] * 2303) + " --5,Training", "pixel value '--5' is not an integer"),
         ("3," + " ".join(["7"] * 2303) + " \u00b2,Training", "is not an integer"),
+        ("\u00b2," + " ".join(["7"] * 2304) + ",Training", "emotion '\u00b2' is not one of"),  # '²'.isdigit()
+        ("\u0663," + " ".join(["7"] * 2304) + ",Training", "emotion '\u0663' is not one of"),  # Arabic-Indic 3
     ],
 )
 def test_malformed_csv_row_names_line_and_problem(tmp_path, row, message):
@@ -134,6 +137,54 @@ def test_unreadable_image_in_folder_is_named(tmp_path):
         load_fer2013(root)
     dataset = load_fer2013(root, skip_bad=True)
     assert len(dataset.skipped) == 1 and len(dataset["Training"]) == 28
+
+
+def test_stray_entries_in_a_folder_dataset_are_named_not_ignored(tmp_path):
+    root = write_fer_folder(tmp_path / "fer")
+    nested = root / "test" / "happy" / "more"
+    nested.mkdir()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(nested / "PrivateTest_x.png")
+    (root / "test" / "notes.txt").write_text("labels checked by hand")
+    (root / "train" / "sad" / "Training_gone.png").symlink_to(tmp_path / "nowhere.png")
+    problems = ("test/happy/more: a folder inside", "test/notes.txt: a file beside", "gone.png: not a readable")
+    with pytest.raises(FerDataError, match="|".join(problems)):
+        load_fer2013(root)
+    skipped = load_fer2013(root, skip_bad=True).skipped
+    assert len(skipped) == 3 and all(any(problem in message for message in skipped) for problem in problems)
+
+
+def test_folder_faces_are_upright_and_bomb_guarded(tmp_path, monkeypatch):
+    root = write_fer_folder(tmp_path / "fer", per_class=1)
+    face = np.zeros((48, 48), np.uint8)
+    face[:8] = 255  # a bright band at the top of the upright face
+    turned = Image.fromarray(np.rot90(face, 1).copy())  # stored turned, with EXIF saying how to turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned.save(root / "train" / "happy" / "Training_turned.jpg", exif=exif, quality=100)
+    dataset = load_fer2013(root)
+    loaded = dataset["Training"].images[dataset["Training"].sources.index(str(root / "train/happy/Training_turned.jpg"))]
+    assert loaded[:8].mean() > 200 and loaded[-8:].mean() < 50
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 48x48 face is now "a bomb" (warning level)
+    with pytest.raises(FerDataError, match="unreadable image"):
+        load_fer2013(root)
+
+
+def test_damaged_or_locked_zip_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    path = write_fer_csv(tmp_path / "fer.csv.zip")
+    for failure in (NotImplementedError("That compression method is not supported"), RuntimeError("is encrypted")):
+
+        def refuse(*args, error=failure, **kwargs):
+            raise error
+
+        monkeypatch.setattr(zipfile.ZipFile, "open", refuse)
+        with pytest.raises(FerDataError, match=rf"fer\.csv\.zip: cannot read as CSV \({failure}"):
+            load_fer2013(path)
+    monkeypatch.undo()
+    damaged = tmp_path / "damaged.csv.gz"
+    data = gzip.compress(write_fer_csv(tmp_path / "plain.csv").read_bytes())
+    damaged.write_bytes(data[:200] + bytes(b ^ 0x55 for b in data[200:400]) + data[400:])
+    with pytest.raises(FerDataError, match=r"damaged\.csv\.gz: cannot read"):
+        load_fer2013(damaged)
 
 
 def test_class_weights_lift_rare_classes():
