@@ -40,6 +40,12 @@ class FerDataError(UserInputError):
     """A FER-2013 source is malformed; the message names the row or file and the problem."""
 
 
+class MissingSplitError(FerDataError, KeyError):
+    """The source has no such split: a KeyError for lookups, and one `error:` line (not a traceback) in the CLIs."""
+
+    __str__ = Exception.__str__  # KeyError's would wrap the message in quotes
+
+
 @dataclass(frozen=True)
 class FerSplit:
     """One split: images (N, 48, 48) uint8, labels (N,) int64 and where each sample came from."""
@@ -70,7 +76,7 @@ class FerDataset:
 
     def __getitem__(self, name: str) -> FerSplit:
         if name not in self.splits:
-            raise KeyError(f"split {name!r} not present; have {sorted(self.splits)}")
+            raise MissingSplitError(f"this source has no {name} split; it has {', '.join(sorted(self.splits))}")
         return self.splits[name]
 
     def fingerprint(self) -> str:

@@ -90,12 +90,19 @@ def main(argv: list[str] | None = None) -> None:
         "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or none (live)"
     )
     args = parser.parse_args(argv)
-    split = load_fer2013(args.data, skip_bad=args.skip_bad)[args.split]
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
+    dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
+    split = dataset[args.split]
     ensemble = Ensemble.load(args.weights, runtime=args.runtime)
     if args.tta == "off":
         ensemble = ensemble.with_tta(False)
     probs = predict_split(ensemble, split)
-    report = {**evaluate_probs(split, probs), "weights": weights_used(ensemble.spec, args.weights, ensemble.tta)}
+    report = {
+        **evaluate_probs(split, probs),
+        "skipped": len(dataset.skipped),  # --skip-bad: rows/files of the source left out (all splits)
+        "weights": weights_used(ensemble.spec, args.weights, ensemble.tta),
+    }
     write_report(report, split, probs, args.out)
     for name, scores in report["models"].items():
         print(f"{name:>12}: accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}  (n={report['n']})")

@@ -31,7 +31,7 @@ try:  # optional: HEIC/HEIF photos from phones
 except ImportError:  # pragma: no cover - depends on the environment
     HEIF_SUPPORTED = False
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
 if HEIF_SUPPORTED:
     IMAGE_SUFFIXES |= {".heic", ".heif"}
 
@@ -97,6 +97,17 @@ def load_image(
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file as `load_image` turns it, before any downscaling; reads the header only."""
+    with Image.open(path) as img:
+        width, height = img.size
+        try:
+            orientation = img.getexif().get(ExifTags.Base.Orientation)
+        except Exception:  # damaged metadata: `upright` leaves such an image as decoded
+            orientation = None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # the quarter turns
+
+
 #: EXIF Orientation value -> the transpose that makes the image upright (values 1 and unknown ones: none).
 ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -145,7 +156,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: alpha over white, 16-bit scaled (not clipped), CMYK converted."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        low, high = float(arr.min()), float(arr.max())
+        finite = arr[np.isfinite(arr)]  # one NaN or inf pixel (float TIFF) made min/max, and so every pixel, NaN
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        arr = np.nan_to_num(arr, nan=low, posinf=high, neginf=low)
         scale = 255.0 / (high - low) if high > low else 0.0
         img = Image.fromarray(((arr - low) * scale).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:  # P, L or RGB with a transparent colour

@@ -23,25 +23,40 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_records
-from fer_core.imageio import ImageLoadError, is_image_path, load_image
+from fer_core.imageio import IMAGE_SUFFIXES, MAX_SIDE, ImageLoadError, is_image_path, load_image, upright_size
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 
 
 def iter_inputs(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; folders walked recursively for images (sorted, hidden files skipped)."""
+    """Files as given; folders walked recursively for images (sorted, hidden files skipped). Other files in a
+    folder (documents, CSVs, broken links) are named in one warning, so none is left out unnoticed."""
     for path in paths:
         if path.is_dir():
-            found = 0
+            found, passed_over = 0, []
             for file in sorted(path.rglob("*")):
-                hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
-                if file.is_file() and is_image_path(file) and not hidden:
+                if any(part.startswith(".") for part in file.relative_to(path).parts) or file.is_dir():
+                    continue
+                if file.is_file() and is_image_path(file):
                     found += 1
                     yield file
+                else:
+                    passed_over.append(file.relative_to(path).as_posix())
+            if passed_over:
+                warn_passed_over(path, passed_over)
             if not found:
                 print(f"warning: {path}: no image files in this folder", file=sys.stderr)
         else:
             yield path
+
+
+def warn_passed_over(folder: Path, names: list[str]) -> None:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    print(
+        f"warning: {folder}: skipped {len(names)} file(s) that are not readable images of a known type "
+        f"({', '.join(sorted(IMAGE_SUFFIXES))}): {shown}",
+        file=sys.stderr,
+    )
 
 
 def is_csv(path: Path) -> bool:
@@ -60,12 +75,16 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
         faces = pipe.classify_crops([image]) if crops else pipe(image).faces
         if pipe.at_face_limit(len(faces)):
             print(f"warning: {file}: labelled the {len(faces)} most confident faces (--max-faces)", file=sys.stderr)
+        height, width = image.shape[:2]
+        if max(height, width) >= MAX_SIDE:  # analysed downscaled: report the file's size, boxes in its pixels
+            width, height = upright_size(file)
+        scale = width / image.shape[1]
         records.append(
             {
                 "image": str(file),
-                "width": image.shape[1],
-                "height": image.shape[0],
-                "faces": [face.to_dict() for face in faces],
+                "width": width,
+                "height": height,
+                "faces": [{**face.to_dict(), "box": [round(v * scale, 1) for v in face.box]} for face in faces],
             }
         )
     return records
@@ -82,19 +101,25 @@ def predict_csv(pipe: Pipeline, path: Path, batch_size: int = 512) -> pd.DataFra
         raise FerDataError(f"{path}: no 'pixels' column; have {columns}")
     rows: list[dict[str, Any]] = []
     good_rows, faces = [], []
-    for record in records:
-        row: dict[str, Any] = {"line": record.line, "error": ""}
-        try:
-            if record.error:
-                raise FerDataError(record.error)
-            if record.fields.get("emotion", "").strip() != "":
-                row["true_label"] = EMOTIONS[parse_emotion(record.fields["emotion"], record.where)]
-            faces.append(parse_pixels(record.fields["pixels"], record.where))
-            good_rows.append(len(rows))
-        except FerDataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            row["error"] = str(err)
-        rows.append(row)
+    try:
+        for record in records:
+            row: dict[str, Any] = {"line": record.line, "error": ""}
+            try:
+                if record.error:
+                    raise FerDataError(record.error)
+                if record.fields.get("emotion", "").strip() != "":
+                    row["true_label"] = EMOTIONS[parse_emotion(record.fields["emotion"], record.where)]
+                faces.append(parse_pixels(record.fields["pixels"], record.where))
+                good_rows.append(len(rows))
+            except FerDataError as err:
+                print(f"error: {err}", file=sys.stderr)
+                row["error"] = str(err)
+            rows.append(row)
+    except FerDataError as err:  # unreadable from some line on (truncated, bad bytes): keep the rows before it
+        print(f"error: {err}", file=sys.stderr)
+        rows.append({"line": None, "error": str(err)})
+    if not rows:
+        raise FerDataError(f"{path}: no records after the header")
     for start in range(0, len(faces), batch_size):
         batch = np.stack(faces[start : start + batch_size])[:, None]
         probs = pipe.ensemble.predict_batch(batch)
@@ -118,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-faces", type=int, default=100, help="label at most this many faces per photo")
     args = parser.parse_args(argv)
 
-    csv_inputs = [p for p in args.paths if p.is_file() and is_csv(p)]
+    if not 0.0 <= args.conf <= 1.0:
+        parser.error(f"--conf must be between 0 and 1, got {args.conf}")
+    for option, target in (("--json", args.json), ("--csv-out", args.csv_out)):
+        if target is not None and target.is_dir():
+            parser.error(f"{option} {target}: is a folder; give a file name")
+    csv_inputs = [p for p in args.paths if is_csv(p) and not p.is_dir()]  # a missing one becomes its error row
     image_inputs = list(iter_inputs([p for p in args.paths if p not in csv_inputs]))
     if not csv_inputs and not image_inputs:
         parser.error("no images or CSV files found in " + ", ".join(map(str, args.paths)))

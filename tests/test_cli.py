@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,82 @@ def test_predict_csv_reports_every_record_and_every_unreadable_file(tmp_path, fa
     assert "a row has 4 fields, expected 3" in rows.iloc[1]["error"]
     assert (rows["error"] == "").sum() == 4
     assert "labels.csv" in capsys.readouterr().err
+
+
+def test_predict_csv_keeps_the_rows_before_a_damaged_part_and_names_empty_or_missing_files(tmp_path, fake_weights):
+    whole = write_fer_csv(tmp_path / "fer.csv.gz", n_train=30, n_public=0, n_private=0).read_bytes()
+    truncated = tmp_path / "truncated.csv.gz"
+    truncated.write_bytes(whole[: len(whole) * 2 // 3])
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("emotion,pixels,Usage\n")
+    missing = tmp_path / "missing.csv"
+    out = tmp_path / "pred.csv"
+    paths = [str(truncated), str(header_only), str(missing)]
+    assert predict_main([*paths, "--csv-out", str(out), "--weights", str(fake_weights)]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    rows = table[table["source"] == str(truncated)]
+    assert len(rows) > 5 and rows.iloc[:-1]["predicted"].isin(EMOTIONS).all()  # predictions made before the damage
+    assert "cannot read past line" in rows.iloc[-1]["error"]
+    (empty,) = table[table["source"] == str(header_only)]["error"]
+    assert "no records after the header" in empty
+    (absent,) = table[table["source"] == str(missing)]["error"]
+    assert "missing.csv" in absent and "cannot read" in absent
+
+
+def test_predict_refuses_bad_options_before_any_work(tmp_path, capsys):
+    photo = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    for extra, message in (
+        (["--json", str(tmp_path / "o.json"), "--conf", "2"], "--conf must be between 0 and 1"),
+        (["--json", str(tmp_path)], "is a folder; give a file name"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            predict_main([str(photo), *extra, "--weights", str(tmp_path / "no_weights")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_names_the_files_a_folder_walk_passes_over(tmp_path, fake_weights, capsys):
+    root = tmp_path / "photos"
+    root.mkdir()
+    face = data.astronaut()[60:170, 170:280]
+    for name in ("a.jpg", "b.jfif", "c.jpe"):
+        Image.fromarray(face).save(root / name, format="JPEG")
+    (root / "notes.txt").write_text("who is who")
+    (root / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    out = tmp_path / "out.json"
+    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 0
+    assert sorted(Path(r["image"]).name for r in json.loads(out.read_text())) == ["a.jpg", "b.jfif", "c.jpe"]
+    assert "skipped 2 file(s)" in (err := capsys.readouterr().err) and "gone.jpg, notes.txt" in err
+
+
+def test_predict_reports_a_huge_photo_in_its_own_pixels(tmp_path, fake_weights):
+    """Photos over MAX_SIDE are analysed downscaled; the JSON still speaks of the file the user has."""
+    canvas = np.full((1200, 4300, 3), 200, np.uint8)
+    face = Image.fromarray(data.astronaut()[0:260, 120:340]).resize((700, 820))
+    canvas[200:1020, 3500:4200] = np.asarray(face)  # near the far right edge, where the scales differ most
+    photo = tmp_path / "panorama.png"
+    Image.fromarray(canvas).save(photo)
+    out = tmp_path / "out.json"
+    predict_main([str(photo), "--json", str(out), "--weights", str(fake_weights), "--detector", "haar"])
+    (record,) = json.loads(out.read_text())
+    assert (record["width"], record["height"]) == (4300, 1200)
+    (found,) = record["faces"]
+    x1, _, x2, _ = found["box"]
+    assert 3720 <= (x1 + x2) / 2 <= 3980  # the face's middle is x 3850; in the 4096 px copy it is x 3667
+
+
+def test_evaluate_names_a_missing_split_and_a_file_as_out(tmp_path, fake_weights, capsys):
+    training_only = write_fer_csv(tmp_path / "train.csv", n_train=20, n_public=0, n_private=0)
+    base = ["--data", str(training_only), "--weights", str(fake_weights)]
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: evaluate_main([*base, "--split", "PrivateTest", "--out", str(tmp_path / "ev")]))
+    assert exit_.value.code == 2
+    assert "error: this source has no PrivateTest split; it has PublicTest, Training" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main([*base, "--out", str(a_file)])
+    assert exit_.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_predict_walks_folders_below_hidden_ones_and_refuses_nothing_to_do(tmp_path, capsys):

@@ -162,7 +162,8 @@ def test_folder_faces_are_upright_and_bomb_guarded(tmp_path, monkeypatch):
     exif[0x0112] = 6
     turned.save(root / "train" / "happy" / "Training_turned.jpg", exif=exif, quality=100)
     dataset = load_fer2013(root)
-    loaded = dataset["Training"].images[dataset["Training"].sources.index(str(root / "train/happy/Training_turned.jpg"))]
+    training = dataset["Training"]
+    loaded = training.images[training.sources.index(str(root / "train/happy/Training_turned.jpg"))]
     assert loaded[:8].mean() > 200 and loaded[-8:].mean() < 50
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 48x48 face is now "a bomb" (warning level)
     with pytest.raises(FerDataError, match="unreadable image"):

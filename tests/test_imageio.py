@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -66,6 +67,16 @@ def test_sixteen_bit_is_scaled_not_clipped():
     ramp = np.linspace(0, 65535, 600, dtype=np.uint16).reshape(20, 30)
     rgb = load_image(encoded(Image.fromarray(ramp), "PNG"))
     assert rgb.min() == 0 and rgb.max() == 255
+
+
+def test_a_float_image_with_nan_or_inf_pixels_keeps_its_picture():
+    ramp = np.linspace(0.0, 1.0, 600, dtype=np.float32).reshape(20, 30)
+    ramp[0, 0], ramp[0, 1], ramp[0, 2] = np.nan, np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" came with the black image
+        gray = load_image(encoded(Image.fromarray(ramp, mode="F"), "TIFF"))[..., 0]
+    assert gray[-1, -1] == 255 and gray[1, 0] < 20 and 100 < gray[10, 15] < 160
+    assert gray[0, 1] == 255 and gray[0, 0] == gray[0, 2] == 0  # inf as the brightest, NaN and -inf the darkest
 
 
 def test_transparent_pixels_become_white():
