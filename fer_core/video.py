@@ -30,12 +30,12 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.cli import UserInputError
+from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
 from fer_core.draw import Annotation, draw_faces, to_annotations
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING, FaceTracker
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 ANNOTATED_NAME = "annotated.mp4"
 CSV_NAME = "faces.csv"
 CSV_COLUMNS = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", *EMOTIONS, "label", "confidence"]
@@ -457,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
     parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
+    parser.add_argument(
+        "--imgsz", type=int, default=PHOTO_IMGSZ, help=f"detector input size (the app's Video page: {VIDEO_IMGSZ})"
+    )
+    parser.add_argument("--min-face", type=int, default=16, help="smallest face side in px (the app's Video page: 24)")
     parser.add_argument("--smoothing", default="ema", choices=SMOOTHING)
     parser.add_argument("--alpha", type=float, default=0.5, help="EMA weight of the newest frame (1 = none)")
     parser.add_argument("--window", type=int, default=5, help="frames averaged with --smoothing window")
@@ -465,13 +469,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error("--every must be >= 1")
+    if not 0.0 <= args.conf <= 1.0 or args.imgsz < 32 or args.min_face < 0:
+        parser.error("--conf must be in [0, 1], --imgsz at least 32 and --min-face at least 0")
     try:
         tracker = FaceTracker(args.iou, args.max_missed, args.smoothing, args.alpha, args.window)
     except ValueError as err:
         parser.error(str(err))
     probe_video(args.video)  # a missing or unreadable input fails now, not after the models have loaded
     prepare_output(args.out)
-    pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=args.detector, conf=args.conf)
+    pipe = Pipeline.load(
+        args.weights,
+        runtime=args.runtime,
+        detector_backend=args.detector,
+        conf=args.conf,
+        imgsz=args.imgsz,
+        min_face=args.min_face,
+    )
     summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
     print(
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "

@@ -316,10 +316,15 @@ def test_cli_end_to_end(
             "7",
             "--conf",
             "0.3",
+            "--imgsz",
+            "320",
+            "--min-face",
+            "24",
         ]
     )
     assert code == 0
-    assert loads == [{"weights": Path("w"), "runtime": "auto", "detector_backend": "haar", "conf": 0.3}]
+    expected = {"weights": Path("w"), "runtime": "auto", "detector_backend": "haar", "conf": 0.3}
+    assert loads == [{**expected, "imgsz": 320, "min_face": 24}]
     (tracker,) = trackers
     assert (tracker.alpha, tracker.iou_threshold, tracker.max_missed) == (0.3, 0.4, 3)
     assert (tracker.smoothing, tracker.window) == ("window", 7)
