@@ -32,6 +32,7 @@ from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
 from fer_core.draw import Annotation, draw_faces, to_annotations
+from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING, FaceTracker
@@ -47,6 +48,10 @@ IMPLAUSIBLE_FPS = 1000.0
 #: FFmpeg demuxers that open files which are not videos: text drawn as ANSI art (picked by a .txt/.nfo/.asc
 #: suffix) and single pictures.
 NOT_VIDEO_FORMATS = {"tty": "a text file", "image2": "a still image"}
+#: Frames are analysed and written with their longer side at most this (browsers play the H.264 it makes, and
+#: memory stays bounded: a 36 KB upload of two 12000x12000 frames took 2.7 GB at full size). CSV boxes stay in the
+#: source's pixels.
+MAX_VIDEO_SIDE = 1920
 #: Time base of the annotated video: frames keep their source timestamps, so a variable-rate recording keeps
 #: its timing (and matches the CSV's time_s) instead of being replayed at one nominal rate.
 OUTPUT_TIME_BASE = Fraction(1, 90000)
@@ -308,11 +313,20 @@ def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return canvas
 
 
-def face_rows(frame: Frame, tracked: list[Any]) -> list[dict[str, Any]]:
-    """CSV rows for one analysed frame's tracked faces."""
+def fit_side(image: np.ndarray, max_side: int = MAX_VIDEO_SIDE) -> tuple[np.ndarray, float]:
+    """`image` shrunk so its longer side is at most `max_side`, and the factor applied (1.0: untouched)."""
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(2, round(image.shape[1] * scale)), max(2, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def face_rows(frame: Frame, tracked: list[Any], scale: float = 1.0) -> list[dict[str, Any]]:
+    """CSV rows for one analysed frame's tracked faces; boxes found at `scale` are given in the source's pixels."""
     rows = []
     for face in tracked:
-        x1, y1, x2, y2 = face.box
+        x1, y1, x2, y2 = (value / scale for value in face.box)
         rows.append(
             {
                 "frame": frame.index,
@@ -366,6 +380,11 @@ def analyse_video(
     info = probe_video(source)
     if info.width < 2 or info.height < 2:
         raise VideoError(f"{source}: a {info.width}x{info.height} video is too small to analyse")
+    if info.width * info.height > MAX_PIXELS:
+        raise VideoError(
+            f"{source}: {info.width}x{info.height} frames are too large (over {MAX_PIXELS // 1_000_000} megapixels "
+            "each); please resize the video"
+        )
     out = prepare_output(Path(out_dir))
     annotated, partial = out / ANNOTATED_NAME, out / f".{ANNOTATED_NAME}.partial"
     csv_path, partial_csv = out / CSV_NAME, out / f".{CSV_NAME}.partial"
@@ -380,14 +399,15 @@ def analyse_video(
         try:
             with closing(iter_frames(source)) as decoded:
                 for frame in decoded:
+                    image, scale = fit_side(frame.image)
                     if frame.index % every == 0:
-                        tracked = tracker.update(pipe(frame.image).faces)
+                        tracked = tracker.update(pipe(image).faces)
                         annotations = to_annotations(tracked)
-                        rows.extend(face_rows(frame, tracked))
+                        rows.extend(face_rows(frame, tracked, scale))
                         analysed += 1
                     if writer is None:
-                        writer = VideoWriter(partial, frame.image.shape[1], frame.image.shape[0], info.fps)
-                    writer.write(draw_faces(frame.image, annotations), frame.time_s)
+                        writer = VideoWriter(partial, image.shape[1], image.shape[0], info.fps)
+                    writer.write(draw_faces(image, annotations), frame.time_s)
                     frames += 1
                     last_time = frame.time_s
                     report(frames)

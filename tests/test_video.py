@@ -261,6 +261,23 @@ class StubPipeline:
         return ImageResult([face], image.shape[1], image.shape[0])
 
 
+def test_a_very_large_video_is_analysed_at_a_playable_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_video(tmp_path / "wide.mp4", [np.zeros((64, 2400, 3), np.uint8)] * 2, "libx264")
+    seen: list[tuple[int, ...]] = []
+    stub = StubPipeline()
+
+    def record(image: np.ndarray) -> ImageResult:
+        seen.append(image.shape)
+        return stub(image)
+
+    summary = analyse_video(path, record, tmp_path / "out")  # type: ignore[arg-type]
+    assert seen == [(51, 1920, 3)] * 2 and (summary.width, summary.height) == (1920, 50)
+    assert summary.faces["x2"].tolist() == pytest.approx([40 * 2400 / 1920] * 2, abs=0.1)  # the source's pixels
+    monkeypatch.setattr(video, "MAX_PIXELS", 100_000)
+    with pytest.raises(VideoError, match=r"wide\.mp4: 2400x64 frames are too large"):
+        analyse_video(path, record, tmp_path / "out")  # type: ignore[arg-type]
+
+
 def test_skipped_frames_reuse_last_boxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_video(tmp_path / "odd.avi", [np.zeros((47, 65, 3), np.uint8)] * 10, "mpeg4")
     drawn: list[list[Any]] = []
