@@ -143,7 +143,12 @@ class LiveStore:
                     self._worker = None
                     return
                 image, self._pending = self._pending, None
-            self.analyse(image)
+            try:
+                self.analyse(image)
+            except Exception as err:  # a failure past the models (the tracker) must not end live analysis unseen
+                log.exception("live frame tracking failed")
+                with self._lock:
+                    self._error = f"{type(err).__name__}: {err}"
 
     def analyse(self, image_rgb: np.ndarray) -> list[TrackedFace]:
         """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised."""
@@ -184,6 +189,10 @@ class LiveStore:
         )
 
     def latest_frame(self) -> np.ndarray | None:
-        """The last raw camera frame (no boxes drawn): what a snapshot sends to the comparison page."""
+        """The last raw camera frame (no boxes drawn): what a snapshot sends to the comparison page. None when the
+        camera has sent nothing for `STALE_AFTER_S` (after STOP): an old frame would pass for the present one."""
+        now = self._clock()
         with self._lock:
-            return None if self._frame is None else self._frame.copy()
+            if self._frame is None or not self._received_at or now - self._received_at[-1] > STALE_AFTER_S:
+                return None
+            return self._frame.copy()

@@ -116,10 +116,14 @@ def load_explainer(checkpoint: str) -> FaceExplainer:
     return _load_explainer(checkpoint, file_stamp(Path(checkpoint)))
 
 
+def weights_stamps(folder: Path) -> tuple[Any, ...]:
+    """ensemble.json and every .pt in the folder: a member swapped in place is seen too."""
+    return tuple(file_stamp(path) for path in [folder / ENSEMBLE_FILE, *sorted(folder.glob("*.pt"))])
+
+
 def ensemble() -> Ensemble:
     folder = weights_dir()
-    files = [folder / ENSEMBLE_FILE, *sorted(folder.glob("*.pt"))]  # a member swapped in place is seen too
-    return load_ensemble(str(folder), runtime(), device(), tuple(file_stamp(path) for path in files))
+    return load_ensemble(str(folder), runtime(), device(), weights_stamps(folder))
 
 
 #: The sidebar's ceiling on faces per image: beyond it a photo is a crowd scene, not a set of expressions to read.
@@ -141,7 +145,7 @@ class DetectorSettings:
     def key(self) -> tuple[Any, ...]:
         """Identifies results in the per-session memo: settings plus which weights produced them."""
         folder = weights_dir()
-        stamps = (file_stamp(folder / ENSEMBLE_FILE), file_stamp(folder / "face_yolo.pt"))
+        stamps = weights_stamps(folder)  # every .pt: a member swapped in place must not serve its old results
         return (str(folder), *stamps, self.backend, self.conf, self.min_face, self.max_faces, self.imgsz, self.tta)
 
 

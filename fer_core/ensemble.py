@@ -73,7 +73,12 @@ class Ensemble:
         spec_path = folder / ENSEMBLE_FILE
         if not spec_path.is_file():
             raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
-        spec = json.loads(spec_path.read_text())
+        try:
+            spec = json.loads(spec_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{spec_path}: not valid JSON ({err}); fit_ensemble writes this file") from err
+        if not isinstance(spec, dict) or not isinstance(spec.get("models"), list) or not spec["models"]:
+            raise CheckpointError(f"{spec_path}: expected an object with a non-empty 'models' list")
         for entry in spec["models"]:
             check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
         members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -295,7 +296,7 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert app.info[0].value.startswith("Press START")
     assert app.checkbox(key="webcam_tta").value is False  # live frames skip TTA unless asked
     app.button(key="webcam_snapshot_button").click().run()
-    assert "No camera frame yet" in app.warning[0].value
+    assert "No current camera frame" in app.warning[0].value
 
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=True))
     app.run()
@@ -370,6 +371,31 @@ def test_live_store_drops_an_analysis_that_outlived_its_stream() -> None:
     store.configure(pipe_during_which_the_camera_restarts, TrackerSettings())  # type: ignore[arg-type]
     store._received_at.append(now[0])
     assert store.analyse(old_frame) == []  # old code: the old face became track 1 of the new stream
+
+
+def test_live_store_survives_a_tracker_failure_and_offers_no_stale_snapshot() -> None:
+    from app.live import STALE_AFTER_S, LiveStore, TrackerSettings
+
+    now = [100.0]
+    store = LiveStore(clock=lambda: now[0])
+    store.configure(lambda image: ImageResult([], image.shape[1], image.shape[0]), TrackerSettings())  # type: ignore[arg-type]
+    failures = [RuntimeError("tracker bug")]
+
+    def update_once_broken(faces: list[Any]) -> list[Any]:
+        if failures:
+            raise failures.pop()
+        return []
+
+    store._tracker.update = update_once_broken  # type: ignore[method-assign]
+    frame = np.zeros((48, 64, 3), np.uint8)
+    deadline = time.monotonic() + 30
+    while store.status().frames == 0 and time.monotonic() < deadline:  # the first frame fails, later ones go on
+        store.process(frame)
+        time.sleep(0.02)
+    assert store.status().frames >= 1 and not failures
+    assert store.latest_frame() is not None
+    now[0] += 10 * STALE_AFTER_S  # STOP: no frame for a while
+    assert store.latest_frame() is None  # a snapshot now would show the past as the present
 
 
 def test_live_callback_never_waits_for_the_models() -> None:
@@ -502,11 +528,53 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     assert out_dir.parent == source.parent
     assert {folder: sorted(folder.iterdir()) for folder in outside} == outside
 
+    assert app.checkbox(key="video_tta").value is False  # frames are many: TTA is the user's choice, off at first
+    app.checkbox(key="video_tta").check().run()
+    assert "Settings changed" in app.caption[0].value and len(app.get("video")) == 1
+    app.file_uploader(key="video_upload").set_value(("holiday.mp4", clip(), "video/mp4")).run()
+    assert app.session_state["video_result"].name == "holiday.mp4"  # the same bytes: downloads take the new name
+
     app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
     app.button(key="video_analyse").click().run()
     assert not app.exception
     assert app.error[0].value.startswith("broken.mp4: ") and str(tmp_path) not in app.error[0].value
     assert list(tmp_path.iterdir()) == []
+
+    def disk_full(source: Path, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device", str(Path(source).parent / "out" / ".annotated.mp4.partial"))
+
+    monkeypatch.setattr(fer_video, "analyse_video", disk_full)
+    app.file_uploader(key="video_upload").set_value(("holiday.mp4", clip(), "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    assert not app.exception
+    assert app.error[0].value == "holiday.mp4: analysis failed (OSError: No space left on device)"
+
+
+def test_result_keys_see_a_member_swapped_in_place(
+    app_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos, compare and video results are memoised by this key; the models reload on any .pt change."""
+    from app import ui
+
+    folder = tmp_path / "weights"
+    shutil.copytree(app_weights, folder)
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    before = ui.DetectorSettings().key
+    member = folder / "A_crp.pt"
+    os.utime(member, (member.stat().st_atime, member.stat().st_mtime + 10))
+    assert ui.DetectorSettings().key != before
+
+
+def test_a_damaged_ensemble_json_is_named(app_weights: Path, tmp_path: Path) -> None:
+    from fer_core.checkpoint import CheckpointError
+    from fer_core.ensemble import Ensemble
+
+    folder = tmp_path / "weights"
+    shutil.copytree(app_weights, folder)
+    for text, problem in (("{models: [", "not valid JSON"), ('{"tta": "none"}', "non-empty 'models' list")):
+        (folder / "ensemble.json").write_text(text)
+        with pytest.raises(CheckpointError, match=rf"ensemble\.json: .*{problem}"):
+            Ensemble.load(folder)
 
 
 def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:

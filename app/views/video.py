@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -95,8 +95,9 @@ def show_result(result: VideoResult) -> None:
 def main() -> None:
     st.title("Video")
     settings = ui.detector_controls("video", min_face=24, imgsz=VIDEO_IMGSZ)
+    tta = ui.tta_control("video", default=False)  # a long clip is many frames: as on the Webcam page, off at first
     tracking = ui.tracker_controls("video")
-    pipe = ui.pipeline(settings)
+    pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
 
     upload = st.file_uploader(
@@ -114,7 +115,7 @@ def main() -> None:
         st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
         return
     data = upload.getvalue()
-    key = (ui.file_digest(data), int(every), tracking, *settings.key)
+    key = (ui.file_digest(data), int(every), tracking, tta, *settings.key)
     previous: VideoResult | None = st.session_state.get(RESULT_KEY)
     if st.button("Analyse video", type="primary", key="video_analyse"):
         bar = st.progress(0.0, text="Analysing…")
@@ -132,13 +133,17 @@ def main() -> None:
             bar.empty()
             st.error(str(err), icon=":material/error:")
             return
-        except Exception as err:  # an encoder or decoder failure: a message, not a traceback
+        except Exception as err:  # an encoder or decoder failure, a full disk: a message, not a traceback
             log.exception("video analysis failed")
             bar.empty()
-            st.error(f"{upload.name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
+            problem = getattr(err, "strerror", None) or str(err)  # an OSError's text without our temp path
+            st.error(f"{upload.name}: analysis failed ({type(err).__name__}: {problem})", icon=":material/error:")
             return
         bar.empty()
         st.session_state[RESULT_KEY] = previous = result
+    if previous is not None and previous.key[0] == key[0] and previous.name != upload.name:
+        previous = replace(previous, name=upload.name)  # the same bytes under another name: downloads follow it
+        st.session_state[RESULT_KEY] = previous
     if previous is not None and previous.key == key:
         show_result(previous)
     elif previous is not None and previous.key[0] == key[0]:

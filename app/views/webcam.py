@@ -98,7 +98,7 @@ def main() -> None:
         ):
             frame = store.latest_frame()
             if frame is None:
-                st.warning("No camera frame yet: press START first.")
+                st.warning("No current camera frame: press START first.")
             else:
                 name = f"webcam snapshot {time.strftime('%H:%M:%S')}"
                 st.session_state[ui.SNAPSHOT_KEY] = {"name": name, "image": frame, "fresh": True}
