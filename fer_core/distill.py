@@ -45,7 +45,7 @@ class SoftLabels:
         try:
             with np.load(path, allow_pickle=False) as stored:
                 return cls(stored["probs"], str(stored["fingerprint"]), json.loads(str(stored["teacher"])))
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:  # TypeError: a bare .npy array
             raise ValueError(f"{path}: not a soft-label file from `python -m fer_core.distill` ({error})") from error
 
     def check(self, fingerprint: str, count: int, path: str | Path) -> None:

@@ -409,6 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
     args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
+    if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
+        parser.error("--batch-size must be at least 1, --seed and --limit at least 0")
     split = load_fer2013(args.data, skip_bad=args.skip_bad)[TEST_SPLIT]
     if 0 < args.limit < len(split):
         split = split.subset(np.sort(np.random.default_rng(args.seed).permutation(len(split))[: args.limit]))

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.augment import RECIPES
 from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
+from fer_core.cli import UserInputError
 from fer_core.data import FerSplit, class_weights, load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
 from fer_core.export import file_sha256
@@ -85,10 +86,36 @@ class TrainConfig:
     distill_alpha: float = 0.5  # share of the teacher in each target: (1 - a) one-hot + a teacher
 
     def __post_init__(self) -> None:
-        """Refuse unknown names here, so a --config file or a notebook meets the check argparse gives the flags."""
+        """Refuse unknown names and out-of-range numbers here, so a --config file or a notebook meets the same
+        checks as the flags, before any data loads (not a ZeroDivisionError or a scheduler error epochs later)."""
         for option, known in (("recipe", tuple(RECIPES)), ("schedule", SCHEDULES)):
             if getattr(self, option) not in known:
                 raise ValueError(f"unknown {option} {getattr(self, option)!r}; known: {', '.join(known)}")
+        problems = [f"{name} {getattr(self, name)!r} {rule}" for name, rule, ok in self._ranges() if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _ranges(self) -> list[tuple[str, str, bool]]:
+        positive_finite = np.isfinite(self.lr) and self.lr > 0
+        return [
+            ("epochs", "must be at least 1", self.epochs >= 1),
+            ("batch_size", "must be at least 1", self.batch_size >= 1),
+            ("eval_batch_size", "must be at least 1", self.eval_batch_size >= 1),
+            ("lr", "must be a positive number", bool(positive_finite)),
+            ("weight_decay", "must be at least 0", self.weight_decay >= 0),
+            ("warmup_pct", "must lie in [0, 1)", 0 <= self.warmup_pct < 1),
+            ("label_smoothing", "must lie in [0, 1)", 0 <= self.label_smoothing < 1),
+            ("class_weight_power", "must be at least 0", self.class_weight_power >= 0),
+            ("stem_stride", "must be at least 1", self.stem_stride >= 1),
+            ("dropout", "must lie in [0, 1)", 0 <= self.dropout < 1),
+            ("stochastic_depth", "must lie in [0, 1)", 0 <= self.stochastic_depth < 1),
+            ("distill_alpha", "must lie in [0, 1]", 0 <= self.distill_alpha <= 1),
+            *((name, "must be at least 0", getattr(self, name) >= 0) for name in _NON_NEGATIVE),
+        ]
+
+
+#: Counts and budgets where 0 means "off" (all data, all threads, no stop, no budget) and negatives mean nothing.
+_NON_NEGATIVE = ("limit", "val_limit", "threads", "stop_after", "time_budget")
 
 
 #: What a resumed run must share with the run it continues: everything that changes the network, the loss, the
@@ -122,7 +149,7 @@ def typed_config_values(loaded: dict[str, Any], source: Path) -> dict[str, Any]:
         try:
             typed[key] = as_field_type(kinds[key], value)
         except (TypeError, ValueError) as error:
-            raise SystemExit(f"{source}: {key}: {value!r} is not a valid {kinds[key].__name__} ({error})") from None
+            raise UserInputError(f"{source}: {key}: {value!r} is not a valid {kinds[key].__name__} ({error})") from None
     return typed
 
 
@@ -132,6 +159,8 @@ def field_type(option: Field) -> type:
 
 
 def as_field_type(kind: type, value: Any) -> Any:
+    if isinstance(value, bool) and kind is not bool:
+        raise ValueError("expected a number, not true/false")  # float(True) would make `epochs: true` one epoch
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -146,6 +175,21 @@ def as_field_type(kind: type, value: Any) -> Any:
             raise ValueError("expected a whole number")
         return int(number)
     return number
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A --config file's mapping of TrainConfig fields (.json as JSON, anything else as YAML; empty: no fields)."""
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        text = path.read_text()
+        loaded = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:  # JSONDecodeError is a ValueError
+        raise UserInputError(f"{path}: cannot read it as {kind} ({error})") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserInputError(f"{path}: expected field: value pairs (a mapping), found a {type(loaded).__name__}")
+    return loaded
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
@@ -168,8 +212,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
-        text = args.config.read_text()
-        loaded = json.loads(text) if args.config.suffix == ".json" else yaml.safe_load(text)
+        loaded = read_config_file(args.config)
         unknown = set(loaded) - {f.name for f in fields(TrainConfig)}
         if unknown:
             parser.error(f"{args.config}: unknown keys {sorted(unknown)}")
@@ -178,7 +221,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
     try:
         config = TrainConfig(**values)
     except ValueError as error:
-        raise SystemExit(f"{args.config or 'flags'}: {error}") from error
+        raise UserInputError(f"{args.config or 'flags'}: {error}") from error
     if not config.data:
         parser.error("--data (or `data:` in --config) is required")
     return config, args.resume, args.reschedule
@@ -199,6 +242,8 @@ class Distributed:
 
 def setup_distributed(requested: str) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda: no CUDA device is available here (use auto or cpu)")
     use_cuda = torch.cuda.is_available() and requested in ("auto", "cuda")
     if world_size > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -232,7 +277,7 @@ def load_teacher_probs(cfg: TrainConfig, split: FerSplit, fingerprint: str) -> t
         soft = SoftLabels.load(cfg.soft_labels)
         soft.check(fingerprint, len(split), cfg.soft_labels)
     except ValueError as error:
-        raise SystemExit(str(error)) from error
+        raise UserInputError(str(error)) from error
     return torch.from_numpy(soft.probs[subset_indices(len(split), cfg.limit, cfg.seed)]), soft.teacher
 
 
@@ -421,8 +466,11 @@ def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | P
     fixed = ("arch", "input_size", "in_channels", "stem_stride", "num_classes", "class_names", "mean", "std")
     differ = [k for k in fixed if getattr(source, k) != getattr(requested, k)]
     if differ:
-        raise SystemExit(f"{path}: cannot fine-tune from it, {', '.join(differ)} differ from this run")
-    model.load_state_dict(checkpoint["state_dict"])
+        raise UserInputError(f"{path}: cannot fine-tune from it, {', '.join(differ)} differ from this run")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:  # missing or reshaped tensors: not a checkpoint of this network
+        raise UserInputError(f"{path}: its weights do not fit this network ({str(error).splitlines()[0]})") from error
     log.info("fine-tuning from %s", path)
     meta = checkpoint["meta"]
     lineage = {key: meta[key] for key in ("name", "recipe", "epoch", "device", "train_seconds") if key in meta}
@@ -447,10 +495,17 @@ def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, t
 
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
     """Train (or resume) a run; returns the path of `best.pt`."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: exists and is not a folder")
+    if cfg.init_from and Path(cfg.init_from).resolve().parent == out.resolve():
+        raise UserInputError(
+            f"--init-from {cfg.init_from} lies in --out {out}: this run would overwrite the weights it starts from "
+            "(and could never be resumed); copy them elsewhere or choose another --out"
+        )
     dist_info = setup_distributed(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
     # The carved validation split (sources without PublicTest) is part of the data, not of the run: seed 0 as in
     # fit_ensemble, evaluate and distill, so every tool selects and fits on the same faces whatever --seed is.
     dataset = load_fer2013(cfg.data, skip_bad=cfg.skip_bad)
@@ -490,6 +545,8 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         state = read_checkpoint(last_path)
+        if "training" not in state:
+            raise UserInputError(f"{last_path}: holds no training state (a best.pt or a shipped model?); cannot resume")
         training = state["training"]
         if training["config"].get("time_budget") and not reschedule:
             cfg.epochs = training["config"]["epochs"]  # a budgeted run already fitted its length: keep it
@@ -498,9 +555,12 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         changed = [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
             changed.append("training data")
+        saved_world = state["meta"].get("world_size", 1)
+        if saved_world != dist_info.world_size:  # per-rank batches: the steps per epoch the schedule counts differ
+            changed.append(f"the number of processes ({saved_world} then, {dist_info.world_size} now)")
         changed += changed_sources(state["meta"], parent, teacher)
         if changed:
-            raise SystemExit(f"{last_path}: cannot resume exactly, {', '.join(changed)} differ from this run")
+            raise UserInputError(f"{last_path}: cannot resume exactly, {', '.join(changed)} differ from this run")
         model_cfg = ModelConfig.from_dict(state["model_config"])
         unwrap(model).load_state_dict(state["state_dict"])
         optimizer.load_state_dict(training["optimizer"])

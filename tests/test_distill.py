@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fer_core.checkpoint import load_classifier
+from fer_core.cli import UserInputError
 from fer_core.data import load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
 from fer_core.distill import main as distill_main
@@ -81,7 +82,7 @@ def test_resume_refuses_soft_labels_from_another_teacher(tmp_path, tiny_csv):
     train_main([*student, "--stop-after", "1"])
     for other in ({"members": {"A_crp": "bbbb"}}, {"members": {"A_crp": "aaaa"}, "tta": "flip"}):
         SoftLabels(uniform, dataset.fingerprint(), other).save(soft_path)
-        with pytest.raises(SystemExit, match="the teacher of --soft-labels differ"):
+        with pytest.raises(UserInputError, match="the teacher of --soft-labels differ"):
             train_main([*student, "--resume"])
 
 
@@ -92,9 +93,16 @@ def test_train_refuses_soft_labels_for_other_data(tmp_path, tiny_csv):
     probs = np.full((len(dataset[TRAIN_SPLIT]), len(EMOTIONS)), 1 / len(EMOTIONS), np.float32)
     SoftLabels(probs, dataset.fingerprint(), {}).save(soft_path)
     args = ["--data", str(tiny_csv), "--out", str(tmp_path / "x"), "--epochs", "1", *TINY]
-    with pytest.raises(SystemExit, match="other training data"):
+    with pytest.raises(UserInputError, match="other training data"):
         train_main([*args, "--soft-labels", str(soft_path)])
     not_labels = tmp_path / "notes.npz"
     not_labels.write_text("not numpy")
-    with pytest.raises(SystemExit, match="not a soft-label file"):
+    with pytest.raises(UserInputError, match="not a soft-label file"):
         train_main([*args, "--soft-labels", str(not_labels)])
+
+
+def test_a_bare_numpy_array_is_not_a_soft_label_file(tmp_path):
+    bare = tmp_path / "probs.npy"
+    np.save(bare, np.full((4, len(EMOTIONS)), 1 / len(EMOTIONS), np.float32))
+    with pytest.raises(ValueError, match=r"probs\.npy: not a soft-label file"):
+        SoftLabels.load(bare)

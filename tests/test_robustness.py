@@ -188,3 +188,22 @@ def test_cli_end_to_end(fake_weights: Path, tmp_path: Path, capsys: pytest.Captu
     printed = capsys.readouterr().out
     assert "| Perturbation | Setting | A_crp | B_mixcut | ensemble |" in printed
     assert "| occlusion | 35% erased |" in printed and "Accuracy on kept" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--limit", "-1"], "--limit at least 0"),
+        (["--out", "A_FILE"], "exists and is not a folder"),
+    ],
+)
+def test_cli_refuses_bad_options_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], problem: str
+) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    args = ["--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:  # argparse's error, before the (missing) data is even looked at
+        robustness.main([*args, *[str(a_file) if e == "A_FILE" else e for e in extra]])
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err

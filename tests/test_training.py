@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
+from fer_core.cli import UserInputError
 from fer_core.data import load_fer2013
 from fer_core.export import file_sha256
 from fer_core.models import ModelConfig, build_model
@@ -86,7 +88,7 @@ def test_resume_refuses_a_changed_schedule(tmp_path, tiny_csv):
     out = tmp_path / "run"
     train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
     changed = [a if a != "2" else "3" for a in TINY]
-    with pytest.raises(SystemExit, match="epochs differ"):
+    with pytest.raises(UserInputError, match="epochs differ"):
         train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *changed])
 
 
@@ -97,7 +99,7 @@ def test_resume_refuses_when_the_init_from_file_changed(tmp_path, tiny_csv):
     tune = ["--data", str(tiny_csv), "--out", str(tuned), "--init-from", str(parent), *TINY]
     train_main([*tune, "--stop-after", "1"])
     parent.write_bytes((first / "last.pt").read_bytes())  # same path, other file: e.g. a new release in weights/
-    with pytest.raises(SystemExit, match="the --init-from weights differ"):
+    with pytest.raises(UserInputError, match="the --init-from weights differ"):
         train_main([*tune, "--resume"])
 
 
@@ -197,7 +199,7 @@ def test_resume_refuses_any_change_to_the_network_loss_or_optimiser(tmp_path, ti
     out = tmp_path / "run"
     train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
     changed = [*TINY, flag, value]  # the later flag wins
-    with pytest.raises(SystemExit, match=f"{flag[2:].replace('-', '_')} differ"):
+    with pytest.raises(UserInputError, match=f"{flag[2:].replace('-', '_')} differ"):
         train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *changed])
 
 
@@ -207,8 +209,68 @@ def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
     train_main(["--config", str(config), "--out", str(tmp_path / "a")])  # YAML reads 3e-3 as the string '3e-3'
     assert load_classifier(tmp_path / "a" / "best.pt").meta["train_config"]["lr"] == 0.003
     config.write_text(f"data: {tiny_csv}\nepochs: 2.5\n")
-    with pytest.raises(SystemExit, match=r"a\.yaml: epochs: 2\.5 is not a valid int \(expected a whole number\)"):
+    with pytest.raises(UserInputError, match=r"a\.yaml: epochs: 2\.5 is not a valid int \(expected a whole number\)"):
         train_main(["--config", str(config), "--out", str(tmp_path / "b")])
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--epochs", "0"], "epochs 0 must be at least 1"),
+        (["--batch-size", "0"], "batch_size 0 must be at least 1"),
+        (["--lr", "nan"], "lr nan must be a positive number"),
+        (["--warmup-pct", "2"], r"warmup_pct 2\.0 must lie in \[0, 1\)"),
+        (["--label-smoothing", "1.5"], "label_smoothing 1.5 must lie"),
+        (["--stem-stride", "0"], "stem_stride 0 must be at least 1"),
+        (["--limit", "-5"], "limit -5 must be at least 0"),
+    ],
+)
+def test_out_of_range_settings_are_refused_before_any_data_loads(flags, problem):
+    with pytest.raises(UserInputError, match=rf"flags: .*{problem}"):
+        parse_args(["--data", "nowhere", *flags])
+
+
+def test_unreadable_config_files_are_one_clear_error(tmp_path):
+    config = tmp_path / "c.yaml"
+    for text, problem in (
+        ("epochs: [1\n", "cannot read it as YAML"),
+        ("- epochs: 1\n", "expected field: value pairs .* found a list"),
+        ("epochs: true\n", "epochs: True is not a valid int .*not true/false"),
+    ):
+        config.write_text(text)
+        with pytest.raises(UserInputError, match=rf"c\.yaml: {problem}"):
+            parse_args(["--config", str(config), "--data", "d"])
+    config.write_text("")  # no fields at all: the flags alone
+    assert parse_args(["--config", str(config), "--data", "d"])[0].epochs == TrainConfig().epochs
+    broken = tmp_path / "c.json"
+    broken.write_text("{epochs: 1")
+    with pytest.raises(UserInputError, match=r"c\.json: cannot read it as JSON"):
+        parse_args(["--config", str(broken), "--data", "d"])
+
+
+def test_runs_that_cannot_go_right_are_refused_up_front(tmp_path, tiny_csv):
+    base = ["--data", str(tiny_csv), *TINY]
+    out = tmp_path / "run"
+    train_main([*base, "--out", str(out), "--stop-after", "1"])
+    with pytest.raises(UserInputError, match="this run would overwrite the weights it starts from"):
+        train_main([*base, "--out", str(out), "--init-from", str(out / "best.pt")])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(UserInputError, match="exists and is not a folder"):
+        train_main([*base, "--out", str(a_file)])
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copyfile(out / "best.pt", copied / "last.pt")
+    with pytest.raises(UserInputError, match="holds no training state"):
+        train_main([*base, "--out", str(copied), "--resume"])
+    state = read_checkpoint(out / "last.pt")
+    state["meta"]["world_size"] = 2  # as torchrun --nproc_per_node 2 writes it
+    torch.save(state, out / "last.pt")
+    with pytest.raises(UserInputError, match=r"the number of processes \(2 then, 1 now\) differ"):
+        train_main([*base, "--out", str(out), "--resume"])
+    if not torch.cuda.is_available():
+        with pytest.raises(UserInputError, match="--device cuda: no CUDA device"):
+            train_main([*base, "--out", str(tmp_path / "gpu"), "--device", "cuda"])
 
 
 def test_each_rank_draws_its_own_augmentation_and_rank_0_keeps_the_single_process_stream():
@@ -239,7 +301,7 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
     parent = tuned_meta["fine_tuned_from"]  # the lineage the model card reports
     assert parent["epoch"] == 1 and parent["file"] == "best.pt" and parent["sha256"] == file_sha256(first / "best.pt")
     assert load_classifier(tuned / "best.pt").name == "first"  # a later stage keeps its model's name, not OUT's
-    with pytest.raises(SystemExit, match="stem_stride differ"):
+    with pytest.raises(UserInputError, match="stem_stride differ"):
         train_main(
             [
                 "--data",
@@ -274,14 +336,14 @@ def test_swa_saves_the_mean_of_the_epoch_weights_and_resumes_exactly(tmp_path, t
         assert torch.equal(tensor, mean[key]), key
     history = pd.read_csv(split / "history.csv")
     assert history["live_val_acc"].notna().all() and history["val_acc"].notna().all()
-    with pytest.raises(SystemExit, match="schedule differ"):
+    with pytest.raises(UserInputError, match="schedule differ"):
         train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("schedule: cosine\n")
-    with pytest.raises(SystemExit, match="unknown schedule 'cosine'"):
+    with pytest.raises(UserInputError, match="unknown schedule 'cosine'"):
         train_main(["--config", str(unknown), "--data", str(tiny_csv), "--out", str(tmp_path / "x"), *TINY])
     unknown.write_text("recipe: cutout\n")  # before, a KeyError once the data had loaded
-    with pytest.raises(SystemExit, match="unknown recipe 'cutout'"):
+    with pytest.raises(UserInputError, match="unknown recipe 'cutout'"):
         train_main(["--config", str(unknown), "--data", str(tiny_csv), "--out", str(tmp_path / "x"), *TINY])
 
 
