@@ -126,9 +126,13 @@ def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path) 
 
 
 def weights_used(spec: dict[str, Any], folder: Path, tta: str) -> dict[str, Any]:
-    """Which networks (sha256 of the member files) and TTA set make these predictions: what `evaluate` records
-    beside its figures and what the model card checks them against."""
-    return {"tta": tta, "members": {entry["name"]: file_sha256(folder / entry["file"]) for entry in spec["models"]}}
+    """Which networks (sha256 of the member files), mixing weights and TTA set make these predictions: what
+    `evaluate` records beside its figures and what the model card checks them against."""
+    return {
+        "tta": tta,
+        "members": {entry["name"]: file_sha256(folder / entry["file"]) for entry in spec["models"]},
+        "mix": {entry["name"]: float(entry["weight"]) for entry in spec["models"]},
+    }
 
 
 def write_spec(path: str | Path, spec: dict[str, Any]) -> None:

@@ -186,7 +186,7 @@ def render(weights: Path) -> str:
         path = weights / f"metrics_{split}.json"
         if path.is_file():
             metrics = json.loads(path.read_text())
-            check_metrics_belong(metrics, expected_weights, weights / ENSEMBLE_FILE, path)
+            check_metrics_belong(metrics, expected_weights, weights / ENSEMBLE_FILE, path, split)
             command = f"python -m fer_core.evaluate --data FER2013 --split {split} --out DIR"
             out += [f"## {split} (n = {metrics['n']}), from `{command}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
@@ -198,16 +198,22 @@ def render(weights: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def check_metrics_belong(metrics: dict[str, Any], expected: dict[str, Any], spec_path: Path, path: Path) -> None:
-    """Figures measured on other networks or another TTA set must not be printed under these weights."""
+def check_metrics_belong(
+    metrics: dict[str, Any], expected: dict[str, Any], spec_path: Path, path: Path, split: str
+) -> None:
+    """Figures measured on another split, other networks, another mix or another TTA set must not be printed under
+    these weights and this split's heading."""
+    if metrics.get("split") != split:
+        raise UserInputError(f"{path}: holds {metrics.get('split')!r} figures, not {split}'s; copy the right file here")
     used = metrics.get("weights")
     if used is None:
         raise UserInputError(f"{path}: does not say which weights it measured; run python -m fer_core.evaluate again")
     if used != expected:
+        mix = ", ".join(f"{name} {weight}" for name, weight in used.get("mix", {}).items()) or "an unrecorded mix"
         raise UserInputError(
-            f"{path}: measured with TTA {used.get('tta')!r} on {sorted(used.get('members', {}))} "
-            f"(sha256 {', '.join(h[:12] for h in used.get('members', {}).values())}), not with the weights and TTA "
-            f"of {spec_path}; run python -m fer_core.evaluate again and copy its metrics.json here"
+            f"{path}: measured with TTA {used.get('tta')!r} and {mix} on {sorted(used.get('members', {}))} "
+            f"(sha256 {', '.join(h[:12] for h in used.get('members', {}).values())}), not with the weights, mix and "
+            f"TTA of {spec_path}; run python -m fer_core.evaluate again and copy its metrics.json here"
         )
 
 

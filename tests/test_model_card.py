@@ -18,7 +18,12 @@ from fer_core.model_card import metrics_table, render, weakest_classes
 
 def weights_of(folder: Path, tta: str = "none") -> dict:
     """The `weights` block fer_core.evaluate writes for the fake weights."""
-    return {"tta": tta, "members": {name: file_sha256(folder / f"{name}.pt") for name in ("A_crp", "B_mixcut")}}
+    names = ("A_crp", "B_mixcut")
+    return {
+        "tta": tta,
+        "members": {name: file_sha256(folder / f"{name}.pt") for name in names},
+        "mix": dict.fromkeys(names, 0.5),
+    }
 
 
 def metrics_with(confusion: np.ndarray, split: str = "PrivateTest") -> dict:
@@ -69,17 +74,22 @@ def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
             assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
 
 
-@pytest.mark.parametrize("stale", ["other TTA", "other network", "unrecorded"])
+@pytest.mark.parametrize("stale", ["other TTA", "other network", "other mix", "unrecorded", "other split"])
 def test_render_refuses_metrics_of_other_weights(tmp_path, fake_weights, stale):
     weights = shutil.copytree(fake_weights, tmp_path / "weights")
     used = weights_of(weights, tta="flip" if stale == "other TTA" else "none")
     if stale == "other network":
         used["members"]["A_crp"] = file_sha256(weights / "B_mixcut.pt")
-    metrics = metrics_with(np.diag([5, 1, 5, 9, 5, 5, 5]), split="PublicTest")
+    if stale == "other mix":
+        used["mix"] = {"A_crp": 0.9, "B_mixcut": 0.1}  # measured before ensemble.json's weights were changed
+    metrics = metrics_with(
+        np.diag([5, 1, 5, 9, 5, 5, 5]), split="PrivateTest" if stale == "other split" else "PublicTest"
+    )
     if stale != "unrecorded":
         metrics["weights"] = used
     (weights / "metrics_PublicTest.json").write_text(json.dumps(metrics))
-    with pytest.raises(UserInputError, match=r"metrics_PublicTest\.json: .*run python -m fer_core\.evaluate again"):
+    fix = "copy the right file here" if stale == "other split" else r"run python -m fer_core\.evaluate again"
+    with pytest.raises(UserInputError, match=rf"metrics_PublicTest\.json: .*{fix}"):
         render(weights)
 
 
