@@ -44,7 +44,9 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     assert set(ensemble["per_class"]) == set(EMOTIONS)
     assert (out / "confusion_ensemble.png").stat().st_size > 1000
     hashes = {name: file_sha256(fake_weights / f"{name}.pt") for name in ("A_crp", "B_mixcut")}
-    assert metrics["weights"] == {"tta": "none", "members": hashes}  # what the model card checks
+    mix = {"A_crp": 0.5, "B_mixcut": 0.5}
+    assert metrics["weights"] == {"tta": "none", "members": hashes, "mix": mix}  # what the model card checks
+    assert metrics["skipped"] == 0
 
 
 def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkeypatch):
