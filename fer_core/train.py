@@ -136,9 +136,8 @@ RESUME_MUST_MATCH = (
     "seed",
     "limit",
     "val_limit",
-    "soft_labels",
     "distill_alpha",
-)
+)  # soft_labels: not its path but its teacher and data are compared (`changed_sources`), so a moved file resumes
 
 
 def typed_config_values(loaded: dict[str, Any], source: Path) -> dict[str, Any]:

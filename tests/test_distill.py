@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
-from fer_core.checkpoint import load_classifier
+from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.cli import UserInputError
 from fer_core.data import load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
@@ -84,6 +86,20 @@ def test_resume_refuses_soft_labels_from_another_teacher(tmp_path, tiny_csv):
         SoftLabels(uniform, dataset.fingerprint(), other).save(soft_path)
         with pytest.raises(UserInputError, match="the teacher of --soft-labels differ"):
             train_main([*student, "--resume"])
+
+
+def test_resume_accepts_the_same_soft_labels_moved_elsewhere(tmp_path, tiny_csv):
+    """The teacher and the data are what a resume must keep, not the file's path."""
+    dataset = load_fer2013(tiny_csv)
+    uniform = np.full((len(dataset[TRAIN_SPLIT]), len(EMOTIONS)), 1.0 / len(EMOTIONS), np.float32)
+    first, moved, out = tmp_path / "teacher.npz", tmp_path / "moved" / "teacher.npz", tmp_path / "student"
+    SoftLabels(uniform, dataset.fingerprint(), {"members": {"A_crp": "aaaa"}}).save(first)
+    base = ["--data", str(tiny_csv), "--out", str(out), "--epochs", "2", *TINY]
+    train_main([*base, "--soft-labels", str(first), "--stop-after", "1"])
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    train_main([*base, "--soft-labels", str(moved), "--resume"])
+    assert read_checkpoint(out / "last.pt")["training"]["epoch"] == 1  # both epochs are done
 
 
 def test_train_refuses_soft_labels_for_other_data(tmp_path, tiny_csv):
