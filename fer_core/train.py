@@ -223,6 +223,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
         raise UserInputError(f"{args.config or 'flags'}: {error}") from error
     if not config.data:
         parser.error("--data (or `data:` in --config) is required")
+    if args.reschedule and not args.resume:
+        parser.error("--reschedule changes the schedule of a run being resumed: add --resume")
     return config, args.resume, args.reschedule
 
 
@@ -567,6 +569,11 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         if averaged is not None:
             averaged.load_state_dict(training["averaged"])
         if reschedule and training["config"]["epochs"] != cfg.epochs:
+            if cfg.epochs <= training["epoch"] + 1:
+                raise UserInputError(
+                    f"{last_path}: --epochs {cfg.epochs} would end the run before epoch {training['epoch'] + 2}, "
+                    f"and {training['epoch'] + 1} epochs are done already"
+                )
             retarget_schedule(scheduler, cfg, cfg.epochs, steps_per_epoch)
             log.warning(
                 "rescheduled from %d to %d epochs (not an exact resume)", training["config"]["epochs"], cfg.epochs

@@ -151,6 +151,11 @@ def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv):
     train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--reschedule", *longer])
     assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2, 3]
     assert read_checkpoint(out / "last.pt")["training"]["config"]["epochs"] == 3
+    shorter = ["--epochs", "2", *TINY[2:]]  # three epochs are done: nothing would run, and it said "resumed"
+    with pytest.raises(UserInputError, match="--epochs 2 would end the run before epoch 4, and 3 epochs are done"):
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--reschedule", *shorter])
+    with pytest.raises(SystemExit, match="2"):  # argparse: --reschedule alone did nothing, unsaid
+        parse_args(["--data", str(tiny_csv), "--reschedule"])
 
 
 @pytest.mark.parametrize(
