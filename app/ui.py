@@ -217,7 +217,7 @@ def detector_controls(
         disabled=backend != "yolo",
         help="Run YOLO at three sizes, each also mirrored, and merge the boxes (weighted box fusion): WIDER "
         "dev-val AP 0.874 -> 0.895 (easy) and 0.606 -> 0.651 (hard), about six times the detection time. A merged "
-        "box's confidence is its mean over the six passes: lower the threshold a little to keep as many faces.",
+        "box's confidence is its mean score over the six passes, a pass that missed the face counting 0.",
     )
     max_faces = bar.number_input(
         "Most faces per image",

@@ -49,6 +49,10 @@ VIDEO_IMGSZ = 320
 TTA_SCALES = (0.75, 1.0, 1.25)
 #: Boxes of different views overlapping this much (IoU) are one face.
 TTA_FUSION_IOU = 0.55
+#: Score floor of each multi-scale pass: the user's threshold applies once, to the fused score. Applied per pass
+#: too, a face just under it in one view was counted as missing there and its fused score fell below the threshold
+#: although every view had found it (all five faces of a test frame vanished at 0.7).
+TTA_PASS_CONF = 0.01
 
 #: Haar confidence = logistic((levelWeight - CENTER) / SCALE). `levelWeight` is the last-stage boosting sum that
 #: OpenCV reports per detection (unbounded, roughly -2..10). On a WIDER val sample, windows matching a face had a
@@ -196,8 +200,8 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
         raise TypeError(f"expected a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):  # HxW or HxWx1 gray, as the classifier takes
+        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2RGB)
     if image.ndim == 3 and image.shape[2] == 4:
         return np.ascontiguousarray(image[:, :, :3])
     if image.ndim == 3 and image.shape[2] == 3:
@@ -258,7 +262,8 @@ class FaceDetector:
         self.max_faces = int(max_faces)
         self.imgsz = int(imgsz)
         self.iou = float(iou)
-        #: Multi-scale + mirror test-time augmentation (`TTA_SCALES`); a fused score is the views' mean score.
+        #: Multi-scale + mirror test-time augmentation (`TTA_SCALES`); a fused score is the mean of the six views'
+        #: scores, a view that missed the face counting 0 (`fuse_views`).
         self.tta = bool(tta)
         self.device = device
         self.weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
@@ -344,12 +349,14 @@ class FaceDetector:
             boxes, scores = self._detect_yolo(rgb, self.imgsz)
         return self._finish(boxes, scores, w, h)
 
-    def _detect_yolo(self, rgb: np.ndarray, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
-        """Unclipped xyxy boxes and scores at one input size, on whichever runtime is loaded."""
+    def _detect_yolo(self, rgb: np.ndarray, imgsz: int, conf: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unclipped xyxy boxes and scores at one input size (scores over `conf`, default the detector's own), on
+        whichever runtime is loaded."""
+        conf = self.conf if conf is None else conf
         if self._onnx is not None:  # an onnxruntime session is thread-safe: no lock, concurrent app sessions
-            return self._onnx.detect(rgb, imgsz, self.conf, self.iou, self._max_det, self._face_class)
+            return self._onnx.detect(rgb, imgsz, conf, self.iou, self._max_det, self._face_class)
         with self._lock:
-            return self._detect_ultralytics(rgb, imgsz)
+            return self._detect_ultralytics(rgb, imgsz, conf)
 
     def _detect_yolo_tta(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Six passes (`TTA_SCALES` x mirror), mirrored boxes flipped back, then fused into one set."""
@@ -358,8 +365,8 @@ class FaceDetector:
         views = []
         for scale in TTA_SCALES:
             size = max(32, round(self.imgsz * scale))
-            views.append(self._detect_yolo(rgb, size))
-            boxes, scores = self._detect_yolo(mirrored, size)
+            views.append(self._detect_yolo(rgb, size, TTA_PASS_CONF))
+            boxes, scores = self._detect_yolo(mirrored, size, TTA_PASS_CONF)
             views.append((np.c_[w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], scores))
         return fuse_views(views, w, h, TTA_FUSION_IOU)
 
@@ -367,10 +374,10 @@ class FaceDetector:
     def _max_det(self) -> int:
         return max(self.max_faces * 2, 300)  # headroom: tiny boxes are dropped afterwards
 
-    def _detect_ultralytics(self, rgb: np.ndarray, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
+    def _detect_ultralytics(self, rgb: np.ndarray, imgsz: int, conf: float) -> tuple[np.ndarray, np.ndarray]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics treats numpy input as OpenCV BGR
         kwargs: dict[str, Any] = {
-            "conf": self.conf,
+            "conf": conf,
             "iou": self.iou,
             "imgsz": imgsz,
             "max_det": self._max_det,

@@ -89,6 +89,8 @@ class Ensemble:
                 "(their probabilities are keyed by name): train one with --name"
             )
         weights = {member.name: float(m["weight"]) for member, m in zip(members, spec["models"], strict=True)}
+        if not all(np.isfinite(w) and w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            raise CheckpointError(f"{spec_path}: weights {weights} must be non-negative with a positive sum")
         return cls(members, weights, tta_from_spec(spec), spec)
 
     def with_weights(self, weights: Mapping[str, float]) -> Ensemble:

@@ -571,7 +571,13 @@ def test_a_damaged_ensemble_json_is_named(app_weights: Path, tmp_path: Path) -> 
 
     folder = tmp_path / "weights"
     shutil.copytree(app_weights, folder)
-    for text, problem in (("{models: [", "not valid JSON"), ('{"tta": "none"}', "non-empty 'models' list")):
+    mix = [("A_crp", -0.5), ("B_mixcut", 1.5)]
+    negative = json.dumps({"models": [{"name": n, "file": f"{n}.pt", "weight": w} for n, w in mix]})
+    for text, problem in (
+        ("{models: [", "not valid JSON"),
+        ('{"tta": "none"}', "non-empty 'models' list"),
+        (negative, "must be non-negative"),  # combine() would give 'probabilities' of -0.3 and 1.3
+    ):
         (folder / "ensemble.json").write_text(text)
         with pytest.raises(CheckpointError, match=rf"ensemble\.json: .*{problem}"):
             Ensemble.load(folder)

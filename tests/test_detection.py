@@ -126,6 +126,27 @@ def test_a_planted_detector_file_is_never_unpickled_in_full(tmp_path: Path, runt
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_multi_scale_detection_keeps_faces_every_pass_finds(runtime: str) -> None:
+    """The threshold applies once, to the fused score: applied inside each pass too, a face just under it in one
+    view counted as missing there, and five faces that every view found (at 0.59-0.83) all vanished at 0.7."""
+    from fer_core.bench import synthetic_frame
+
+    frame, _ = synthetic_frame(5)
+    small = cv2.resize(frame, None, fx=0.33, fy=0.33, interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    canvas[: small.shape[0], : small.shape[1]] = small
+    plain = FaceDetector(backend="yolo", weights=SHIPPED_DETECTOR, runtime=runtime, conf=0.7).detect(canvas)
+    fused = FaceDetector(backend="yolo", weights=SHIPPED_DETECTOR, runtime=runtime, conf=0.7, tta=True).detect(canvas)
+    assert len(plain) == 5 and len(fused) == 5
+
+
+def test_gray_images_with_a_channel_axis_are_accepted(astronaut: np.ndarray) -> None:
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    detector = FaceDetector(backend="haar")
+    assert detector.detect(gray[:, :, None]) == detector.detect(gray) != []
+
+
 def test_haar_backend_never_warns(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
