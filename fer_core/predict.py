@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
     parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
     parser.add_argument("--max-faces", type=int, default=100, help="label at most this many faces per photo")
+    parser.add_argument(
+        "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or one view (faster)"
+    )
     args = parser.parse_args(argv)
 
     if not 0.0 <= args.conf <= 1.0:
@@ -161,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-faces must be at least 1")
     options = {"conf": args.conf, "max_faces": args.max_faces} if detector else {}
     pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
+    if args.tta == "off":
+        pipe = Pipeline(pipe.detector, pipe.ensemble.with_tta(False))
 
     if image_inputs:
         records = predict_images(pipe, image_inputs, args.crops)

@@ -544,6 +544,8 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     history: list[dict[str, float]] = []
     start_epoch, best_acc, train_seconds = 0, -1.0, 0.0
     last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and not last_path.exists() and dist_info.is_main:
+        log.warning("%s: nothing to resume, starting a new run", last_path)  # a mistyped --out says so
     if resume and last_path.exists():
         state = read_checkpoint(last_path)
         if "training" not in state:

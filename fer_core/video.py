@@ -8,7 +8,8 @@ seven smoothed probabilities, label, confidence). Between analysed frames the la
 
 Decoding and encoding use PyAV (FFmpeg), which reads mp4, mov, webm, avi and mkv alike and honours the
 rotation phones store in the container. Frames are streamed: memory does not grow with the video's length.
-Audio is not copied. Variable-frame-rate inputs (browser recordings) are written at their average rate.
+Audio is not copied. Each frame keeps its source time, so variable-frame-rate inputs (browser recordings) play as
+recorded. Frames over 1920 px are analysed and written scaled down; the CSV's boxes stay in the source's pixels.
 """
 
 from __future__ import annotations
@@ -481,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         "--imgsz", type=int, default=PHOTO_IMGSZ, help=f"detector input size (the app's Video page: {VIDEO_IMGSZ})"
     )
     parser.add_argument("--min-face", type=int, default=16, help="smallest face side in px (the app's Video page: 24)")
+    parser.add_argument(
+        "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or one view (faster)"
+    )
     parser.add_argument("--smoothing", default="ema", choices=SMOOTHING)
     parser.add_argument("--alpha", type=float, default=0.5, help="EMA weight of the newest frame (1 = none)")
     parser.add_argument("--window", type=int, default=5, help="frames averaged with --smoothing window")
@@ -505,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         imgsz=args.imgsz,
         min_face=args.min_face,
     )
+    if args.tta == "off":
+        pipe = Pipeline(pipe.detector, pipe.ensemble.with_tta(False))
     summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
     print(
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "

@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from fer_core import cli, model_card
 from fer_core.classifier import EmotionClassifier
+from fer_core.ensemble import Ensemble
 from fer_core.evaluate import main as evaluate_main
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
@@ -149,6 +150,22 @@ def test_predict_csv_keeps_the_rows_before_a_damaged_part_and_names_empty_or_mis
     assert "no records after the header" in empty
     (absent,) = table[table["source"] == str(missing)]["error"]
     assert "missing.csv" in absent and "cannot read" in absent
+
+
+def test_predict_tta_off_classifies_one_view(tmp_path, fake_weights):
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((weights / "ensemble.json").read_text())
+    (weights / "ensemble.json").write_text(json.dumps({**spec, "tta": "flip"}))
+    crop = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()[60:170, 170:280]).save(crop)
+    outputs = {}
+    for tta in ("shipped", "off"):
+        out = tmp_path / f"{tta}.json"
+        predict_main([str(crop), "--crops", "--json", str(out), "--weights", str(weights), "--tta", tta])
+        outputs[tta] = json.loads(out.read_text())[0]["faces"][0]["probs"]["ensemble"]
+    single = Ensemble.load(weights).with_tta(False).predict([np.asarray(Image.open(crop))])["ensemble"][0]
+    assert [outputs["off"][e] for e in EMOTIONS] == pytest.approx(single.tolist(), abs=1e-4)
+    assert outputs["off"] != outputs["shipped"]
 
 
 def test_predict_refuses_bad_options_before_any_work(tmp_path, capsys):

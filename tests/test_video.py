@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -355,3 +357,23 @@ def test_cli_end_to_end(
         cli.run(lambda: video.main([str(bad), "--out", str(out), "--detector", "haar"]))
     assert stopped.value.code == 2 and "bad.mov" in capsys.readouterr().err
     assert len(loads) == 1  # refused before any model was loaded
+
+
+def test_cli_tta_off_analyses_with_one_view(
+    face_video: Path, fake_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((weights / "ensemble.json").read_text())
+    (weights / "ensemble.json").write_text(json.dumps({**spec, "tta": "flip"}))
+    used: list[str] = []
+
+    def capture(source: Path, pipe: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        used.append(pipe.ensemble.tta)
+        raise VideoError("stop here: only the pipeline handed over is under test")
+
+    monkeypatch.setattr(video, "analyse_video", capture)
+    for tta in ("shipped", "off"):
+        args = [str(face_video), "--out", str(tmp_path / tta), "--weights", str(weights), "--detector", "haar"]
+        with pytest.raises(VideoError):
+            video.main([*args, "--tta", tta])
+    assert used == ["flip", "none"]
