@@ -19,10 +19,13 @@ import numpy as np
 import streamlit as st
 
 from app.live import TrackerSettings
+from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble
 from fer_core.explain import FaceExplainer
+from fer_core.export import file_sha256
 from fer_core.imageio import HEIF_SUPPORTED
+from fer_core.model_card import check_metrics_belong
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
 from fer_core.tta import NO_TTA, tta_set
@@ -357,10 +360,16 @@ def session_memo(namespace: str, key: tuple[Any, ...], compute: Callable[[], T])
 METRIC_SPLITS = ("PrivateTest", "PublicTest")
 
 
-def load_metrics(folder: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """`metrics_<split>.json` files found in the weights folder, and a message per unreadable one."""
+def load_metrics(folder: Path, ens: Ensemble) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """`metrics_<split>.json` files found in the weights folder that were measured on these weights (members, mix
+    and TTA set, as the model card checks), and a message per unreadable or foreign one: those are not shown."""
     found: dict[str, dict[str, Any]] = {}
     problems = []
+    expected = {  # ensemble.json's sha256s were checked when the models loaded: no hashing on every slider move
+        "tta": ens.shipped_tta,
+        "members": {m["name"]: m.get("sha256") or file_sha256(folder / m["file"]) for m in ens.spec["models"]},
+        "mix": {m["name"]: float(m["weight"]) for m in ens.spec["models"]},
+    }
     for split in METRIC_SPLITS:
         path = folder / f"metrics_{split}.json"
         if not path.is_file():
@@ -369,6 +378,10 @@ def load_metrics(folder: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
             data = json.loads(path.read_text())
             if not isinstance(data.get("models"), dict):
                 raise ValueError("no 'models' entry")
+            check_metrics_belong(data, expected, folder / ENSEMBLE_FILE, path, split)
+        except UserInputError as err:
+            problems.append(f"`{path.name}` is not shown: {str(err).removeprefix(f'{path}: ')}")
+            continue
         except (OSError, ValueError, AttributeError) as err:
             problems.append(f"`{path.name}` is unreadable ({err})")
             continue

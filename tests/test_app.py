@@ -29,7 +29,7 @@ from skimage.data import astronaut
 from streamlit.testing.v1 import AppTest
 
 from fer_core import video as fer_video
-from fer_core.ensemble import write_spec
+from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline
@@ -60,7 +60,8 @@ def app_weights(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "per_class": {e: {"precision": 0.7, "recall": 0.7, "f1": 0.7, "support": 43} for e in EMOTIONS},
     }
     models = {name: report for name in ("ensemble", "A_crp", "B_mixcut")}
-    (folder / "metrics_PrivateTest.json").write_text(json.dumps({"split": "PrivateTest", "n": 301, "models": models}))
+    measured = {"split": "PrivateTest", "n": 301, "models": models, "weights": weights_used(spec, folder, "none")}
+    (folder / "metrics_PrivateTest.json").write_text(json.dumps(measured))
     return folder
 
 
@@ -485,6 +486,21 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     assert frame.loc["A_crp", "PrivateTest accuracy"] == pytest.approx(0.7)
     assert frame.loc["Ensemble", "PublicTest accuracy"] == pytest.approx(0.7)
     assert any(t.startswith("Ensemble: accuracy 0.700") for t in chart_titles(app))  # a confusion matrix
+
+
+def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path: Path, monkeypatch) -> None:
+    folder = shutil.copytree(app_weights, tmp_path / "weights")
+    measured = json.loads((folder / "metrics_PrivateTest.json").read_text())
+    measured["weights"]["mix"] = {"A_crp": 0.9, "B_mixcut": 0.1}  # measured before ensemble.json was refitted
+    (folder / "metrics_PrivateTest.json").write_text(json.dumps(measured))
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.switch_page("views/compare.py").run()
+    assert not app.exception, app.exception
+    (shown,) = [w.value for w in app.warning if "metrics_PrivateTest.json" in w.value]
+    assert "is not shown" in shown and "A_crp 0.9" in shown
+    assert "PrivateTest accuracy" not in app.dataframe[0].value.columns
 
 
 def clip(frames: int = 8) -> bytes:

@@ -174,14 +174,14 @@ def metrics_table(ens: Ensemble, found: dict[str, dict[str, Any]]) -> pd.DataFra
 
 def show_metrics(ens: Ensemble) -> None:
     st.header("Measured metrics")
-    found, problems = ui.load_metrics(ui.weights_dir())
+    found, problems = ui.load_metrics(ui.weights_dir(), ens)
     for problem in problems:
         st.warning(problem)
     table = metrics_table(ens, found)
     if table.empty:
         st.info(
-            f"No measured metrics in `{ui.weights_dir()}` (metrics_PrivateTest.json / metrics_PublicTest.json "
-            "are written by `python -m fer_core.evaluate`)."
+            f"No measured metrics for these weights in `{ui.weights_dir()}` (`python -m fer_core.evaluate` writes "
+            "metrics.json; copy it there as metrics_PrivateTest.json / metrics_PublicTest.json)."
         )
         return
     st.dataframe(table.style.format("{:.3f}", na_rep="–"))
