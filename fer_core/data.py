@@ -26,13 +26,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fer_core.cli import UserInputError
-from fer_core.imageio import to_rgb, upright
+from fer_core.imageio import IMAGE_SUFFIXES, to_rgb, upright
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 log = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.xz", ".csv.zip", ".gz", ".xz", ".zip")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm"}
 _USAGE_PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
 

@@ -102,7 +102,11 @@ class TrainConfig:
             ("batch_size", "must be at least 1", self.batch_size >= 1),
             ("eval_batch_size", "must be at least 1", self.eval_batch_size >= 1),
             ("lr", "must be a positive number", bool(positive_finite)),
-            ("weight_decay", "must be at least 0", self.weight_decay >= 0),
+            (
+                "weight_decay",
+                "must be a finite number, at least 0",
+                bool(np.isfinite(self.weight_decay)) and self.weight_decay >= 0,
+            ),
             ("warmup_pct", "must lie in [0, 1)", 0 <= self.warmup_pct < 1),
             ("label_smoothing", "must lie in [0, 1)", 0 <= self.label_smoothing < 1),
             ("class_weight_power", "must be at least 0", self.class_weight_power >= 0),
@@ -158,7 +162,7 @@ def field_type(option: Field) -> type:
 
 
 def as_field_type(kind: type, value: Any) -> Any:
-    if isinstance(value, bool) and kind is not bool:
+    if isinstance(value, bool) and kind in (int, float):
         raise ValueError("expected a number, not true/false")  # float(True) would make `epochs: true` one epoch
     if kind is bool:
         if isinstance(value, bool):
@@ -499,7 +503,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out}: exists and is not a folder")
-    if cfg.init_from and Path(cfg.init_from).resolve().parent == out.resolve():
+    if cfg.init_from and Path(cfg.init_from).resolve() in {(out / name).resolve() for name in ("best.pt", "last.pt")}:
         raise UserInputError(
             f"--init-from {cfg.init_from} lies in --out {out}: this run would overwrite the weights it starts from "
             "(and could never be resumed); copy them elsewhere or choose another --out"

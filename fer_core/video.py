@@ -54,8 +54,9 @@ NOT_VIDEO_FORMATS = {"tty": "a text file", "image2": "a still image"}
 #: source's pixels.
 MAX_VIDEO_SIDE = 1920
 #: Time base of the annotated video: frames keep their source timestamps, so a variable-rate recording keeps
-#: its timing (and matches the CSV's time_s) instead of being replayed at one nominal rate.
-OUTPUT_TIME_BASE = Fraction(1, 90000)
+#: its timing (and matches the CSV's time_s) instead of being replayed at one nominal rate. 1/60000 keeps
+#: millisecond (WebM) times exact and stays under the 65535 the MPEG-4 Part 2 fallback encoder accepts.
+OUTPUT_TIME_BASE = Fraction(1, 60000)
 #: What the decoder may raise on hostile or damaged input (UnicodeDecodeError is a ValueError).
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 

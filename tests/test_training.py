@@ -144,7 +144,7 @@ def test_ddp_with_two_gloo_processes(tmp_path, tiny_csv):
     assert any(round(acc * 48) % 2 for acc in history["train_acc"]), list(history["train_acc"] * 48)
 
 
-def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv):
+def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv, capsys):
     out = tmp_path / "run"
     train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
     longer = ["--epochs", "3", *TINY[2:]]
@@ -156,6 +156,7 @@ def test_reschedule_changes_the_length_of_a_resumed_run(tmp_path, tiny_csv):
         train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--reschedule", *shorter])
     with pytest.raises(SystemExit, match="2"):  # argparse: --reschedule alone did nothing, unsaid
         parse_args(["--data", str(tiny_csv), "--reschedule"])
+    assert "--reschedule changes the schedule of a run being resumed: add --resume" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -273,6 +274,8 @@ def test_runs_that_cannot_go_right_are_refused_up_front(tmp_path, tiny_csv):
     torch.save(state, out / "last.pt")
     with pytest.raises(UserInputError, match=r"the number of processes \(2 then, 1 now\) differ"):
         train_main([*base, "--out", str(out), "--resume"])
+    shutil.copyfile(out / "best.pt", out / "stage1.pt")  # beside them, but never written by the run: allowed
+    train_main([*base, "--out", str(out), "--init-from", str(out / "stage1.pt"), "--epochs", "1"])
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match="--device cuda: no CUDA device"):
             train_main([*base, "--out", str(tmp_path / "gpu"), "--device", "cuda"])

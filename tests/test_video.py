@@ -228,6 +228,17 @@ def test_a_resolution_change_is_fitted_whole(tmp_path: Path) -> None:
     assert wide[:2].max() == 0 and wide[8:].max() == 0 and wide[3:7].min() == 255
 
 
+def test_the_mpeg4_fallback_writes_frames_at_their_times(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FFmpeg builds without libx264 get MPEG-4 Part 2, whose encoder refuses time bases finer than 1/65535."""
+    monkeypatch.setattr(video, "h264_available", lambda: False)
+    path = tmp_path / "fallback.mp4"
+    with video.VideoWriter(path, 64, 48, 30) as writer:
+        for time_s in (0.0, 0.033, 0.1, 0.5):
+            writer.write(np.zeros((48, 64, 3), np.uint8), time_s)
+    assert writer.codec == "mpeg4"
+    assert [frame.time_s for frame in iter_frames(path)] == pytest.approx([0.0, 0.033, 0.1, 0.5], abs=1e-3)
+
+
 def test_a_failed_finish_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_video(tmp_path / "in.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264")
     real_close = video.VideoWriter.close
