@@ -142,6 +142,10 @@ class Pipeline:
             raise RuntimeError("this pipeline was loaded without a face detector")
         return self.detector.detect(image_rgb)
 
+    def with_tta(self, enabled: bool | str) -> Pipeline:
+        """The same detector and models with the ensemble's TTA set switched (`Ensemble.with_tta`)."""
+        return Pipeline(self.detector, self.ensemble.with_tta(enabled), self.face_margin)
+
     def at_face_limit(self, n_faces: int) -> bool:
         """Whether detection stopped at its `max_faces`: the image may hold more faces than were labelled."""
         return self.detector is not None and n_faces >= self.detector.max_faces

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {"conf": args.conf, "max_faces": args.max_faces} if detector else {}
     pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
     if args.tta == "off":
-        pipe = Pipeline(pipe.detector, pipe.ensemble.with_tta(False))
+        pipe = pipe.with_tta(False)
 
     if image_inputs:
         records = predict_images(pipe, image_inputs, args.crops)

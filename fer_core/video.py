@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         min_face=args.min_face,
     )
     if args.tta == "off":
-        pipe = Pipeline(pipe.detector, pipe.ensemble.with_tta(False))
+        pipe = pipe.with_tta(False)
     summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
     print(
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "
