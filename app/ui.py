@@ -21,9 +21,8 @@ import streamlit as st
 from app.live import TrackerSettings
 from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, FaceDetector
-from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble
+from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
-from fer_core.export import file_sha256
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.model_card import check_metrics_belong
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
@@ -365,11 +364,8 @@ def load_metrics(folder: Path, ens: Ensemble) -> tuple[dict[str, dict[str, Any]]
     and TTA set, as the model card checks), and a message per unreadable or foreign one: those are not shown."""
     found: dict[str, dict[str, Any]] = {}
     problems = []
-    expected = {  # ensemble.json's sha256s were checked when the models loaded: no hashing on every slider move
-        "tta": ens.shipped_tta,
-        "members": {m["name"]: m.get("sha256") or file_sha256(folder / m["file"]) for m in ens.spec["models"]},
-        "mix": {m["name"]: float(m["weight"]) for m in ens.spec["models"]},
-    }
+    # ensemble.json's sha256s were checked when the models loaded: no hashing on every slider move
+    expected = weights_used(ens.spec, folder, ens.shipped_tta, recorded_hashes=True)
     for split in METRIC_SPLITS:
         path = folder / f"metrics_{split}.json"
         if not path.is_file():

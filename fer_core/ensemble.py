@@ -127,12 +127,20 @@ def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path) 
         )
 
 
-def weights_used(spec: dict[str, Any], folder: Path, tta: str) -> dict[str, Any]:
+def weights_used(spec: dict[str, Any], folder: Path, tta: str, *, recorded_hashes: bool = False) -> dict[str, Any]:
     """Which networks (sha256 of the member files), mixing weights and TTA set make these predictions: what
-    `evaluate` records beside its figures and what the model card checks them against."""
+    `evaluate` records beside its figures and what the model card checks them against.
+
+    `recorded_hashes` takes the sha256s `ensemble.json` records instead of hashing the files again: for an
+    `Ensemble` that `load` has already checked them against (the app, on every rerun).
+    """
+
+    def sha256(entry: dict[str, Any]) -> str:
+        return (recorded_hashes and entry.get("sha256")) or file_sha256(folder / entry["file"])
+
     return {
         "tta": tta,
-        "members": {entry["name"]: file_sha256(folder / entry["file"]) for entry in spec["models"]},
+        "members": {entry["name"]: sha256(entry) for entry in spec["models"]},
         "mix": {entry["name"]: float(entry["weight"]) for entry in spec["models"]},
     }
 
