@@ -97,9 +97,9 @@ def load_image(
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def upright_size(path: str | Path) -> tuple[int, int]:
+def upright_size(source: str | Path | bytes) -> tuple[int, int]:
     """(width, height) of an image file as `load_image` turns it, before any downscaling; reads the header only."""
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as img:
         width, height = img.size
         try:
             orientation = img.getexif().get(ExifTags.Base.Orientation)

@@ -11,7 +11,7 @@ Runtimes and detector options (input size, thresholds) go through `Pipeline.load
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,15 @@ class ImageResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "faces": [f.to_dict() for f in self.faces]}
+
+    def in_pixels_of(self, width: int, height: int) -> ImageResult:
+        """This result with its size and boxes in another resolution of the same picture: a photo analysed
+        downscaled (`load_image` shrinks one over 4096 px) is reported in the pixels of the file the user has."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        faces = [replace(f, box=(f.box[0] * sx, f.box[1] * sy, f.box[2] * sx, f.box[3] * sy)) for f in self.faces]
+        return ImageResult(faces, width, height)
 
 
 #: Context kept around a detected face before classifying it, as a fraction of the face size per side.

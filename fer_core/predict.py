@@ -25,7 +25,7 @@ from fer_core import cli
 from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_records
 from fer_core.imageio import IMAGE_SUFFIXES, MAX_SIDE, ImageLoadError, is_image_path, load_image, upright_size
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
+from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 
 
 def iter_inputs(paths: list[Path]) -> Iterator[Path]:
@@ -72,21 +72,13 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             print(f"error: {err}", file=sys.stderr)
             records.append({"image": str(file), "error": str(err), "faces": []})
             continue
-        faces = pipe.classify_crops([image]) if crops else pipe(image).faces
-        if pipe.at_face_limit(len(faces)):
-            print(f"warning: {file}: labelled the {len(faces)} most confident faces (--max-faces)", file=sys.stderr)
         height, width = image.shape[:2]
+        result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image)
+        if limited := pipe.at_face_limit(n_faces := len(result.faces)):
+            print(f"warning: {file}: labelled the {n_faces} most confident faces (--max-faces)", file=sys.stderr)
         if max(height, width) >= MAX_SIDE:  # analysed downscaled: report the file's size, boxes in its pixels
-            width, height = upright_size(file)
-        scale = width / image.shape[1]
-        records.append(
-            {
-                "image": str(file),
-                "width": width,
-                "height": height,
-                "faces": [{**face.to_dict(), "box": [round(v * scale, 1) for v in face.box]} for face in faces],
-            }
-        )
+            result = result.in_pixels_of(*upright_size(file))
+        records.append({"image": str(file), **result.to_dict(), "face_limit_reached": limited})
     return records
 
 

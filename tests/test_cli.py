@@ -260,9 +260,12 @@ def test_predict_says_when_a_photo_reaches_max_faces(tmp_path, fake_weights, cap
     out = tmp_path / "out.json"
     args = [str(photo), "--json", str(out), "--weights", str(fake_weights), "--detector", "haar"]
     predict_main(args)
-    assert len(json.loads(out.read_text())[0]["faces"]) == 3 and "--max-faces" not in capsys.readouterr().err
+    (record,) = json.loads(out.read_text())
+    assert len(record["faces"]) == 3 and "--max-faces" not in capsys.readouterr().err
+    assert record["face_limit_reached"] is False
     predict_main([*args, "--max-faces", "2"])
-    assert len(json.loads(out.read_text())[0]["faces"]) == 2
+    (record,) = json.loads(out.read_text())
+    assert len(record["faces"]) == 2 and record["face_limit_reached"] is True  # readers of the JSON see it too
     assert "crowd.png: labelled the 2 most confident faces (--max-faces)" in capsys.readouterr().err
 
 
