@@ -190,6 +190,23 @@ def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
     assert app.caption[0].value.startswith("16 face(s)") and not app.warning
 
 
+def test_photos_downloads_speak_of_the_files_own_pixels(app: AppTest) -> None:
+    """A photo over 4096 px is analysed and shown shrunk; the table and downloads give boxes in the file's pixels,
+    upright per EXIF (the file is stored turned, so its stored width is the upright height)."""
+    canvas = np.full((1200, 4300, 3), 200, np.uint8)
+    canvas[200:1020, 3500:4200] = np.asarray(Image.fromarray(astronaut()[0:260, 120:340]).resize((700, 820)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = encode(np.rot90(canvas), "JPEG", exif=exif, quality=95)
+    app.file_uploader(key="photos_upload").set_value(("panorama.jpg", stored, "image/jpeg"))
+    app.run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    assert app.caption[0].value.startswith("1 face(s) · 4300×1200 px (analysed and shown at 4096×1143 px)")
+    (row,) = app.dataframe[0].value.to_dict("records")
+    assert 3720 <= (row["x1"] + row["x2"]) / 2 <= 3980  # the face's middle is x 3850; in the shrunk copy x 3667
+    assert 450 <= (row["y1"] + row["y2"]) / 2 <= 770  # y 610 in the file, 581 in the copy
+
+
 SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
 
 

@@ -22,7 +22,7 @@ from app import charts, ui
 from fer_core.draw import draw_faces
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import ModelView, model_view
-from fer_core.imageio import ImageLoadError, encode_png, load_image
+from fer_core.imageio import MAX_SIDE, ImageLoadError, encode_png, load_image, upright_size
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import ImageResult, Pipeline, crop_faces, result_rows
 
@@ -40,6 +40,13 @@ class Analysed:
     result: ImageResult | None = None
     error: str | None = None
     digest: str = ""
+    #: (width, height) of the file itself when `load_image` shrank it (over 4096 px); None when analysed as is.
+    source_size: tuple[int, int] | None = None
+
+    def reported(self) -> ImageResult:
+        """The result in the file's own pixels, as the downloads give it (the page draws on the shrunk copy)."""
+        assert self.result is not None
+        return self.result.in_pixels_of(*self.source_size) if self.source_size else self.result
 
 
 def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.DetectorSettings) -> Analysed:
@@ -54,10 +61,11 @@ def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.Detector
     digest = ui.file_digest(data)
     try:
         result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image))
+        source_size = upright_size(data) if max(image.shape[:2]) >= MAX_SIDE else None
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(name, image, error=f"{name}: analysis failed ({type(err).__name__}: {err})")
-    return Analysed(name, image, result, digest=digest)
+    return Analysed(name, image, result, digest=digest, source_size=source_size)
 
 
 def face_views(result: ImageResult, model: str) -> list[ModelView]:
@@ -131,7 +139,10 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
     annotated = annotated_image(item, views)
     with st.container(border=True):
         st.subheader(item.name)
-        st.caption(f"{len(result.faces)} face(s) · {result.width}×{result.height} px · {ui.model_title(model)}")
+        size = f"{result.width}×{result.height} px"
+        if item.source_size:
+            size = f"{item.source_size[0]}×{item.source_size[1]} px (analysed and shown at {size})"
+        st.caption(f"{len(result.faces)} face(s) · {size} · {ui.model_title(model)}")
         if pipe.at_face_limit(len(result.faces)):
             st.warning(
                 f"{item.name}: labelled the {len(result.faces)} most confident faces, the most allowed; it may hold "
@@ -164,14 +175,14 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
 def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
     rows = []
     for item in items:
-        assert item.result is not None
-        for row, face in zip(result_rows(item.name, item.result), item.result.faces, strict=True):
+        result = item.reported()
+        for row, face in zip(result_rows(item.name, result), result.faces, strict=True):
             rows.append(row | {f"{name}_label": model_view(face.model_probs[name]).label for name in members})
     return pd.DataFrame(rows)
 
 
 def results_json(items: list[Analysed], errors: list[str]) -> str:
-    images = [{"name": item.name, **item.result.to_dict()} for item in items if item.result is not None]
+    images = [{"name": item.name, **item.reported().to_dict()} for item in items if item.result is not None]
     return json.dumps({"images": images, "errors": errors}, indent=2)
 
 
