@@ -5,6 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+#: Exit status of a tool that went on past inputs it could not use (`predict`, `detect_faces`) and wrote everything
+#: else, naming them in its output: as `cp` ends such a run, so a script that checks only the status still learns
+#: that something is missing (2 stays "nothing was done": a bad flag or input that stops the tool).
+PARTIAL_FAILURE = 1
+
 
 class UserInputError(ValueError):
     """Input a user can fix (a malformed CSV row, a damaged image or video, a foreign checkpoint); says which."""

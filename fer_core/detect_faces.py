@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = done / seconds if seconds > 0 else float("inf")
     mode = f"backend {detector.backend}, {detector.runtime}, imgsz {detector.imgsz}" + (", TTA" if detector.tta else "")
     print(f"{done} images in {seconds:.1f} s ({rate:.2f} images/s, {mode}); {len(bad)} unreadable")
-    return 0
+    return cli.PARTIAL_FAILURE if bad else 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
     python -m fer_core.predict fer2013.csv --csv-out predictions.csv     # FER-style pixels rows
 
 Folders are walked recursively. An unreadable file or malformed CSV row is reported (in the
-output and on stderr) and the rest still processed; nothing is silently dropped.
+output and on stderr) and the rest still processed; nothing is silently dropped, and the exit
+status is then 1 (`cli.PARTIAL_FAILURE`) rather than 0.
 """
 
 from __future__ import annotations
@@ -159,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tta == "off":
         pipe = pipe.with_tta(False)
 
+    unusable = 0
     if image_inputs:
         records = predict_images(pipe, image_inputs, args.crops)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         errors = sum("error" in r for r in records)
+        unusable += errors
         print(
             f"{len(records)} images, {sum(len(r['faces']) for r in records)} faces, {errors} unreadable -> {args.json}"
         )
@@ -182,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         args.csv_out.parent.mkdir(parents=True, exist_ok=True)
         merged.to_csv(args.csv_out, index=False)
         bad = int((merged["error"].fillna("") != "").sum())
+        unusable += bad
         print(f"{len(merged)} CSV rows, {bad} malformed -> {args.csv_out}")
-    return 0
+    return cli.PARTIAL_FAILURE if unusable else 0
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def write_crop_folder(root):
 def test_predict_crops_reports_bad_files_and_keeps_the_rest(tmp_path, fake_weights, capsys):
     root = write_crop_folder(tmp_path / "crops")
     out = tmp_path / "out.json"
-    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 0
+    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 1  # 2 bad
     records = {r["image"].split("/")[-1]: r for r in json.loads(out.read_text())}
     assert set(records) == {"colour.jpg", "gray.png", "broken.jpg", "notes.png"}
     assert "corrupt" in records["broken.jpg"]["error"] and records["broken.jpg"]["faces"] == []
@@ -101,7 +101,7 @@ def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):
     lines.insert(2, "4,1 2 3,Training")
     csv.write_text("\n".join(lines) + "\n")
     out = tmp_path / "pred.csv"
-    predict_main([str(csv), "--csv-out", str(out), "--weights", str(fake_weights)])
+    assert predict_main([str(csv), "--csv-out", str(out), "--weights", str(fake_weights)]) == 1  # one bad row
     table = pd.read_csv(out, keep_default_na=False)
     assert len(table) == 6
     bad = table[table["line"] == 3].iloc[0]
@@ -120,7 +120,7 @@ def test_predict_csv_reports_every_record_and_every_unreadable_file(tmp_path, fa
     no_pixels.write_text("emotion\n3\n")
     out = tmp_path / "pred.csv"
     args = [str(no_pixels), str(csv), "--csv-out", str(out), "--weights", str(fake_weights)]
-    assert predict_main(args) == 0
+    assert predict_main(args) == 1
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns[:3]) == ["source", "line", "true_label"]
     unreadable = table[table["source"] == str(no_pixels)]
@@ -141,7 +141,7 @@ def test_predict_csv_keeps_the_rows_before_a_damaged_part_and_names_empty_or_mis
     missing = tmp_path / "missing.csv"
     out = tmp_path / "pred.csv"
     paths = [str(truncated), str(header_only), str(missing)]
-    assert predict_main([*paths, "--csv-out", str(out), "--weights", str(fake_weights)]) == 0
+    assert predict_main([*paths, "--csv-out", str(out), "--weights", str(fake_weights)]) == 1
     table = pd.read_csv(out, keep_default_na=False)
     rows = table[table["source"] == str(truncated)]
     assert len(rows) > 5 and rows.iloc[:-1]["predicted"].isin(EMOTIONS).all()  # predictions made before the damage
@@ -202,7 +202,7 @@ def test_predict_reports_a_huge_photo_in_its_own_pixels(tmp_path, fake_weights):
     photo = tmp_path / "panorama.png"
     Image.fromarray(canvas).save(photo)
     out = tmp_path / "out.json"
-    predict_main([str(photo), "--json", str(out), "--weights", str(fake_weights), "--detector", "haar"])
+    assert predict_main([str(photo), "--json", str(out), "--weights", str(fake_weights), "--detector", "haar"]) == 0
     (record,) = json.loads(out.read_text())
     assert (record["width"], record["height"]) == (4300, 1200)
     (found,) = record["faces"]

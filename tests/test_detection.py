@@ -204,7 +204,7 @@ def test_detect_faces_cli_writes_wider_results(
     cv2.imwrite(str(root / "blank.png"), np.zeros((40, 50, 3), np.uint8))
     (root / "0--Event" / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 0
+    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 1  # broken.jpg
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err and "images/s" in captured.out
     lines = (out / "0--Event" / "astro.txt").read_text().splitlines()
