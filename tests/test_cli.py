@@ -21,6 +21,7 @@ from fer_core.ensemble import Ensemble
 from fer_core.evaluate import main as evaluate_main
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
+from fer_core.metrics import classification_report, summary_metrics
 from fer_core.predict import iter_inputs
 from fer_core.predict import main as predict_main
 from tests.fer_fixtures import write_fer_csv
@@ -37,9 +38,7 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     ensemble = metrics["models"]["ensemble"]
     assert ensemble["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["predicted"]))
     assert ensemble["macro_f1"] == pytest.approx(
-        f1_score(
-            predictions["label"], predictions["predicted"], labels=list(EMOTIONS), average="macro", zero_division=0
-        )
+        f1_score(predictions["label"], predictions["predicted"], average="macro", zero_division=0)
     )
     assert np.asarray(ensemble["confusion"]).sum() == 35
     assert set(ensemble["per_class"]) == set(EMOTIONS)
@@ -48,6 +47,19 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     mix = {"A_crp": 0.5, "B_mixcut": 0.5}
     assert metrics["weights"] == {"tta": "none", "members": hashes, "mix": mix}  # what the model card checks
     assert metrics["skipped"] == 0
+
+
+def test_macro_f1_leaves_out_a_class_absent_from_labels_and_predictions():
+    """A small set without `disgust` (label 1) anywhere: that class has no F1, so it must not pull the mean to 6/7."""
+    y_true = np.array([0, 0, 2, 3, 3, 4, 5, 6])
+    y_pred = np.array([0, 2, 2, 3, 3, 4, 5, 6])
+    report = classification_report(y_true, np.eye(7)[y_pred])
+    assert report["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))  # 0.889, not 0.762
+    assert set(report["per_class"]) == set(EMOTIONS) and report["per_class"]["disgust"]["support"] == 0
+    half_wrong = np.array([0, 1, 2, 3, 3, 4, 5, 6])  # disgust predicted once, never true: it counts, as F1 0
+    assert summary_metrics(y_true, half_wrong)["macro_f1"] == pytest.approx(
+        f1_score(y_true, half_wrong, average="macro")
+    )
 
 
 def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkeypatch):
