@@ -70,27 +70,15 @@ class Ensemble:
     @classmethod
     def load(cls, weights_dir: str | Path, runtime: str = "auto", device: str = "cpu") -> Ensemble:
         folder = Path(weights_dir)
-        spec_path = folder / ENSEMBLE_FILE
-        if not spec_path.is_file():
-            raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
-        try:
-            spec = json.loads(spec_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CheckpointError(f"{spec_path}: not valid JSON ({err}); fit_ensemble writes this file") from err
-        if not isinstance(spec, dict) or not isinstance(spec.get("models"), list) or not spec["models"]:
-            raise CheckpointError(f"{spec_path}: expected an object with a non-empty 'models' list")
-        for entry in spec["models"]:
-            check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
+        spec = read_spec(folder)
         members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]
         names = [member.name for member in members]
         if len(set(names)) != len(names) or ENSEMBLE_KEY in names:
             raise CheckpointError(
-                f"{spec_path}: members are named {names}; each needs its own name, and not {ENSEMBLE_KEY!r} "
-                "(their probabilities are keyed by name): train one with --name"
+                f"{folder / ENSEMBLE_FILE}: members are named {names}; each needs its own name, and not "
+                f"{ENSEMBLE_KEY!r} (their probabilities are keyed by name): train one with --name"
             )
         weights = {member.name: float(m["weight"]) for member, m in zip(members, spec["models"], strict=True)}
-        if not all(np.isfinite(w) and w >= 0 for w in weights.values()) or not sum(weights.values()) > 0:
-            raise CheckpointError(f"{spec_path}: weights {weights} must be non-negative with a positive sum")
         return cls(members, weights, tta_from_spec(spec), spec)
 
     def with_weights(self, weights: Mapping[str, float]) -> Ensemble:
@@ -113,6 +101,41 @@ class Ensemble:
     def predict(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         size = self.members[0].config.input_size
         return self.predict_batch(prepare_batch(crops, size))
+
+
+def read_spec(folder: Path) -> dict[str, Any]:
+    """`folder/ensemble.json`, checked before anything acts on it (the app, `evaluate`, `export`, the model card):
+    each member a file entry with a number for its weight, the weights non-negative with a positive sum, a known
+    TTA set, and each member file still the one it was fitted with. A hand-edited or damaged file is named."""
+    spec_path = folder / ENSEMBLE_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{spec_path}: not valid JSON ({err}); fit_ensemble writes this file") from err
+    if not isinstance(spec, dict) or not isinstance(spec.get("models"), list) or not spec["models"]:
+        raise CheckpointError(f"{spec_path}: expected an object with a non-empty 'models' list")
+    for number, entry in enumerate(spec["models"], start=1):
+        weight = entry.get("weight") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not is_number(weight):
+            raise CheckpointError(
+                f"{spec_path}: model {number} needs a 'file' name and a numeric 'weight', got {json.dumps(entry)}"
+            )
+    weights = [float(entry["weight"]) for entry in spec["models"]]
+    if not all(np.isfinite(w) and w >= 0 for w in weights) or not sum(weights) > 0:
+        raise CheckpointError(f"{spec_path}: weights {weights} must be non-negative with a positive sum")
+    try:
+        tta_from_spec(spec)
+    except ValueError as err:
+        raise CheckpointError(f"{spec_path}: {err}") from err
+    for entry in spec["models"]:
+        check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
+    return spec
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path) -> None:

@@ -179,6 +179,16 @@ def detector_output_difference(pt_path: str | Path, onnx_path: str | Path, imgsz
     return box_diff, score_diff
 
 
+def check_detector_loads(pt_path: Path) -> None:
+    """A file ultralytics cannot load as a detector is named as given (its own error names a scratch copy)."""
+    from fer_core.detection import import_ultralytics
+
+    try:
+        import_ultralytics().YOLO(str(pt_path), task="detect")
+    except Exception as err:
+        raise cli.UserInputError(f"{pt_path}: not a YOLO detector checkpoint ({type(err).__name__}: {err})") from err
+
+
 def detector_onnx_path(pt_path: str | Path, imgsz: int) -> Path:
     """The cached ONNX file for this exact detector checkpoint and input size, exporting it on first use."""
     path = Path(pt_path)
@@ -206,7 +216,11 @@ def main(argv: list[str] | None = None) -> None:
         "--imgsz", type=int, nargs="+", default=[PHOTO_IMGSZ, VIDEO_IMGSZ], help="detector sizes to export and check"
     )
     args = parser.parse_args(argv)
-    spec = json.loads((args.weights / "ensemble.json").read_text())
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: is a file; give a folder")
+    from fer_core.ensemble import read_spec  # ensemble imports this module
+
+    spec = read_spec(args.weights)
     report: dict[str, dict[str, object]] = {}
     for member in spec["models"]:
         loaded = load_classifier(args.weights / member["file"])
@@ -218,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.detector is not None and not detector.is_file():
         parser.error(f"{detector}: no such detector checkpoint")
     if detector.is_file():
+        check_detector_loads(detector)
         for imgsz in args.imgsz:
             if args.out:
                 target = export_detector(detector, args.out / f"{detector.stem}-{imgsz}.onnx", imgsz)

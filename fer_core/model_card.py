@@ -19,7 +19,7 @@ import numpy as np
 from fer_core import cli
 from fer_core.checkpoint import read_checkpoint
 from fer_core.cli import UserInputError
-from fer_core.ensemble import ENSEMBLE_FILE, weights_used
+from fer_core.ensemble import ENSEMBLE_FILE, read_spec, weights_used
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
 from fer_core.tta import tta_from_spec, tta_set
@@ -119,7 +119,7 @@ def lineage(meta: dict[str, Any]) -> list[str]:
 
 
 def render(weights: Path) -> str:
-    spec = json.loads((weights / "ensemble.json").read_text())
+    spec = read_spec(weights)
     out = [
         "# Model card: FER ensemble (2 x EfficientNet-B0) and face detector",
         "",

@@ -606,10 +606,16 @@ def test_a_damaged_ensemble_json_is_named(app_weights: Path, tmp_path: Path) -> 
     shutil.copytree(app_weights, folder)
     mix = [("A_crp", -0.5), ("B_mixcut", 1.5)]
     negative = json.dumps({"models": [{"name": n, "file": f"{n}.pt", "weight": w} for n, w in mix]})
+    shipped = json.loads((app_weights / "ensemble.json").read_text())
+    first, second = shipped["models"]
     for text, problem in (
         ("{models: [", "not valid JSON"),
         ('{"tta": "none"}', "non-empty 'models' list"),
         (negative, "must be non-negative"),  # combine() would give 'probabilities' of -0.3 and 1.3
+        (json.dumps({**shipped, "tta": "flip_rot10"}), "unknown TTA set 'flip_rot10'"),
+        (json.dumps({**shipped, "models": [first, {**second, "weight": "0.7x"}]}), "model 2 needs .* numeric 'weight'"),
+        (json.dumps({**shipped, "models": [{k: v for k, v in first.items() if k != "weight"}, second]}), "model 1"),
+        (json.dumps({**shipped, "models": [first, "B_mixcut.pt"]}), "model 2 needs a 'file' name"),
     ):
         (folder / "ensemble.json").write_text(text)
         with pytest.raises(CheckpointError, match=rf"ensemble\.json: .*{problem}"):

@@ -297,6 +297,43 @@ def test_a_missing_file_is_one_line_on_stderr_too(tmp_path, capsys):
     assert err.startswith("error: ") and "no_weights/ensemble.json" in err and err.count("\n") == 1
 
 
+def test_a_hand_edited_ensemble_json_is_one_line_in_every_tool(tmp_path, fake_weights, capsys):
+    """evaluate, model_card and export all read ensemble.json through one check: an unknown TTA set or a weight that
+    is not a number is an `error:` line naming the file, not a traceback."""
+    from fer_core import export
+
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((weights / "ensemble.json").read_text())
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=7)
+    tools = (
+        lambda: evaluate_main(["--data", str(csv), "--out", str(tmp_path / "ev"), "--weights", str(weights)]),
+        lambda: model_card.main(["--weights", str(weights)]),
+        lambda: export.main(["--weights", str(weights)]),
+    )
+    for damage in ({"tta": "flip_rot10"}, {"models": [spec["models"][0], {**spec["models"][1], "weight": "high"}]}):
+        (weights / "ensemble.json").write_text(json.dumps({**spec, **damage}))
+        for tool in tools:
+            with pytest.raises(SystemExit) as done:
+                cli.run(tool)
+            err = capsys.readouterr().err
+            assert done.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+            assert "ensemble.json" in err
+
+
+def test_export_names_a_detector_it_cannot_load_and_a_file_as_out(tmp_path, fake_weights, capsys):
+    from fer_core import export
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_text("not a checkpoint")
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: export.main(["--weights", str(fake_weights), "--detector", str(corrupt)]))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"{corrupt}: not a YOLO detector checkpoint" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as done:
+        export.main(["--weights", str(fake_weights), "--out", str(corrupt)])
+    assert done.value.code == 2 and "is a file; give a folder" in capsys.readouterr().err
+
+
 def test_cli_run_passes_the_status_of_main_through():
     with pytest.raises(SystemExit) as exit_:
         cli.run(lambda: 3)
