@@ -278,11 +278,12 @@ class ConversionResult:
     devval_events: list[str]
     images: dict[str, int] = field(default_factory=dict)
     boxes: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
+    #: Boxes or images left out, by split ("train", "val") and reason: the model card quotes the training ones.
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def drop(self, reason: str, count: int = 1) -> None:
-        """Count boxes or images left out, by reason."""
-        self.dropped[reason] = self.dropped.get(reason, 0) + count
+    def drop(self, split: str, reason: str, count: int = 1) -> None:
+        counts = self.dropped.setdefault(split, {})
+        counts[reason] = counts.get(reason, 0) + count
 
 
 def filter_boxes(
@@ -372,7 +373,7 @@ class _Writer:
         r.images[self.split] = r.images.get(self.split, 0) + 1
         r.boxes[self.split] = r.boxes.get(self.split, 0) + len(xyxy)
         for reason, count in drops.items():
-            r.drop(reason, count)
+            r.drop(self.split, reason, count)
 
 
 def _add_wider(
@@ -381,7 +382,7 @@ def _add_wider(
     for key in keys:
         src = root / "images" / key
         if not src.is_file():
-            writer.result.drop("missing_image")
+            writer.result.drop(writer.split, "missing_image")
             continue
         width, height = _image_size(src)
         boxes = gt[key]
@@ -436,10 +437,10 @@ def convert_to_yolo(
             if not src.is_file():
                 src = facemask / "images" / xml_path.with_suffix(".jpg").name
             if not src.is_file():
-                result.drop("missing_image")
+                result.drop(train.split, "missing_image")
                 continue
             if src.name in placed_masks:  # a second annotation file for one image: keep the first, count it
-                result.drop("duplicate_annotation")
+                result.drop(train.split, "duplicate_annotation")
                 continue
             placed_masks.add(src.name)
             width, height = _image_size(src)
