@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core import cli
-from fer_core.widerface import WIDER_SETS, AnnotationError, load_wider_sets, parse_wider_gt
+from fer_core.widerface import WIDER_SETS, AnnotationError, load_wider_sets, parse_wider_gt, read_annotation_text
 
 THRESH_NUM = 1000
 IOU_THRESH = 0.5
@@ -51,7 +51,7 @@ def read_result_file(path: str | Path) -> np.ndarray:
     The count must match the rows: a file without its count line would otherwise lose its first detection.
     """
     path = Path(path)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_annotation_text(path).splitlines()]
     if len(lines) < 2:
         if not any(lines):
             return np.zeros((0, 5))
@@ -207,7 +207,7 @@ def resolve_ground_truth(gt: str | Path) -> Path:
 
 def read_image_list(path: str | Path) -> list[str]:
     """Image keys, one a line; blank lines and # comments ignored."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = read_annotation_text(path).splitlines()
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 

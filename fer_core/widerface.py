@@ -62,6 +62,20 @@ class AnnotationError(UserInputError):
     """An annotation file is malformed; the message names the file and line."""
 
 
+def read_annotation_text(path: str | Path) -> str:
+    """A WIDER text file (ground truth, sets, results, image list); a folder or a binary file, such as the
+    official `.mat` files, is named instead of ending in a traceback."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except IsADirectoryError as exc:
+        raise AnnotationError(f"{path}: is a folder; give the file") from exc
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); the official .mat files are not "
+            "read: use the text versions (e.g. wider_face_val_bbx_gt.txt)"
+        ) from exc
+
+
 class ForeignFolderError(UserInputError, FileExistsError):
     """The output folder holds images/labels fer_core did not write: never deleted, the user picks another."""
 
@@ -75,7 +89,7 @@ def parse_wider_gt(path: str | Path) -> dict[str, np.ndarray]:
     Images with no faces map to a (0, 10) array (the file then carries one placeholder line of zeros).
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_annotation_text(path).splitlines()
     out: dict[str, np.ndarray] = {}
     i, n_lines = 0, len(lines)
     while i < n_lines:
@@ -137,7 +151,7 @@ def write_wider_gt(path: str | Path, gt: Mapping[str, np.ndarray]) -> Path:
 def load_wider_sets(path: str | Path) -> dict[str, dict[str, list[int]]]:
     """Read `wider_eval_sets.json`: image -> {"easy"|"medium"|"hard": 0-based face indices in that set}."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_annotation_text(path))
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):

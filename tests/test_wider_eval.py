@@ -249,6 +249,25 @@ def test_a_missing_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys: p
     assert capsys.readouterr().err == f"error: ground truth not found: {missing}\n"
 
 
+def test_a_binary_ground_truth_or_a_folder_as_image_list_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The official download ships `wider_face_val.mat` beside the text file; passing it must say so."""
+    gt_file = write_wider_gt(tmp_path / "gt" / "wider_face_val_bbx_gt.txt", {"e1/a.jpg": gt_rows(FACE_A)})
+    (tmp_path / "gt" / "wider_eval_sets.json").write_text(json.dumps({"e1/a.jpg": ALL}))
+    mat = tmp_path / "wider_face_val.mat"
+    mat.write_bytes(b"MATLAB 5.0 MAT-file\x00\xc8\xff\x01")
+    (tmp_path / "pred" / "e1").mkdir(parents=True)
+    for argv, problem in (
+        (["--gt", str(mat), "--sets", str(tmp_path / "gt" / "wider_eval_sets.json")], "not a UTF-8 text file"),
+        (["--gt", str(gt_file), "--images", str(tmp_path / "pred")], "is a folder; give the file"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            cli.run(lambda argv=argv: main([*argv, "--pred", str(tmp_path / "pred")]))
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.startswith("error: ") and problem in err and err.count("\n") == 1, err
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
 def test_ground_truth_as_predictions_scores_near_one_on_real_wider() -> None:
     val = DATA / "widerface" / "val"
