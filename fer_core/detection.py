@@ -201,6 +201,8 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixels, got {image.dtype}")
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):  # HxW or HxWx1 gray, as the classifier takes
+        if image.size == 0:  # cvtColor asserts on it; an empty colour image already returns no faces
+            return np.zeros((*image.shape[:2], 3), np.uint8)
         return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2RGB)
     if image.ndim == 3 and image.shape[2] == 4:
         return np.ascontiguousarray(image[:, :, :3])

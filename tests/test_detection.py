@@ -145,6 +145,8 @@ def test_gray_images_with_a_channel_axis_are_accepted(astronaut: np.ndarray) -> 
     gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
     detector = FaceDetector(backend="haar")
     assert detector.detect(gray[:, :, None]) == detector.detect(gray) != []
+    for empty in ((0, 0), (0, 7), (5, 0, 1), (0, 0, 3)):  # no faces, as an empty colour image always gave
+        assert detector.detect(np.zeros(empty, np.uint8)) == []
 
 
 def test_haar_backend_never_warns(tmp_path: Path) -> None:
