@@ -25,6 +25,7 @@ from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.evaluate import predict_split
 from fer_core.labels import EMOTIONS, TRAIN_SPLIT
 from fer_core.metrics import summary_metrics
+from fer_core.tta import NO_TTA, TTA_SETS
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_core.distill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--teacher", type=Path, default=Path("weights"), help="folder with ensemble.json")
-    parser.add_argument("--out", type=Path, required=True, help="soft-label file to write (.npz)")
-    parser.add_argument("--tta", default="shipped", help="teacher TTA set: shipped (ensemble.json's), none, flip, ...")
+    parser.add_argument("--out", type=cli.out_file, required=True, help="soft-label file to write (.npz)")
+    parser.add_argument(
+        "--tta",
+        default="shipped",
+        choices=("shipped", "off", *TTA_SETS),
+        help="teacher TTA set: shipped (ensemble.json's), off (one view, as in the other tools) or a named set",
+    )
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     args = parser.parse_args(argv)
+    if args.out.suffix != ".npz":  # numpy would add it, and the file written would not be the one named
+        parser.error(f"--out {args.out}: give a .npz file name (the soft labels are a NumPy .npz archive)")
     dataset = load_fer2013(args.data)
-    soft = make_soft_labels(dataset, args.teacher, args.tta, args.runtime)
+    soft = make_soft_labels(dataset, args.teacher, NO_TTA if args.tta == "off" else args.tta, args.runtime)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     soft.save(args.out)
     agreement = summary_metrics(dataset[TRAIN_SPLIT].labels, soft.probs.argmax(1))["accuracy"]

@@ -51,6 +51,22 @@ def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(tmp
     assert meta["distilled_from"]["alpha"] == 0.7 and meta["distilled_from"]["tta"] == "flip"
 
 
+def test_distill_refuses_an_out_it_would_not_write_and_reads_tta_off(tmp_path, tiny_csv, fake_weights, capsys):
+    """numpy adds .npz to any other name, so the file `train --soft-labels` was then pointed at did not exist."""
+    base = ["--data", str(tiny_csv), "--teacher", str(fake_weights)]
+    for out, tta, problem in (
+        (tmp_path / "teacher", "shipped", "give a .npz file name"),
+        (tmp_path, "shipped", "is a folder; give a file name"),
+        (tmp_path / "t.npz", "rot10", "invalid choice: 'rot10'"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            distill_main([*base, "--out", str(out), "--tta", tta])
+        assert done.value.code == 2 and problem in capsys.readouterr().err
+    assert not (tmp_path / "teacher.npz").exists()
+    distill_main([*base, "--out", str(tmp_path / "t.npz"), "--tta", "off"])  # "off", as evaluate and predict say it
+    assert SoftLabels.load(tmp_path / "t.npz").teacher["tta"] == "none"
+
+
 @pytest.mark.parametrize(("taught", "recipe"), [("sad", "crp"), ("surprise", "crp"), ("sad", "mixcut")])
 def test_a_student_follows_its_teacher_over_the_labels(tmp_path, tiny_csv, taught, recipe):
     """With alpha 1 the labels are ignored: a teacher that always says one class must be learnt as such.
