@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,9 @@ LICENSE_NOTE = "Trained on WIDER FACE (non-commercial research use only) and Fac
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.train_detector")
     p.add_argument("--data-root", type=Path, required=True, help="folder holding widerface/ and facemask/")
-    p.add_argument("--work", type=Path, required=True, help="work folder (outside the repo): dataset/ and runs/")
+    p.add_argument(
+        "--work", type=cli.out_folder, required=True, help="work folder (outside the repo): dataset/ and runs/"
+    )
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--model", default="yolo11n.yaml", help="ultralytics model YAML (or a local .pt to fine-tune)")
@@ -64,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.imgsz < 32 or args.batch < 1:
         parser.error("epochs >= 1, imgsz >= 32 and batch >= 1 are required")
+    if args.export_to.is_dir() or args.export_to.suffix != ".pt":  # found only after training, otherwise
+        parser.error(f"--export-to {args.export_to}: give a .pt file name (e.g. weights/face_yolo.pt)")
     if not 0.0 <= args.train_fraction <= 1.0:
         parser.error(f"--train-fraction must be between 0 and 1, got {args.train_fraction}")
     if args.work.resolve() == REPO_ROOT or REPO_ROOT in args.work.resolve().parents:
@@ -157,21 +163,45 @@ def dataset_usable(dataset: Path) -> bool:
     return all(p.exists() for p in (dataset / "images").rglob("*") if p.is_symlink())
 
 
+#: Conversion settings that decide which events train and which boxes count; a resumed run must keep them.
+SPLIT_SETTINGS = ("min_face_px", "train_event_fraction", "seed", "include_facemask")
+
+
 def prepare_data(args: argparse.Namespace) -> Path:
     """Convert the data bundle into WORK/dataset, reusing it on --resume so the run sees the same files."""
     dataset = args.work / "dataset"
-    if args.resume and dataset_usable(dataset):
-        return dataset / "data.yaml"
     config = ConversionConfig(
         min_face_px=args.min_face_px,
         train_event_fraction=args.train_fraction,
         seed=args.seed,
         copy_images=args.copy_images,
     )
+    if args.resume:
+        check_same_conversion(dataset, config)
+        if dataset_usable(dataset):
+            return dataset / "data.yaml"
     result = convert_to_yolo(args.data_root, dataset, config)
     print(f"dataset: {result.images} images, {result.boxes} boxes, dropped {result.dropped}")
     print(f"dev-val: {len(result.devval_events)} events; ground truth in {result.devval['gt']}")
     return result.data_yaml
+
+
+def check_same_conversion(dataset: Path, config: ConversionConfig) -> None:
+    """A resume under another --seed or --train-fraction would move trained events into the dev-val that AP is
+    reported on (or train on the old split while the flags say otherwise): refused, naming the differences."""
+    recorded_file = dataset / "conversion.json"
+    if not recorded_file.is_file():
+        return
+    recorded = json.loads(recorded_file.read_text(encoding="utf-8")).get("config", {})
+    wanted = asdict(config)
+    changed = [
+        f"{key} {recorded.get(key)} -> {wanted[key]}" for key in SPLIT_SETTINGS if recorded.get(key) != wanted[key]
+    ]
+    if changed:
+        raise cli.UserInputError(
+            f"{dataset} was converted with other settings ({', '.join(changed)}): resume with the flags of the "
+            "first run, or pass --overwrite to start over"
+        )
 
 
 def run_finished(last: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -245,7 +246,7 @@ def test_conversion_refuses_the_repo_and_foreign_folders(tmp_path: Path) -> None
     assert (tmp_path / "foreign" / "images").is_dir()
 
 
-def test_train_detector_arguments(tmp_path: Path) -> None:
+def test_train_detector_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):  # argparse's one line, not split_events' traceback after the work folder exists
         train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--train-fraction", "1.5"])
     args = train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--epochs", "3"])
@@ -266,6 +267,15 @@ def test_train_detector_arguments(tmp_path: Path) -> None:
         train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), "--model", "yolo11n.pt"])
     with pytest.raises(SystemExit):
         train_detector.parse_args(["--data-root", "d", "--work", str(REPO / "work")])
+    a_file = tmp_path / "run" / "weights" / "last.pt"
+    for flags, problem in (  # refused before the data is converted, not after hours of training
+        (["--export-to", str(tmp_path)], "--export-to .*: give a .pt file name"),
+        (["--export-to", str(tmp_path / "face.onnx")], "give a .pt file name"),
+        (["--work", str(a_file)], "exists and is not a folder"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), *flags])
+        assert done.value.code == 2 and re.search(problem, capsys.readouterr().err)
 
 
 def test_train_detector_prepare_only(tmp_path: Path) -> None:
@@ -274,6 +284,9 @@ def test_train_detector_prepare_only(tmp_path: Path) -> None:
     assert train_detector.train(train_detector.parse_args(argv)) is None
     dataset = tmp_path / "work" / "dataset"
     assert (dataset / "data.yaml").is_file() and train_detector.dataset_usable(dataset)
+    with pytest.raises(cli.UserInputError, match=r"other settings \(seed 0 -> 1\)"):  # would mix dev-val into train
+        train_detector.train(train_detector.parse_args([*argv, "--resume", "--seed", "1"]))
+    assert train_detector.train(train_detector.parse_args([*argv, "--resume"])) is None  # same flags: reused
     moved = tmp_path / "moved"
     (tmp_path / "work").rename(moved)  # a moved work folder must be converted again on --resume
     assert not train_detector.dataset_usable(moved / "dataset")
