@@ -307,7 +307,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_core.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, required=True, help="where to write the report")
+    parser.add_argument("--json", type=cli.out_file, required=True, help="where to write the report")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
     parser.add_argument("--detector", type=Path, default=None, help="face detector .pt (default: WEIGHTS/face_yolo.pt)")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per frame and backend")

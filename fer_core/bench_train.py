@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--stem-stride", type=int, default=1, choices=[1, 2])
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--json", type=cli.out_file, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 #: Exit status of a tool that went on past inputs it could not use (`predict`, `detect_faces`) and wrote everything
 #: else, naming them in its output: as `cp` ends such a run, so a script that checks only the status still learns
@@ -24,3 +26,19 @@ def run(main: Callable[[], int | None]) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     raise SystemExit(status or 0)
+
+
+def out_folder(text: str) -> Path:
+    """argparse `type` of an output folder: one that exists as a file is refused before any work, not after it."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    return path
+
+
+def out_file(text: str) -> Path:
+    """argparse `type` of an output file: a folder is refused before any work (writing to it would fail last)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name")
+    return path

@@ -71,7 +71,7 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.detect_faces")
     parser.add_argument("image_root", type=Path, help="folder searched recursively for images")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the result files")
+    parser.add_argument("--out", type=cli.out_folder, required=True, help="folder for the result files")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--weights", type=Path, default=None, help="YOLO .pt (default: weights/face_yolo.pt)")
     parser.add_argument("--conf", type=float, default=0.01, help="score threshold (low, for AP)")

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="FER-2013 folder or CSV")
     parser.add_argument("--split", default=TEST_SPLIT, choices=SPLITS)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=cli.out_folder, required=True)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> None:
         "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or none (live)"
     )
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a folder")
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
     split = dataset[args.split]
     ensemble = Ensemble.load(args.weights, runtime=args.runtime)

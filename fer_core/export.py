@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--weights", type=Path, default=Path("weights"), help="folder with ensemble.json and the .pt files"
     )
-    parser.add_argument("--out", type=Path, default=None, help="where to write .onnx files (default: the cache)")
+    parser.add_argument(
+        "--out", type=cli.out_folder, default=None, help="where to write .onnx files (default: the cache)"
+    )
     parser.add_argument(
         "--detector",
         type=Path,
@@ -216,8 +218,6 @@ def main(argv: list[str] | None = None) -> None:
         "--imgsz", type=int, nargs="+", default=[PHOTO_IMGSZ, VIDEO_IMGSZ], help="detector sizes to export and check"
     )
     args = parser.parse_args(argv)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: is a file; give a folder")
     from fer_core.ensemble import read_spec  # ensemble imports this module
 
     spec = read_spec(args.weights)

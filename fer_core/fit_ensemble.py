@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_core.fit_ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--models", nargs=2, type=Path, required=True, metavar="CHECKPOINT")
-    parser.add_argument("--out", type=Path, default=Path("weights"))
+    parser.add_argument("--out", type=cli.out_folder, default=Path("weights"))
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     args = parser.parse_args(argv)
 

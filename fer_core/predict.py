@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_core.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="images, folders, or FER-2013 CSV files")
     parser.add_argument("--crops", action="store_true", help="inputs are face crops: skip detection")
-    parser.add_argument("--json", type=Path, help="write image results here (a JSON list)")
-    parser.add_argument("--csv-out", type=Path, help="write predictions for CSV inputs here")
+    parser.add_argument("--json", type=cli.out_file, help="write image results here (a JSON list)")
+    parser.add_argument("--csv-out", type=cli.out_file, help="write predictions for CSV inputs here")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
@@ -141,9 +141,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if not 0.0 <= args.conf <= 1.0:
         parser.error(f"--conf must be between 0 and 1, got {args.conf}")
-    for option, target in (("--json", args.json), ("--csv-out", args.csv_out)):
-        if target is not None and target.is_dir():
-            parser.error(f"{option} {target}: is a folder; give a file name")
     csv_inputs = [p for p in args.paths if is_csv(p) and not p.is_dir()]  # a missing one becomes its error row
     image_inputs = list(iter_inputs([p for p in args.paths if p not in csv_inputs]))
     if not csv_inputs and not image_inputs:

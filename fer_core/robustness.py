@@ -401,7 +401,7 @@ def write_outputs(table: pd.DataFrame, conf: pd.DataFrame, out: Path, meta: dict
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_core.robustness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="FER-2013 folder or CSV")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=cli.out_folder, required=True)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--seed", type=int, default=0, help="seeds the random perturbations and --limit")
@@ -409,8 +409,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a folder")
     if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
         parser.error("--batch-size must be at least 1, --seed and --limit at least 0")
     split = load_fer2013(args.data, skip_bad=args.skip_bad)[TEST_SPLIT]

@@ -473,7 +473,7 @@ class _Progress:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_core.video", description=__doc__.split("\n\n")[0])
     parser.add_argument("video", type=Path, help="input video (mp4, mov, webm, avi, mkv)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for annotated.mp4 and faces.csv")
+    parser.add_argument("--out", type=cli.out_folder, required=True, help="folder for annotated.mp4 and faces.csv")
     parser.add_argument("--every", type=int, default=1, help="analyse every Nth frame (others reuse its boxes)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])

@@ -331,7 +331,29 @@ def test_export_names_a_detector_it_cannot_load_and_a_file_as_out(tmp_path, fake
     assert done.value.code == 2 and f"{corrupt}: not a YOLO detector checkpoint" in err and err.count("\n") == 1
     with pytest.raises(SystemExit) as done:
         export.main(["--weights", str(fake_weights), "--out", str(corrupt)])
-    assert done.value.code == 2 and "is a file; give a folder" in capsys.readouterr().err
+    assert done.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv", "problem"),
+    [
+        ("fit_ensemble", ["--data", "d", "--models", "a.pt", "b.pt", "--out", "{file}"], "exists and is not a folder"),
+        ("detect_faces", ["{dir}", "--out", "{file}"], "exists and is not a folder"),
+        ("train_detector", ["--data-root", "d", "--work", "{file}"], "exists and is not a folder"),
+        ("video", ["in.mp4", "--out", "{file}"], "exists and is not a folder"),
+        ("bench", ["--json", "{dir}"], "is a folder; give a file name"),
+        ("bench_train", ["--json", "{dir}"], "is a folder; give a file name"),
+    ],
+)
+def test_outputs_of_the_wrong_kind_are_refused_before_any_work(tmp_path, capsys, tool, argv, problem):
+    """A file where a folder goes (or the reverse) used to end in a traceback, for bench after the whole run."""
+    module = __import__(f"fer_core.{tool}", fromlist=["main"])
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as done:
+        module.main([arg.format(file=a_file, dir=tmp_path) for arg in argv])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"{a_file if 'not a folder' in problem else tmp_path}: {problem}" in err, err
 
 
 def test_cli_run_passes_the_status_of_main_through():
