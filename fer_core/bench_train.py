@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stem-stride", type=int, default=1, choices=[1, 2])
     parser.add_argument("--json", type=cli.out_file, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.threads < 0:
+        parser.error("--steps and --batch-size must be at least 1, --warmup and --threads at least 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be at least 1 and --warmup at least 0")
     rows = run(args.batch_size, args.steps, args.stem_stride, args.warmup)
     print(
         f"EfficientNet-B0, stem stride {args.stem_stride}, batch {args.batch_size}, {torch.get_num_threads()} threads"

@@ -40,7 +40,10 @@ OPSET = 17
 
 def cache_dir() -> Path:
     """`$FER_CACHE_DIR`, else ~/.cache/fer_core (never inside the repository)."""
-    return Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer_core"))
+    folder = Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer_core"))
+    if folder.exists() and not folder.is_dir():
+        raise cli.UserInputError(f"{folder}: the ONNX cache folder (FER_CACHE_DIR) is a file; give a folder")
+    return folder
 
 
 def file_sha256(path: str | Path) -> str:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fer_core.cli import UserInputError
+
 THREADS_ENV = "FER_ORT_THREADS"
 #: onnxruntime's switch that stops intra-op threads busy-waiting once a run returns (they still spin inside a run).
 STOP_SPINNING_KEY = "session.force_spinning_stop"
@@ -17,7 +19,14 @@ STOP_SPINNING_KEY = "session.force_spinning_stop"
 
 def threads(requested: int = 0) -> int:
     """Intra-op threads for a new session: `requested`, else `$FER_ORT_THREADS`, else 0 (onnxruntime decides)."""
-    return requested or int(os.environ.get(THREADS_ENV) or 0)
+    if requested:
+        return requested
+    text = os.environ.get(THREADS_ENV) or "0"
+    if not text.strip().isdecimal():
+        raise UserInputError(
+            f"{THREADS_ENV}={text!r}: give a whole number of threads (0 or unset: onnxruntime decides)"
+        )
+    return int(text)
 
 
 def cpu_session(path: str | Path, intra_threads: int = 0) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core import bench, bench_train, onnx_session
+from fer_core import bench, bench_train, cli, export, onnx_session
 from fer_core.bench import FRAME_HEIGHT, FRAME_WIDTH, STAGES, synthetic_frame, time_frame
 from fer_core.detection import FaceDetector
 from fer_core.models import ModelConfig
@@ -143,9 +143,44 @@ def test_bench_cli_writes_the_documented_json(
     assert report["settings"]["tta"] == "none"  # the live-video path, whatever ensemble.json says
 
 
-def test_bench_cli_rejects_bad_arguments(tmp_path: Path) -> None:
+def test_bench_never_times_a_fallback_under_the_row_it_asked_for(
+    fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detector file that does not load (Haar steps in) or an ONNX export that fails (PyTorch steps in) used to be
+    timed and printed as the YOLO onnxruntime row."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_text("not a checkpoint")
+    out = tmp_path / "bench.json"
+    args = ["--json", str(out), "--weights", str(fake_weights), "--repeats", "1", "--warmup", "0", "--imgsz", "160"]
+    assert bench.main([*args, "--detector", str(corrupt), "--backends", "onnxruntime", "haar"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime  not timed: the yolo detector did not load" in printed
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"haar"} and "skipped" in report["backends"]["onnxruntime"]
+
+    def no_export(*_: object) -> Path:
+        raise RuntimeError("export failed")
+
+    monkeypatch.setattr("fer_core.export.detector_onnx_path", no_export)
+    with pytest.raises(cli.UserInputError, match="no backend could be timed"):
+        bench.main([*args, "--backends", "onnxruntime"])
+    assert "not timed: the detector runs on torch, not onnxruntime" in capsys.readouterr().out
+
+
+def test_bench_cli_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit):
         bench.main(["--json", str(tmp_path / "x.json"), "--repeats", "0"])
+    with pytest.raises(SystemExit):  # it printed rows of 0.0 images/s
+        bench_train.main(["--batch-size", "0"])
+    monkeypatch.setenv(onnx_session.THREADS_ENV, "two")
+    with pytest.raises(cli.UserInputError, match="FER_ORT_THREADS='two': give a whole number"):
+        onnx_session.threads()
+    monkeypatch.setenv(onnx_session.THREADS_ENV, "3")
+    assert onnx_session.threads() == 3 and onnx_session.threads(1) == 1
+    (a_file := tmp_path / "cache").write_text("")
+    monkeypatch.setenv("FER_CACHE_DIR", str(a_file))
+    with pytest.raises(cli.UserInputError, match="cache folder \\(FER_CACHE_DIR\\) is a file"):
+        export.cache_dir()
     with pytest.raises(SystemExit):
         bench.main(["--json", str(tmp_path / "x.json"), "--detector", str(tmp_path / "missing.pt")])
 
