@@ -97,6 +97,9 @@ def _draw_caption(
     x1, y1 = anchor
     (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     pad = max(2, round(text_h * 0.3))
+    if text_w + 2 * pad > width:  # a small image: shrink the caption to fit rather than cut its end (the %) off
+        font_scale *= (width - 2 * pad) / text_w
+        (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     box_h = text_h + baseline + 2 * pad
     top = y1 - box_h if y1 - box_h >= 0 else min(y1, max(height - box_h, 0))
     left = min(max(x1, 0), max(width - text_w - 2 * pad, 0))

@@ -41,6 +41,19 @@ def test_boxes_at_or_beyond_the_edges_keep_the_whole_caption(box: tuple[float, f
     assert caption_text_pixels(out, gray, fill) == letters  # moved, never clipped by the image border
 
 
+@pytest.mark.parametrize("side", [48, 64, 96])
+def test_a_caption_wider_than_a_small_image_is_shrunk_not_cut(side: int) -> None:
+    """ "#12 surprise 87%" needs about 105 px at the smallest style: on a face crop its "87%" used to fall off."""
+    gray, fill = (90, 90, 90), EMOTION_COLORS["surprise"]
+    out = draw_faces(np.full((side, side, 3), gray, np.uint8), [((8, 20, side - 8, side - 4), "surprise", 0.87, 12)])
+    ink = (
+        np.abs(out.astype(int) - fill).max(-1) > 40
+    )  # off the caption's colour by more than anti-aliasing's faint edge
+    letters = (out != gray).any(-1) & ink
+    assert letters.sum() > 40
+    assert not letters[:, -1].any()  # the text ends inside its caption box, which ends inside the image
+
+
 def test_gray_and_rgba_inputs_and_unknown_label() -> None:
     assert draw_faces(np.zeros((60, 80), np.uint8), [((5, 5, 40, 40), "sad", 0.4, None)]).shape == (60, 80, 3)
     assert draw_faces(np.zeros((60, 80, 4), np.uint8), [((5, 5, 40, 40), "face", 0.9, None)]).shape == (60, 80, 3)
