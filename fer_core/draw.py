@@ -48,10 +48,14 @@ def label_text(label: str, confidence: float | None = None, track_id: int | None
 
 
 def style_for(width: int, height: int) -> tuple[int, float]:
-    """Line thickness and font scale for an image of this size (tuned so 640 px wide gives 2 and 0.6)."""
-    side = max(min(width, height), 1)
-    thickness = max(1, round(side / 240))
-    font_scale = max(0.35, side / 800)
+    """Line thickness and font scale for an image of this size (tuned so 640x480 gives 2 and 0.6).
+
+    They follow the longer side, because pages and players shrink an image to fit by its longer side: a
+    4096x1143 panorama is shown as small as a 4096x3072 photo and needs captions as large to stay readable.
+    """
+    side = max(width, height, 1)
+    thickness = max(1, round(side / 320))
+    font_scale = max(0.35, side / 1067)
     return thickness, font_scale
 
 

@@ -65,6 +65,8 @@ def test_helpers() -> None:
     assert text_color((255, 255, 255)) == (0, 0, 0) and text_color((0, 0, 0)) == (255, 255, 255)
     small, large = style_for(320, 240), style_for(3840, 2160)
     assert small[0] < large[0] and small[1] < large[1]
+    assert style_for(640, 480) == style_for(480, 640) == (2, pytest.approx(0.6, abs=0.001))
+    assert style_for(4096, 1143) == style_for(4096, 3072)  # a panorama is shown as small as a photo of its width
     probs = {name: 1 / 7 for name in EMOTIONS}
     face = FaceResult((1.0, 2.0, 3.0, 4.0), 0.9, "fear", 0.3, probs, {"ensemble": probs})
     assert to_annotations([face]) == [((1.0, 2.0, 3.0, 4.0), "fear", 0.3, None)]
