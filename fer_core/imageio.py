@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from fer_core.cli import UserInputError
 
@@ -81,7 +81,9 @@ def load_image(
                 if max(img.size) > max_side:
                     img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size, cheaply
                 img.load()
-                rgb = to_rgb(upright(img))
+                # the tag is read from the file as opened (a resized copy has no TIFF tags), applied to the small copy
+                orientation = exif_orientation(img)
+                rgb = to_rgb(turned(shrunk(img, max_side), orientation))
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -97,14 +99,24 @@ def load_image(
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def shrunk(img: Image.Image, max_side: int) -> Image.Image:
+    """`img` in its own mode with the longer side at most `max_side`, before any conversion or turn: converting a
+    118 MP RGBA or 16-bit picture first made full-size RGBA or float64 copies (gigabytes) only to shrink them."""
+    width, height = img.size
+    if max(width, height) <= max_side:
+        return img
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # `reduce`, which speeds up large shrinks, has no 16-bit modes: plain resampling for those
+    gap = None if img.mode.startswith("I;16") else 2.0
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=gap)
+
+
 def upright_size(source: str | Path | bytes) -> tuple[int, int]:
     """(width, height) of an image file as `load_image` turns it, before any downscaling; reads the header only."""
     with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as img:
         width, height = img.size
-        try:
-            orientation = img.getexif().get(ExifTags.Base.Orientation)
-        except Exception:  # damaged metadata: `upright` leaves such an image as decoded
-            orientation = None
+        orientation = exif_orientation(img)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # the quarter turns
 
 
@@ -120,22 +132,28 @@ ORIENTATION_TRANSPOSE = {
 }
 
 
-def upright(img: Image.Image) -> Image.Image:
-    """The image turned as its EXIF Orientation says, even when other EXIF tags are damaged.
+def exif_orientation(img: Image.Image) -> int | None:
+    """The EXIF (or XMP) Orientation value, or None when it is absent or unreadable.
 
-    `ImageOps.exif_transpose` also rewrites the EXIF block, and a tag stored with an unexpected type (a camera's
-    string where TIFF wants a number) makes that raise `struct.error` or `TypeError` although the pixels are fine.
-    Then only the Orientation tag is read and applied; without a readable one the image stays as decoded.
+    Only this tag is read: `ImageOps.exif_transpose` also rewrites the EXIF block, and a tag stored with an
+    unexpected type (a camera's string where TIFF wants a number) made that raise although the pixels are fine.
     """
     try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # damaged metadata, good pixels: any failure here falls back to the tag alone
-        try:
-            orientation = img.getexif().get(ExifTags.Base.Orientation)
-        except Exception:  # not even the Orientation tag is readable
-            return img
-        method = ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
-        return img.transpose(method) if method is not None else img
+        orientation = img.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # damaged metadata: the image stays as decoded
+        return None
+    return orientation if isinstance(orientation, int) else None
+
+
+def turned(img: Image.Image, orientation: int | None) -> Image.Image:
+    """`img` transposed as an Orientation value says; the same object when there is nothing to turn."""
+    method = ORIENTATION_TRANSPOSE.get(orientation) if orientation is not None else None
+    return img.transpose(method) if method is not None else img
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF Orientation says, even when other EXIF tags are damaged."""
+    return turned(img, exif_orientation(img))
 
 
 def looks_like_image(source: str | Path | BinaryIO) -> bool:

