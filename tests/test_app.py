@@ -114,6 +114,7 @@ def test_streamlit_reads_the_projects_limits_and_privacy_settings() -> None:
         "gatherUsageStats = false",
         'showErrorDetails = "type"',
         "headless = true",
+        'address = "localhost"',  # not every interface: uploads are personal data
         'fileWatcherType = "none"',
     ):
         assert f"\n{setting}\n" in shown, setting
