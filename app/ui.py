@@ -267,6 +267,21 @@ def model_title(name: str) -> str:
     return "Ensemble" if name == ENSEMBLE_KEY else name
 
 
+def face_count_notes(name: str, n_faces: int, pipe: Pipeline) -> None:
+    """What every photo result says about its face count: none found, or the face limit reached (it may hold more)."""
+    if pipe.at_face_limit(n_faces):
+        st.warning(
+            f"{name}: labelled the {n_faces} most confident faces, the most allowed; it may hold more. Raise "
+            "'Most faces per image' in the sidebar to label them.",
+            icon=":material/groups:",
+        )
+    if not n_faces:
+        st.info(
+            f"{name}: no face found. Try a lower detection confidence or minimum face size.",
+            icon=":material/search_off:",
+        )
+
+
 def sidebar_info(pipe: Pipeline) -> None:
     """Device, runtimes, detector and model versions: what a bug report needs."""
     ens = pipe.ensemble

@@ -196,6 +196,21 @@ class Pipeline:
         return results
 
 
+#: Columns of `result_rows`, so a table of photos without any face still has its header.
+RESULT_COLUMNS = [
+    "image",
+    "face",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "detector_score",
+    "ensemble_label",
+    "ensemble_confidence",
+    *EMOTIONS,
+]
+
+
 def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
     """Flat rows (one per face) for tables and CSV downloads: face 1 is the box captioned "#1"; the label,
     confidence and class columns are the ensemble's (each model's own label can sit beside them)."""
@@ -219,4 +234,13 @@ def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["FaceResult", "ImageResult", "Pipeline", "asdict", "crop_faces", "result_rows", "square_crop_box"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "FaceResult",
+    "ImageResult",
+    "Pipeline",
+    "asdict",
+    "crop_faces",
+    "result_rows",
+    "square_crop_box",
+]

@@ -23,6 +23,7 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from skimage.data import astronaut
@@ -177,6 +178,16 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert table.loc[table["image"] == "crowd.png", "face"].tolist() == list(range(1, 61))
     assert set(table["image"]) == {*good, "crowd.png"}
     assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
+
+
+def test_the_faces_table_has_its_columns_even_without_a_face() -> None:
+    """The Photos CSV download of photos without any face was a bare newline, with no header."""
+    from fer_core.pipeline import RESULT_COLUMNS, result_rows
+
+    probs = {e: 1 / 7 for e in EMOTIONS}
+    face = FaceResult((1.0, 2.0, 30.0, 40.0), 0.9, "happy", 0.5, probs, {"ensemble": probs})
+    assert list(result_rows("a.png", ImageResult([face], 64, 64))[0]) == RESULT_COLUMNS
+    assert pd.DataFrame([], columns=RESULT_COLUMNS).to_csv(index=False).startswith("image,face,x1,y1,x2,y2,")
 
 
 def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
@@ -504,6 +515,27 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     assert frame.loc["A_crp", "PrivateTest accuracy"] == pytest.approx(0.7)
     assert frame.loc["Ensemble", "PublicTest accuracy"] == pytest.approx(0.7)
     assert any(t.startswith("Ensemble: accuracy 0.700") for t in chart_titles(app))  # a confusion matrix
+
+
+def test_compare_page_picks_faces_per_photo_and_says_when_the_face_limit_is_reached(app: AppTest) -> None:
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(("ten.png", encode(face_grid(2, 5), "PNG"), "image/png"))
+    app.run()
+    (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
+    picker.set_value([8, 9]).run()
+
+    def mixed_charts() -> int:  # one per compared face (the metrics' confusion matrix says "accuracy")
+        return sum(t.startswith("Ensemble:") and "accuracy" not in t for t in chart_titles(app))
+
+    assert mixed_charts() == 2
+    app.file_uploader(key="compare_upload").set_value(("eight.png", encode(face_grid(2, 4), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, app.exception
+    (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
+    assert picker.value == [0, 1, 2]  # not the other photo's #9 and #10, which left nothing on the page
+    assert mixed_charts() == 3
+    app.number_input(key="compare_max_faces").set_value(5).run()
+    assert "eight.png: labelled the 5 most confident faces" in app.warning[0].value
 
 
 def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path: Path, monkeypatch) -> None:

@@ -116,7 +116,7 @@ def show_face(number: int, face: FaceResult, crop: np.ndarray, names: list[str],
             st.success(f"Face #{number}: the models agree on **{ensemble.label}** (distance {verdict.distance:.2f}).")
 
 
-def show_faces(name: str, image: np.ndarray, result: ImageResult, pipe: Pipeline) -> None:
+def show_faces(name: str, digest: str, image: np.ndarray, result: ImageResult, pipe: Pipeline) -> None:
     ens = pipe.ensemble
     mix, weight = weight_controls(ens)
     try:
@@ -134,16 +134,13 @@ def show_faces(name: str, image: np.ndarray, result: ImageResult, pipe: Pipeline
         caption=f"{name}: {len(result.faces)} face(s), labelled by the ensemble as mixed above",
         width=min(shown.shape[1], 720),
     )
+    ui.face_count_notes(name, len(result.faces), pipe)
     if not result.faces:
-        st.info(
-            f"{name}: no face found. Try a lower detection confidence or minimum face size.",
-            icon=":material/search_off:",
-        )
         return
     numbers = list(range(len(result.faces)))
     if len(numbers) > MAX_FACES:
-        numbers = st.multiselect(
-            "Faces to compare", numbers, numbers[:3], format_func=lambda i: f"#{i + 1}", key="compare_faces"
+        numbers = st.multiselect(  # one choice per photo: another photo's face numbers must not carry over
+            "Faces to compare", numbers, numbers[:3], format_func=lambda i: f"#{i + 1}", key=f"compare_faces_{digest}"
         )
     crops = crop_faces(image, [result.faces[i].box for i in numbers], pipe.face_margin)
     for i, crop in zip(numbers, crops, strict=True):
@@ -222,7 +219,7 @@ def main() -> None:
         except Exception as err:
             st.error(f"{name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
         else:
-            show_faces(name, image, result, pipe)
+            show_faces(name, digest, image, result, pipe)
     show_metrics(pipe.ensemble)
 
 

@@ -24,7 +24,7 @@ from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import ModelView, model_view
 from fer_core.imageio import MAX_SIDE, ImageLoadError, encode_png, load_image, upright_size
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline import ImageResult, Pipeline, crop_faces, result_rows
+from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
 
 log = logging.getLogger(__name__)
 #: Up to this many faces get a chart each; beyond it the user picks the face (60 charts help nobody).
@@ -143,17 +143,7 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
         if item.source_size:
             size = f"{item.source_size[0]}×{item.source_size[1]} px (analysed and shown at {size})"
         st.caption(f"{len(result.faces)} face(s) · {size} · {ui.model_title(model)}")
-        if pipe.at_face_limit(len(result.faces)):
-            st.warning(
-                f"{item.name}: labelled the {len(result.faces)} most confident faces, the most allowed; it may hold "
-                "more. Raise 'Most faces per image' in the sidebar to label them.",
-                icon=":material/groups:",
-            )
-        if not result.faces:
-            st.info(
-                f"{item.name}: no face found. Try a lower detection confidence or minimum face size.",
-                icon=":material/search_off:",
-            )
+        ui.face_count_notes(item.name, len(result.faces), pipe)
         left, right = st.columns([3, 2])
         with left:
             st.image(ui.displayable(annotated), width="stretch")
@@ -178,7 +168,7 @@ def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
         result = item.reported()
         for row, face in zip(result_rows(item.name, result), result.faces, strict=True):
             rows.append(row | {f"{name}_label": model_view(face.model_probs[name]).label for name in members})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *(f"{name}_label" for name in members)])
 
 
 def results_json(items: list[Analysed], errors: list[str]) -> str:
