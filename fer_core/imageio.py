@@ -57,6 +57,14 @@ def load_image(
     source: str | Path | bytes | BinaryIO, *, name: str | None = None, max_side: int = MAX_SIDE
 ) -> np.ndarray:
     """Decode `source` (path, bytes or file object) to an upright HxWx3 uint8 RGB array."""
+    return load_image_sized(source, name=name, max_side=max_side)[0]
+
+
+def load_image_sized(
+    source: str | Path | bytes | BinaryIO, *, name: str | None = None, max_side: int = MAX_SIDE
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """`load_image`, with the (width, height) of the upright picture before any shrinking: what boxes found on the
+    returned array are scaled to (`ImageResult.in_pixels_of`) to speak of the file the user has."""
     label = name or (str(source) if isinstance(source, str | Path) else "upload")
     if isinstance(source, bytes | bytearray):
         if not source:
@@ -78,10 +86,12 @@ def load_image(
                         f"{label}: {img.width}x{img.height} is too large "
                         f"(over {MAX_PIXELS // 1_000_000} megapixels); please resize it"
                     )
+                width, height = img.size  # before `draft` shrinks a JPEG as it decodes
                 if max(img.size) > max_side:
                     img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size, cheaply
                 img.load()
-                # the tag is read from the file as opened (a resized copy has no TIFF tags), applied to the small copy
+                # Read after loading: a TIFF is then already upright and its tag consumed. Read from the file as
+                # opened (a resized copy has no TIFF tags) and applied to the small copy.
                 orientation = exif_orientation(img)
                 rgb = to_rgb(turned(shrunk(img, max_side), orientation))
     except ImageLoadError:
@@ -96,28 +106,30 @@ def load_image(
         raise ImageLoadError(f"{label}: the image is corrupt or truncated ({err})") from err
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.uint8)
+    full_size = (height, width) if orientation in QUARTER_TURNS else (width, height)
+    return np.asarray(rgb, dtype=np.uint8), full_size
+
+
+#: Modes resized as they are, before conversion: the ones that hold most pixels' bytes (alpha, 16-bit) and that
+#: Pillow resamples faithfully. Palette and 1-bit images would be resampled by nearest neighbour, PA loses its
+#: palette, big-endian 16-bit is read in the wrong byte order and a float NaN would spread: those convert first.
+SHRINK_IN_OWN_MODE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L"})
+#: EXIF Orientation values that swap width and height.
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 
 def shrunk(img: Image.Image, max_side: int) -> Image.Image:
-    """`img` in its own mode with the longer side at most `max_side`, before any conversion or turn: converting a
-    118 MP RGBA or 16-bit picture first made full-size RGBA or float64 copies (gigabytes) only to shrink them."""
+    """`img` with the longer side at most `max_side`, in its own mode when that is safe (`SHRINK_IN_OWN_MODE`):
+    converting a 118 MP RGBA or 16-bit picture first made full-size RGBA or float64 copies (gigabytes) only to
+    shrink them. Other modes are returned as they are, for `load_image` to shrink after conversion."""
     width, height = img.size
-    if max(width, height) <= max_side:
+    if max(width, height) <= max_side or img.mode not in SHRINK_IN_OWN_MODE:
         return img
     scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # `reduce`, which speeds up large shrinks, has no 16-bit modes: plain resampling for those
     gap = None if img.mode.startswith("I;16") else 2.0
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=gap)
-
-
-def upright_size(source: str | Path | bytes) -> tuple[int, int]:
-    """(width, height) of an image file as `load_image` turns it, before any downscaling; reads the header only."""
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as img:
-        width, height = img.size
-        orientation = exif_orientation(img)
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # the quarter turns
 
 
 #: EXIF Orientation value -> the transpose that makes the image upright (values 1 and unknown ones: none).

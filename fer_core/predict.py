@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_records
-from fer_core.imageio import IMAGE_SUFFIXES, MAX_SIDE, ImageLoadError, is_image_path, load_image, upright_size
+from fer_core.imageio import IMAGE_SUFFIXES, ImageLoadError, is_image_path, load_image_sized
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 
@@ -68,7 +68,7 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
     records = []
     for file in tqdm(files, desc="images", disable=len(files) < 2):
         try:
-            image = load_image(file)
+            image, file_size = load_image_sized(file)
         except ImageLoadError as err:
             print(f"error: {err}", file=sys.stderr)
             records.append({"image": str(file), "error": str(err), "faces": []})
@@ -77,8 +77,7 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
         result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image)
         if limited := pipe.at_face_limit(n_faces := len(result.faces)):
             print(f"warning: {file}: labelled the {n_faces} most confident faces (--max-faces)", file=sys.stderr)
-        if max(height, width) >= MAX_SIDE:  # analysed downscaled: report the file's size, boxes in its pixels
-            result = result.in_pixels_of(*upright_size(file))
+        result = result.in_pixels_of(*file_size)  # analysed downscaled (over 4096 px): the file's size and pixels
         records.append({"image": str(file), **result.to_dict(), "face_limit_reached": limited})
     return records
 

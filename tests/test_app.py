@@ -17,23 +17,24 @@ import threading
 import time
 import types
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import av
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from skimage.data import astronaut
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from fer_core import video as fer_video
 from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline import FaceResult, ImageResult, Pipeline
+from fer_core.pipeline import RESULT_COLUMNS, FaceResult, ImageResult, Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
@@ -180,14 +181,37 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
 
 
-def test_the_faces_table_has_its_columns_even_without_a_face() -> None:
-    """The Photos CSV download of photos without any face was a bare newline, with no header."""
-    from fer_core.pipeline import RESULT_COLUMNS, result_rows
+class RecordingMediaStorage(MemoryMediaFileStorage):
+    """AppTest's in-memory media store, kept reachable so a test can read what a download button would give."""
 
-    probs = {e: 1 / 7 for e in EMOTIONS}
-    face = FaceResult((1.0, 2.0, 30.0, 40.0), 0.9, "happy", 0.5, probs, {"ensemble": probs})
-    assert list(result_rows("a.png", ImageResult([face], 64, 64))[0]) == RESULT_COLUMNS
-    assert pd.DataFrame([], columns=RESULT_COLUMNS).to_csv(index=False).startswith("image,face,x1,y1,x2,y2,")
+    latest: RecordingMediaStorage | None = None
+
+    def __init__(self, media_endpoint: str) -> None:
+        super().__init__(media_endpoint)
+        RecordingMediaStorage.latest = self
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> Callable[[AppTest, str], bytes]:
+    """`downloads(app, label)`: the bytes behind the download button with that label, after the last run."""
+    monkeypatch.setattr("streamlit.testing.v1.app_test.MemoryMediaFileStorage", RecordingMediaStorage)
+
+    def read(app: AppTest, label: str) -> bytes:
+        (button,) = [b for b in app.get("download_button") if b.proto.label == label]
+        assert RecordingMediaStorage.latest is not None
+        return RecordingMediaStorage.latest.get_file(button.proto.url.rsplit("/", 1)[1]).content
+
+    return read
+
+
+def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, downloads) -> None:
+    """The Photos CSV download of photos without any face was a bare newline."""
+    blank = encode(np.full((240, 320, 3), 128, np.uint8), "PNG")
+    app.file_uploader(key="photos_upload").set_value(("blank.png", blank, "image/png"))
+    app.run()
+    assert app.info[-1].value == "No face found in any photo."
+    header = downloads(app, "Results as CSV").decode().splitlines()
+    assert header == [",".join([*RESULT_COLUMNS, "A_crp_label", "B_mixcut_label"])]
 
 
 def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
@@ -202,7 +226,7 @@ def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
     assert app.caption[0].value.startswith("16 face(s)") and not app.warning
 
 
-def test_photos_downloads_speak_of_the_files_own_pixels(app: AppTest) -> None:
+def test_photos_downloads_speak_of_the_files_own_pixels(app: AppTest, downloads) -> None:
     """A photo over 4096 px is analysed and shown shrunk; the table and downloads give boxes in the file's pixels,
     upright per EXIF (the file is stored turned, so its stored width is the upright height)."""
     canvas = np.full((1200, 4300, 3), 200, np.uint8)
@@ -217,6 +241,9 @@ def test_photos_downloads_speak_of_the_files_own_pixels(app: AppTest) -> None:
     (row,) = app.dataframe[0].value.to_dict("records")
     assert 3720 <= (row["x1"] + row["x2"]) / 2 <= 3980  # the face's middle is x 3850; in the shrunk copy x 3667
     assert 450 <= (row["y1"] + row["y2"]) / 2 <= 770  # y 610 in the file, 581 in the copy
+    (photo,) = json.loads(downloads(app, "Results as JSON"))["images"]
+    assert (photo["width"], photo["height"]) == (4300, 1200)
+    assert [round(v) for v in photo["faces"][0]["box"]] == [row["x1"], row["y1"], row["x2"], row["y2"]]
 
 
 SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
@@ -534,8 +561,11 @@ def test_compare_page_picks_faces_per_photo_and_says_when_the_face_limit_is_reac
     (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
     assert picker.value == [0, 1, 2]  # not the other photo's #9 and #10, which left nothing on the page
     assert mixed_charts() == 3
-    app.number_input(key="compare_max_faces").set_value(5).run()
-    assert "eight.png: labelled the 5 most confident faces" in app.warning[0].value
+    picker.set_value([6, 7]).run()
+    app.number_input(key="compare_max_faces").set_value(7).run()  # #8 is gone from the same photo
+    (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
+    assert picker.value == [0, 1, 2] and mixed_charts() == 3
+    assert "eight.png: labelled the 7 most confident faces" in app.warning[0].value
 
 
 def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path: Path, monkeypatch) -> None:

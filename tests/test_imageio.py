@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from skimage.data import astronaut
 
-from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image
+from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image, load_image_sized
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -126,26 +127,47 @@ def test_huge_side_is_downscaled():
     assert max(rgb.shape) == MAX_SIDE
 
 
+def astronaut_in(mode: str) -> Image.Image:
+    """A real 512x512 photo (fine detail and smooth areas) in the given Pillow mode."""
+    rgb = Image.fromarray(astronaut())
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    if mode == "I;16B":
+        big_endian = (np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).astype(">u2")
+        return Image.frombytes("I;16B", rgb.size, big_endian.tobytes())
+    return rgb.convert(mode)
+
+
 @pytest.mark.parametrize(
-    ("mode", "fmt", "options"),
-    [
-        ("RGBA", "PNG", {}),
-        ("I;16", "PNG", {}),  # no `reduce` for 16-bit modes: resampled directly
-        ("LA", "PNG", {}),
-        ("P", "PNG", {}),
-        ("1", "PNG", {}),
-        ("CMYK", "TIFF", {"tiffinfo": {274: 6}}),  # a TIFF's Orientation lives in its tags, read before shrinking
-        (
-            "RGB",
-            "JPEG",
-            {"exif": b"Exif\x00\x00" + struct.pack("<2sHIHHHIHHI", b"II", 42, 8, 1, 0x0112, 3, 1, 8, 0, 0)},
-        ),
-    ],
-)
-def test_a_large_picture_is_shrunk_in_its_own_mode_then_turned(mode, fmt, options):
-    """Shrinking comes before conversion (a 118 MP RGBA PNG took 2.7 GB converted first, 1.2 GB now) and the turn
-    still follows the file's Orientation."""
-    image = Image.new(mode, (300, 120))
-    rgb = load_image(encoded(image, fmt, **options), max_side=100)
-    turned = options and (options.get("tiffinfo") or options.get("exif"))
-    assert rgb.shape == ((100, 40, 3) if turned else (40, 100, 3)) and rgb.dtype == np.uint8
+    ("mode", "fmt"),
+    [("RGB", "PNG"), ("RGBA", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("I;16", "PNG"), ("I;16B", "TIFF"),
+     ("CMYK", "TIFF"), ("P", "PNG"), ("1", "PNG")],
+)  # fmt: skip
+def test_a_large_picture_is_shrunk_as_faithfully_as_after_conversion(mode, fmt):
+    """Shrinking in the file's own mode saves gigabytes on a 118 MP RGBA or 16-bit PNG, but only where Pillow
+    resamples that mode faithfully: palette and 1-bit images were resampled by nearest neighbour and big-endian
+    16-bit became noise. Each must match shrinking after conversion to RGB."""
+    data = encoded(astronaut_in(mode), fmt)
+    reference = Image.fromarray(load_image(data))  # full size, converted: the old order
+    reference.thumbnail((128, 128), Image.Resampling.LANCZOS)
+    shrunk = load_image(data, max_side=128)
+    assert shrunk.shape == (128, 128, 3)
+    assert np.abs(shrunk.astype(int) - np.asarray(reference, dtype=int)).mean() < 2.0
+
+
+def jpeg_exif(orientation: int) -> bytes:
+    return b"Exif\x00\x00" + struct.pack("<2sHIHHHIHHI", b"II", 42, 8, 1, 0x0112, 3, 1, orientation, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [("JPEG", {"exif": jpeg_exif(6)}), ("PNG", {"exif": jpeg_exif(8)}), ("TIFF", {"tiffinfo": {274: 6}}),
+     ("JPEG", {})],
+)  # fmt: skip
+def test_the_full_size_is_the_upright_picture_s_however_the_format_stores_its_turn(fmt, options):
+    """Pillow turns a TIFF itself as it loads it (and reports it upright); JPEG and PNG keep the tag for us. The
+    size returned beside a shrunk array is the upright file's: what `predict` and the Photos downloads scale to."""
+    rgb, size = load_image_sized(encoded(Image.new("RGB", (300, 120), "white"), fmt, **options), max_side=100)
+    turned = bool(options)
+    assert size == ((120, 300) if turned else (300, 120))
+    assert rgb.shape == ((100, 40, 3) if turned else (40, 100, 3))

@@ -139,8 +139,12 @@ def show_faces(name: str, digest: str, image: np.ndarray, result: ImageResult, p
         return
     numbers = list(range(len(result.faces)))
     if len(numbers) > MAX_FACES:
-        numbers = st.multiselect(  # one choice per photo: another photo's face numbers must not carry over
-            "Faces to compare", numbers, numbers[:3], format_func=lambda i: f"#{i + 1}", key=f"compare_faces_{digest}"
+        numbers = st.multiselect(  # one choice per photo and face count: numbers that no longer exist must not stay
+            "Faces to compare",
+            numbers,
+            numbers[:3],
+            format_func=lambda i: f"#{i + 1}",
+            key=f"compare_faces_{digest}_{len(numbers)}",
         )
     crops = crop_faces(image, [result.faces[i].box for i in numbers], pipe.face_margin)
     for i, crop in zip(numbers, crops, strict=True):

@@ -22,7 +22,7 @@ from app import charts, ui
 from fer_core.draw import draw_faces
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import ModelView, model_view
-from fer_core.imageio import MAX_SIDE, ImageLoadError, encode_png, load_image, upright_size
+from fer_core.imageio import ImageLoadError, encode_png, load_image_sized
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
 
@@ -52,7 +52,7 @@ class Analysed:
 def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.DetectorSettings) -> Analysed:
     """Decode and analyse one file; every failure becomes a message about this file only."""
     try:
-        image = load_image(data, name=name)
+        image, file_size = load_image_sized(data, name=name)
     except ImageLoadError as err:
         return Analysed(name, error=str(err))
     except Exception as err:  # e.g. MemoryError or a decoder bug: still no traceback for the user
@@ -61,11 +61,11 @@ def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.Detector
     digest = ui.file_digest(data)
     try:
         result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image))
-        source_size = upright_size(data) if max(image.shape[:2]) >= MAX_SIDE else None
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(name, image, error=f"{name}: analysis failed ({type(err).__name__}: {err})")
-    return Analysed(name, image, result, digest=digest, source_size=source_size)
+    shrunk = file_size != (image.shape[1], image.shape[0])
+    return Analysed(name, image, result, digest=digest, source_size=file_size if shrunk else None)
 
 
 def face_views(result: ImageResult, model: str) -> list[ModelView]:
