@@ -94,10 +94,13 @@ def main(argv: list[str] | None = None) -> None:
         help="teacher TTA set: shipped (ensemble.json's), off (one view, as in the other tools) or a named set",
     )
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip (and count) malformed rows/files, as train --skip-bad does"
+    )
     args = parser.parse_args(argv)
     if args.out.suffix != ".npz":  # numpy would add it, and the file written would not be the one named
         parser.error(f"--out {args.out}: give a .npz file name (the soft labels are a NumPy .npz archive)")
-    dataset = load_fer2013(args.data)
+    dataset = load_fer2013(args.data, skip_bad=args.skip_bad)  # the same rows as train's: the fingerprint checks it
     soft = make_soft_labels(dataset, args.teacher, NO_TTA if args.tta == "off" else args.tta, args.runtime)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     soft.save(args.out)

@@ -10,7 +10,7 @@ import torch
 
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.cli import UserInputError
-from fer_core.data import load_fer2013
+from fer_core.data import FerDataError, load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
 from fer_core.distill import main as distill_main
 from fer_core.labels import EMOTIONS, TRAIN_SPLIT
@@ -65,6 +65,20 @@ def test_distill_refuses_an_out_it_would_not_write_and_reads_tta_off(tmp_path, t
     assert not (tmp_path / "teacher.npz").exists()
     distill_main([*base, "--out", str(tmp_path / "t.npz"), "--tta", "off"])  # "off", as evaluate and predict say it
     assert SoftLabels.load(tmp_path / "t.npz").teacher["tta"] == "none"
+
+
+def test_distill_skips_bad_rows_as_train_does(tmp_path, fake_weights):
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=12, n_public=7, n_private=7)
+    lines = csv.read_text().splitlines()
+    lines.insert(3, "4,1 2 3,Training")  # a row of 3 pixels
+    csv.write_text("\n".join(lines) + "\n")
+    base = ["--data", str(csv), "--teacher", str(fake_weights), "--out", str(tmp_path / "t.npz"), "--tta", "off"]
+    with pytest.raises(FerDataError, match="line 4"):
+        distill_main(base)
+    distill_main([*base, "--skip-bad"])
+    kept = load_fer2013(csv, skip_bad=True)
+    soft = SoftLabels.load(tmp_path / "t.npz")
+    assert soft.probs.shape[0] == len(kept[TRAIN_SPLIT]) == 12 and soft.fingerprint == kept.fingerprint()
 
 
 @pytest.mark.parametrize(("taught", "recipe"), [("sad", "crp"), ("surprise", "crp"), ("sad", "mixcut")])
