@@ -362,6 +362,10 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert status.startswith("faces: 1 (") and status.endswith(" FPS"), status
     assert chart_titles(app)[0].startswith("Largest face #1:")
 
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=False))  # STOP pressed
+    app.button(key="webcam_snapshot_button").click().run()  # the frame is a second old, but the camera is off
+    assert "No current camera frame" in app.warning[0].value
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=True))
     app.button(key="webcam_snapshot_button").click().run()  # switches to the comparison page
     assert not app.exception, app.exception
     assert app.radio(key="compare_source").value == "Webcam snapshot"

@@ -96,7 +96,8 @@ def main() -> None:
         if st.button(
             "Snapshot to the ensemble comparison", icon=":material/photo_camera:", key="webcam_snapshot_button"
         ):
-            frame = store.latest_frame()
+            playing = ctx is not None and ctx.state.playing  # after STOP the last frame is the past, however recent
+            frame = store.latest_frame() if playing else None
             if frame is None:
                 st.warning("No current camera frame: press START first.")
             else:
