@@ -40,13 +40,13 @@ class Analysed:
     result: ImageResult | None = None
     error: str | None = None
     digest: str = ""
-    #: (width, height) of the file itself when `load_image` shrank it (over 4096 px); None when analysed as is.
-    source_size: tuple[int, int] | None = None
+    #: (width, height) of the upright file itself; larger than the result's when `load_image` shrank it (over 4096 px).
+    file_size: tuple[int, int] | None = None
 
     def reported(self) -> ImageResult:
         """The result in the file's own pixels, as the downloads give it (the page draws on the shrunk copy)."""
-        assert self.result is not None
-        return self.result.in_pixels_of(*self.source_size) if self.source_size else self.result
+        assert self.result is not None and self.file_size is not None
+        return self.result.in_pixels_of(*self.file_size)
 
 
 def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.DetectorSettings) -> Analysed:
@@ -64,8 +64,7 @@ def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.Detector
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(name, image, error=f"{name}: analysis failed ({type(err).__name__}: {err})")
-    shrunk = file_size != (image.shape[1], image.shape[0])
-    return Analysed(name, image, result, digest=digest, source_size=file_size if shrunk else None)
+    return Analysed(name, image, result, digest=digest, file_size=file_size)
 
 
 def face_views(result: ImageResult, model: str) -> list[ModelView]:
@@ -140,8 +139,8 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
     with st.container(border=True):
         st.subheader(item.name)
         size = f"{result.width}×{result.height} px"
-        if item.source_size:
-            size = f"{item.source_size[0]}×{item.source_size[1]} px (analysed and shown at {size})"
+        if item.file_size != (result.width, result.height):
+            size = f"{item.file_size[0]}×{item.file_size[1]} px (analysed and shown at {size})"
         st.caption(f"{len(result.faces)} face(s) · {size} · {ui.model_title(model)}")
         ui.face_count_notes(item.name, len(result.faces), pipe)
         left, right = st.columns([3, 2])
