@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from skimage import data
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
 from fer_core import cli, model_card
 from fer_core.classifier import EmotionClassifier
@@ -24,24 +24,37 @@ from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_report, summary_metrics
 from fer_core.predict import iter_inputs
 from fer_core.predict import main as predict_main
-from tests.fer_fixtures import write_fer_csv
+from tests.fer_fixtures import synthetic_faces, write_fer_csv
 
 
 def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
+    """Every model's figures against scikit-learn run here on labels and predictions made independently of
+    `evaluate` (the fixture's own labels, the ensemble called directly): a transposed confusion matrix or swapped
+    precision and recall would put wrong "recall" and "taken for" lines in the model card."""
     csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=35)
     out = tmp_path / "report"
     evaluate_main(["--data", str(csv), "--split", "PrivateTest", "--out", str(out), "--weights", str(fake_weights)])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "PrivateTest" and metrics["n"] == 35
     assert set(metrics["models"]) == {"ensemble", "A_crp", "B_mixcut"}
+    images, y_true = synthetic_faces(49)
+    images, y_true = images[14:], y_true[14:]  # the CSV's PrivateTest rows
+    expected = Ensemble.load(fake_weights).predict_batch(np.ascontiguousarray(images[:, None]))
+    classes = list(range(len(EMOTIONS)))
+    for name, report in metrics["models"].items():
+        y_pred = expected[name].argmax(1)
+        assert report["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred)), name
+        assert report["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0)), name
+        assert report["confusion"] == confusion_matrix(y_true, y_pred, labels=classes).tolist(), name
+        precision = precision_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
+        recall = recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
+        for i, emotion in enumerate(EMOTIONS):
+            row = report["per_class"][emotion]
+            assert (row["precision"], row["recall"]) == pytest.approx((precision[i], recall[i])), (name, emotion)
+            assert row["support"] == int((y_true == i).sum())
     predictions = pd.read_csv(out / "predictions.csv")
-    ensemble = metrics["models"]["ensemble"]
-    assert ensemble["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["predicted"]))
-    assert ensemble["macro_f1"] == pytest.approx(
-        f1_score(predictions["label"], predictions["predicted"], average="macro", zero_division=0)
-    )
-    assert np.asarray(ensemble["confusion"]).sum() == 35
-    assert set(ensemble["per_class"]) == set(EMOTIONS)
+    assert predictions["label"].tolist() == [EMOTIONS[i] for i in y_true]
+    assert predictions["predicted"].tolist() == [EMOTIONS[i] for i in expected["ensemble"].argmax(1)]
     assert (out / "confusion_ensemble.png").stat().st_size > 1000
     hashes = {name: file_sha256(fake_weights / f"{name}.pt") for name in ("A_crp", "B_mixcut")}
     mix = {"A_crp": 0.5, "B_mixcut": 0.5}
@@ -103,7 +116,10 @@ def test_predict_crops_reports_bad_files_and_keeps_the_rest(tmp_path, fake_weigh
     face = records["gray.png"]["faces"][0]
     assert face["label"] in EMOTIONS and len(face["box"]) == 4
     assert set(face["probs"]) == {"ensemble", "A_crp", "B_mixcut"}
-    assert sum(face["probs"]["ensemble"].values()) == pytest.approx(1.0, abs=1e-3)
+    ensemble = face["probs"]["ensemble"]
+    assert sum(ensemble.values()) == pytest.approx(1.0, abs=1e-3)
+    assert face["label"] == max(ensemble, key=ensemble.get)  # the label is the ensemble's, not one member's
+    assert face["confidence"] == pytest.approx(max(ensemble.values()), abs=1e-4)
     assert "broken.jpg" in capsys.readouterr().err
 
 
@@ -119,8 +135,9 @@ def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):
     bad = table[table["line"] == 3].iloc[0]
     assert "expected 2304 pixel values" in bad["error"] and bad["predicted"] == ""
     good = table[table["error"] == ""]
-    assert len(good) == 5 and good["predicted"].isin(EMOTIONS).all()
-    np.testing.assert_allclose(good[list(EMOTIONS)].astype(float).sum(axis=1), 1.0, atol=1e-3)
+    probs = good[list(EMOTIONS)].astype(float)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    assert len(good) == 5 and good["predicted"].tolist() == probs.idxmax(axis=1).tolist()
 
 
 def test_predict_csv_reports_every_record_and_every_unreadable_file(tmp_path, fake_weights, capsys):
