@@ -20,11 +20,23 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def test_exif_rotation_is_applied():
-    image = Image.new("RGB", (40, 20), "red")
+def gradient_with_orientation(orientation: int, fmt: str = "PNG") -> tuple[Image.Image, bytes]:
+    """A picture whose every pixel differs (a wrong turn or mirror shows), saved with that Orientation."""
+    image = Image.fromarray(np.arange(20 * 40 * 3, dtype=np.uint8).reshape(20, 40, 3))
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
-    assert load_image(encoded(image, "JPEG", exif=exif)).shape == (40, 20, 3)
+    exif[0x0112] = orientation
+    return image, encoded(image, fmt, exif=exif)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_rotation_is_applied_as_pillow_reads_it(orientation, fmt):
+    """Pillow's own `exif_transpose` is the reference: a phone photo must come out upright, not mirrored."""
+    _, data = gradient_with_orientation(orientation, fmt)
+    with Image.open(io.BytesIO(data)) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    assert expected.shape[:2] == ((40, 20) if orientation >= 5 else (20, 40))
+    np.testing.assert_array_equal(load_image(data), expected)
 
 
 def damaged_exif(orientation: int) -> bytes:
@@ -39,10 +51,9 @@ def damaged_exif(orientation: int) -> bytes:
 
 @pytest.mark.parametrize("orientation", range(2, 9))
 def test_exif_rotation_survives_damaged_tags(orientation):
-    image = Image.fromarray(np.arange(20 * 40 * 3, dtype=np.uint8).reshape(20, 40, 3))
-    clean = Image.Exif()
-    clean[0x0112] = orientation
-    expected = load_image(encoded(image, "PNG", exif=clean))
+    image, clean = gradient_with_orientation(orientation)
+    with Image.open(io.BytesIO(clean)) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     damaged = encoded(image, "PNG", exif=damaged_exif(orientation))
     with Image.open(io.BytesIO(damaged)) as opened, pytest.raises((struct.error, TypeError)):
         ImageOps.exif_transpose(opened)  # what the loader must survive: rewriting the EXIF block fails
