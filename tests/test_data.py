@@ -6,6 +6,7 @@ import gzip
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,10 @@ def test_folder_layout_uses_file_name_prefixes(tmp_path):
     counts = {k: len(v) for k, v in dataset.splits.items()}
     assert counts == {"Training": 28, "PublicTest": 14, "PrivateTest": 14}
     assert all("PrivateTest_" in s for s in dataset["PrivateTest"].sources)
+    for split in dataset.splits.values():  # each face keeps its folder's class and its own pixels
+        for source, label, image in zip(split.sources, split.labels, split.images, strict=True):
+            assert EMOTIONS[label] == Path(source).parent.name, source
+            np.testing.assert_array_equal(image, np.asarray(Image.open(source).convert("L")))
 
 
 def test_folder_without_prefixes_gets_a_seeded_validation_split(tmp_path):
