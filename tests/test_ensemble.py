@@ -10,7 +10,7 @@ import pytest
 
 from fer_core import classifier, fit_ensemble
 from fer_core.checkpoint import CheckpointError
-from fer_core.data import FerDataError
+from fer_core.data import FerDataError, load_fer2013
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write_spec
 from fer_core.export import file_sha256
 from fer_core.fit_ensemble import main as fit_ensemble_main
@@ -65,6 +65,45 @@ def test_fit_ensemble_writes_a_checked_spec_and_nothing_else(tmp_path, fake_weig
     assert sum(m["weight"] for m in spec["models"]) == pytest.approx(1.0)
     assert spec["tta"] in TTA_SETS and spec["public_test"]["ensemble_accuracy"] > 0
     assert Ensemble.load(out, runtime="torch").names == ["A_crp", "B_mixcut"]  # the recorded hashes match
+
+
+def peaked(classes: np.ndarray, peak: float) -> np.ndarray:
+    """Rows that put `peak` on the given class and spread the rest evenly."""
+    probs = np.full((len(classes), 7), (1 - peak) / 6)
+    probs[np.arange(len(classes)), classes] = peak
+    return probs
+
+
+def test_fit_ensemble_ships_the_best_tta_set_and_its_weights_in_member_order(
+    tmp_path, fake_weights, tiny_csv, monkeypatch
+):
+    """Designed PublicTest probabilities with one right answer: under `flip_rot8` A is right on 12 of the 14
+    faces and B, surer, on 4, so the best mix leans on A (w >= 0.65 for 12/14); every other set makes A worse.
+    A swapped weight (A's fitted weight given to B) or a worst-set choice would be written as if it were best."""
+    labels = load_fer2013(tiny_csv)["PublicTest"].labels
+    wrong = (labels + 1) % 7
+
+    def designed(ensemble: Ensemble, split, **_) -> dict[str, np.ndarray]:
+        a_right = 12 if ensemble.tta == "flip_rot8" else 9
+        a = peaked(np.where(np.arange(len(labels)) < a_right, labels, wrong), 0.6)
+        b = peaked(np.where(np.arange(len(labels)) >= 10, labels, (labels + 2) % 7), 0.9)
+        return {"A_crp": a, "B_mixcut": b}
+
+    monkeypatch.setattr(fit_ensemble, "predict_split", designed)
+    out = tmp_path / "weights"
+    fit_ensemble_main(fit_args(fake_weights, tiny_csv, out))
+    spec = json.loads((out / "ensemble.json").read_text())
+    measured = spec["public_test"]
+    assert spec["tta"] == "flip_rot8" and measured["ensemble_accuracy"] == pytest.approx(12 / 14)
+    assert measured["ensemble_accuracy_by_tta"]["flip_rot8"] == max(measured["ensemble_accuracy_by_tta"].values())
+    weights = {m["name"]: m["weight"] for m in spec["models"]}
+    assert weights["A_crp"] >= 0.65 and weights["B_mixcut"] == pytest.approx(1 - weights["A_crp"])
+    assert measured[ENSEMBLE_KEY + "_weight_of_first"] == pytest.approx(weights["A_crp"])
+    probs = designed(Ensemble.load(out, runtime="torch").with_tta("flip_rot8"), None)
+    mixed = combine(probs, weights).argmax(1)
+    assert (mixed == labels).mean() == pytest.approx(measured["ensemble_accuracy"])  # the shipped weights score it
+    singles = measured["singles"]
+    assert (singles["A_crp"]["accuracy"], singles["B_mixcut"]["accuracy"]) == pytest.approx((12 / 14, 4 / 14))
 
 
 @pytest.mark.parametrize("failure", ["bad data", "interrupted"])
