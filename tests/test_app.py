@@ -5,6 +5,7 @@ Models run with the torch runtime here (no ONNX export per test session); the br
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from skimage.data import astronaut
@@ -54,14 +56,15 @@ def app_weights(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "weight_curve": [{"weight": w / 4, "accuracy": 0.67 + 0.01 * (w % 3), "nll": 1.0} for w in range(5)],
     }
     write_spec(folder / "ensemble.json", spec)
-    confusion = (np.eye(7, dtype=int) * 40 + 3).tolist()
-    report = {
-        "accuracy": 0.7,
-        "macro_f1": 0.69,
-        "confusion": confusion,
-        "per_class": {e: {"precision": 0.7, "recall": 0.7, "f1": 0.7, "support": 43} for e in EMOTIONS},
+    models = {  # each model its own figures, so the page cannot show one model's under another's name
+        name: {
+            "accuracy": accuracy,
+            "macro_f1": accuracy - 0.01 * (k + 1),
+            "confusion": (np.eye(7, dtype=int) * 40 + k).tolist(),
+            "per_class": {e: {"precision": accuracy, "recall": 0.7, "f1": 0.7, "support": 43} for e in EMOTIONS},
+        }
+        for k, (name, accuracy) in enumerate([("ensemble", 0.72), ("A_crp", 0.70), ("B_mixcut", 0.69)])
     }
-    models = {name: report for name in ("ensemble", "A_crp", "B_mixcut")}
     measured = {"split": "PrivateTest", "n": 301, "models": models, "weights": weights_used(spec, folder, "none")}
     (folder / "metrics_PrivateTest.json").write_text(json.dumps(measured))
     return folder
@@ -99,6 +102,14 @@ def huge_png(side: int = 20000) -> bytes:
 def face_grid(rows: int = 6, cols: int = 10) -> np.ndarray:
     face = cv2.resize(astronaut()[27:200, 137:310], (96, 96))
     return np.vstack([np.hstack([face] * cols)] * rows)
+
+
+def plotly_array(value: Any) -> np.ndarray:
+    """An array from a figure's JSON: plotly writes numpy arrays as base64 bytes with their dtype and shape."""
+    if isinstance(value, dict):
+        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+    return np.asarray(value)
 
 
 def chart_titles(at: AppTest) -> list[str]:
@@ -542,10 +553,29 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     app.run()
     assert not app.exception, app.exception  # a 1000x1 image shown 720 wide used to be 0 px high: a crash
 
-    frame = app.dataframe[0].value
-    assert frame.loc["A_crp", "PrivateTest accuracy"] == pytest.approx(0.7)
-    assert frame.loc["Ensemble", "PublicTest accuracy"] == pytest.approx(0.7)
-    assert any(t.startswith("Ensemble: accuracy 0.700") for t in chart_titles(app))  # a confusion matrix
+    frame = app.dataframe[0].value  # PrivateTest from metrics_PrivateTest.json, PublicTest from ensemble.json
+    expected = pd.DataFrame(
+        {
+            "PublicTest accuracy": [0.68, 0.67, 0.70],
+            "PublicTest macro-F1": [0.66, 0.65, np.nan],
+            "PrivateTest accuracy": [0.70, 0.69, 0.72],
+            "PrivateTest macro-F1": [0.68, 0.66, 0.71],
+        },
+        index=["A_crp", "B_mixcut", "Ensemble"],
+    )
+    pd.testing.assert_frame_equal(frame.loc[expected.index, expected.columns], expected, check_dtype=False)
+    heatmaps = {
+        layout["title"]["text"]: plotly_array(data[0]["text"])
+        for spec in (json.loads(chart.proto.spec) for chart in app.get("plotly_chart"))
+        for layout, data in [(spec["layout"], spec["data"])]
+        if "accuracy" in layout.get("title", {}).get("text", "")
+    }
+    assert sorted(heatmaps) == [
+        "A_crp: accuracy 0.700, macro-F1 0.680",
+        "B_mixcut: accuracy 0.690, macro-F1 0.660",
+        "Ensemble: accuracy 0.720, macro-F1 0.710",
+    ]
+    assert heatmaps["B_mixcut: accuracy 0.690, macro-F1 0.660"].tolist() == (np.eye(7) * 40 + 2).tolist()  # B's own
 
 
 def test_compare_page_picks_faces_per_photo_and_says_when_the_face_limit_is_reached(app: AppTest) -> None:
