@@ -274,6 +274,28 @@ class StubPipeline:
         return ImageResult([face], image.shape[1], image.shape[0])
 
 
+class AlternatingPipeline(StubPipeline):
+    """The same face, sure it is happy on even calls and sad on odd ones: smoothing shows in every row."""
+
+    def __call__(self, image: np.ndarray) -> ImageResult:
+        label = "happy" if self.calls % 2 == 0 else "sad"
+        self.calls += 1
+        probs = dict.fromkeys(EMOTIONS, 0.0) | {label: 1.0}
+        face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, label, 1.0, probs, {"ensemble": probs})
+        return ImageResult([face], image.shape[1], image.shape[0])
+
+
+def test_the_csv_holds_the_smoothed_probabilities_the_video_shows(tmp_path: Path) -> None:
+    """EMA with alpha 0.5 over happy, sad, happy, sad: happy is 1, 0.5, 0.75, 0.375, as worked by hand."""
+    path = write_video(tmp_path / "clip.mp4", [np.zeros((48, 64, 3), np.uint8)] * 4, "libx264")
+    summary = analyse_video(path, AlternatingPipeline(), tmp_path / "out", tracker=FaceTracker(alpha=0.5))  # type: ignore[arg-type]
+    table = pd.read_csv(summary.csv_path)
+    assert table["happy"].tolist() == pytest.approx([1.0, 0.5, 0.75, 0.375])
+    assert table["sad"].tolist() == pytest.approx([0.0, 0.5, 0.25, 0.625])
+    assert table["label"].tolist()[2:] == ["happy", "sad"]  # the smoothed argmax, not the frame's own label
+    assert table["confidence"].tolist()[2:] == pytest.approx([0.75, 0.625])
+
+
 def test_a_very_large_video_is_analysed_at_a_playable_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_video(tmp_path / "wide.mp4", [np.zeros((64, 2400, 3), np.uint8)] * 2, "libx264")
     seen: list[tuple[int, ...]] = []
