@@ -530,6 +530,34 @@ def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path) -> Non
     assert store.status().error == "RuntimeError: model crashed"
 
 
+def test_live_store_smooths_as_the_sidebar_says_and_restarts_on_a_change() -> None:
+    """One face, sure it is happy and sad in turn: each smoothing setting gives its own, hand-worked numbers."""
+    from app.live import LiveStore, TrackerSettings
+
+    calls = 0
+
+    def alternating(image: np.ndarray) -> ImageResult:
+        nonlocal calls
+        label = "happy" if calls % 2 == 0 else "sad"
+        calls += 1
+        probs = dict.fromkeys(EMOTIONS, 0.0) | {label: 1.0}
+        face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, label, 1.0, probs, {"ensemble": probs})
+        return ImageResult([face], image.shape[1], image.shape[0])
+
+    def happy_and_sad(settings: TrackerSettings, frames: int) -> tuple[float, float, int]:
+        store.configure(alternating, settings)  # type: ignore[arg-type]
+        for _ in range(frames):
+            store.analyse(frame)
+        (face,) = store.status().faces
+        return face.probs["happy"], face.probs["sad"], face.age
+
+    store, frame = LiveStore(), np.zeros((48, 64, 3), np.uint8)
+    assert happy_and_sad(TrackerSettings("window", window=3), 4) == pytest.approx((1 / 3, 2 / 3, 4))
+    assert happy_and_sad(TrackerSettings("ema", alpha=0.5), 2) == pytest.approx((0.5, 0.5, 2))  # a fresh track
+    assert happy_and_sad(TrackerSettings("ema", alpha=0.25), 2) == pytest.approx((0.75, 0.25, 2))  # newest weighs 1/4
+    assert happy_and_sad(TrackerSettings("none"), 1) == pytest.approx((1.0, 0.0, 1))
+
+
 def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     app.switch_page("views/compare.py").run()
     assert not app.exception, app.exception
