@@ -33,6 +33,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from fer_core import video as fer_video
+from fer_core.detection import FaceDetector
 from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
@@ -269,14 +270,21 @@ def test_photos_multiscale_detection_with_the_shipped_detector(
     shutil.copy(SHIPPED_DETECTOR, folder / SHIPPED_DETECTOR.name)
     monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
     monkeypatch.setenv("FER_RUNTIME", "torch")
+    multiscale_runs: list[tuple[int, ...]] = []
+    real_tta = FaceDetector._detect_yolo_tta
+    monkeypatch.setattr(
+        FaceDetector, "_detect_yolo_tta", lambda self, rgb: multiscale_runs.append(rgb.shape) or real_tta(self, rgb)
+    )
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     switch = at.checkbox(key="photos_det_tta")
     assert switch.value is False and not switch.disabled  # offered with YOLO, off by default (6x the time)
-    switch.set_value(True)
     at.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     at.run()
+    assert at.caption[0].value.startswith("1 face(s)") and multiscale_runs == []
+    at.checkbox(key="photos_det_tta").set_value(True).run()
     assert not at.exception and not at.error, (at.exception, at.error)
     assert at.caption[0].value.startswith("1 face(s)")
+    assert multiscale_runs == [(512, 512, 3)]  # the switch reached the detector
     at.radio(key="photos_backend").set_value("haar").run()
     assert at.checkbox(key="photos_det_tta").disabled  # the Haar cascade has no TTA
     assert at.caption[0].value.startswith("1 face(s)")
