@@ -299,8 +299,12 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert app.caption[0].value.endswith("B_mixcut")
     assert chart_titles(app)[0].endswith("· B_mixcut")
     assert app.selectbox(key="photos_cam_class_0").value == "predicted"
-    app.selectbox(key="photos_cam_class_0").set_value("happy").run()
+    predicted = chart_titles(app)[0].split()[1]
+    other = next(e for e in EMOTIONS if e != predicted)
+    app.selectbox(key="photos_cam_class_0").set_value(other).run()
     assert not app.exception and not app.error
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert any(c.startswith(f"B_mixcut: {other} (") for c in captions), captions  # the class asked for
 
 
 def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
