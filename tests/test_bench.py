@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,6 +98,31 @@ def test_time_frame_arithmetic_with_a_fake_clock() -> None:
     assert row["stages_ms"]["total"] == {"median": 6.0, "p90": 6.0}
     assert row["total_ms"] == 6.0 and row["fps"] == pytest.approx(1000 / 6, abs=0.01)
     assert row["faces_classified"] == 5 and row["faces_detected"] == 1
+
+
+def scripted_clock(stage_ms: list[tuple[float, float, float]]) -> Callable[[], float]:
+    """A clock read four times a run (before detect, after detect, preprocess and classify), so each run takes
+    the given stage times."""
+    readings, now = [], 0.0
+    for durations in stage_ms:
+        readings.append(now)
+        for ms in durations:
+            now += ms / 1000
+            readings.append(now)
+    return iter(readings).__next__
+
+
+def test_warm_up_runs_are_left_out_and_percentiles_come_from_the_timed_runs() -> None:
+    frame, boxes = synthetic_frame(5)
+    warm_up = [(100.0, 50.0, 80.0)] * 2  # a first run's one-off costs: excluded
+    timed = [(1.0, 0.5, 2.0), (2.0, 0.5, 2.0), (3.0, 0.5, 2.0), (4.0, 0.5, 2.0)]
+    clock = scripted_clock(warm_up + timed)
+    row = time_frame(_Detector(), _Ensemble(), frame, boxes, repeats=4, warmup=2, clock=clock)  # type: ignore[arg-type]
+    assert row["stages_ms"]["detect"] == {"median": 2.5, "p90": 3.7}  # numpy's linear percentiles of 1, 2, 3, 4
+    assert row["stages_ms"]["preprocess"] == {"median": 0.5, "p90": 0.5}
+    assert row["stages_ms"]["classify"] == {"median": 2.0, "p90": 2.0}
+    assert row["stages_ms"]["total"] == {"median": 5.0, "p90": 6.2}
+    assert row["total_ms"] == 5.0 and row["fps"] == 200.0
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_core.draw import EMOTION_COLORS, draw_faces, label_text, style_for, text_color, to_annotations
+from fer_core.draw import DEFAULT_COLOR, EMOTION_COLORS, draw_faces, label_text, style_for, text_color, to_annotations
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult
 
@@ -55,8 +55,12 @@ def test_a_caption_wider_than_a_small_image_is_shrunk_not_cut(side: int) -> None
 
 
 def test_gray_and_rgba_inputs_and_unknown_label() -> None:
-    assert draw_faces(np.zeros((60, 80), np.uint8), [((5, 5, 40, 40), "sad", 0.4, None)]).shape == (60, 80, 3)
-    assert draw_faces(np.zeros((60, 80, 4), np.uint8), [((5, 5, 40, 40), "face", 0.9, None)]).shape == (60, 80, 3)
+    gray = draw_faces(np.full((60, 80), 7, np.uint8), [((5, 5, 40, 40), "sad", 0.4, None)])
+    assert gray.shape == (60, 80, 3) and tuple(gray[55, 70]) == (7, 7, 7)  # gray spread to three equal channels
+    assert tuple(gray[35, 5]) == EMOTION_COLORS["sad"]
+    rgba = draw_faces(np.full((60, 80, 4), (10, 20, 30, 40), np.uint8), [((5, 5, 40, 40), "face", 0.9, None)])
+    assert rgba.shape == (60, 80, 3) and tuple(rgba[55, 70]) == (10, 20, 30)  # alpha dropped, colour kept
+    assert tuple(rgba[35, 5]) == DEFAULT_COLOR  # a label that is not an emotion gets the neutral box colour
 
 
 def test_helpers() -> None:
