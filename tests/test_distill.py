@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from fer_core import train
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.cli import UserInputError
 from fer_core.data import FerDataError, load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
 from fer_core.distill import main as distill_main
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.labels import EMOTIONS, TRAIN_SPLIT
 from fer_core.train import main as train_main
 from fer_core.train import predict_probs, to_tensors
@@ -32,7 +34,9 @@ def test_blend_targets_mixes_one_hot_and_teacher():
     torch.testing.assert_close(half.sum(1), torch.ones(3))
 
 
-def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(tmp_path, tiny_csv, fake_weights):
+def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(
+    tmp_path, tiny_csv, fake_weights, monkeypatch
+):
     soft_path = tmp_path / "teacher.npz"
     distill_main(["--data", str(tiny_csv), "--teacher", str(fake_weights), "--out", str(soft_path), "--tta", "flip"])
     soft = SoftLabels.load(soft_path)
@@ -41,6 +45,14 @@ def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(tmp
     np.testing.assert_allclose(soft.probs.sum(1), 1.0, atol=1e-5)
     assert soft.fingerprint == dataset.fingerprint()
     assert soft.teacher["tta"] == "flip" and set(soft.teacher["members"]) == {"A_crp", "B_mixcut"}
+    images = np.ascontiguousarray(dataset[TRAIN_SPLIT].images[:, None])
+    teacher = Ensemble.load(fake_weights).with_tta("flip").predict_batch(images)
+    np.testing.assert_allclose(soft.probs, teacher[ENSEMBLE_KEY], atol=1e-5)  # the ensemble's, not a member's
+
+    alphas: list[float] = []
+    monkeypatch.setattr(
+        train, "blend_targets", lambda y, soft, alpha: alphas.append(alpha) or blend_targets(y, soft, alpha)
+    )
 
     out = tmp_path / "student"
     train_main(
@@ -49,6 +61,7 @@ def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(tmp
     )  # fmt: skip
     meta = load_classifier(out / "best.pt").meta
     assert meta["distilled_from"]["alpha"] == 0.7 and meta["distilled_from"]["tta"] == "flip"
+    assert alphas and set(alphas) == {0.7}  # every batch's targets blended with the alpha asked for
 
 
 def test_distill_refuses_an_out_it_would_not_write_and_reads_tta_off(tmp_path, tiny_csv, fake_weights, capsys):
