@@ -350,16 +350,18 @@ def test_gradcam_predicted_explains_the_label_the_chart_shows(app: AppTest, monk
     assert f"B_mixcut: {label} ({probability})" in captions
 
 
-def fake_streamer(playing: bool) -> Any:
-    """Stands in for webrtc_streamer (it needs a real server): feeds astronaut frames through the callback."""
+def fake_streamer(playing: bool, picture: np.ndarray | None = None) -> Any:
+    """Stands in for webrtc_streamer (it needs a real server): feeds frames (astronaut unless told) through the
+    callback."""
+    picture = astronaut() if picture is None else picture
 
     def streamer(**kwargs: Any) -> Any:
         assert kwargs["rtc_configuration"] == {"iceServers": []}
         deadline = time.monotonic() + 120
         while playing:  # until the analysis thread's boxes come back on the returned frames
-            frame = av.VideoFrame.from_ndarray(astronaut(), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             out = kwargs["video_frame_callback"](frame).to_ndarray(format="rgb24")
-            if not np.array_equal(out, astronaut()) or time.monotonic() > deadline:
+            if not np.array_equal(out, picture) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         return types.SimpleNamespace(state=types.SimpleNamespace(playing=playing))
@@ -384,6 +386,7 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     status = app.text[0].value
     assert status.startswith("faces: 1 (") and status.endswith(" FPS"), status
     assert chart_titles(app)[0].startswith("Largest face #1:")
+    assert not app.dataframe  # one face: its chart says it all
 
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=False))  # STOP pressed
     app.button(key="webcam_snapshot_button").click().run()  # the frame is a second old, but the camera is off
@@ -393,6 +396,23 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert not app.exception, app.exception
     assert app.radio(key="compare_source").value == "Webcam snapshot"
     assert len(app.get("plotly_chart")) >= 3
+
+
+def test_webcam_page_lists_every_face_when_several_are_in_view(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlit_webrtc
+
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=True, picture=face_grid(1, 2)))
+    app.switch_page("views/webcam.py").run()
+    deadline = time.monotonic() + 120
+    while not app.text[0].value.startswith("faces: 2") and time.monotonic() < deadline:  # the thread catches up
+        time.sleep(0.2)
+        app.run()
+    assert not app.exception, app.exception
+    assert app.text[0].value.startswith("faces: 2"), app.text[0].value
+    table = app.dataframe[0].value
+    assert table["face"].tolist() == ["#1", "#2"] and list(table.columns) == ["face", "emotion", *EMOTIONS]
+    np.testing.assert_allclose(table[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-6)
+    assert table["emotion"].tolist() == table[list(EMOTIONS)].idxmax(axis=1).tolist()
 
 
 def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) -> None:

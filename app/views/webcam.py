@@ -11,12 +11,14 @@ import logging
 import time
 
 import av
+import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app import charts, ui
-from app.live import LiveStore
+from app.live import LiveStatus, LiveStore
 from fer_core.detection import VIDEO_IMGSZ
+from fer_core.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
 STORE_KEY = "webcam_store"
@@ -60,6 +62,18 @@ def live_panel(store: LiveStore) -> None:
     if face is not None:
         title = f"Largest face #{face.track_id}: {face.label} {face.confidence:.2f} (smoothed)"
         st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
+    if len(status.faces) > 1:
+        every_face(status)
+
+
+def every_face(status: LiveStatus) -> None:
+    """A row per tracked face: with several people in view, each one's probabilities, not only the largest's."""
+    rows = [
+        {"face": f"#{f.track_id}", "emotion": f.label, **f.probs}
+        for f in sorted(status.faces, key=lambda f: f.track_id)
+    ]
+    bars = {e: st.column_config.ProgressColumn(e, min_value=0.0, max_value=1.0, format="%.2f") for e in EMOTIONS}
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=bars)
 
 
 def main() -> None:
@@ -108,7 +122,10 @@ def main() -> None:
         if ctx is not None and ctx.state.playing:
             live_panel(store)
         else:
-            st.info("Press START and allow the camera. Faces are boxed live; the chart follows the largest face.")
+            st.info(
+                "Press START and allow the camera. Faces are boxed live; the chart follows the largest face, "
+                "and with several faces a table gives each one's probabilities."
+            )
 
 
 main()
