@@ -55,6 +55,16 @@ def reference_crops(image: np.ndarray, boxes: list[tuple[float, ...]], margin: f
     return crops
 
 
+def test_the_crop_is_the_square_around_the_face_grown_by_the_margin() -> None:
+    """Worked by hand: a 20x40 box centred at (20, 40) with 10 % margin is a 48 px square centred there."""
+    assert square_crop_box((10, 20, 30, 60), 0.1, 100, 100) == (-4, 16, 44, 64)
+    image = np.arange(90 * 120, dtype=np.int32).reshape(90, 120)
+    (crop,) = crop_faces(image, [(40.0, 30.0, 70.0, 60.0)], 0.0)
+    np.testing.assert_array_equal(crop, image[30:60, 40:70])  # a square box, no margin: exactly its pixels
+    (tall,) = crop_faces(image, [(40.0, 30.0, 50.0, 60.0)], 0.0)
+    np.testing.assert_array_equal(tall, image[30:60, 30:60])  # a tall box widened about its centre
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_crop_faces_pads_only_the_crop_with_the_same_result(channels: int) -> None:
     rng = np.random.default_rng(0)

@@ -32,6 +32,7 @@ from fer_core.export import (
 from fer_core.export import main as export_main
 from fer_core.untrained_yolo import build_untrained_yolo
 from fer_core.yolo_onnx import OnnxYolo, letterbox
+from tests.conftest import make_classifier_checkpoint
 
 
 def test_onnx_probabilities_match_torch(fake_weights):
@@ -39,6 +40,22 @@ def test_onnx_probabilities_match_torch(fake_weights):
     onnx_path = classifier_onnx_path(loaded)
     assert onnx_path.exists()
     assert max_prob_difference(loaded, onnx_path, loaded.config, n=32) <= MAX_PROB_DIFF
+
+
+def test_a_member_retrained_in_place_is_served_from_its_own_onnx_file(tmp_path):
+    """The ONNX cache is keyed by the checkpoint's bytes, not its name: a new A_crp.pt must not reuse the old
+    export (on a CPU onnxruntime is the default, so the app would classify with the replaced weights)."""
+    path = tmp_path / "A_crp.pt"
+    crops = [np.random.default_rng(i).integers(0, 256, size=(48, 48), dtype=np.uint8) for i in range(4)]
+    make_classifier_checkpoint(path, "A_crp", seed=0)
+    before = EmotionClassifier.load(path).predict(crops)
+    make_classifier_checkpoint(path, "A_crp", seed=1)
+    after, eager = (
+        EmotionClassifier.load(path).predict(crops),
+        EmotionClassifier.load(path, runtime="torch").predict(crops),
+    )
+    np.testing.assert_allclose(after, eager, atol=MAX_PROB_DIFF)
+    assert np.abs(after - before).max() > 10 * MAX_PROB_DIFF
 
 
 def test_auto_runtime_is_onnxruntime_on_cpu_and_agrees(fake_weights):

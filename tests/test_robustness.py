@@ -43,6 +43,17 @@ def test_perturbations_are_deterministic_and_shape_preserving(name: str, strengt
         assert not np.array_equal(first, perturb(images, name, strength, seed=1))
 
 
+@pytest.mark.parametrize(("name", "strength"), [(n, s) for n, s in CASES if not PERTURBATIONS[n].random])
+def test_each_face_is_perturbed_on_its_own(name: str, strength: float) -> None:
+    """A batch is many faces, not one volume: blur must not reach the next face, nor the JPEG mosaic's blocks.
+    (cv2's many-channel resize, used for a batch, rounds some pixels one level away from a single face's.)"""
+    images = faces()
+    whole = perturb(images, name, strength, seed=0).astype(int)
+    for i in range(len(images)):
+        alone = perturb(images[i : i + 1], name, strength, seed=0)[0].astype(int)
+        np.testing.assert_allclose(whole[i], alone, atol=1 if name == "downscale" else 0, rtol=0, err_msg=str(i))
+
+
 def test_every_perturbation_has_three_increasing_strengths() -> None:
     images = faces()
     assert len(robustness.conditions()) == 1 + 3 * len(PERTURBATIONS)

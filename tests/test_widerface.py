@@ -199,7 +199,9 @@ def test_convert_to_yolo(tmp_path: Path) -> None:
     assert cls == "0"
     np.testing.assert_allclose([float(cx), float(cy), float(w), float(h)], [23 / 128, 38 / 96, 30 / 128, 36 / 96], 1e-5)
     mask_label = (out / "labels" / "train" / "facemask" / "mask_0.txt").read_text().splitlines()
-    assert len(mask_label) == 2
+    mask_boxes = [[float(v) for v in line.split()] for line in mask_label]  # VOC corners to YOLO centre/size
+    expected = [[0, 25 / 128, 31 / 96, 30 / 128, 38 / 96], [0, 75 / 128, 40 / 96, 30 / 128, 40 / 96]]
+    np.testing.assert_allclose(mask_boxes, expected, rtol=1e-5)
 
     dev_gt = parse_wider_gt(result.devval["gt"])
     assert {k.split("/")[0] for k in dev_gt} == set(result.devval_events)
