@@ -81,6 +81,28 @@ def test_detect_contract(astronaut: np.ndarray) -> None:
         FaceDetector(backend="mtcnn")
 
 
+def test_detections_are_clipped_filtered_sorted_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract both backends share, on raw detections whose fate is known: Haar finds only one face on the
+    astronaut, which leaves sorting and the cap untested there."""
+    raw_boxes = np.array(
+        [
+            [10, 10, 50, 50],  # kept, 3rd best: cut by max_faces=2
+            [-8, 20, 40, 70],  # kept, best; clipped to the image
+            [60, 5, 70, 15],  # 10 px: under min_face
+            [5, 40, 45, 80],  # kept, 2nd best
+            [20, 20, 60, 60],  # under conf
+        ],
+        dtype=np.float64,
+    )
+    raw_scores = np.array([0.6, 0.95, 0.99, 0.8, 0.2])
+    detector = FaceDetector(backend="haar", conf=0.3, min_face=16, max_faces=2)
+    monkeypatch.setattr(detector, "_detect_haar", lambda rgb: (raw_boxes, raw_scores))
+    faces = detector.detect(np.zeros((64, 96, 3), np.uint8))
+    assert [tuple(f) for f in faces] == [(0.0, 20.0, 40.0, 64.0, 0.95), (5.0, 40.0, 45.0, 64.0, 0.8)]
+    detector.max_faces = 10
+    assert [f.score for f in detector.detect(np.zeros((64, 96, 3), np.uint8))] == [0.95, 0.8, 0.6]
+
+
 def test_haar_scores_are_a_monotone_map_into_unit_interval() -> None:
     scores = haar_scores(np.array([-50.0, -2.0, 0.0, 2.5, 6.0, 50.0]))
     assert np.all(np.diff(scores) > 0) and scores[0] >= 0 and scores[-1] <= 1

@@ -103,6 +103,22 @@ def render_with_meta(tmp_path: Path, fake_weights: Path, file: str, **meta: obje
     return render(weights)
 
 
+def test_the_classifier_table_prints_each_checkpoints_own_record(tmp_path, fake_weights):
+    card = render_with_meta(
+        tmp_path,
+        fake_weights,
+        "A_crp.pt",
+        recipe="CRP",
+        epoch=12,
+        device="NVIDIA H200",
+        train_seconds=420,
+        train_config={"epochs": 80},
+        metrics={"val_acc": 0.6912, "val_macro_f1": 0.5},
+    )
+    row = "| `A_crp.pt` | CRP | 12 of 80 | 48 px gray, stem stride 2 | NVIDIA H200 | 7 min | 69.1 % |"
+    assert row in card.splitlines()
+
+
 def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_weights):
     card = render_with_meta(
         tmp_path,
