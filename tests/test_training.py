@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from fer_core import train
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.cli import UserInputError
 from fer_core.data import load_fer2013
@@ -44,6 +45,20 @@ def test_one_run_writes_history_and_checkpoints(tmp_path, tiny_csv):
     assert best.meta["data_fingerprint"] and best.meta["train_config"]["recipe"] == "crp"
     assert best.meta["metrics"]["val_acc"] == pytest.approx(history["val_acc"].max())
     assert read_checkpoint(out / "last.pt")["training"]["epoch"] == 1
+
+
+def test_best_pt_keeps_the_epoch_with_the_best_validation_accuracy(tmp_path, tiny_csv, monkeypatch):
+    """Scripted validation (0.5, then 0.3): best.pt must stay at epoch 1 while last.pt moves on to epoch 2."""
+    scores = iter([0.5, 0.3])
+    monkeypatch.setattr(
+        train, "validate", lambda *a, **k: {"val_loss": 1.0, "val_acc": (acc := next(scores)), "val_macro_f1": acc}
+    )
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), *TINY])
+    best, last = read_checkpoint(out / "best.pt"), read_checkpoint(out / "last.pt")
+    assert best["meta"]["epoch"] == 1 and best["meta"]["metrics"]["val_acc"] == 0.5
+    assert last["meta"]["epoch"] == 2
+    assert any(not torch.equal(t, last["state_dict"][k]) for k, t in best["state_dict"].items())
 
 
 def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, tiny_csv):
