@@ -51,6 +51,7 @@ def app_weights(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
     for path in fake_weights.iterdir():
         shutil.copy(path, folder / path.name)
     spec = json.loads((folder / "ensemble.json").read_text())
+    spec["models"][0]["weight"], spec["models"][1]["weight"] = 0.3, 0.7  # as shipped: not the 0.5 a default gives
     spec["public_test"] = {
         "ensemble_accuracy": 0.7,
         "singles": {"A_crp": {"accuracy": 0.68, "macro_f1": 0.66}, "B_mixcut": {"accuracy": 0.67, "macro_f1": 0.65}},
@@ -305,6 +306,21 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert not app.exception and not app.error
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert any(c.startswith(f"B_mixcut: {other} (") for c in captions), captions  # the class asked for
+
+
+def test_detection_sliders_reach_the_detector(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[tuple[float, int]] = []
+    real_detect = FaceDetector.detect
+    monkeypatch.setattr(
+        FaceDetector, "detect", lambda self, rgb: used.append((self.conf, self.min_face)) or real_detect(self, rgb)
+    )
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.slider(key="photos_conf").set_value(0.8)
+    app.run()
+    assert used[-1] == (0.8, 16)
+    app.slider(key="photos_conf").set_value(0.35)
+    app.slider(key="photos_min_face").set_value(200).run()  # the astronaut's face is about 90 px
+    assert used[-1] == (0.35, 200) and app.caption[0].value.startswith("0 face(s)")
 
 
 def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
@@ -597,7 +613,7 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     app.file_uploader(key="compare_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.run()
     assert not app.exception, app.exception
-    assert app.slider(key="compare_weight").value == 0.5
+    assert app.slider(key="compare_weight").value == 0.3  # the fitted weight
     titles = chart_titles(app)
     model_a, model_b, mixed = titles[:3]
     assert model_a.startswith("A_crp: ") and model_b.startswith("B_mixcut: ") and mixed.startswith("Ensemble: ")
@@ -606,6 +622,8 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
 
     app.slider(key="compare_weight").set_value(1.0).run()
     assert chart_titles(app)[2].split(": ")[1] == model_a.split(": ")[1]  # all weight on A: the mix is A
+    app.button(key="compare_reset").click().run()
+    assert app.slider(key="compare_weight").value == 0.3
 
     app.file_uploader(key="compare_upload").set_value(
         ("line.png", encode(np.zeros((1, 1000, 3), np.uint8), "PNG"), "image/png")
@@ -689,6 +707,23 @@ def clip(frames: int = 8) -> bytes:
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
+
+
+def test_the_tta_switch_of_the_video_and_webcam_pages_sets_the_views(
+    app_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off: one view a face (live frames must keep up); on: the shipped set; unset: the shipped set."""
+    from app import ui
+
+    folder = shutil.copytree(app_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    write_spec(folder / "ensemble.json", spec | {"tta": "flip"})  # the fixture's "none" would hide a lost switch
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    settings = ui.DetectorSettings(backend="haar")
+    assert ui.pipeline(settings, tta=False).ensemble.tta == "none"
+    assert ui.pipeline(settings, tta=True).ensemble.tta == "flip"
+    assert ui.pipeline(settings).ensemble.tta == "flip"
 
 
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
