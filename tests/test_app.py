@@ -833,6 +833,9 @@ def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
     assert own.overlay.shape == (192, 192, 3) and own.overlay.dtype == np.uint8
     assert own.target == max(own.probs, key=own.probs.get) and 0.0 <= own.heatmap.min() <= own.heatmap.max() <= 1.0
     assert explainer.explain(face, "disgust", size=96).overlay.shape == (96, 96, 3)
+    other = next(e for e in EMOTIONS if e != own.target)
+    np.testing.assert_allclose(explainer.explain(face, own.target).heatmap, own.heatmap, atol=1e-6)
+    assert np.abs(explainer.explain(face, other).heatmap - own.heatmap).max() > 0.05  # another class, another map
     with pytest.raises(ValueError, match="unknown class"):
         explainer.explain(face, "bored")
 
