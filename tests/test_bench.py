@@ -187,7 +187,8 @@ def test_bench_never_times_a_fallback_under_the_row_it_asked_for(
     corrupt.write_text("not a checkpoint")
     out = tmp_path / "bench.json"
     args = ["--json", str(out), "--weights", str(fake_weights), "--repeats", "1", "--warmup", "0", "--imgsz", "160"]
-    assert bench.main([*args, "--detector", str(corrupt), "--backends", "onnxruntime", "haar"]) == 0
+    with pytest.warns(RuntimeWarning, match="YOLO face weights unusable"):  # the fallback is announced
+        assert bench.main([*args, "--detector", str(corrupt), "--backends", "onnxruntime", "haar"]) == 0
     printed = capsys.readouterr().out
     assert "onnxruntime  not timed: the yolo detector did not load" in printed
     report = json.loads(out.read_text())
@@ -197,7 +198,10 @@ def test_bench_never_times_a_fallback_under_the_row_it_asked_for(
         raise RuntimeError("export failed")
 
     monkeypatch.setattr("fer_core.export.detector_onnx_path", no_export)
-    with pytest.raises(cli.UserInputError, match="no backend could be timed"):
+    with (
+        pytest.raises(cli.UserInputError, match="no backend could be timed"),
+        pytest.warns(RuntimeWarning, match="onnxruntime face detection unavailable"),
+    ):
         bench.main([*args, "--backends", "onnxruntime"])
     assert "not timed: the detector runs on torch, not onnxruntime" in capsys.readouterr().out
 
