@@ -302,6 +302,45 @@ def test_each_rank_draws_its_own_augmentation_and_rank_0_keeps_the_single_proces
     assert len(seeds) == 16
 
 
+def test_train_one_epoch_reseeds_augmentation_by_rank_and_shards_the_shuffle(monkeypatch):
+    """Rank 1 of 2 draws its augmentation from its own seed and trains on the other half of one shared shuffle;
+    rank 0 draws exactly what a single process draws (so one-GPU and DDP rank-0 runs agree)."""
+    drawn: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def recording(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        drawn.append((rank, generator.initial_seed(), tuple(int(v) for v in x.flatten(1)[:, 0].mul(255).round())))
+        return x
+
+    monkeypatch.setitem(train.RECIPES, "crp", train.RECIPES["crp"].__class__("crp", "spy", recording))
+    monkeypatch.setattr(train.dist, "all_reduce", lambda tensor: None)  # no process group: one rank at a time
+    monkeypatch.setattr(train, "gather_from_ranks", lambda values, info: values)
+    images = torch.arange(8, dtype=torch.uint8).mul(30).view(8, 1, 1, 1).expand(8, 1, 48, 48).contiguous()
+    labels = torch.arange(8) % 7
+    cfg = TrainConfig(batch_size=4, seed=3, epochs=1, channels_last=False)
+    model_cfg = ModelConfig(stem_stride=2)
+    for rank, world_size in ((0, 1), (0, 2), (1, 2)):
+        model = build_model(model_cfg)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        train.train_one_epoch(
+            model,
+            images,
+            labels,
+            epoch=0,
+            cfg=cfg,
+            model_cfg=model_cfg,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            criterion=nn.CrossEntropyLoss(),
+            dist_info=train.Distributed(rank=rank, world_size=world_size),
+        )
+    single, *_ = [d for d in drawn if d[0] == 0]
+    rank0, rank1 = drawn[-2], drawn[-1]
+    assert single[1] == rank0[1] == epoch_seed(3, 0) and rank1[1] == epoch_seed(3, 0, rank=1)
+    assert set(rank0[2]).isdisjoint(rank1[2]) and sorted(rank0[2] + rank1[2]) == [30 * i for i in range(8)]
+    assert rank0[2] == single[2][:4]  # rank 0's shard is the first half of the single process's order
+
+
 def test_carved_validation_split_does_not_follow_the_run_seed(tmp_path):
     """fit_ensemble, evaluate and distill load the data with the default split: training must select on it too."""
     root = write_fer_folder(tmp_path / "fer", per_class=4, prefixes=False)
