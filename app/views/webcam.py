@@ -67,13 +67,12 @@ def live_panel(store: LiveStore) -> None:
 
 
 def every_face(status: LiveStatus) -> None:
-    """A row per tracked face: with several people in view, each one's probabilities, not only the largest's."""
-    rows = [
-        {"face": f"#{f.track_id}", "emotion": f.label, **f.probs}
-        for f in sorted(status.faces, key=lambda f: f.track_id)
-    ]
-    bars = {e: st.column_config.ProgressColumn(e, min_value=0.0, max_value=1.0, format="%.2f") for e in EMOTIONS}
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=bars)
+    """A column per tracked face: with several people in view, each one's probabilities, not only the largest's
+    (emotions down the side keep the table as narrow as the panel for the usual few faces)."""
+    faces = sorted(status.faces, key=lambda f: f.track_id)
+    table = pd.DataFrame({f"#{f.track_id}": [f.probs[e] for e in EMOTIONS] for f in faces}, index=list(EMOTIONS))
+    st.caption("Every face, smoothed (columns numbered as the boxes; bold: its label)")
+    st.dataframe(table.style.format("{:.2f}").highlight_max(axis=0, props="font-weight: bold"))
 
 
 def main() -> None:
