@@ -125,6 +125,23 @@ class LiveStore:
             self._lock.notify()
         return draw_faces(image_rgb, to_annotations(faces)) if faces else image_rgb
 
+    def end_stream(self) -> None:
+        """The browser's camera track ended (STOP, or another device picked): whatever comes next is a new stream,
+        however soon it starts."""
+        with self._lock:
+            self._restart()
+            self._frame = self._pending = None
+
+    def _record_error(self, err: Exception, what: str) -> None:
+        """Show the failure on the page; log its traceback once, not for every frame while it keeps failing."""
+        message = f"{type(err).__name__}: {err}"
+        with self._lock:
+            repeated, self._error = message == self._error, message
+        if repeated:
+            log.debug("%s again: %s", what, message)
+        else:
+            log.exception(what)
+
     def _restart(self) -> None:
         """The camera was stopped and started again, or changed resolution: old timestamps would drag the FPS
         towards zero for a window's worth of frames, and old tracks would carry their ids, smoothed probabilities
@@ -146,9 +163,7 @@ class LiveStore:
             try:
                 self.analyse(image)
             except Exception as err:  # a failure past the models (the tracker) must not end live analysis unseen
-                log.exception("live frame tracking failed")
-                with self._lock:
-                    self._error = f"{type(err).__name__}: {err}"
+                self._record_error(err, "live frame tracking failed")
 
     def analyse(self, image_rgb: np.ndarray) -> list[TrackedFace]:
         """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised."""
@@ -159,9 +174,7 @@ class LiveStore:
         try:
             faces = pipe(image_rgb).faces  # outside the lock: the page and the callback never wait for a model
         except Exception as err:
-            log.exception("live frame analysis failed")
-            with self._lock:
-                self._error = f"{type(err).__name__}: {err}"
+            self._record_error(err, "live frame analysis failed")
             return []
         with self._lock:
             if stream != self._stream:  # the camera restarted while this frame was in the models: it is stale

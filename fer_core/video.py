@@ -7,7 +7,8 @@ encoder exists) and DIR/faces.csv (one row per face per analysed frame: frame, t
 seven smoothed probabilities, label, confidence). Between analysed frames the last boxes are drawn again.
 
 Decoding and encoding use PyAV (FFmpeg), which reads mp4, mov, webm, avi and mkv alike and honours the
-rotation phones store in the container. Frames are streamed: memory does not grow with the video's length.
+rotation phones store in the container. Frames are streamed: no more than one decoded frame is held at a time
+(only the CSV rows, a few hundred bytes per face per analysed frame, grow with the video's length).
 Audio is not copied. Each frame keeps its source time, so variable-frame-rate inputs (browser recordings) play as
 recorded. Frames over 1920 px are analysed and written scaled down; the CSV's boxes stay in the source's pixels.
 """
@@ -57,6 +58,8 @@ MAX_VIDEO_SIDE = 1920
 #: its timing (and matches the CSV's time_s) instead of being replayed at one nominal rate. 1/60000 keeps
 #: millisecond (WebM) times exact and stays under the 65535 the MPEG-4 Part 2 fallback encoder accepts.
 OUTPUT_TIME_BASE = Fraction(1, 60000)
+#: Progress is reported every this many frames when the total is unknown (a callback may also cancel there).
+UNKNOWN_TOTAL_STEP = 25
 #: What the decoder may raise on hostile or damaged input (UnicodeDecodeError is a ValueError).
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 
@@ -367,14 +370,16 @@ def analyse_video(
     every: int = 1,
     *,
     tracker: FaceTracker | None = None,
-    progress_callback: Callable[[float], None] | None = None,
+    progress_callback: Callable[[int, int | None], None] | None = None,
     progress: bool = False,
 ) -> VideoSummary:
     """Analyse every `every`-th frame, track and smooth faces, write DIR/annotated.mp4 and DIR/faces.csv.
 
-    `progress_callback(fraction)` is called with a non-decreasing fraction in [0, 1] (about every 1%, and
-    1.0 at the end), e.g. for a Streamlit progress bar; `progress` shows a tqdm bar on stderr. The tracker
-    is reset first, so ids start at 1 for every video.
+    `progress_callback(frames_done, frames_total)` is called about every 1 % of the container's frame count,
+    with `frames_total` None when the container does not tell it (a browser-recorded WebM) or the count proved
+    low (then every 25 frames), and once more with (frames, frames) on success, e.g. for a Streamlit progress bar;
+    an exception it raises stops the analysis (a cancel). `progress` shows a tqdm bar on stderr. The tracker is
+    reset first, so ids start at 1 for every video.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -444,20 +449,28 @@ def analyse_video(
 
 
 class _Progress:
-    """tqdm bar and throttled callback (every 1%, capped at 0.99 until `__exit__` reports 1.0 on success)."""
+    """tqdm bar and throttled callback: every 1 % of a known total, every `UNKNOWN_TOTAL_STEP` frames otherwise
+    (also once the count passes an estimate that was too low), and (frames, frames) on success."""
 
-    def __init__(self, total: int | None, name: str, show: bool, callback: Callable[[float], None] | None) -> None:
-        self.total = max(total or 0, 1)
+    def __init__(
+        self, total: int | None, name: str, show: bool, callback: Callable[[int, int | None], None] | None
+    ) -> None:
+        self.total = total if total and total > 0 else None
         self.callback = callback
-        self.reported = -1.0
+        self.done = 0
+        self.reported = 0
         self.bar = tqdm(total=total, unit="frame", desc=name, disable=not show, leave=False)
 
     def __call__(self, done: int) -> None:
-        self.bar.update(done - self.bar.n)
-        fraction = min(done / self.total, 0.99)
-        if self.callback is not None and fraction - self.reported >= 0.01:
-            self.callback(fraction)
-            self.reported = fraction
+        self.bar.update(done - self.done)
+        self.done = done
+        if self.callback is None:
+            return
+        total = self.total if self.total and done < self.total else None
+        step = max(1, self.total // 100) if total else UNKNOWN_TOTAL_STEP
+        if done - self.reported >= step:
+            self.callback(done, total)
+            self.reported = done
 
     def __enter__(self) -> _Progress:
         return self
@@ -467,7 +480,7 @@ class _Progress:
     ) -> None:
         self.bar.close()
         if exc_type is None and self.callback is not None:
-            self.callback(1.0)
+            self.callback(self.done, self.done)
 
 
 def main(argv: list[str] | None = None) -> int:

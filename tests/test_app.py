@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import shutil
 import struct
@@ -470,6 +471,11 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     assert np.array_equal(store.process(smaller), smaller)  # no boxes from the larger frame drawn on it
     status = one_analysed_frame()
     assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]
+    status = one_analysed_frame()
+    store.end_stream()  # STOP then START at once (or another camera): the browser says the track ended
+    assert store.latest_frame() is None and store.status().camera_fps == 0.0
+    status = one_analysed_frame()
+    assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]  # not the previous stream's track at age 3
 
 
 def test_live_store_drops_an_analysis_that_outlived_its_stream() -> None:
@@ -550,7 +556,7 @@ def test_live_callback_never_waits_for_the_models() -> None:
     assert store.status().frames == 2 and calls[1] is frames[-1]  # only the newest waiting frame was analysed
 
 
-def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path) -> None:
+def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
     from app.live import LiveStore, TrackerSettings
 
     pipe = Pipeline.load(app_weights, runtime="torch", detector_backend="haar")
@@ -575,8 +581,11 @@ def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path) -> Non
         raise RuntimeError("model crashed")
 
     store.configure(broken, TrackerSettings("window", window=3))  # type: ignore[arg-type]
-    assert store.analyse(frame) == []
+    with caplog.at_level(logging.ERROR, logger="app.live"):
+        for _ in range(5):
+            assert store.analyse(frame) == []
     assert store.status().error == "RuntimeError: model crashed"
+    assert len(caplog.records) == 1  # one traceback, not one per frame while it keeps failing
 
 
 def test_live_store_smooths_as_the_sidebar_says_and_restarts_on_a_change() -> None:
@@ -727,6 +736,85 @@ def test_the_tta_switch_of_the_video_and_webcam_pages_sets_the_views(
     assert ui.pipeline(settings).ensemble.tta == "flip"
 
 
+def test_a_background_job_hands_over_its_result_its_error_or_its_cancel() -> None:
+    from app.jobs import BackgroundJob, Progress
+
+    def count(report: Callable[[int, int | None], None], fail: bool = False) -> str:
+        for done in range(1, 4):
+            report(done, None if done == 3 else 3)
+        if fail:
+            raise OSError(28, "No space left on device")
+        return "done"
+
+    finished = BackgroundJob.start("a", ("k",), count)
+    assert finished.wait(10) and finished.result == "done" and finished.error is None and not finished.cancelled
+    assert finished.progress == Progress(3, None) and finished.progress.fraction is None
+    assert Progress(1, 4).fraction == 0.25
+    failed = BackgroundJob.start("b", ("k",), lambda report: count(report, fail=True))
+    assert failed.wait(10) and failed.result is None and isinstance(failed.error, OSError)
+    gate = threading.Event()
+
+    def held(report: Callable[[int, int | None], None]) -> str:
+        gate.wait(10)
+        return count(report)
+
+    stopped = BackgroundJob.start("c", ("k",), held)
+    stopped.cancel()
+    gate.set()
+    assert stopped.wait(10) and stopped.cancelled and stopped.result is None and stopped.progress.done == 0
+
+
+def finish_video(app: AppTest) -> None:
+    """The analysis runs beside the page: wait for it to end, then rerun so the page collects it."""
+    job = app.session_state.get("video_job")
+    assert job is None or job.wait(TIMEOUT), "the video analysis did not end"
+    app.run()
+
+
+def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
+    app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit stops a script at its next call when a widget changes: analysis in the script thread was lost
+    without a word. It now runs beside the page, and only Cancel stops it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real_analyse = fer_video.analyse_video
+    gate = threading.Event()
+
+    def held_analyse(source: Path, pipe: Any, out_dir: Path, *args: Any, **kwargs: Any) -> Any:
+        report = kwargs["progress_callback"]
+        report(1, 10)
+        gate.wait(TIMEOUT)  # the test holds the analysis here while it touches the page
+        report(2, 10)  # where a cancel lands
+        return real_analyse(source, pipe, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(fer_video, "analyse_video", held_analyse)
+    app.switch_page("views/video.py").run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    job = app.session_state["video_job"]
+    deadline = time.monotonic() + 60
+    while job.progress.done < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.number_input(key="video_every").set_value(5).run()  # a rerun mid-analysis (in a browser it ended it)
+    assert not app.exception, app.exception
+    assert any(bar.proto.text == "Analysing clip.mp4… 10%" for bar in app.get("progress"))
+    assert app.button(key="video_analyse").disabled and not job.done
+    gate.set()
+    finish_video(app)
+    assert [m.value for m in app.metric][:2] == ["8", "3"]  # analysed at every 3rd frame, the setting it began with
+    assert "Settings changed" in app.caption[0].value
+
+    gate.clear()
+    app.button(key="video_analyse").click().run()
+    app.button(key="video_cancel").click().run()
+    gate.set()
+    finish_video(app)
+    assert not app.exception and not app.error, (app.exception, app.error)
+    assert app.warning[0].value == "clip.mp4: analysis cancelled."
+    assert [m.value for m in app.metric][:2] == ["8", "3"]  # the last finished result is still there
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     written: list[tuple[Path, Path]] = []
@@ -743,6 +831,7 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     app.number_input(key="video_every").set_value(2)
     app.run()
     app.button(key="video_analyse").click().run()
+    finish_video(app)
     assert not app.exception and not app.error, (app.exception, app.error)
     assert [m.value for m in app.metric][:2] == ["8", "4"]
     assert len(app.get("video")) == 1
@@ -762,6 +851,7 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
 
     app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
     app.button(key="video_analyse").click().run()
+    finish_video(app)
     assert not app.exception
     assert app.error[0].value.startswith("broken.mp4: ") and str(tmp_path) not in app.error[0].value
     assert list(tmp_path.iterdir()) == []
@@ -772,6 +862,7 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     monkeypatch.setattr(fer_video, "analyse_video", disk_full)
     app.file_uploader(key="video_upload").set_value(("holiday.mp4", clip(), "video/mp4")).run()
     app.button(key="video_analyse").click().run()
+    finish_video(app)
     assert not app.exception
     assert app.error[0].value == "holiday.mp4: analysis failed (OSError: No space left on device)"
 

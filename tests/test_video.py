@@ -188,8 +188,9 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path, cover_art: bool) ->
 
 
 def test_analyse_video_tracks_one_face(face_video: Path, haar_pipe: Pipeline, tmp_path: Path) -> None:
-    fractions: list[float] = []
-    summary = analyse_video(face_video, haar_pipe, tmp_path / "out", every=2, progress_callback=fractions.append)
+    reports: list[tuple[int, int | None]] = []
+    progress = lambda done, total: reports.append((done, total))  # noqa: E731
+    summary = analyse_video(face_video, haar_pipe, tmp_path / "out", every=2, progress_callback=progress)
     assert (summary.frames, summary.analysed_frames, summary.width, summary.height) == (20, 10, 320, 240)
     assert summary.track_ids == [1]
     table = pd.read_csv(summary.csv_path)
@@ -201,7 +202,7 @@ def test_analyse_video_tracks_one_face(face_video: Path, haar_pipe: Pipeline, tm
     np.testing.assert_allclose(table[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-3)
     assert set(table["label"]) <= set(EMOTIONS)
     assert table["x1"].iloc[-1] > table["x1"].iloc[0] + 20  # the box follows the face to the right
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 5
+    assert reports == [(n, 20) for n in range(1, 20)] + [(20, 20)]  # every 1 % of 20 frames is every frame
     pd.testing.assert_frame_equal(summary.faces.reset_index(drop=True), table, check_dtype=False)
 
     info = probe_video(summary.annotated_path)
@@ -259,6 +260,33 @@ def test_a_video_too_thin_to_encode_names_the_input(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(video, "probe_video", lambda p: dataclasses.replace(real_probe(p), width=1))
     with pytest.raises(VideoError, match=r"thin\.mp4: a 1x48 video is too small"):
         analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [
+        (None, [(25, None), (50, None), (60, 60)]),  # a WebM without a frame count: every 25 frames
+        (40, [*((n, 40) for n in range(1, 40)), (60, 60)]),  # an estimate that proved low: unknown from then on
+        (600, [*((n, 600) for n in range(6, 61, 6)), (60, 60)]),  # every 1 %; the end says how many there were
+    ],
+)  # fmt: skip
+def test_progress_reports_with_and_without_a_frame_count(total, expected) -> None:
+    reports: list[tuple[int, int | None]] = []
+    with video._Progress(total, "clip", False, lambda done, of: reports.append((done, of))) as report:
+        for done in range(1, 61):
+            report(done)
+    assert reports == expected
+
+
+def test_a_callback_that_raises_stops_the_analysis_and_leaves_nothing(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.mp4", [np.zeros((48, 64, 3), np.uint8)] * 30, "libx264")
+
+    def cancel(done: int, total: int | None) -> None:
+        raise KeyboardInterrupt  # what a user's Cancel amounts to
+
+    with pytest.raises(KeyboardInterrupt):
+        analyse_video(path, StubPipeline(), tmp_path / "out", progress_callback=cancel)  # type: ignore[arg-type]
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 class StubPipeline:

@@ -1,14 +1,17 @@
 """Video page: analyse every Nth frame of an uploaded clip, play the annotated result, plot each face over time.
 
 The upload is written to a private `tempfile` directory only for FFmpeg to read, and that directory (with the
-annotated copy and the CSV) is deleted as soon as the results are read back into this session's memory.
+annotated copy and the CSV) is deleted as soon as the results are read back into this session's memory. The
+analysis runs as a `BackgroundJob`: the page may rerun (any widget touched) while it works, and only the Cancel
+button stops it.
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -16,13 +19,16 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
+from app.jobs import BackgroundJob
 from app.live import TrackerSettings
 from fer_core.detection import VIDEO_IMGSZ
 from fer_core.pipeline import Pipeline
 from fer_core.video import VideoError, analyse_video
 
-log = logging.getLogger(__name__)
 RESULT_KEY = "video_result"
+JOB_KEY = "video_job"
+#: (file digest, message, failed) of the last run that ended without a result, shown while that file is loaded.
+PROBLEM_KEY = "video_problem"
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ def analyse_upload(
     every: int,
     tracking: TrackerSettings,
     key: tuple[Any, ...] = (),
-    progress: Any = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> VideoResult:
     """Run `analyse_video` on the bytes inside a temp dir that is removed afterwards, errors included."""
     suffix = PurePath(name).suffix.lower() or ".mp4"
@@ -68,7 +74,12 @@ def show_result(result: VideoResult) -> None:
     columns = st.columns(4)
     columns[0].metric("Frames", info.get("frames", "?"))
     columns[1].metric("Analysed", info.get("analysed_frames", "?"))
-    columns[2].metric("Faces tracked", info.get("faces_tracked", "?"))
+    columns[2].metric(
+        "Face tracks",
+        info.get("faces_tracked", "?"),
+        help=f"A face the detector misses for more than {TrackerSettings.max_missed} analysed frames in a row "
+        "comes back as a new track, so one person can count more than once.",
+    )
     columns[3].metric("Duration", f"{info.get('duration_s', 0):.1f} s")
     st.video(result.video, format="video/mp4")
     stem = PurePath(result.name).stem
@@ -116,31 +127,24 @@ def main() -> None:
         return
     data = upload.getvalue()
     key = (ui.file_digest(data), int(every), tracking, tta, *settings.key)
+    job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
+    if job is not None and job.key[0] != key[0]:
+        job.cancel()  # another file was dropped: the old clip's analysis is of no use any more
+    running = job is not None and not job.done and job.key[0] == key[0]
+    if st.button("Analyse video", type="primary", key="video_analyse", disabled=running):
+        st.session_state.pop(PROBLEM_KEY, None)
+        work = partial(analyse_upload, upload.name, data, pipe, int(every), tracking, key)
+        job = st.session_state[JOB_KEY] = BackgroundJob.start(upload.name, key, lambda report: work(progress=report))
+    if job is not None:
+        if job.done:
+            collect(job)
+        elif job.key[0] == key[0]:
+            job_panel(job)
+    problem = st.session_state.get(PROBLEM_KEY)
+    if problem is not None and problem[0] == key[0]:
+        _, message, failed = problem
+        (st.error if failed else st.warning)(message, icon=":material/error:" if failed else ":material/stop:")
     previous: VideoResult | None = st.session_state.get(RESULT_KEY)
-    if st.button("Analyse video", type="primary", key="video_analyse"):
-        bar = st.progress(0.0, text="Analysing…")
-        try:
-            result = analyse_upload(
-                upload.name,
-                data,
-                pipe,
-                int(every),
-                tracking,
-                key,
-                progress=lambda f: bar.progress(min(max(f, 0.0), 1.0), text=f"Analysing… {f:.0%}"),
-            )
-        except VideoError as err:
-            bar.empty()
-            st.error(str(err), icon=":material/error:")
-            return
-        except Exception as err:  # an encoder or decoder failure, a full disk: a message, not a traceback
-            log.exception("video analysis failed")
-            bar.empty()
-            problem = getattr(err, "strerror", None) or str(err)  # an OSError's text without our temp path
-            st.error(f"{upload.name}: analysis failed ({type(err).__name__}: {problem})", icon=":material/error:")
-            return
-        bar.empty()
-        st.session_state[RESULT_KEY] = previous = result
     if previous is not None and previous.key[0] == key[0] and previous.name != upload.name:
         previous = replace(previous, name=upload.name)  # the same bytes under another name: downloads follow it
         st.session_state[RESULT_KEY] = previous
@@ -149,6 +153,35 @@ def main() -> None:
     elif previous is not None and previous.key[0] == key[0]:
         st.caption("Settings changed: press *Analyse video* to apply them.")
         show_result(previous)
+
+
+@st.fragment(run_every=1.0)
+def job_panel(job: BackgroundJob[VideoResult]) -> None:
+    """Progress of the running analysis, redrawn every second; the whole page reruns once it has ended."""
+    if job.done:
+        st.rerun()
+    progress = job.progress
+    if progress.fraction is None:
+        st.progress(0.0, text=f"Analysing {job.name}… {progress.done} frames")
+    else:
+        st.progress(progress.fraction, text=f"Analysing {job.name}… {progress.fraction:.0%}")
+    st.caption("It goes on while you change settings; they apply to the next run.")
+    st.button("Cancel", key="video_cancel", on_click=job.cancel, icon=":material/stop:")
+
+
+def collect(job: BackgroundJob[VideoResult]) -> None:
+    """Take an ended job's result, or word why there is none (once: the job is then forgotten)."""
+    st.session_state.pop(JOB_KEY, None)
+    if job.result is not None:
+        st.session_state[RESULT_KEY] = job.result
+    elif job.cancelled:
+        st.session_state[PROBLEM_KEY] = (job.key[0], f"{job.name}: analysis cancelled.", False)
+    elif isinstance(job.error, VideoError):
+        st.session_state[PROBLEM_KEY] = (job.key[0], str(job.error), True)
+    elif job.error is not None:  # an encoder or decoder failure, a full disk: a message, not a traceback
+        problem = getattr(job.error, "strerror", None) or str(job.error)  # an OSError's text without our temp path
+        message = f"{job.name}: analysis failed ({type(job.error).__name__}: {problem})"
+        st.session_state[PROBLEM_KEY] = (job.key[0], message, True)
 
 
 main()

@@ -100,6 +100,7 @@ def main() -> None:
                 rtc_configuration={"iceServers": servers},
                 media_stream_constraints={"video": True, "audio": False},
                 video_frame_callback=video_frame_callback,
+                on_video_ended=store.end_stream,  # a STOP then START within seconds is still a fresh stream
                 async_processing=True,
             )
         except Exception as err:  # e.g. no Streamlit server behind the page (scripted runs)
