@@ -168,3 +168,43 @@ def test_comparison_shows_models_side_by_side(server: str, driver: Any, screensh
     time.sleep(1.0)
     assert not page_texts(driver, "stException")
     driver.save_screenshot(str(screenshots / "compare.png"))
+
+
+def test_video_analysis_goes_on_while_a_setting_changes(
+    server: str, driver: Any, screenshots: Path, tmp_path: Path
+) -> None:
+    """The analysis runs beside the page: its progress bar refreshes itself, a widget touched meanwhile does not
+    end it, and the result appears by itself when it is done (no click)."""
+    import av
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    clip = tmp_path / "clip.mp4"
+    face = np.ascontiguousarray(astronaut()[8:218, 83:363][::2, ::2][:104, :136])  # even sides for yuv420p
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 136, 104, "yuv420p"
+        for i in range(300):
+            frame = av.VideoFrame.from_ndarray(np.roll(face, i % 7, axis=1), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    driver.get(f"{server}/video")
+    upload = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'input[type="file"]'), what="the uploader")
+    upload.send_keys(str(clip))
+    analyse = wait_for(
+        lambda: next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Analyse video"),
+        what="the Analyse button",
+    )
+    analyse.click()
+    seen = wait_for(
+        lambda: next((t for t in page_texts(driver, "stProgress") if t.startswith("Analysing clip.mp4")), None),
+        what="the progress bar",
+    )
+    driver.find_element(By.CSS_SELECTOR, '[data-testid="stNumberInputStepUp"]').click()  # every 3 -> 4, mid-run
+    metrics = wait_for(lambda: page_texts(driver, "stMetric"), what="the result's figures")
+    assert metrics[0].split() == ["Frames", "300"] and metrics[1].split() == ["Analysed", "100"], (seen, metrics)
+    assert not page_texts(driver, "stException")
+    assert any("Settings changed" in t for t in page_texts(driver, "stCaptionContainer"))
+    driver.save_screenshot(str(screenshots / "video.png"))
