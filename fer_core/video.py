@@ -16,6 +16,7 @@ recorded. Frames over 1920 px are analysed and written scaled down; the CSV's bo
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
@@ -108,6 +109,20 @@ class VideoSummary:
     duration_s: float  # from the frames' own timestamps: frames / fps is wrong for a variable-rate recording
     track_ids: list[int] = field(default_factory=list)
     faces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CSV_COLUMNS))
+    announced_frames: int | None = None  # the container's own count (None when it gives none)
+
+    @property
+    def ended_early(self) -> str | None:
+        """Why the results may cover only part of the clip: FFmpeg stops quietly at a truncated file's end, so a
+        download cut short gave partial results without a word. A count estimated from the duration (not every
+        container stores one) may be off by a few frames, hence the 10 % margin."""
+        if not self.announced_frames or self.frames >= 0.9 * self.announced_frames:
+            return None
+        return (
+            f"{self.source.name}: only {self.frames} of the {self.announced_frames} frames the file announces could "
+            "be decoded; it may be truncated or damaged, and the results cover its first "
+            f"{self.duration_s:.1f} s only"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-face table)."""
@@ -124,6 +139,8 @@ class VideoSummary:
             "duration_s": round(self.duration_s, 3),
             "codec": self.codec,
             "faces_tracked": len(self.track_ids),
+            "announced_frames": self.announced_frames,
+            "ended_early": self.ended_early,
         }
 
 
@@ -445,6 +462,7 @@ def analyse_video(
         duration_s=last_time + 1 / info.fps,
         track_ids=sorted(int(i) for i in table["face_id"].unique()),
         faces=table,
+        announced_frames=info.frames,
     )
 
 
@@ -530,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "
         f"{len(summary.faces)} rows -> {summary.csv_path}; video ({summary.codec}) -> {summary.annotated_path}"
     )
+    if summary.ended_early:
+        print(f"warning: {summary.ended_early}", file=sys.stderr)
+        return cli.PARTIAL_FAILURE
     return 0
 
 

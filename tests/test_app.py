@@ -39,6 +39,7 @@ from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, FaceResult, ImageResult, Pipeline
+from tests.test_video import noise_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
@@ -848,6 +849,13 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     assert "Settings changed" in app.caption[0].value and len(app.get("video")) == 1
     app.file_uploader(key="video_upload").set_value(("holiday.mp4", clip(), "video/mp4")).run()
     assert app.session_state["video_result"].name == "holiday.mp4"  # the same bytes: downloads take the new name
+
+    noise = noise_mp4(60)
+    app.file_uploader(key="video_upload").set_value(("cut.mp4", noise[: len(noise) * 2 // 3], "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    finish_video(app)
+    assert app.warning[0].value.startswith("cut.mp4: only ")  # the user's file name, not the temp copy's
+    assert len(app.get("video")) == 1
 
     app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
     app.button(key="video_analyse").click().run()

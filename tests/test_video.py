@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,49 @@ def test_a_callback_that_raises_stops_the_analysis_and_leaves_nothing(tmp_path: 
     with pytest.raises(KeyboardInterrupt):
         analyse_video(path, StubPipeline(), tmp_path / "out", progress_callback=cancel)  # type: ignore[arg-type]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+FASTSTART = {"movflags": "faststart"}
+
+
+def noise_mp4(frames: int) -> bytes:
+    """An H.264 mp4 with its index at the front (as phones and browsers write it) of noise frames, so that every
+    frame takes its share of the bytes and cutting the file cuts frames."""
+    rng = np.random.default_rng(0)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        av.open(path := f"{folder}/noise.mp4", "w", options=FASTSTART) as container,
+    ):
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()  # the faststart rewrite moves the index to the front
+        return Path(path).read_bytes()
+
+
+def test_a_truncated_file_is_analysed_as_far_as_it_goes_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A download cut short (index at the front, as phones and browsers write it): FFmpeg decodes the frames that
+    are there and stops without an error, so the results covered part of the clip without a word."""
+    data, full, cut = noise_mp4(60), tmp_path / "full.mp4", tmp_path / "cut.mp4"
+    full.write_bytes(data)
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    summary = analyse_video(cut, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert 0 < summary.frames < 54 and summary.announced_frames == 60
+    assert summary.ended_early == (
+        f"cut.mp4: only {summary.frames} of the 60 frames the file announces could be decoded; it may be truncated "
+        f"or damaged, and the results cover its first {summary.duration_s:.1f} s only"
+    )
+    assert analyse_video(full, StubPipeline(), tmp_path / "out2").ended_early is None  # type: ignore[arg-type]
+    monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: StubPipeline())
+    assert video.main([str(cut), "--out", str(tmp_path / "cli")]) == cli.PARTIAL_FAILURE
+    assert "warning: cut.mp4: only" in capsys.readouterr().err
 
 
 class StubPipeline:

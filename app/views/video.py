@@ -64,6 +64,8 @@ def analyse_upload(
         except VideoError as err:
             raise VideoError(str(err).replace(str(source), name)) from err  # the user's name, not our temp path
         info = {k: v for k, v in summary.to_dict().items() if k not in ("source", "annotated", "csv")}
+        if info["ended_early"]:
+            info["ended_early"] = info["ended_early"].replace(source.name, name)
         return VideoResult(
             name, key, summary.annotated_path.read_bytes(), summary.csv_path.read_bytes(), summary.faces, info
         )
@@ -81,6 +83,8 @@ def show_result(result: VideoResult) -> None:
         "comes back as a new track, so one person can count more than once.",
     )
     columns[3].metric("Duration", f"{info.get('duration_s', 0):.1f} s")
+    if info.get("ended_early"):
+        st.warning(info["ended_early"], icon=":material/content_cut:")
     st.video(result.video, format="video/mp4")
     stem = PurePath(result.name).stem
     left, right = st.columns(2)
