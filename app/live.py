@@ -113,8 +113,10 @@ class LiveStore:
         with self._lock:
             paused = bool(self._received_at) and now - self._received_at[-1] > STALE_AFTER_S
             resized = self._frame is not None and image_rgb.shape != self._frame.shape  # WebRTC adapting to bandwidth
-            if paused or resized:
+            if paused:
                 self._restart()
+            elif resized:
+                self._resize(self._frame.shape, image_rgb.shape)
             self._frame = self._pending = image_rgb
             self._received_at.append(now)
             fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
@@ -142,10 +144,17 @@ class LiveStore:
         else:
             log.exception(what)
 
+    def _resize(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+        """The same stream at another resolution: tracks and their smoothing go on in the new pixels; the boxes
+        drawn so far (old pixels) and a frame in the models now (old size) are dropped."""
+        self._stream += 1
+        self._faces = []
+        self._tracker.rescale(new[1] / old[1], new[0] / old[0])
+
     def _restart(self) -> None:
-        """The camera was stopped and started again, or changed resolution: old timestamps would drag the FPS
-        towards zero for a window's worth of frames, and old tracks would carry their ids, smoothed probabilities
-        and boxes (in the old frame's pixels) into the new stream."""
+        """The camera was stopped and started again: old timestamps would drag the FPS towards zero for a window's
+        worth of frames, and old tracks would carry their ids, smoothed probabilities and boxes into the new
+        stream."""
         self._stream += 1
         self._received_at.clear()
         self._analysed_at.clear()

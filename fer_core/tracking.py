@@ -111,6 +111,12 @@ class FaceTracker:
         """Ids of every live track, including ones not seen in the latest frame (still within `max_missed`)."""
         return [t.track_id for t in self._tracks]
 
+    def rescale(self, sx: float, sy: float) -> None:
+        """Carry every track over to frames resized by (sx, sy), as WebRTC does when bandwidth or CPU run short:
+        the same faces, so ids and smoothed probabilities go on, with boxes in the new frame's pixels."""
+        for track in self._tracks:
+            track.box = track.box * np.array([sx, sy, sx, sy])
+
     def reset(self) -> None:
         """Forget every track and restart ids at 1 (a new video or a restarted camera)."""
         self._tracks = []

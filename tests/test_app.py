@@ -453,9 +453,9 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     store = LiveStore(clock=lambda: now[0])
     store.configure(Pipeline.load(app_weights, runtime="torch", detector_backend="haar"), TrackerSettings())
 
-    def one_analysed_frame() -> LiveStatus:
+    def one_analysed_frame(image: np.ndarray = frame) -> LiveStatus:
         before = store.status().frames
-        store.process(frame)
+        store.process(image)
         deadline = time.monotonic() + 60
         while store.status().frames == before and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -468,10 +468,13 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     status = one_analysed_frame()
     assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]  # a new track, not the old one continued
     status = one_analysed_frame()
+    assert [(f.track_id, f.age) for f in status.faces] == [(1, 2)]
     smaller = cv2.resize(frame, (256, 256), interpolation=cv2.INTER_AREA)  # WebRTC lowers the resolution
     assert np.array_equal(store.process(smaller), smaller)  # no boxes from the larger frame drawn on it
-    status = one_analysed_frame()
-    assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]
+    status = one_analysed_frame(smaller)
+    (face,) = status.faces
+    assert face.track_id == 1 and face.age >= 3  # the same face goes on (its smoothing too), not a new track
+    assert max(face.box) <= 256  # in the new frame's pixels
     status = one_analysed_frame()
     store.end_stream()  # STOP then START at once (or another camera): the browser says the track ended
     assert store.latest_frame() is None and store.status().camera_fps == 0.0

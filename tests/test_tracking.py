@@ -36,6 +36,18 @@ def test_moving_face_keeps_one_id() -> None:
     assert ids == {1}
 
 
+def test_a_track_goes_on_when_the_frame_is_resized() -> None:
+    """Half the resolution, the same face: without carrying the box over, its overlap (0.25) starts a new track."""
+    tracker = FaceTracker(alpha=0.5)
+    tracker.update([face((10, 10, 50, 50), "happy")])
+    tracker.rescale(0.5, 0.5)
+    (tracked,) = tracker.update([face((5, 5, 25, 25), "sad")])
+    assert (tracked.track_id, tracked.age) == (1, 2) and tracked.probs["happy"] == pytest.approx(0.5)
+    fresh = FaceTracker(alpha=0.5)
+    fresh.update([face((10, 10, 50, 50), "happy")])
+    assert fresh.update([face((5, 5, 25, 25), "sad")])[0].track_id == 2
+
+
 def test_matching_is_optimal_not_greedy() -> None:
     """Two neighbours moving right: greedy matching gives the first detection to the second track (IoU 0.82) and
     leaves the second detection at IoU 0.18, under the threshold, so it would start a new id."""
