@@ -39,7 +39,7 @@ from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, FaceResult, ImageResult, Pipeline
-from tests.test_video import noise_mp4
+from tests.test_video import AlternatingPipeline, noise_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / "app" / "main.py")
@@ -596,15 +596,7 @@ def test_live_store_smooths_as_the_sidebar_says_and_restarts_on_a_change() -> No
     """One face, sure it is happy and sad in turn: each smoothing setting gives its own, hand-worked numbers."""
     from app.live import LiveStore, TrackerSettings
 
-    calls = 0
-
-    def alternating(image: np.ndarray) -> ImageResult:
-        nonlocal calls
-        label = "happy" if calls % 2 == 0 else "sad"
-        calls += 1
-        probs = dict.fromkeys(EMOTIONS, 0.0) | {label: 1.0}
-        face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, label, 1.0, probs, {"ensemble": probs})
-        return ImageResult([face], image.shape[1], image.shape[0])
+    alternating = AlternatingPipeline()  # sure it is happy, then sad, then happy...
 
     def happy_and_sad(settings: TrackerSettings, frames: int) -> tuple[float, float, int]:
         store.configure(alternating, settings)  # type: ignore[arg-type]

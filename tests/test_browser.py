@@ -175,21 +175,13 @@ def test_video_analysis_goes_on_while_a_setting_changes(
 ) -> None:
     """The analysis runs beside the page: its progress bar refreshes itself, a widget touched meanwhile does not
     end it, and the result appears by itself when it is done (no click)."""
-    import av
     import numpy as np
     from selenium.webdriver.common.by import By
 
-    clip = tmp_path / "clip.mp4"
+    from tests.test_video import write_video
+
     face = np.ascontiguousarray(astronaut()[8:218, 83:363][::2, ::2][:104, :136])  # even sides for yuv420p
-    with av.open(str(clip), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 136, 104, "yuv420p"
-        for i in range(300):
-            frame = av.VideoFrame.from_ndarray(np.roll(face, i % 7, axis=1), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(face, i % 7, axis=1) for i in range(300)], "mpeg4", fps=25)
     driver.get(f"{server}/video")
     upload = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'input[type="file"]'), what="the uploader")
     upload.send_keys(str(clip))

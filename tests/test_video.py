@@ -25,10 +25,13 @@ from fer_core.tracking import FaceTracker
 from fer_core.video import CSV_COLUMNS, VideoError, analyse_video, iter_frames, probe_video
 
 
-def write_video(path: Path, frames: list[np.ndarray], codec: str, fps: int = 10, rotation: int = 0) -> Path:
-    """Encode RGB frames with PyAV directly (independent of the writer under test)."""
+def write_video(
+    path: Path, frames: list[np.ndarray], codec: str, fps: int = 10, rotation: int = 0, faststart: bool = False
+) -> Path:
+    """Encode RGB frames with PyAV directly (independent of the writer under test); `faststart` puts the index at
+    the front, as phones and browsers write mp4."""
     height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if rotation:
@@ -290,27 +293,13 @@ def test_a_callback_that_raises_stops_the_analysis_and_leaves_nothing(tmp_path: 
     assert list((tmp_path / "out").iterdir()) == []
 
 
-FASTSTART = {"movflags": "faststart"}
-
-
 def noise_mp4(frames: int) -> bytes:
     """An H.264 mp4 with its index at the front (as phones and browsers write it) of noise frames, so that every
     frame takes its share of the bytes and cutting the file cuts frames."""
     rng = np.random.default_rng(0)
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        av.open(path := f"{folder}/noise.mp4", "w", options=FASTSTART) as container,
-    ):
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()  # the faststart rewrite moves the index to the front
-        return Path(path).read_bytes()
+    noise = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(frames)]
+    with tempfile.TemporaryDirectory() as folder:
+        return write_video(Path(folder) / "noise.mp4", noise, "libx264", fps=25, faststart=True).read_bytes()
 
 
 def test_a_truncated_file_is_analysed_as_far_as_it_goes_and_says_so(
