@@ -332,7 +332,7 @@ def displayable(image: np.ndarray) -> np.ndarray:
 
 #: The settings each page keeps while the user visits another: widget keys are "<page>_<setting>". Streamlit drops
 #: a widget's value when a run does not draw it, so without re-storing them every slider reset on coming back.
-#: Uploads cannot be restored this way (Streamlit does not allow setting a file uploader).
+#: Uploads cannot be restored this way (Streamlit does not allow setting a file uploader): see `kept_file_uploader`.
 _PAGES = ("photos", "webcam", "compare", "video")
 _SIDEBAR_SETTINGS = ("backend", "conf", "min_face", "det_tta", "max_faces", "tta", "smoothing", "alpha", "window")
 KEPT_SETTINGS = (
@@ -352,6 +352,33 @@ def keep_settings() -> None:
     for key in KEPT_SETTINGS:
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
+
+
+def kept_file_uploader(label: str, *, key: str, **kwargs: Any) -> Any:
+    """`st.file_uploader` whose files outlive a visit to another page.
+
+    Streamlit drops the uploader's files when a run does not draw it, and an uploader cannot be re-stored like the
+    settings (`keep_settings`), so the files are kept here. They are forgotten only when the user changes the
+    uploader (its `on_change`; a page switch calls no callback) or presses the button shown beside kept files.
+    """
+    kept_key = f"_kept_{key}"
+
+    def forget() -> None:
+        st.session_state.pop(kept_key, None)
+
+    files = st.file_uploader(label, key=key, on_change=forget, **kwargs)
+    if files:
+        st.session_state[kept_key] = files
+        return files
+    kept = st.session_state.get(kept_key)
+    if not kept:
+        return files
+    names = [upload.name for upload in (kept if isinstance(kept, list) else [kept])]
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    left.caption(f"Kept from before you opened another page: {shown}. Drop files above to replace them.")
+    right.button("Forget", key=f"{key}_forget", on_click=forget, icon=":material/close:")
+    return kept
 
 
 def file_digest(data: bytes) -> str:

@@ -20,7 +20,7 @@ import time
 import types
 import zlib
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import av
@@ -809,6 +809,84 @@ def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
     assert app.warning[0].value == "clip.mp4: analysis cancelled."
     assert [m.value for m in app.metric][:2] == ["8", "3"]  # the last finished result is still there
     assert list(tmp_path.iterdir()) == []
+
+
+def visit_photos_and_return(app: AppTest, page: str) -> None:
+    """Streamlit drops an upload widget's files when a run draws another page: the page must keep them itself."""
+    app.switch_page("views/photos.py" if page != "views/photos.py" else "views/compare.py").run()
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    upload_key = PurePath(page).stem + "_upload"
+    assert not app.file_uploader(key=upload_key).value  # what Streamlit does, and why the page keeps its files
+    assert app.main.caption[0].value.startswith("Kept from before you opened another page: ")
+
+
+def test_photos_and_compare_pages_keep_their_photos_after_a_visit_to_another_page(app: AppTest) -> None:
+    photo = ("astronaut.png", encode(astronaut(), "PNG"), "image/png")
+    app.file_uploader(key="photos_upload").set_value([photo]).run()
+    assert app.caption[0].value.startswith("1 face(s)")
+    visit_photos_and_return(app, "views/photos.py")
+    assert "astronaut.png" in app.caption[0].value and app.caption[1].value.startswith("1 face(s)")
+    app.slider(key="photos_conf").set_value(0.3).run()  # a rerun on the page itself keeps them too
+    assert app.caption[1].value.startswith("1 face(s)")
+    app.button(key="photos_upload_forget").click().run()
+    assert not app.main.caption and app.info[0].value.startswith("Every face is boxed")
+
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(photo).run()
+    charts_shown = len(app.get("plotly_chart"))
+    assert charts_shown >= 3
+    visit_photos_and_return(app, "views/compare.py")
+    assert len(app.get("plotly_chart")) == charts_shown
+
+
+def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the running analysis, its result and a failure were hidden until the file was dropped again."""
+    real_analyse = fer_video.analyse_video
+    gate = threading.Event()
+
+    def held_analyse(source: Path, pipe: Any, out_dir: Path, *args: Any, **kwargs: Any) -> Any:
+        kwargs["progress_callback"](1, 10)
+        gate.wait(TIMEOUT)
+        return real_analyse(source, pipe, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(fer_video, "analyse_video", held_analyse)
+    app.switch_page("views/video.py").run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    job = app.session_state["video_job"]
+    deadline = time.monotonic() + 60
+    while job.progress.done < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    visit_photos_and_return(app, "views/video.py")
+    assert any(bar.proto.text == "Analysing clip.mp4… 10%" for bar in app.get("progress"))
+    assert app.button(key="video_analyse").disabled and not job.done
+    gate.set()
+    finish_video(app)
+    assert [m.value for m in app.metric][:2] == ["8", "3"] and len(app.get("video")) == 1
+    visit_photos_and_return(app, "views/video.py")
+    assert [m.value for m in app.metric][:2] == ["8", "3"]
+    app.number_input(key="video_every").set_value(4).run()
+    app.button(key="video_analyse").click().run()  # the kept clip can be analysed again with other settings
+    finish_video(app)
+    assert [m.value for m in app.metric][:2] == ["8", "2"]
+
+    app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    finish_video(app)
+    visit_photos_and_return(app, "views/video.py")
+    assert app.error[0].value.startswith("broken.mp4: ") and not app.metric  # clip.mp4's result is not broken.mp4's
+
+    gate.clear()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    job = app.session_state["video_job"]
+    app.file_uploader(key="video_upload").set_value(None).run()  # the user removed the file: its analysis stops
+    gate.set()
+    assert job.wait(TIMEOUT) and job.cancelled
+    assert app.info[0].value.startswith("Faces are tracked")
 
 
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,7 @@ def pick_image() -> tuple[str, np.ndarray, str] | None:
     if source == SNAPSHOT:
         image = snapshot["image"]
         return snapshot["name"], image, ui.file_digest(image.tobytes())
-    upload = st.file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
+    upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
     if upload is None:
         st.info("Upload a photo, or take a snapshot on the Webcam page.")
         return None

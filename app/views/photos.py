@@ -200,7 +200,7 @@ def main() -> None:
     pipe = ui.pipeline(settings)
     ui.sidebar_info(pipe)
 
-    files = st.file_uploader(
+    files = ui.kept_file_uploader(
         "Drop one or more photos",
         type=ui.PHOTO_TYPES,
         accept_multiple_files=True,

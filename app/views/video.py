@@ -115,7 +115,7 @@ def main() -> None:
     pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
 
-    upload = st.file_uploader(
+    upload = ui.kept_file_uploader(
         "Drop a video", type=ui.VIDEO_TYPES, key="video_upload", help="mp4, mov, webm or avi; audio is ignored."
     )
     every = st.number_input(
@@ -127,6 +127,9 @@ def main() -> None:
         help="Frames in between reuse the last boxes: higher is faster, coarser.",
     )
     if upload is None:
+        job = st.session_state.get(JOB_KEY)
+        if job is not None and not job.done:
+            job.cancel()  # the user removed the file: its analysis is of no use any more
         st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
         return
     data = upload.getvalue()
