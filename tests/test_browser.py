@@ -149,6 +149,29 @@ def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshot
     assert not page_texts(driver, "stException")
     driver.save_screenshot(str(screenshots / "photos.png"))
 
+    # Streamlit drops an uploader's files when another page is shown; the page keeps them itself.
+    open_page(driver, "Ensemble comparison")
+    wait_for(lambda: "Upload a photo" in " ".join(page_texts(driver, "stAlert")), what="the comparison page")
+    open_page(driver, "Photos")
+    kept = wait_for(
+        lambda: next((t for t in page_texts(driver, "stCaptionContainer") if t.startswith("Kept from")), None),
+        what="the kept-files caption",
+    )
+    assert "astronaut.png" in kept
+    wait_for(lambda: any(t.startswith("1 face(s)") for t in page_texts(driver, "stCaptionContainer")), what="result")
+    assert not page_texts(driver, "stException")
+    driver.save_screenshot(str(screenshots / "photos_kept.png"))
+
+
+def open_page(driver: Any, title: str) -> None:
+    """Click the sidebar navigation link, as a user does (a new URL would start a new session)."""
+    from selenium.webdriver.common.by import By
+
+    links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
+    matching = [link for link in links if link.text.strip().endswith(title)]  # the text starts with the icon's name
+    assert matching, [link.text for link in links]
+    matching[0].click()
+
 
 def test_comparison_shows_models_side_by_side(server: str, driver: Any, screenshots: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
