@@ -376,7 +376,7 @@ def kept_file_uploader(label: str, *, key: str, **kwargs: Any) -> Any:
     names = [upload.name for upload in (kept if isinstance(kept, list) else [kept])]
     left, right = st.columns([4, 1], vertical_alignment="center")
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    left.caption(f"Kept from before you opened another page: {shown}. Drop files above to replace them.")
+    left.caption(f"Showing {shown}, dropped earlier (the uploader empties while hidden): drop files to replace them.")
     right.button("Forget", key=f"{key}_forget", on_click=forget, icon=":material/close:")
     return kept
 
