@@ -767,12 +767,8 @@ def finish_video(app: AppTest) -> None:
     app.run()
 
 
-def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
-    app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Streamlit stops a script at its next call when a widget changes: analysis in the script thread was lost
-    without a word. It now runs beside the page, and only Cancel stops it."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def start_held_video(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, Any]:
+    """Start analysing a clip on the Video page, held after its first progress report until the gate is set."""
     real_analyse = fer_video.analyse_video
     gate = threading.Event()
 
@@ -791,6 +787,16 @@ def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
     deadline = time.monotonic() + 60
     while job.progress.done < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
+    return gate, job
+
+
+def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
+    app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit stops a script at its next call when a widget changes: analysis in the script thread was lost
+    without a word. It now runs beside the page, and only Cancel stops it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gate, job = start_held_video(app, monkeypatch)
     app.number_input(key="video_every").set_value(5).run()  # a rerun mid-analysis (in a browser it ended it)
     assert not app.exception, app.exception
     assert any(bar.proto.text == "Analysing clip.mp4… 10%" for bar in app.get("progress"))
@@ -844,22 +850,7 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     app: AppTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before, the running analysis, its result and a failure were hidden until the file was dropped again."""
-    real_analyse = fer_video.analyse_video
-    gate = threading.Event()
-
-    def held_analyse(source: Path, pipe: Any, out_dir: Path, *args: Any, **kwargs: Any) -> Any:
-        kwargs["progress_callback"](1, 10)
-        gate.wait(TIMEOUT)
-        return real_analyse(source, pipe, out_dir, *args, **kwargs)
-
-    monkeypatch.setattr(fer_video, "analyse_video", held_analyse)
-    app.switch_page("views/video.py").run()
-    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
-    app.button(key="video_analyse").click().run()
-    job = app.session_state["video_job"]
-    deadline = time.monotonic() + 60
-    while job.progress.done < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    gate, job = start_held_video(app, monkeypatch)
     visit_photos_and_return(app, "views/video.py")
     assert any(bar.proto.text == "Analysing clip.mp4… 10%" for bar in app.get("progress"))
     assert app.button(key="video_analyse").disabled and not job.done
