@@ -301,13 +301,32 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert not app.exception, app.exception
     assert app.caption[0].value.endswith("B_mixcut")
     assert chart_titles(app)[0].endswith("· B_mixcut")
-    assert app.selectbox(key="photos_cam_class_0").value == "predicted"
+    assert cam_pickers(app, "Class")[0].value == "predicted"
     predicted = chart_titles(app)[0].split()[1]
     other = next(e for e in EMOTIONS if e != predicted)
-    app.selectbox(key="photos_cam_class_0").set_value(other).run()
+    cam_pickers(app, "Class")[0].set_value(other).run()
     assert not app.exception and not app.error
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert any(c.startswith(f"B_mixcut: {other} (") for c in captions), captions  # the class asked for
+
+
+def cam_pickers(app: AppTest, label: str) -> list[Any]:
+    """The Grad-CAM selectboxes with this label, one per photo, in page order."""
+    return [box for box in app.selectbox if box.label == label]
+
+
+def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppTest) -> None:
+    two = ("two.png", encode(np.concatenate([astronaut(), astronaut()], axis=1), "PNG"), "image/png")
+    one = ("one.png", encode(astronaut(), "PNG"), "image/png")
+    app.file_uploader(key="photos_upload").set_value([two, one])
+    app.toggle(key="photos_gradcam").set_value(True)
+    app.run()
+    assert [c.value.split(" · ")[0] for c in app.main.caption] == ["2 face(s)", "1 face(s)"]
+    cam_pickers(app, "Face")[0].set_value(1)
+    cam_pickers(app, "Class")[0].set_value("happy").run()
+    app.file_uploader(key="photos_upload").set_value([one]).run()  # one.png moves up to the first place
+    assert not app.exception, app.exception
+    assert cam_pickers(app, "Face")[0].value == 0 and cam_pickers(app, "Class")[0].value == "predicted"
 
 
 def test_detection_sliders_reach_the_detector(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,7 +80,7 @@ def annotated_image(item: Analysed, views: list[ModelView]) -> np.ndarray:
     )
 
 
-def show_charts(item: Analysed, views: list[ModelView], index: int, model: str) -> None:
+def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str) -> None:
     assert item.result is not None
     faces = item.result.faces
     numbers = list(range(len(faces)))
@@ -89,15 +89,15 @@ def show_charts(item: Analysed, views: list[ModelView], index: int, model: str) 
             f"{len(faces)} faces: show the probabilities of",
             numbers,
             format_func=lambda i: f"face #{i + 1} ({views[i].label} {views[i].confidence:.2f})",
-            key=f"photos_chart_face_{index}",
+            key=f"photos_chart_face_{slot}",
         )
         numbers = [chosen]
     for i in numbers:
         title = f"#{i + 1} {views[i].label} {views[i].confidence:.2f} · {ui.model_title(model)}"
-        st.plotly_chart(charts.probs_bar(views[i].probs, title), config=charts.figure_config(), key=f"bar_{index}_{i}")
+        st.plotly_chart(charts.probs_bar(views[i].probs, title), config=charts.figure_config(), key=f"bar_{slot}_{i}")
 
 
-def show_gradcam(item: Analysed, views: list[ModelView], index: int, model: str, pipe: Pipeline) -> None:
+def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, pipe: Pipeline) -> None:
     """Heat maps of the chosen face for the chosen model (both members when the ensemble is chosen)."""
     assert item.result is not None and item.image is not None
     faces = item.result.faces
@@ -107,9 +107,9 @@ def show_gradcam(item: Analysed, views: list[ModelView], index: int, model: str,
         "Face",
         range(len(faces)),
         format_func=lambda i: f"#{i + 1} {views[i].label}",
-        key=f"photos_cam_face_{index}",
+        key=f"photos_cam_face_{slot}",
     )
-    target = right.selectbox("Class", ["predicted", *EMOTIONS], key=f"photos_cam_class_{index}")
+    target = right.selectbox("Class", ["predicted", *EMOTIONS], key=f"photos_cam_class_{slot}")
     members = [m for m in pipe.ensemble.members if model in (ENSEMBLE_KEY, m.name)]
     face = faces[face_index]
     crop = crop_faces(item.image, [face.box], pipe.face_margin)[0]
@@ -133,6 +133,9 @@ def show_gradcam(item: Analysed, views: list[ModelView], index: int, model: str,
 
 def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pipeline) -> None:
     assert item.result is not None and item.image is not None
+    # Widget keys name the photo as well as its place: when a file is removed the next one moves up, and it must
+    # not take over that photo's chosen face and class.
+    slot = f"{index}_{item.digest[:12]}"
     result = item.result
     views = face_views(result, model)
     annotated = annotated_image(item, views)
@@ -151,14 +154,14 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
                 data=lambda: encode_png(annotated),
                 file_name=f"{PurePath(item.name).stem}_annotated.png",
                 mime="image/png",
-                key=f"photos_png_{index}",
+                key=f"photos_png_{slot}",
                 on_click="ignore",
             )
         with right:
             if result.faces:
-                show_charts(item, views, index, model)
+                show_charts(item, views, slot, model)
         if show_cam and result.faces:
-            show_gradcam(item, views, index, model, pipe)
+            show_gradcam(item, views, slot, model, pipe)
 
 
 def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
