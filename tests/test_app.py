@@ -196,6 +196,22 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
 
 
+def test_displayable_pads_extreme_strips_and_shrinks_to_what_streamlit_sends() -> None:
+    from app import ui
+
+    small = np.zeros((300, 400, 3), np.uint8)
+    assert ui.displayable(small) is small
+    photo = cv2.resize(astronaut(), (4000, 3000))
+    shown = ui.displayable(photo)
+    assert shown.shape == (1095, 1460, 3)
+    assert abs(float(shown.mean()) - float(photo.mean())) < 1.0  # the same picture, smaller
+    gray = np.full((3000, 4000), 7, np.uint8)
+    assert ui.displayable(gray).shape == (1095, 1460) and ui.displayable(gray).max() == 7
+    strip = ui.displayable(np.zeros((2, 3000, 3), np.uint8))  # padded to 5 rows, then shrunk: still 2 rows high
+    assert strip.shape == (2, 1460, 3)
+    assert ui.displayable(np.zeros((3000, 2, 3), np.uint8)).shape == (3000, 5, 3)
+
+
 class RecordingMediaStorage(MemoryMediaFileStorage):
     """AppTest's in-memory media store, kept reachable so a test can read what a download button would give."""
 
