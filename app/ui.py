@@ -326,18 +326,19 @@ MAX_DISPLAY_WIDTH = 1460
 
 
 def displayable(image: np.ndarray) -> np.ndarray:
-    """`image` as Streamlit will show it: padded with white until neither side is under 1/`MAX_DISPLAY_RATIO` of the
-    other (a 3000x2 strip), then shrunk to `MAX_DISPLAY_WIDTH`. For the screen only: downloads use the full image."""
+    """`image` as Streamlit will show it: shrunk to `MAX_DISPLAY_WIDTH`, then padded with white until neither side is
+    under 1/`MAX_DISPLAY_RATIO` of the other (a 3000x2 strip). In that order, so that Streamlit's own shrinking to a
+    narrower column never rounds a side down to 0 px. For the screen only: downloads use the full image."""
     height, width = image.shape[:2]
+    if width > MAX_DISPLAY_WIDTH:
+        size = (MAX_DISPLAY_WIDTH, max(1, round(height * MAX_DISPLAY_WIDTH / width)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        height, width = image.shape[:2]
     pad_rows = max(0, -(-width // MAX_DISPLAY_RATIO) - height)
     pad_cols = max(0, -(-height // MAX_DISPLAY_RATIO) - width)
-    if pad_rows or pad_cols:
-        image = np.pad(image, ((0, pad_rows), (0, pad_cols)) + ((0, 0),) * (image.ndim - 2), constant_values=255)
-        height, width = image.shape[:2]
-    if width <= MAX_DISPLAY_WIDTH:
+    if not (pad_rows or pad_cols):
         return image
-    size = (MAX_DISPLAY_WIDTH, max(1, round(height * MAX_DISPLAY_WIDTH / width)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return np.pad(image, ((0, pad_rows), (0, pad_cols)) + ((0, 0),) * (image.ndim - 2), constant_values=255)
 
 
 #: The settings each page keeps while the user visits another: widget keys are "<page>_<setting>". Streamlit drops

@@ -207,9 +207,18 @@ def test_displayable_pads_extreme_strips_and_shrinks_to_what_streamlit_sends() -
     assert abs(float(shown.mean()) - float(photo.mean())) < 1.0  # the same picture, smaller
     gray = np.full((3000, 4000), 7, np.uint8)
     assert ui.displayable(gray).shape == (1095, 1460) and ui.displayable(gray).max() == 7
-    strip = ui.displayable(np.zeros((2, 3000, 3), np.uint8))  # padded to 5 rows, then shrunk: still 2 rows high
-    assert strip.shape == (2, 1460, 3)
+    strip = ui.displayable(np.zeros((2, 3000, 3), np.uint8))  # shrunk to 1 row, then padded to 1460 / 700
+    assert strip.shape == (3, 1460, 3) and int(3 * 720 / 1460) >= 1  # a 720 px column (comparison) keeps a row
     assert ui.displayable(np.zeros((3000, 2, 3), np.uint8)).shape == (3000, 5, 3)
+
+
+def test_comparison_page_shows_a_very_wide_strip(app: AppTest) -> None:
+    """Its image column is 720 px: after the shrink to 1460 px a 2-row strip became 0 rows there, and PIL raised."""
+    app.switch_page("views/compare.py").run()
+    strip = ("strip.png", encode(np.zeros((2, 3000, 3), np.uint8), "PNG"), "image/png")
+    app.file_uploader(key="compare_upload").set_value(strip).run()
+    assert not app.exception, app.exception
+    assert "0 face(s)" in app.main.get("image")[0].proto.imgs[0].caption
 
 
 class RecordingMediaStorage(MemoryMediaFileStorage):
@@ -339,10 +348,14 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
     app.run()
     assert [c.value.split(" · ")[0] for c in app.main.caption] == ["2 face(s)", "1 face(s)"]
     cam_pickers(app, "Face")[0].set_value(1)
-    cam_pickers(app, "Class")[0].set_value("happy").run()
+    cam_pickers(app, "Class")[0].set_value("happy")
+    cam_pickers(app, "Class")[1].set_value("sad").run()
     app.file_uploader(key="photos_upload").set_value([one]).run()  # one.png moves up to the first place
     assert not app.exception, app.exception
-    assert cam_pickers(app, "Face")[0].value == 0 and cam_pickers(app, "Class")[0].value == "predicted"
+    assert cam_pickers(app, "Face")[0].value == 0 and cam_pickers(app, "Class")[0].value == "sad"  # its own choice
+    app.file_uploader(key="photos_upload").set_value([one, one]).run()  # the same file twice: two sets of pickers
+    assert not app.exception, app.exception
+    assert [box.value for box in cam_pickers(app, "Class")] == ["sad", "predicted"]
 
 
 def test_detection_sliders_reach_the_detector(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:

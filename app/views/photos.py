@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePath
@@ -131,11 +132,9 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
         column.image(result.overlay, caption=f"{member.name}: {cam_target} ({shown[cam_target]:.2f})", width=160)
 
 
-def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pipeline) -> None:
+def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipeline) -> None:
+    """`slot` names the photo in its widget keys (see `photo_slots`)."""
     assert item.result is not None and item.image is not None
-    # Widget keys name the photo as well as its place: when a file is removed the next one moves up, and it must
-    # not take over that photo's chosen face and class.
-    slot = f"{index}_{item.digest[:12]}"
     result = item.result
     views = face_views(result, model)
     annotated = annotated_image(item, views)
@@ -162,6 +161,17 @@ def show_photo(item: Analysed, index: int, model: str, show_cam: bool, pipe: Pip
                 show_charts(item, views, slot, model)
         if show_cam and result.faces:
             show_gradcam(item, views, slot, model, pipe)
+
+
+def photo_slots(items: list[Analysed]) -> list[str]:
+    """Widget-key names for the photos: the file's digest and which copy of it this is, not its place in the list,
+    so removing a file neither hands its chosen face and class to the photo that moves up nor resets that one's."""
+    seen: Counter[str] = Counter()
+    slots = []
+    for item in items:
+        seen[item.digest] += 1
+        slots.append(f"{item.digest[:16]}_{seen[item.digest]}")
+    return slots
 
 
 def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
@@ -227,9 +237,9 @@ def main() -> None:
     good = [item for item in analysed if item.result is not None]
     for message in errors:
         st.error(message, icon=":material/error:")
-    for index, item in enumerate(good):
+    for item, slot in zip(good, photo_slots(good), strict=True):
         try:
-            show_photo(item, index, model, show_cam, pipe)
+            show_photo(item, slot, model, show_cam, pipe)
         except Exception as err:  # one photo that cannot be shown must not take the others' results with it
             log.exception("showing %s failed", item.name)
             st.error(f"{item.name}: could not show the result ({err})", icon=":material/error:")
