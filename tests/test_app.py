@@ -208,7 +208,8 @@ def test_displayable_pads_extreme_strips_and_shrinks_to_what_streamlit_sends() -
     gray = np.full((3000, 4000), 7, np.uint8)
     assert ui.displayable(gray).shape == (1095, 1460) and ui.displayable(gray).max() == 7
     strip = ui.displayable(np.zeros((2, 3000, 3), np.uint8))  # shrunk to 1 row, then padded to 1460 / 700
-    assert strip.shape == (3, 1460, 3) and int(3 * 720 / 1460) >= 1  # a 720 px column (comparison) keeps a row
+    assert strip.shape == (3, 1460, 3)
+    assert int(strip.shape[0] * 720 / strip.shape[1]) >= 1  # shrunk again to a 720 px column, it keeps a row
     assert ui.displayable(np.zeros((3000, 2, 3), np.uint8)).shape == (3000, 5, 3)
 
 
@@ -865,7 +866,7 @@ def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
     assert list(tmp_path.iterdir()) == []
 
 
-def visit_photos_and_return(app: AppTest, page: str) -> None:
+def visit_another_page_and_return(app: AppTest, page: str) -> None:
     """Streamlit drops an upload widget's files when a run draws another page: the page must keep them itself."""
     app.switch_page("views/photos.py" if page != "views/photos.py" else "views/compare.py").run()
     app.switch_page(page).run()
@@ -879,7 +880,7 @@ def test_photos_and_compare_pages_keep_their_photos_after_a_visit_to_another_pag
     photo = ("astronaut.png", encode(astronaut(), "PNG"), "image/png")
     app.file_uploader(key="photos_upload").set_value([photo]).run()
     assert app.caption[0].value.startswith("1 face(s)")
-    visit_photos_and_return(app, "views/photos.py")
+    visit_another_page_and_return(app, "views/photos.py")
     assert "astronaut.png" in app.caption[0].value and app.caption[1].value.startswith("1 face(s)")
     app.slider(key="photos_conf").set_value(0.3).run()  # a rerun on the page itself keeps them too
     assert app.caption[1].value.startswith("1 face(s)")
@@ -890,7 +891,7 @@ def test_photos_and_compare_pages_keep_their_photos_after_a_visit_to_another_pag
     app.file_uploader(key="compare_upload").set_value(photo).run()
     charts_shown = len(app.get("plotly_chart"))
     assert charts_shown >= 3
-    visit_photos_and_return(app, "views/compare.py")
+    visit_another_page_and_return(app, "views/compare.py")
     assert len(app.get("plotly_chart")) == charts_shown
 
 
@@ -899,13 +900,13 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
 ) -> None:
     """Before, the running analysis, its result and a failure were hidden until the file was dropped again."""
     gate, job = start_held_video(app, monkeypatch)
-    visit_photos_and_return(app, "views/video.py")
+    visit_another_page_and_return(app, "views/video.py")
     assert any(bar.proto.text == "Analysing clip.mp4… 10%" for bar in app.get("progress"))
     assert app.button(key="video_analyse").disabled and not job.done
     gate.set()
     finish_video(app)
     assert [m.value for m in app.metric][:2] == ["8", "3"] and len(app.get("video")) == 1
-    visit_photos_and_return(app, "views/video.py")
+    visit_another_page_and_return(app, "views/video.py")
     assert [m.value for m in app.metric][:2] == ["8", "3"]
     app.number_input(key="video_every").set_value(4).run()
     app.button(key="video_analyse").click().run()  # the kept clip can be analysed again with other settings
@@ -915,7 +916,7 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
     app.button(key="video_analyse").click().run()
     finish_video(app)
-    visit_photos_and_return(app, "views/video.py")
+    visit_another_page_and_return(app, "views/video.py")
     assert app.error[0].value.startswith("broken.mp4: ") and not app.metric  # clip.mp4's result is not broken.mp4's
 
     gate.clear()
