@@ -64,6 +64,15 @@ def to_annotations(faces: Iterable[Any]) -> list[Annotation]:
     return [(tuple(face.box), face.label, face.confidence, getattr(face, "track_id", None)) for face in faces]
 
 
+def scale_annotations(annotations: Iterable[Annotation], sx: float, sy: float) -> list[Annotation]:
+    """The same annotations with boxes in the pixels of a frame `sx` times as wide and `sy` times as high: a
+    stream that changed resolution still shows the last boxes on the right faces until the next analysis."""
+    return [
+        ((x1 * sx, y1 * sy, x2 * sx, y2 * sy), label, conf, track_id)
+        for (x1, y1, x2, y2), label, conf, track_id in annotations
+    ]
+
+
 def draw_faces(
     image_rgb: np.ndarray,
     boxes_labels: Sequence[Annotation],

@@ -11,6 +11,8 @@ rotation phones store in the container. Frames are streamed: no more than one de
 (only the CSV rows, a few hundred bytes per face per analysed frame, grow with the video's length).
 Audio is not copied. Each frame keeps its source time, so variable-frame-rate inputs (browser recordings) play as
 recorded. Frames over 1920 px are analysed and written scaled down; the CSV's boxes stay in the source's pixels.
+A stream that changes resolution part-way keeps its tracks (their boxes are rescaled); its later frames are
+fitted into the first frame's size in the annotated video, and their CSV boxes are in their own frame's pixels.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
-from fer_core.draw import Annotation, draw_faces, to_annotations
+from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
@@ -417,6 +419,7 @@ def analyse_video(
     rows: list[dict[str, Any]] = []
     annotations: list[Annotation] = []
     writer: VideoWriter | None = None
+    size: tuple[int, ...] | None = None  # of the last fitted frame
     frames = analysed = 0
     last_time = 0.0
     with _Progress(info.frames, source.name, progress, progress_callback) as report:
@@ -424,6 +427,11 @@ def analyse_video(
             with closing(iter_frames(source)) as decoded:
                 for frame in decoded:
                     image, scale = fit_side(frame.image)
+                    if size is not None and image.shape[:2] != size:  # the stream changed resolution
+                        sx, sy = image.shape[1] / size[1], image.shape[0] / size[0]
+                        tracker.rescale(sx, sy)
+                        annotations = scale_annotations(annotations, sx, sy)
+                    size = image.shape[:2]
                     if frame.index % every == 0:
                         tracked = tracker.update(pipe(image).faces)
                         annotations = to_annotations(tracked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 import tempfile
@@ -388,6 +389,51 @@ def test_skipped_frames_reuse_last_boxes(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(list(iter_frames(summary.annotated_path))) == 10
     with pytest.raises(ValueError, match="every"):
         analyse_video(path, stub, tmp_path / "out", every=0)  # type: ignore[arg-type]
+
+
+def raw_h264(frames: list[np.ndarray]) -> bytes:
+    """An Annex-B H.264 elementary stream: two of them joined play as one stream that changes resolution."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=Fraction(10))
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+class CentredFacePipeline(StubPipeline):
+    """One face over the middle half of whatever frame it is given."""
+
+    def __call__(self, image: np.ndarray) -> ImageResult:
+        result = super().__call__(image)
+        height, width = image.shape[:2]
+        box = (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+        return ImageResult([dataclasses.replace(result.faces[0], box=box)], width, height)
+
+
+def test_a_resolution_change_keeps_the_track_and_its_boxes_on_the_face(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """320x240 then 160x120 mid-stream: the boxes kept for skipped frames and the track follow into the new pixels
+    (before, frames 4 and 5 were drawn with frame 3's box in 320x240 pixels, and frame 6 started track #2)."""
+    path = tmp_path / "changing.h264"
+    path.write_bytes(
+        raw_h264([np.full((240, 320, 3), 90, np.uint8)] * 4) + raw_h264([np.full((120, 160, 3), 90, np.uint8)] * 4)
+    )
+    assert [frame.image.shape[:2] for frame in iter_frames(path)] == [(240, 320)] * 4 + [(120, 160)] * 4
+    drawn: list[list[Any]] = []
+    real_draw = video.draw_faces
+    monkeypatch.setattr(video, "draw_faces", lambda image, boxes: drawn.append(list(boxes)) or real_draw(image, boxes))
+    summary = analyse_video(path, CentredFacePipeline(), tmp_path / "out", every=3)  # type: ignore[arg-type]
+    boxes = [frame_boxes[0][0] for frame_boxes in drawn]
+    assert boxes[:4] == [pytest.approx((80, 60, 240, 180))] * 4
+    assert boxes[4:] == [pytest.approx((40, 30, 120, 90))] * 4  # frames 4 and 5 reuse frame 3's box, rescaled
+    assert summary.faces["face_id"].tolist() == [1, 1, 1]  # frames 0, 3 and 6: one face, one track
+    assert summary.faces["x1"].tolist() == pytest.approx([80, 80, 40])  # each frame's own pixels
 
 
 def test_cli_end_to_end(
