@@ -83,6 +83,7 @@ class VideoInfo:
     duration_s: float | None
     codec: str
     rotation: int
+    frames_estimated: bool = False  # `frames` is duration x fps: the container stores no count (WebM, MKV)
 
 
 @dataclass(frozen=True)
@@ -112,18 +113,32 @@ class VideoSummary:
     track_ids: list[int] = field(default_factory=list)
     faces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CSV_COLUMNS))
     announced_frames: int | None = None  # the container's own count (None when it gives none)
+    announced_duration_s: float | None = None  # the container's duration (None when it gives none)
 
     @property
     def ended_early(self) -> str | None:
         """Why the results may cover only part of the clip: FFmpeg stops quietly at a truncated file's end, so a
-        download cut short gave partial results without a word. A count estimated from the duration (not every
-        container stores one) may be off by a few frames, hence the 10 % margin."""
-        if not self.announced_frames or self.frames >= 0.9 * self.announced_frames:
+        download cut short gave partial results without a word. Without a stored frame count (WebM, MKV) the
+        decoded time is compared with the announced duration instead: a count estimated from the duration and the
+        opening rate would call a recording whose rate drops part-way (a webcam in low light) truncated. The 10 %
+        margin allows for containers' rounding."""
+        if self.announced_frames:
+            if self.frames >= 0.9 * self.announced_frames:
+                return None
+            decoded = f"only {self.frames} of the {self.announced_frames} frames the file announces"
+            covered = f"its first {self.duration_s:.1f} s only"
+        elif self.announced_duration_s:
+            if self.duration_s >= 0.9 * self.announced_duration_s:
+                return None
+            decoded = (
+                f"only the first {self.duration_s:.1f} s of the {self.announced_duration_s:.1f} s the file announces"
+            )
+            covered = "that part only"
+        else:
             return None
         return (
-            f"{self.source.name}: only {self.frames} of the {self.announced_frames} frames the file announces could "
-            "be decoded; it may be truncated or damaged, and the results cover its first "
-            f"{self.duration_s:.1f} s only"
+            f"{self.source.name}: {decoded} could be decoded; it may be truncated or damaged, and the results "
+            f"cover {covered}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +157,7 @@ class VideoSummary:
             "codec": self.codec,
             "faces_tracked": len(self.track_ids),
             "announced_frames": self.announced_frames,
+            "announced_duration_s": self.announced_duration_s,
             "ended_early": self.ended_early,
         }
 
@@ -202,12 +218,13 @@ def probe_video(path: str | Path) -> VideoInfo:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / av.time_base
-        frames = int(stream.frames) or (round(duration * fps) if duration else None)
+        counted = int(stream.frames)
+        frames = counted or (round(duration * fps) if duration else None)
         rotation = _display_rotation(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation % 180:
             width, height = height, width
-        return VideoInfo(source, width, height, fps, frames, duration, stream.codec_context.name, rotation)
+        return VideoInfo(source, width, height, fps, frames, duration, stream.codec_context.name, rotation, not counted)
     finally:
         container.close()
 
@@ -470,7 +487,8 @@ def analyse_video(
         duration_s=last_time + 1 / info.fps,
         track_ids=sorted(int(i) for i in table["face_id"].unique()),
         faces=table,
-        announced_frames=info.frames,
+        announced_frames=None if info.frames_estimated else info.frames,
+        announced_duration_s=info.duration_s,
     )
 
 

@@ -158,6 +158,20 @@ def test_a_browser_recording_keeps_its_rate_and_timing(tmp_path: Path) -> None:
     assert written == pytest.approx([t / 1000 for t in times_ms], abs=2e-3)
     assert summary.faces["time_s"].tolist() == pytest.approx([t / 1000 for t in times_ms[::5]], abs=1e-3)
     assert summary.duration_s == pytest.approx(3.0 + 1 / summary.fps, abs=0.01)  # not 60 frames / 30 fps = 2 s
+    # WebM stores no frame count: 3 s x 30 fps = 90 estimated frames would have called these 60 frames truncated
+    assert summary.announced_frames is None and summary.ended_early is None
+
+
+def test_a_cut_recording_without_a_frame_count_is_judged_by_its_duration(tmp_path: Path) -> None:
+    data = write_browser_recording(tmp_path / "full.webm", [round(i * 1000 / 30) for i in range(90)]).read_bytes()
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(data[: len(data) // 2])
+    summary = analyse_video(cut, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.announced_frames is None and summary.announced_duration_s == pytest.approx(2.97, abs=0.01)
+    assert summary.ended_early == (
+        f"cut.webm: only the first {summary.duration_s:.1f} s of the 3.0 s the file announces could be decoded; it "
+        "may be truncated or damaged, and the results cover that part only"
+    )
 
 
 def test_an_unusable_output_folder_is_refused_before_decoding(tmp_path: Path) -> None:
