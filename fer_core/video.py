@@ -261,6 +261,11 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
                 break
             except _DECODE_ERRORS as err:
                 raise VideoError(f"{source}: cannot decode frame {index} ({err})") from err
+            if frame.width * frame.height > MAX_PIXELS:  # the probe saw only the first size; decoding allocates
+                raise VideoError(
+                    f"{source}: frame {index} is {frame.width}x{frame.height}, too large to analyse (over "
+                    f"{MAX_PIXELS // 1_000_000} megapixels); please resize the video"
+                )
             if frame.time is not None and first_time is None:
                 first_time = frame.time
             time_s = frame.time - first_time if frame.time is not None and first_time is not None else index / fps

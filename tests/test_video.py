@@ -450,6 +450,18 @@ def test_a_resolution_change_keeps_the_track_and_its_boxes_on_the_face(
     assert summary.faces["x1"].tolist() == pytest.approx([80, 80, 40])  # each frame's own pixels
 
 
+def test_a_stream_that_grows_past_the_pixel_limit_is_stopped_at_that_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size check before decoding sees only the first frame's size; a later, larger one is refused unread."""
+    monkeypatch.setattr(video, "MAX_PIXELS", 100_000)
+    path = tmp_path / "grows.h264"
+    path.write_bytes(raw_h264([np.zeros((48, 64, 3), np.uint8)] * 200) + raw_h264([np.zeros((480, 640, 3), np.uint8)]))
+    with pytest.raises(VideoError, match=r"grows\.h264: frame 200 is 640x480, too large to analyse"):
+        analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_cli_end_to_end(
     face_video: Path,
     tmp_path: Path,
