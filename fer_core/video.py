@@ -246,12 +246,18 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
 
 
 def iter_frames(path: str | Path) -> Iterator[Frame]:
-    """Decode frames one at a time as upright RGB; a damaged stream raises `VideoError` naming the frame."""
+    """Decode frames one at a time as upright RGB; a damaged stream raises `VideoError` naming the frame.
+
+    Times count from the first frame and always increase: where the clock restarts (MPEG-TS files joined with
+    `cat`, as cameras and HLS segments are), later frames go on one nominal frame after the last, so the CSV's
+    times and the annotated video's timing stay in order instead of starting again at 0.
+    """
     source = Path(path)
     container, stream = _open(source)
     fps = _stream_fps(stream)
     index = 0
     first_time: float | None = None
+    offset = last_time = 0.0  # keeps times increasing where the stream's clock restarts
     try:
         frames = container.decode(stream)
         while True:
@@ -269,6 +275,11 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
             if frame.time is not None and first_time is None:
                 first_time = frame.time
             time_s = frame.time - first_time if frame.time is not None and first_time is not None else index / fps
+            time_s += offset
+            if index and time_s <= last_time:  # the clock went back (joined files): one frame on, then go on from there
+                offset += last_time + 1 / fps - time_s
+                time_s = last_time + 1 / fps
+            last_time = time_s
             yield Frame(index, float(time_s), upright(frame.to_ndarray(format="rgb24"), frame.rotation or 0))
             index += 1
     finally:

@@ -462,6 +462,30 @@ def test_a_stream_that_grows_past_the_pixel_limit_is_stopped_at_that_frame(
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_joined_transport_streams_keep_their_times_in_order(tmp_path: Path) -> None:
+    """`cat a.ts b.ts` (camera and HLS segments): b's clock starts again, which made the CSV's times restart at 0
+    and the annotated video squeeze b's two seconds into a fraction of a millisecond."""
+    segments = []
+    for level in (50, 200):
+        segment = tmp_path / f"{level}.ts"
+        with av.open(str(segment), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=Fraction(10))
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(20):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), level, np.uint8))):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        segments.append(segment.read_bytes())
+    path = tmp_path / "joined.ts"
+    path.write_bytes(b"".join(segments))
+    summary = analyse_video(path, StubPipeline(), tmp_path / "out", every=5)  # type: ignore[arg-type]
+    assert summary.faces["time_s"].tolist() == pytest.approx([0.5 * i for i in range(8)], abs=1e-3)
+    assert summary.duration_s == pytest.approx(4.0, abs=1e-3)
+    written = [frame.time_s for frame in iter_frames(summary.annotated_path)]
+    assert written == pytest.approx([0.1 * i for i in range(40)], abs=2e-3)
+
+
 def test_cli_end_to_end(
     face_video: Path,
     tmp_path: Path,
