@@ -928,6 +928,18 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     assert job.wait(TIMEOUT) and job.cancelled
     assert app.info[0].value.startswith("Faces are tracked")
 
+    gate.clear()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    job = app.session_state["video_job"]
+    app.file_uploader(key="video_upload").set_value(("other.mp4", b"other bytes", "video/mp4")).run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()  # back before it stops
+    assert not app.button(key="video_analyse").disabled and not app.get("progress")  # not shown as running again
+    gate.set()
+    assert job.wait(TIMEOUT) and job.cancelled
+    app.run()
+    assert not app.warning and not app.error, (app.warning, app.error)  # nor as cancelled by the user
+
 
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -127,17 +127,16 @@ def main() -> None:
         help="Frames in between reuse the last boxes: higher is faster, coarser.",
     )
     if upload is None:
-        job = st.session_state.get(JOB_KEY)
-        if job is not None and not job.done:
-            job.cancel()  # the user removed the file: its analysis is of no use any more
+        abandon_job()  # the user removed the file
         st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
         return
     data = upload.getvalue()
     key = (ui.file_digest(data), int(every), tracking, tta, *settings.key)
     job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
     if job is not None and job.key[0] != key[0]:
-        job.cancel()  # another file was dropped: the old clip's analysis is of no use any more
-    running = job is not None and not job.done and job.key[0] == key[0]
+        abandon_job()  # another file was dropped
+        job = None
+    running = job is not None and not job.done
     if st.button("Analyse video", type="primary", key="video_analyse", disabled=running):
         st.session_state.pop(PROBLEM_KEY, None)
         work = partial(analyse_upload, upload.name, data, pipe, int(every), tracking, key)
@@ -145,7 +144,7 @@ def main() -> None:
     if job is not None:
         if job.done:
             collect(job)
-        elif job.key[0] == key[0]:
+        else:
             job_panel(job)
     problem = st.session_state.get(PROBLEM_KEY)
     if problem is not None and problem[0] == key[0]:
@@ -160,6 +159,14 @@ def main() -> None:
     elif previous is not None and previous.key[0] == key[0]:
         st.caption("Settings changed: press *Analyse video* to apply them.")
         show_result(previous)
+
+
+def abandon_job() -> None:
+    """Stop the analysis of a clip that was removed or replaced, and forget it: if the clip is dropped again before
+    the job notices the cancel (at its next progress report), the page must not show it running, then cancelled."""
+    job: BackgroundJob[VideoResult] | None = st.session_state.pop(JOB_KEY, None)
+    if job is not None:
+        job.cancel()
 
 
 @st.fragment(run_every=1.0)
