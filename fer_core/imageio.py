@@ -164,7 +164,11 @@ def turned(img: Image.Image, orientation: int | None) -> Image.Image:
 
 
 def upright(img: Image.Image) -> Image.Image:
-    """The image turned as its EXIF Orientation says, even when other EXIF tags are damaged."""
+    """The image turned as its EXIF Orientation says, even when other EXIF tags are damaged.
+
+    Loads first: Pillow turns a TIFF itself as it loads it and then drops the tag, so a tag read before loading
+    turned a TIFF twice."""
+    img.load()
     return turned(img, exif_orientation(img))
 
 

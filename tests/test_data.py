@@ -158,17 +158,18 @@ def test_stray_entries_in_a_folder_dataset_are_named_not_ignored(tmp_path):
     assert len(skipped) == 3 and all(any(problem in message for message in skipped) for problem in problems)
 
 
-def test_folder_faces_are_upright_and_bomb_guarded(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])  # Pillow turns a TIFF itself as it loads: not twice
+def test_folder_faces_are_upright_and_bomb_guarded(tmp_path, monkeypatch, suffix):
     root = write_fer_folder(tmp_path / "fer", per_class=1)
     face = np.zeros((48, 48), np.uint8)
     face[:8] = 255  # a bright band at the top of the upright face
     turned = Image.fromarray(np.rot90(face, 1).copy())  # stored turned, with EXIF saying how to turn it back
     exif = Image.Exif()
     exif[0x0112] = 6
-    turned.save(root / "train" / "happy" / "Training_turned.jpg", exif=exif, quality=100)
+    turned.save(root / "train" / "happy" / f"Training_turned{suffix}", exif=exif, quality=100)
     dataset = load_fer2013(root)
     training = dataset["Training"]
-    loaded = training.images[training.sources.index(str(root / "train/happy/Training_turned.jpg"))]
+    loaded = training.images[training.sources.index(str(root / f"train/happy/Training_turned{suffix}"))]
     assert loaded[:8].mean() > 200 and loaded[-8:].mean() < 50
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 48x48 face is now "a bomb" (warning level)
     with pytest.raises(FerDataError, match="unreadable image"):
