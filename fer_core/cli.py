@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,16 +30,29 @@ def run(main: Callable[[], int | None]) -> None:
 
 
 def out_folder(text: str) -> Path:
-    """argparse `type` of an output folder: one that exists as a file is refused before any work, not after it."""
+    """argparse `type` of an output folder: one that exists as a file, or lies under a file or a folder we may not
+    write in, is refused before any work, not after it."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    _check_writable_place(path, text)
     return path
 
 
 def out_file(text: str) -> Path:
-    """argparse `type` of an output file: a folder is refused before any work (writing to it would fail last)."""
+    """argparse `type` of an output file: a folder, or a place under a file or a folder we may not write in, is
+    refused before any work (writing there would fail last, after the whole run)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name")
+    _check_writable_place(path.parent, text)
     return path
+
+
+def _check_writable_place(folder: Path, text: str) -> None:
+    """The nearest existing folder on the way to `folder` (itself included) must be a folder we can write in."""
+    existing = next((place for place in (folder, *folder.parents) if place.exists()), Path("."))
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write in {existing} (permission denied)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -203,6 +204,7 @@ def test_predict_refuses_bad_options_before_any_work(tmp_path, capsys):
     for extra, message in (
         (["--json", str(tmp_path / "o.json"), "--conf", "2"], "--conf must be between 0 and 1"),
         (["--json", str(tmp_path)], "is a folder; give a file name"),
+        (["--json", str(photo / "o.json")], f"{photo} is a file, not a folder"),  # failed after all the work
     ):
         with pytest.raises(SystemExit) as exit_:
             predict_main([str(photo), *extra, "--weights", str(tmp_path / "no_weights")])
@@ -371,6 +373,19 @@ def test_outputs_of_the_wrong_kind_are_refused_before_any_work(tmp_path, capsys,
         module.main([arg.format(file=a_file, dir=tmp_path) for arg in argv])
     err = capsys.readouterr().err
     assert done.value.code == 2 and f"{a_file if 'not a folder' in problem else tmp_path}: {problem}" in err, err
+    beneath = a_file / "deeper" / ("out" if "not a folder" in problem else "out.json")  # under a file: after the run
+    with pytest.raises(SystemExit) as done:
+        module.main([arg.format(file=beneath, dir=beneath) for arg in argv])
+    assert done.value.code == 2 and f"{beneath}: {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_output_place_we_may_not_write_in_is_refused(tmp_path, monkeypatch):
+    """Checked with os.access (the tests run as root, who may write anywhere)."""
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != tmp_path)
+    for check, where in ((cli.out_file, tmp_path / "out.json"), (cli.out_folder, tmp_path / "new" / "out")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"cannot write in {tmp_path} .permission denied"):
+            check(str(where))
+    assert cli.out_file("relative.json") == Path("relative.json")  # the working folder, when nothing else exists
 
 
 def test_cli_run_passes_the_status_of_main_through():
