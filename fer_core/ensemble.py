@@ -78,6 +78,12 @@ class Ensemble:
                 f"{folder / ENSEMBLE_FILE}: members are named {names}; each needs its own name, and not "
                 f"{ENSEMBLE_KEY!r} (their probabilities are keyed by name): train one with --name"
             )
+        for entry, name in zip(spec["models"], names, strict=True):
+            if entry["name"] != name:  # figures and the card are keyed by the spec's names, predictions by these
+                raise CheckpointError(
+                    f"{folder / ENSEMBLE_FILE}: names {entry['file']} {entry['name']!r}, but the checkpoint is "
+                    f"{name!r}; run python -m fer_core.fit_ensemble again for these files"
+                )
         weights = {member.name: float(m["weight"]) for member, m in zip(members, spec["models"], strict=True)}
         return cls(members, weights, tta_from_spec(spec), spec)
 
@@ -105,8 +111,9 @@ class Ensemble:
 
 def read_spec(folder: Path) -> dict[str, Any]:
     """`folder/ensemble.json`, checked before anything acts on it (the app, `evaluate`, `export`, the model card):
-    each member a file entry with a number for its weight, the weights non-negative with a positive sum, a known
-    TTA set, and each member file still the one it was fitted with. A hand-edited or damaged file is named."""
+    each member a file entry with a name and a number for its weight, the weights non-negative with a positive
+    sum, a known TTA set, and each member file still the one it was fitted with. A hand-edited or damaged file is
+    named."""
     spec_path = folder / ENSEMBLE_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
@@ -118,9 +125,14 @@ def read_spec(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{spec_path}: expected an object with a non-empty 'models' list")
     for number, entry in enumerate(spec["models"], start=1):
         weight = entry.get("weight") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not is_number(weight):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("file"), str)
+            or not isinstance(entry.get("name"), str)
+            or not is_number(weight)
+        ):
             raise CheckpointError(
-                f"{spec_path}: model {number} needs a 'file' name and a numeric 'weight', got {json.dumps(entry)}"
+                f"{spec_path}: model {number} needs a 'file', a 'name' and a numeric 'weight', got {json.dumps(entry)}"
             )
     weights = [float(entry["weight"]) for entry in spec["models"]]
     if not all(np.isfinite(w) and w >= 0 for w in weights) or not sum(weights) > 0:

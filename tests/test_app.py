@@ -1032,7 +1032,12 @@ def test_a_damaged_ensemble_json_is_named(app_weights: Path, tmp_path: Path) -> 
         (json.dumps({**shipped, "tta": "flip_rot10"}), "unknown TTA set 'flip_rot10'"),
         (json.dumps({**shipped, "models": [first, {**second, "weight": "0.7x"}]}), "model 2 needs .* numeric 'weight'"),
         (json.dumps({**shipped, "models": [{k: v for k, v in first.items() if k != "weight"}, second]}), "model 1"),
-        (json.dumps({**shipped, "models": [first, "B_mixcut.pt"]}), "model 2 needs a 'file' name"),
+        (json.dumps({**shipped, "models": [first, "B_mixcut.pt"]}), "model 2 needs a 'file', a 'name'"),
+        (json.dumps({**shipped, "models": [first, {k: v for k, v in second.items() if k != "name"}]}), "model 2"),
+        (  # the names keyed the figures and the card (evaluate failed last with a KeyError when they were missing)
+            json.dumps({**shipped, "models": [{**first, "name": "B_mixcut"}, {**second, "name": "A_crp"}]}),
+            "names A_crp.pt 'B_mixcut', but the checkpoint is 'A_crp'",
+        ),
     ):
         (folder / "ensemble.json").write_text(text)
         with pytest.raises(CheckpointError, match=rf"ensemble\.json: .*{problem}"):
