@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fer_core.cli import UserInputError
-from fer_core.imageio import IMAGE_SUFFIXES, to_rgb, upright
+from fer_core.imageio import IMAGE_SUFFIXES, READ_FORMATS, to_rgb, upright
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ def read_gray_face(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a 100 MP "face" is not one
-            with Image.open(path) as img:
+            with Image.open(path, formats=READ_FORMATS) as img:
                 img = upright(img)  # as the app and the CLIs see the same file
                 gray = img.convert("L") if img.mode in ("L", "RGB") else to_rgb(img).convert("L")  # 16-bit: scaled
                 if gray.size != (FER_SIZE, FER_SIZE):

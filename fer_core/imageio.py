@@ -35,6 +35,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".t
 if HEIF_SUPPORTED:
     IMAGE_SUFFIXES |= {".heic", ".heif"}
 
+#: The Pillow decoders we let open a file (`Image.open(..., formats=...)`): the formats above and no others. Pillow
+#: knows dozens more, among them EPS, which it hands to Ghostscript, a program no photo upload should reach.
+READ_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", *(["HEIF"] if HEIF_SUPPORTED else []))
 
 #: Leading bytes of the formats we read: a file that starts like one of them but cannot be identified is damaged,
 #: not of an unknown kind (recent Pillow gives up on a truncated JPEG header before trying to decode it).
@@ -79,7 +82,7 @@ def load_image_sized(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(source, formats=READ_FORMATS) as img:
                 img.seek(0)  # animated GIF/WebP/APNG: the first frame
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageLoadError(

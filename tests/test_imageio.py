@@ -119,6 +119,15 @@ def test_bad_bytes_have_clear_messages(payload, message):
         load_image(payload, name="upload.png")
 
 
+def test_formats_pillow_knows_but_we_do_not_read_never_reach_their_decoders():
+    """EPS went to Ghostscript (here: 'corrupt or truncated (Unable to locate Ghostscript)'); PCX decoded."""
+    pcx = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(pcx, "PCX")
+    for payload in (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", pcx.getvalue()):
+        with pytest.raises(ImageLoadError, match=r"^upload\.jpg: not an image file, or a format we cannot read$"):
+            load_image(payload, name="upload.jpg")
+
+
 def test_truncated_jpeg_is_corrupt():
     payload = encoded(Image.new("RGB", (200, 200), "green"), "JPEG")
     with pytest.raises(ImageLoadError, match="corrupt"):
