@@ -352,16 +352,28 @@ KEPT_SETTINGS = (
     "photos_gradcam",
     "webcam_remote",
     "webcam_ice",
+    "compare_source",
     "compare_weight",
     "compare_metrics_split",
     "video_every",
+)
+#: Pickers drawn with a result, keyed per photo or per face count ("photos_cam_face_<slot>"): kept the same way, so
+#: coming back shows the face and class the user chose. A kept choice that is no longer an option (fewer faces
+#: after a settings change) falls back to the widget's default, as Streamlit does on the page itself.
+KEPT_PREFIXES = (
+    "photos_chart_face_",
+    "photos_cam_face_",
+    "photos_cam_class_",
+    "compare_faces_",
+    "compare_weight_",
+    "video_face",
 )
 
 
 def keep_settings() -> None:
     """Re-store every kept setting in this run, so leaving a page does not reset it (Streamlit's documented way)."""
-    for key in KEPT_SETTINGS:
-        if key in st.session_state:
+    for key in list(st.session_state.keys()):
+        if key in KEPT_SETTINGS or key.startswith(KEPT_PREFIXES):
             st.session_state[key] = st.session_state[key]
 
 

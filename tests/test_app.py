@@ -351,6 +351,9 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
     cam_pickers(app, "Face")[0].set_value(1)
     cam_pickers(app, "Class")[0].set_value("happy")
     cam_pickers(app, "Class")[1].set_value("sad").run()
+    visit_another_page_and_return(app, "views/photos.py")  # the choices are kept too, not only the photos
+    assert [box.value for box in cam_pickers(app, "Face")] == [1, 0]
+    assert [box.value for box in cam_pickers(app, "Class")] == ["happy", "sad"]
     app.file_uploader(key="photos_upload").set_value([one]).run()  # one.png moves up to the first place
     assert not app.exception, app.exception
     assert cam_pickers(app, "Face")[0].value == 0 and cam_pickers(app, "Class")[0].value == "sad"  # its own choice
