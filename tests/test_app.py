@@ -1018,6 +1018,27 @@ def test_result_keys_see_a_member_swapped_in_place(
     assert ui.DetectorSettings().key != before
 
 
+def test_gradcam_is_computed_again_for_a_member_replaced_in_place(
+    app_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The photo results and the explainer follow a replaced .pt; the memoised heat maps kept the old network's."""
+    folder = shutil.copytree(app_weights, tmp_path / "weights")
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.toggle(key="photos_gradcam").set_value(True)
+    app.run()
+    computed = set(app.session_state["_memo_gradcam"])
+    assert len(computed) == 2  # one heat map per member for the ensemble's label
+    member = folder / "A_crp.pt"
+    os.utime(member, (member.stat().st_atime, member.stat().st_mtime + 10))  # as a retrained file copied over it
+    app.run()
+    assert not app.exception, app.exception
+    fresh = set(app.session_state["_memo_gradcam"]) - computed
+    assert [key[3] for key in fresh] == [str(member)]  # A's heat map again, from the new file; B's is still valid
+
+
 def test_a_damaged_ensemble_json_is_named(app_weights: Path, tmp_path: Path) -> None:
     from fer_core.checkpoint import CheckpointError
     from fer_core.ensemble import Ensemble

@@ -121,7 +121,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
         # view Grad-CAM runs on: "predicted" must explain the label beside it.
         shown = face.model_probs[member.name]
         cam_target = model_view(shown).label if target == "predicted" else target
-        key = (item.digest, tuple(face.box), cam_target, str(member.path))
+        key = (item.digest, tuple(face.box), cam_target, str(member.path), ui.file_stamp(member.path))  # replaced
         try:
             explain = partial(ui.load_explainer(str(member.path)).explain, crop, cam_target)
             result = ui.session_memo("gradcam", key, explain)
