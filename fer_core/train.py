@@ -91,6 +91,11 @@ class TrainConfig:
         for option, known in (("recipe", tuple(RECIPES)), ("schedule", SCHEDULES)):
             if getattr(self, option) not in known:
                 raise ValueError(f"unknown {option} {getattr(self, option)!r}; known: {', '.join(known)}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"device {self.device!r} is not one torch knows (auto, cpu, cuda, cuda:1...)") from err
         problems = [f"{name} {getattr(self, name)!r} {rule}" for name, rule, ok in self._ranges() if not ok]
         if problems:
             raise ValueError("; ".join(problems))
@@ -114,6 +119,8 @@ class TrainConfig:
             ("dropout", "must lie in [0, 1)", 0 <= self.dropout < 1),
             ("stochastic_depth", "must lie in [0, 1)", 0 <= self.stochastic_depth < 1),
             ("distill_alpha", "must lie in [0, 1]", 0 <= self.distill_alpha <= 1),
+            ("seed", "must be at least 0", self.seed >= 0),
+            ("time_budget", "must be a finite number of seconds", bool(np.isfinite(self.time_budget))),
             *((name, "must be at least 0", getattr(self, name) >= 0) for name in _NON_NEGATIVE),
         ]
 
@@ -124,7 +131,8 @@ _NON_NEGATIVE = ("limit", "val_limit", "threads", "stop_after", "time_budget")
 
 #: What a resumed run must share with the run it continues: everything that changes the network, the loss, the
 #: optimiser or the data it sees. Threads, device, memory layout, batch size for evaluation and the per-invocation
-#: `stop_after` / `time_budget` may change; `epochs` may with --reschedule.
+#: `stop_after` / `time_budget` may change (the first three with a warning: `NOT_BIT_EXACT`); `epochs` may with
+#: --reschedule. The run's name may not: ensembles key their members by it.
 RESUME_MUST_MATCH = (
     "recipe",
     "schedule",
@@ -142,6 +150,11 @@ RESUME_MUST_MATCH = (
     "val_limit",
     "distill_alpha",
 )  # soft_labels: not its path but its teacher and data are compared (`changed_sources`), so a moved file resumes
+
+
+#: What a resumed run may change that still moves its numbers slightly (float sums in another order): said in a
+#: warning, because it may have to change (another machine), but the resume is then no longer exact.
+NOT_BIT_EXACT = ("channels_last", "threads", "device")
 
 
 def typed_config_values(loaded: dict[str, Any], source: Path) -> dict[str, Any]:
@@ -501,8 +514,10 @@ def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, t
 def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
     """Train (or resume) a run; returns the path of `best.pt`."""
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out}: exists and is not a folder")
+    try:
+        cli.out_folder(str(out))  # a file, a path under a file, a folder we may not write in: before any work
+    except argparse.ArgumentTypeError as err:
+        raise UserInputError(f"--out {err}") from err
     if cfg.init_from and Path(cfg.init_from).resolve() in {(out / name).resolve() for name in ("best.pt", "last.pt")}:
         raise UserInputError(
             f"--init-from {cfg.init_from} lies in --out {out}: this run would overwrite the weights it starts from "
@@ -566,6 +581,10 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         if saved_world != dist_info.world_size:  # per-rank batches: the steps per epoch the schedule counts differ
             changed.append(f"the number of processes ({saved_world} then, {dist_info.world_size} now)")
         changed += changed_sources(state["meta"], parent, teacher)
+        saved_name = state["meta"].get("name")
+        if cfg.name and saved_name and cfg.name != saved_name:  # ensembles key members by it
+            changed.append(f"the name ({saved_name} then, {cfg.name} now)")
+        name = saved_name or name
         if changed:
             raise UserInputError(f"{last_path}: cannot resume exactly, {', '.join(changed)} differ from this run")
         model_cfg = ModelConfig.from_dict(state["model_config"])
@@ -588,6 +607,15 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         start_epoch, best_acc, train_seconds = training["epoch"] + 1, training["best_acc"], training["train_seconds"]
         if dist_info.is_main:
             log.info("resumed %s at epoch %d", last_path, start_epoch + 1)
+            inexact = [k for k in NOT_BIT_EXACT if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
+            if inexact:
+                log.warning(
+                    "%s changed since the run began: it goes on, but not bit for bit as it would have (sums "
+                    "in another order)",
+                    ", ".join(
+                        f"{k} ({training['config'].get(k, defaults[k])} then, {getattr(cfg, k)} now)" for k in inexact
+                    ),
+                )
     if dist_info.world_size > 1:
         model = DistributedDataParallel(
             model, device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import shutil
 import subprocess
@@ -116,6 +117,17 @@ def test_resume_refuses_when_the_init_from_file_changed(tmp_path, tiny_csv):
     parent.write_bytes((first / "last.pt").read_bytes())  # same path, other file: e.g. a new release in weights/
     with pytest.raises(UserInputError, match="the --init-from weights differ"):
         train_main([*tune, "--resume"])
+
+
+def test_resume_keeps_the_run_s_name_and_says_when_it_is_not_bit_exact(tmp_path, tiny_csv, caplog):
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--name", "tiny", "--stop-after", "1", *TINY])
+    with pytest.raises(UserInputError, match=r"the name \(tiny then, other now\) differ"):  # ensembles key by it
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--name", "other", *TINY])
+    with caplog.at_level(logging.WARNING, logger="fer_core.train"):
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--no-channels-last", *TINY])
+    assert read_checkpoint(out / "last.pt")["meta"]["name"] == "tiny"  # not the folder's name, without --name
+    assert "channels_last (True then, False now) changed since the run began: it goes on, but not bit" in caplog.text
 
 
 def test_mixcut_recipe_and_yaml_config(tmp_path, tiny_csv):
@@ -244,6 +256,9 @@ def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
         (["--label-smoothing", "1.5"], "label_smoothing 1.5 must lie"),
         (["--stem-stride", "0"], "stem_stride 0 must be at least 1"),
         (["--limit", "-5"], "limit -5 must be at least 0"),
+        (["--seed", "-1"], "seed -1 must be at least 0"),  # numpy refused it after the data had loaded
+        (["--time-budget", "inf"], "time_budget inf must be a finite number"),  # a NaN epoch count after epoch 2
+        (["--device", "gpu"], "device 'gpu' is not one torch knows"),  # torch's RuntimeError, as a traceback
     ],
 )
 def test_out_of_range_settings_are_refused_before_any_data_loads(flags, problem):
@@ -279,6 +294,8 @@ def test_runs_that_cannot_go_right_are_refused_up_front(tmp_path, tiny_csv):
     a_file.write_text("")
     with pytest.raises(UserInputError, match="exists and is not a folder"):
         train_main([*base, "--out", str(a_file)])
+    with pytest.raises(UserInputError, match=f"{a_file} is a file, not a folder"):  # found after an epoch, before
+        train_main([*base, "--out", str(a_file / "run")])
     copied = tmp_path / "copied"
     copied.mkdir()
     shutil.copyfile(out / "best.pt", copied / "last.pt")
