@@ -96,7 +96,46 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("model_config", "state_dict", "meta"):
         if key not in checkpoint:
             raise CheckpointError(f"{source}: checkpoint lacks {key!r}")
+    check_model_config(checkpoint["model_config"], source)
     return checkpoint
+
+
+def check_model_config(config: Any, source: Path) -> None:
+    """Every `ModelConfig` field present and of its kind: a missing one was filled with today's default (another
+    normalisation, class order or input size, silently), a wrong kind ended in a bare AttributeError."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: model_config is a {type(config).__name__}, not a mapping")
+    missing = [name for name in ModelConfig.__dataclass_fields__ if name not in config]
+    if missing:
+        raise CheckpointError(f"{source}: model_config lacks {missing}; it cannot be rebuilt as it was trained")
+
+    def numbers(value: Any) -> bool:
+        return isinstance(value, list | tuple) and bool(value) and all(is_number(v) for v in value)
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    kinds = {
+        "arch": isinstance(config["arch"], str),
+        "num_classes": whole(config["num_classes"]),
+        "in_channels": whole(config["in_channels"]),
+        "input_size": whole(config["input_size"]),
+        "stem_stride": whole(config["stem_stride"]),
+        "dropout": is_number(config["dropout"]),
+        "stochastic_depth": is_number(config["stochastic_depth"]),
+        "mean": numbers(config["mean"]),
+        "std": numbers(config["std"]),
+        "class_names": isinstance(config["class_names"], list | tuple)
+        and all(isinstance(name, str) for name in config["class_names"]),
+    }
+    wrong = [name for name, ok in kinds.items() if not ok]
+    if wrong:
+        raise CheckpointError(f"{source}: model_config has malformed {', '.join(f'{n}={config[n]!r}' for n in wrong)}")
+
+
+def is_number(value: object) -> bool:
+    """An int or float, not a bool (JSON and YAML give bools where a number was meant)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def load_classifier(path: str | Path, expected_classes: tuple[str, ...] = EMOTIONS) -> LoadedClassifier:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_core.checkpoint import CheckpointError
+from fer_core.checkpoint import CheckpointError, is_number
 from fer_core.classifier import EmotionClassifier, prepare_batch
 from fer_core.export import file_sha256
 from fer_core.tta import NO_TTA, tta_from_spec, tta_views
@@ -144,10 +144,6 @@ def read_spec(folder: Path) -> dict[str, Any]:
     for entry in spec["models"]:
         check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
     return spec
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path) -> None:

@@ -72,3 +72,28 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_classifier(tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda c: c.pop("mean"), r"model_config lacks \['mean'\]"),  # was filled with today's (0.5,) silently
+        (
+            lambda c: [c.pop(k) for k in ("class_names", "input_size")],
+            r"model_config lacks \['input_size', 'class_names'\]",
+        ),
+        (lambda c: c.update(class_names=7), "model_config has malformed class_names=7"),  # a bare TypeError before
+        (lambda c: c.update(input_size="48", std=[]), r"model_config has malformed input_size='48', std=\[\]"),
+    ],
+)
+def test_incomplete_or_malformed_model_config_is_named(tmp_path, damage, problem):
+    config = ModelConfig(stem_stride=2)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    damage(checkpoint["model_config"])
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=rf"x\.pt: {problem}"):
+        load_classifier(tmp_path / "x.pt")
+    checkpoint["model_config"] = [1, 2]  # a bare AttributeError before
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=r"x\.pt: model_config is a list, not a mapping"):
+        read_checkpoint(tmp_path / "x.pt")
