@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,35 @@ def lineage(meta: dict[str, Any]) -> list[str]:
     return stages[::-1]
 
 
+SCHEDULE_TEXT = {"onecycle": "OneCycle LR with warm-up", "swa": "a constant LR after warm-up with weight averaging"}
+
+
+def recipe_text(train_configs: dict[str, dict[str, Any]]) -> str:
+    """The optimiser, schedule and loss of the members' last stages, read from their own training configs: a value
+    they share is said once, others per file (a checkpoint without the knob ran before it existed: "OneCycle")."""
+
+    def shared(key: str, show: Callable[[Any], str]) -> str:
+        shown = {file: show(config.get(key)) for file, config in train_configs.items()}
+        if len(set(shown.values())) == 1:
+            return next(iter(shown.values()))
+        return " / ".join(f"{text} (`{file}`)" for file, text in shown.items())
+
+    def known(value: Any) -> str:
+        return "not recorded" if value is None else str(value)
+
+    def loss(power: Any) -> str:
+        if power is None:
+            return "cross-entropy (class weighting not recorded)"
+        return f"class-weighted cross-entropy (frequency^-{power}: lifts `disgust`)" if power else "cross-entropy"
+
+    return (
+        f"Recipe: AdamW (weight decay {shared('weight_decay', known)}, on weights only), "
+        f"{shared('schedule', lambda name: SCHEDULE_TEXT.get(name or 'onecycle', str(name)))}, "
+        f"label smoothing {shared('label_smoothing', known)}, {shared('class_weight_power', loss)}, "
+        "batch augmentation on the device."
+    )
+
+
 def render(weights: Path) -> str:
     spec = read_spec(weights)
     out = [
@@ -153,9 +183,8 @@ def render(weights: Path) -> str:
     first = spec["models"][0]
     out += [
         "",
-        "Shared recipe: AdamW (weight decay on weights only), OneCycle LR with warm-up, label smoothing, "
-        "class-weighted cross-entropy (frequency^-0.5: lifts `disgust`), batch augmentation on the device. "
-        f"Training config of `{first['file']}`:",
+        recipe_text({file: c["meta"].get("train_config", {}) for file, c in checkpoints.items()})
+        + f" Training config of `{first['file']}`:",
         "",
         "```json",
         json.dumps(checkpoints[first["file"]]["meta"].get("train_config", {}), indent=1),

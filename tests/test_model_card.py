@@ -161,3 +161,21 @@ def test_metrics_table_does_not_round_a_near_miss_up_to_the_target():
     scores = {"accuracy": 0.69958, "macro_f1": 0.6866, "per_class": {e: {"f1": 0.5} for e in EMOTIONS}}
     row = metrics_table({"models": {"A_crp": scores}})[-1]
     assert row.startswith("| A_crp | 69.96 % | 0.687 |"), row
+
+
+def test_the_recipe_sentence_is_read_from_the_members_training_configs(tmp_path, fake_weights):
+    """It was typed in: "OneCycle" and "frequency^-0.5" whatever the checkpoints said."""
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)
+    shared = {"label_smoothing": 0.1, "weight_decay": 0.05}
+    for file, own in (("A_crp.pt", {"schedule": "onecycle"}), ("B_mixcut.pt", {"schedule": "swa"})):
+        checkpoint = read_checkpoint(weights / file)
+        checkpoint["meta"]["train_config"] = {**shared, **own, "class_weight_power": 1.0 if "B" in file else 0.5}
+        save_checkpoint(weights / file, checkpoint)
+    recipe = next(line for line in render(weights).splitlines() if line.startswith("Recipe: "))
+    assert recipe.startswith(
+        "Recipe: AdamW (weight decay 0.05, on weights only), OneCycle LR with warm-up (`A_crp.pt`)"
+    )
+    assert "/ a constant LR after warm-up with weight averaging (`B_mixcut.pt`), label smoothing 0.1, " in recipe
+    assert "(frequency^-0.5: lifts `disgust`) (`A_crp.pt`) / " in recipe
+    assert "(frequency^-1.0: lifts `disgust`) (`B_mixcut.pt`), batch augmentation" in recipe
