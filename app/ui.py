@@ -7,7 +7,6 @@ everything a user uploads or chooses lives in that user's `st.session_state` onl
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from fer_core.detection import PHOTO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
 from fer_core.imageio import HEIF_SUPPORTED
-from fer_core.model_card import check_metrics_belong
+from fer_core.model_card import check_metrics_belong, check_split_size, read_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
 from fer_core.tta import NO_TTA, tta_set
@@ -436,14 +435,13 @@ def load_metrics(folder: Path, ens: Ensemble) -> tuple[dict[str, dict[str, Any]]
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text())
-            if not isinstance(data.get("models"), dict):
-                raise ValueError("no 'models' entry")
+            data = read_metrics(path)
             check_metrics_belong(data, expected, folder / ENSEMBLE_FILE, path, split)
+            check_split_size(data, {member.name: member.meta for member in ens.members}, path, split)
         except UserInputError as err:
             problems.append(f"`{path.name}` is not shown: {str(err).removeprefix(f'{path}: ')}")
             continue
-        except (OSError, ValueError, AttributeError) as err:
+        except OSError as err:
             problems.append(f"`{path.name}` is unreadable ({err})")
             continue
         found[split] = data

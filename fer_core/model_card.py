@@ -214,8 +214,9 @@ def render(weights: Path) -> str:
     for split in ("PrivateTest", "PublicTest"):
         path = weights / f"metrics_{split}.json"
         if path.is_file():
-            metrics = json.loads(path.read_text())
+            metrics = read_metrics(path)
             check_metrics_belong(metrics, expected_weights, weights / ENSEMBLE_FILE, path, split)
+            check_split_size(metrics, {file: c["meta"] for file, c in checkpoints.items()}, path, split)
             command = f"python -m fer_core.evaluate --data FER2013 --split {split} --out DIR"
             out += [f"## {split} (n = {metrics['n']}), from `{command}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
@@ -225,6 +226,29 @@ def render(weights: Path) -> str:
     for path in sorted(p for p in weights.iterdir() if p.is_file() and p.name != "MODEL_CARD.md"):
         out.append(f"| `{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |")
     return "\n".join(out) + "\n"
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """An evaluate `metrics.json`; a truncated or foreign file is named, not a JSONDecodeError."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: not valid JSON ({err}); run python -m fer_core.evaluate again") from err
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("models"), dict) or "n" not in metrics:
+        raise UserInputError(f"{path}: not a metrics file of python -m fer_core.evaluate")
+    return metrics
+
+
+def check_split_size(metrics: dict[str, Any], metas: dict[str, dict[str, Any]], path: Path, split: str) -> None:
+    """Figures of another data set (a sample, another copy of FER-2013) have another face count than the split
+    the members were trained beside, as their checkpoints record it."""
+    for file, meta in metas.items():
+        recorded = meta.get("data_counts", {}).get(split)
+        if recorded is not None and recorded != metrics["n"]:
+            raise UserInputError(
+                f"{path}: measured on {metrics['n']} {split} faces, but `{file}` was trained beside a {split} of "
+                f"{recorded}; evaluate on the same data"
+            )
 
 
 def check_metrics_belong(

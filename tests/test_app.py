@@ -34,6 +34,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from fer_core import video as fer_video
+from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.detection import FaceDetector
 from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import HEIF_SUPPORTED
@@ -751,6 +752,18 @@ def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path
     (shown,) = [w.value for w in app.warning if "metrics_PrivateTest.json" in w.value]
     assert "is not shown" in shown and "A_crp 0.9" in shown
     assert "PrivateTest accuracy" not in app.dataframe[0].value.columns
+
+    checkpoint = read_checkpoint(folder / "A_crp.pt")  # trained beside a PrivateTest of another size than measured
+    checkpoint["meta"]["data_counts"] = {"PrivateTest": measured["n"] + 1}
+    save_checkpoint(folder / "A_crp.pt", checkpoint)
+    measured["weights"] = weights_used(
+        json.loads((folder / "ensemble.json").read_text()), folder, measured["weights"]["tta"]
+    )
+    (folder / "metrics_PrivateTest.json").write_text(json.dumps(measured))
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.switch_page("views/compare.py").run()
+    (shown,) = [w.value for w in app.warning if "metrics_PrivateTest.json" in w.value]
+    assert f"measured on {measured['n']} PrivateTest faces, but `A_crp` was trained beside" in shown
 
 
 def clip(frames: int = 8) -> bytes:

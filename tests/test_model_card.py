@@ -179,3 +179,21 @@ def test_the_recipe_sentence_is_read_from_the_members_training_configs(tmp_path,
     assert "/ a constant LR after warm-up with weight averaging (`B_mixcut.pt`), label smoothing 0.1, " in recipe
     assert "(frequency^-0.5: lifts `disgust`) (`A_crp.pt`) / " in recipe
     assert "(frequency^-1.0: lifts `disgust`) (`B_mixcut.pt`), batch augmentation" in recipe
+
+
+def test_render_refuses_figures_of_other_data_and_names_a_damaged_metrics_file(tmp_path, fake_weights):
+    """A sample's figures (n = 35) printed as the PrivateTest of members trained beside 3,589 faces; and a
+    truncated file was a JSONDecodeError traceback."""
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    checkpoint = read_checkpoint(weights / "A_crp.pt")
+    checkpoint["meta"]["data_counts"] = {"Training": 28709, "PublicTest": 3589, "PrivateTest": 3589}
+    save_checkpoint(weights / "A_crp.pt", checkpoint)
+    metrics = metrics_with(np.diag([5, 1, 5, 9, 5, 5, 5])) | {"weights": weights_of(weights)}
+    path = weights / "metrics_PrivateTest.json"
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(UserInputError, match=r"measured on 35 PrivateTest faces, but `A_crp.pt` was trained beside"):
+        render(weights)
+    for text, problem in (('{"split": "Priv', "not valid JSON"), ("[]", "not a metrics file")):
+        path.write_text(text)
+        with pytest.raises(UserInputError, match=rf"metrics_PrivateTest\.json: {problem}"):
+            render(weights)
