@@ -41,20 +41,23 @@ class LoadedClassifier:
         return str(self.meta.get("name", self.path.stem))
 
 
-def code_version() -> str:
-    """Package version plus the git commit when running from a checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
+def code_version(folder: Path = Path(__file__).parent) -> str:
+    """Package version plus the git commit when running from a checkout, and `.dirty` when tracked files differ
+    from that commit: a run trained with uncommitted changes must not claim the commit's code."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=folder, capture_output=True, text=True, timeout=5, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    sha = git("rev-parse", "--short", "HEAD")
+    if not sha:
+        return __version__
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")  # the package's own files
+    return f"{__version__}+{sha}{'.dirty' if dirty else ''}"
 
 
 def build_checkpoint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,21 @@ def test_incomplete_or_malformed_model_config_is_named(tmp_path, damage, problem
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match=r"x\.pt: model_config is a list, not a mapping"):
         read_checkpoint(tmp_path / "x.pt")
+
+
+def test_code_version_says_when_the_code_differs_from_its_commit(tmp_path):
+    """A run trained with uncommitted changes claimed the commit's code."""
+    from fer_core import __version__
+    from fer_core.checkpoint import code_version
+
+    assert code_version(tmp_path) == __version__  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "augment.py").write_text("A = 1\n")
+    subprocess.run([*git, "add", "augment.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked: not part of the code")
+    assert code_version(tmp_path) == f"{__version__}+{sha}"
+    (tmp_path / "augment.py").write_text("A = 2\n")
+    assert code_version(tmp_path) == f"{__version__}+{sha}.dirty"
