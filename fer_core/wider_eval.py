@@ -234,13 +234,23 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"{len(unknown)} listed images are not in {gt_file}, e.g. {min(unknown)}")
         gt = {k: v for k, v in gt.items() if image_key(k) in wanted}
+    if not gt:  # AP of nothing printed as nulls with exit 0
+        parser.error(f"{args.images or gt_file}: no images to evaluate")
     set_keys = {image_key(k) for k in sets}
     missing_sets = [k for k in gt if image_key(k) not in set_keys]
     if missing_sets:
         print(f"warning: {len(missing_sets)} images have no entry in {sets_file} and are skipped", file=sys.stderr)
     preds = read_wider_results(args.pred)
-    if gt and not {image_key(k) for k in gt} & set(preds):  # AP 0 from a wrong folder level is no result
+    evaluated = {image_key(k) for k in gt}
+    if not evaluated & set(preds):  # AP 0 from a wrong folder level is no result
         parser.error(f"no result file under {args.pred} names an evaluated image (expected <event>/<name>.txt)")
+    without = sorted(evaluated - set(preds))
+    if without:  # an image detect_faces could not read: its faces count as misses, which lowers AP
+        print(
+            f"warning: {len(without)} evaluated images have no result file, e.g. {without[0]}; their faces count as "
+            "missed",
+            file=sys.stderr,
+        )
     unknown_preds = sorted(set(preds) - all_keys)
     if unknown_preds:
         example = unknown_preds[0]

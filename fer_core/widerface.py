@@ -21,6 +21,7 @@ never be committed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -247,9 +248,12 @@ def parse_voc_xml(path: str | Path) -> VocAnnotation:
                 raise AnnotationError(f"{path}: missing <{tag}>")
             return default
         try:
-            return float(text)
+            value = float(text)
         except ValueError as exc:
             raise AnnotationError(f"{path}: <{tag}> is not a number: {text!r}") from exc
+        if not math.isfinite(value):  # a NaN box passes every size filter (each comparison is False)
+            raise AnnotationError(f"{path}: <{tag}> is {text.strip()!r}, not a finite number")
+        return value
 
     size = root.find("size")
     boxes, labels = [], []
@@ -392,7 +396,9 @@ class _Writer:
 
 def _add_wider(
     writer: _Writer, root: Path, gt: Mapping[str, np.ndarray], keys: Iterable[str], prefix: str, cfg: ConversionConfig
-) -> None:
+) -> list[str]:
+    """Place the images of `keys` that are on disk (a missing one is counted) and return the keys placed."""
+    placed = []
     for key in keys:
         src = root / "images" / key
         if not src.is_file():
@@ -402,6 +408,8 @@ def _add_wider(
         boxes = gt[key]
         kept, drops = filter_boxes(boxes[:, :4], width, height, cfg.min_face_px, boxes[:, COL_INVALID] > 0)
         writer.add(src, f"{prefix}/{key}", kept, width, height, drops)
+        placed.append(key)
+    return placed
 
 
 def convert_to_yolo(
@@ -440,7 +448,7 @@ def convert_to_yolo(
 
     _add_wider(train, wider_train, train_gt, train_gt, "wider_train", cfg)
     _add_wider(train, wider_val, val_gt, val_train_keys, "wider_val", cfg)
-    _add_wider(val, wider_val, val_gt, dev_keys, "wider_val", cfg)
+    dev_placed = _add_wider(val, wider_val, val_gt, dev_keys, "wider_val", cfg)
 
     facemask = data_root / "facemask"
     placed_masks: set[str] = set()
@@ -462,7 +470,15 @@ def convert_to_yolo(
             kept, drops = filter_boxes(xywh, width, height, cfg.min_face_px)
             train.add(src, f"facemask/{src.name}", kept, width, height, drops)
 
-    result.devval = write_devval_ground_truth(val_gt, sets, dev_keys, out_dir / "devval")
+    for split in ("train", "val"):  # ultralytics would stop with a traceback about a missing folder
+        if not result.images.get(split):
+            missing = result.dropped.get(split, {}).get("missing_image", 0)
+            raise AnnotationError(
+                f"{data_root}: no {split} image could be placed ({missing} listed images are not on disk); check "
+                "the folder layout the data README describes (widerface/{train,val}/images/<event>/<file>.jpg)"
+            )
+    # Only the images placed: a missing one in the dev-val ground truth would count its faces as misses in AP.
+    result.devval = write_devval_ground_truth(val_gt, sets, dev_placed, out_dir / "devval")
     data = {
         "path": str(out_dir.resolve()),
         "train": "images/train",

@@ -208,10 +208,16 @@ def test_cli_prints_json_and_honours_the_image_list(tmp_path: Path, capsys: pyte
         cli.run(lambda: main(["--gt", str(gt_file.parent), "--pred", str(pred)]))
     assert done.value.code == 0  # a returned dict of APs used to become exit status 1 and a second copy on stderr
     captured = capsys.readouterr()
-    assert json.loads(captured.out) == {"easy": 0.5, "medium": 0.5, "hard": 0.5} and captured.err == ""
+    assert json.loads(captured.out) == {"easy": 0.5, "medium": 0.5, "hard": 0.5}
+    assert captured.err == "warning: 1 evaluated images have no result file, e.g. e2/b; their faces count as missed\n"
     (tmp_path / "list.txt").write_text("# dev-val\ne1/a.jpg\n")
     main(["--gt", str(gt_file), "--pred", str(pred), "--images", str(tmp_path / "list.txt")])
-    assert json.loads(capsys.readouterr().out) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"easy": 1.0, "medium": 1.0, "hard": 1.0} and captured.err == ""
+    (tmp_path / "list.txt").write_text("# nothing listed\n")  # printed three nulls, exit 0
+    with pytest.raises(SystemExit) as done:
+        main(["--gt", str(gt_file), "--pred", str(pred), "--images", str(tmp_path / "list.txt")])
+    assert done.value.code == 2 and "list.txt: no images to evaluate" in capsys.readouterr().err
 
 
 def test_a_sets_file_naming_faces_the_ground_truth_lacks_is_an_error_not_an_index_crash() -> None:

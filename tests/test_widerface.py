@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -224,6 +225,32 @@ def test_a_failed_conversion_is_never_reused_and_names_the_unreadable_image(tmp_
     with pytest.raises(AnnotationError, match=f"{broken.name}: cannot read this image"):
         convert_to_yolo(bundle, out, ConversionConfig(min_face_px=5, seed=1))
     assert not train_detector.dataset_usable(out)  # the old data.yaml went first: --resume must convert again
+
+
+def test_a_missing_image_stays_out_of_the_dev_val_ground_truth_and_an_empty_split_is_refused(tmp_path: Path) -> None:
+    """A dev-val image not on disk was still written into the dev-val ground truth, so AP counted its faces as
+    misses; a data root without images converted 'successfully' and training ended in an ultralytics traceback."""
+    bundle = make_bundle(tmp_path / "data")
+    first = convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+    gone = sorted(parse_wider_gt(first.devval["gt"]))[0]
+    (bundle / "widerface" / "val" / "images" / gone).unlink()
+    result = convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+    assert result.images["val"] == 3 and result.dropped["val"]["missing_image"] == 1
+    dev_gt = parse_wider_gt(result.devval["gt"])
+    assert gone not in dev_gt and len(dev_gt) == 3 and gone not in result.devval["images"].read_text().split()
+    assert gone not in json.loads(result.devval["sets"].read_text())
+    shutil.rmtree(bundle / "widerface" / "val" / "images")
+    with pytest.raises(AnnotationError, match=r"no val image could be placed \(4 listed images are not on disk\)"):
+        convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_face_mask_box_that_is_not_a_finite_number_is_named(tmp_path: Path, value: str) -> None:
+    """NaN passed every size filter and became 'nan' in a YOLO label; inf was clipped to the image edge."""
+    path = tmp_path / "mask.xml"
+    path.write_text(VOC_XML.replace("<xmin>10.0</xmin>", f"<xmin>{value}</xmin>"))
+    with pytest.raises(AnnotationError, match=rf"mask\.xml: <xmin> is '{value}', not a finite number"):
+        parse_voc_xml(path)
 
 
 def test_two_face_mask_annotations_of_one_image_place_it_once(tmp_path: Path) -> None:
