@@ -93,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     images = list(iter_images(args.image_root))
     if not images:  # exit 0 with no result file would read as "done"
         parser.error(f"no images under {args.image_root}")
+    by_result: dict[Path, list[Path]] = {}
+    for image in images:
+        by_result.setdefault(result_path(args.out, args.image_root, image), []).append(image)
+    clashes = [names for names in by_result.values() if len(names) > 1]
+    if clashes:  # x.jpg and x.png both write x.txt: the last would replace the first's faces without a word
+        shown = ", ".join(" and ".join(str(p.relative_to(args.image_root)) for p in names) for names in clashes[:3])
+        parser.error(f"{len(clashes)} result file(s) would be written twice, for {shown}; rename one of each")
     try:
         detector = FaceDetector(
             backend=args.backend,

@@ -257,6 +257,8 @@ class FaceDetector:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if not 0.0 <= conf <= 1.0:
             raise ValueError(f"conf must be in [0, 1], got {conf}")
+        if not 0.0 <= iou <= 1.0:  # OpenCV's NMS asserted on a negative one and kept duplicates above 1
+            raise ValueError(f"iou must be in [0, 1], got {iou}")
         if min_face < 0 or max_faces < 1 or imgsz < 32:
             raise ValueError(f"bad sizes: min_face={min_face}, max_faces={max_faces}, imgsz={imgsz}")
         self.conf = float(conf)

@@ -165,7 +165,10 @@ class Pipeline:
         found = list(self.detect(image_rgb) if boxes is None else boxes)
         if not found:
             return ImageResult([], width, height)
-        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+        if image_rgb.ndim == 3 and image_rgb.shape[2] == 1:  # HxWx1, as the detector accepts it
+            gray = image_rgb[..., 0]
+        else:
+            gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
         coords = [(b.x1, b.y1, b.x2, b.y2) for b in found]
         faces = self._classify(crop_faces(gray, coords, self.face_margin), coords, [b.score for b in found])
         return ImageResult(faces, width, height)

@@ -171,6 +171,19 @@ def test_gray_images_with_a_channel_axis_are_accepted(astronaut: np.ndarray) -> 
         assert detector.detect(np.zeros(empty, np.uint8)) == []
 
 
+def test_the_pipeline_classifies_faces_of_a_gray_image_with_a_channel_axis(
+    astronaut: np.ndarray, fake_weights: Path
+) -> None:
+    """The detector took HxWx1, then the crop's grey conversion raised (OpenCV wants 3 or 4 channels)."""
+    from fer_core.pipeline import Pipeline
+
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    pipe = Pipeline.load(fake_weights, runtime="torch", detector_backend="haar")
+    flat, with_axis = pipe.analyse(gray), pipe.analyse(gray[:, :, None])
+    assert len(with_axis.faces) == len(flat.faces) >= 1
+    assert with_axis.faces[0].probs == pytest.approx(flat.faces[0].probs)
+
+
 def test_haar_backend_never_warns(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -253,6 +266,16 @@ def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yol
     with pytest.raises(SystemExit) as done:
         detect_faces.main([*argv, "--backend", "haar", "--conf", "2"])
     assert done.value.code == 2 and "conf" in capsys.readouterr().err
+    for iou_value in ("-0.1", "1.5"):  # OpenCV's NMS asserted on the first image; above 1 kept every duplicate
+        with pytest.raises(SystemExit) as done:
+            detect_faces.main([*argv, "--backend", "haar", f"--iou={iou_value}"])
+        assert done.value.code == 2 and f"iou must be in [0, 1], got {iou_value}" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((40, 50, 3), np.uint8))  # a.png's result file too
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main([*argv, "--backend", "haar"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "1 result file(s) would be written twice, for a." in err and "a.jpg" in err
+    (tmp_path / "images" / "a.jpg").unlink()
     with pytest.warns(RuntimeWarning), pytest.raises(SystemExit) as done:
         detect_faces.main([*argv, "--backend", "yolo", "--weights", str(tmp_path / "missing.pt")])
     assert done.value.code == 2 and "--backend yolo: YOLO face weights unusable" in capsys.readouterr().err
