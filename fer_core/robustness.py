@@ -411,13 +411,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
         parser.error("--batch-size must be at least 1, --seed and --limit at least 0")
-    split = load_fer2013(args.data, skip_bad=args.skip_bad)[TEST_SPLIT]
+    dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
+    split = dataset[TEST_SPLIT]
     if 0 < args.limit < len(split):
         split = split.subset(np.sort(np.random.default_rng(args.seed).permutation(len(split))[: args.limit]))
     ensemble = Ensemble.load(args.weights, runtime=args.runtime)
     table, clean_probs = accuracy_table(ensemble, split, args.seed, args.batch_size)
     conf = confidence_table(clean_probs, split.labels)
-    meta = {"split": TEST_SPLIT, "n": len(split), "seed": args.seed, "models": list(clean_probs)}
+    meta = {
+        "split": TEST_SPLIT,
+        "n": len(split),
+        "seed": args.seed,
+        "models": list(clean_probs),
+        "skipped": len(dataset.skipped),  # --skip-bad: rows/files of the source left out (all splits), as evaluate
+    }
     write_outputs(table, conf, args.out, meta)
     print(f"## Robustness ({len(split)} {TEST_SPLIT} faces, seed {args.seed})\n")
     print(robustness_markdown(table))

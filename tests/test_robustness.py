@@ -168,9 +168,12 @@ def test_each_row_is_the_accuracy_on_its_own_condition() -> None:
 
 def test_cli_end_to_end(fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_fer_csv(tmp_path / "fer.csv")
+    with data.open("a") as handle:
+        handle.write("3,1 2 3,PrivateTest\n")  # too few pixels: --skip-bad leaves it out, and the report says so
     out = tmp_path / "report"
     robustness.main(
         [
+            "--skip-bad",
             "--data",
             str(data),
             "--out",
@@ -192,6 +195,7 @@ def test_cli_end_to_end(fake_weights: Path, tmp_path: Path, capsys: pytest.Captu
     assert table["accuracy"].between(0, 1).all() and (table["n"] == 12).all()
     report = json.loads((out / "robustness.json").read_text())
     assert report["n"] == 12 and report["seed"] == 3 and set(report["accuracy"]) == models
+    assert report["skipped"] == 1
     assert all(len(report["accuracy"]["ensemble"][name]) == 3 for name in PERTURBATIONS)
     conf = pd.read_csv(out / "confidence.csv")
     assert len(conf) == len(models) * 10 and conf["coverage"].iloc[0] == 1.0
