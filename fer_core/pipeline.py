@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from fer_core.classifier import prepare_batch
+from fer_core.classifier import prepare_batch, to_gray
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.labels import EMOTIONS
 
@@ -165,10 +165,7 @@ class Pipeline:
         found = list(self.detect(image_rgb) if boxes is None else boxes)
         if not found:
             return ImageResult([], width, height)
-        if image_rgb.ndim == 3 and image_rgb.shape[2] == 1:  # HxWx1, as the detector accepts it
-            gray = image_rgb[..., 0]
-        else:
-            gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+        gray = to_gray(image_rgb)  # HxW, HxWx1 (as the detector accepts it), RGB or RGBA
         coords = [(b.x1, b.y1, b.x2, b.y2) for b in found]
         faces = self._classify(crop_faces(gray, coords, self.face_margin), coords, [b.score for b in found])
         return ImageResult(faces, width, height)
