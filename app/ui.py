@@ -24,7 +24,7 @@ from fer_core.detection import PHOTO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
 from fer_core.imageio import HEIF_SUPPORTED
-from fer_core.model_card import check_metrics_belong, check_split_size, read_metrics
+from fer_core.model_card import read_checked_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
 from fer_core.tta import NO_TTA, tta_set
@@ -435,9 +435,8 @@ def load_metrics(folder: Path, ens: Ensemble) -> tuple[dict[str, dict[str, Any]]
         if not path.is_file():
             continue
         try:
-            data = read_metrics(path)
-            check_metrics_belong(data, expected, folder / ENSEMBLE_FILE, path, split)
-            check_split_size(data, {member.name: member.meta for member in ens.members}, path, split)
+            metas = {member.name: member.meta for member in ens.members}
+            data = read_checked_metrics(path, split, expected, folder / ENSEMBLE_FILE, metas)
         except UserInputError as err:
             problems.append(f"`{path.name}` is not shown: {str(err).removeprefix(f'{path}: ')}")
             continue

@@ -211,12 +211,11 @@ def render(weights: Path) -> str:
         )
     out.append("")
     expected_weights = weights_used(spec, weights, tta)  # hashed once for both metrics files
+    metas = {file: c["meta"] for file, c in checkpoints.items()}
     for split in ("PrivateTest", "PublicTest"):
         path = weights / f"metrics_{split}.json"
         if path.is_file():
-            metrics = read_metrics(path)
-            check_metrics_belong(metrics, expected_weights, weights / ENSEMBLE_FILE, path, split)
-            check_split_size(metrics, {file: c["meta"] for file, c in checkpoints.items()}, path, split)
+            metrics = read_checked_metrics(path, split, expected_weights, weights / ENSEMBLE_FILE, metas)
             command = f"python -m fer_core.evaluate --data FER2013 --split {split} --out DIR"
             out += [f"## {split} (n = {metrics['n']}), from `{command}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
@@ -226,6 +225,18 @@ def render(weights: Path) -> str:
     for path in sorted(p for p in weights.iterdir() if p.is_file() and p.name != "MODEL_CARD.md"):
         out.append(f"| `{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |")
     return "\n".join(out) + "\n"
+
+
+def read_checked_metrics(
+    path: Path, split: str, expected: dict[str, Any], spec_path: Path, metas: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """An evaluate `metrics.json` that belongs beside these weights (the card and the compare page show only such):
+    readable, measured on `split` with these networks, mix and TTA set, and on the split size the members' checkpoints
+    record (`metas`: each member's metadata, keyed by the name to quote)."""
+    metrics = read_metrics(path)
+    check_metrics_belong(metrics, expected, spec_path, path, split)
+    check_split_size(metrics, metas, path, split)
+    return metrics
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
