@@ -956,6 +956,13 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     app.run()
     assert not app.warning and not app.error, (app.warning, app.error)  # nor as cancelled by the user
 
+    app.number_input(key="video_every").set_value(3).run()
+    app.button(key="video_analyse").click().run()
+    assert app.session_state["video_job"].wait(TIMEOUT)  # ended, not yet collected by a rerun
+    app.file_uploader(key="video_upload").set_value(("other.mp4", b"other bytes", "video/mp4")).run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    assert [m.value for m in app.metric][:2] == ["8", "3"]  # an ended job's result is kept for its clip
+
 
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -135,7 +135,7 @@ def main() -> None:
     job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
     if job is not None and job.key[0] != key[0]:
         abandon_job()  # another file was dropped
-        job = None
+        job = st.session_state.get(JOB_KEY)  # an ended job stays, to be collected
     running = job is not None and not job.done
     if st.button("Analyse video", type="primary", key="video_analyse", disabled=running):
         st.session_state.pop(PROBLEM_KEY, None)
@@ -163,9 +163,11 @@ def main() -> None:
 
 def abandon_job() -> None:
     """Stop the analysis of a clip that was removed or replaced, and forget it: if the clip is dropped again before
-    the job notices the cancel (at its next progress report), the page must not show it running, then cancelled."""
-    job: BackgroundJob[VideoResult] | None = st.session_state.pop(JOB_KEY, None)
-    if job is not None:
+    the job notices the cancel (at its next progress report), the page must not show it running, then cancelled.
+    A job that has already ended is left to `collect`, as before: its result is kept for its clip."""
+    job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
+    if job is not None and not job.done:
+        del st.session_state[JOB_KEY]
         job.cancel()
 
 
