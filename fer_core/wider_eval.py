@@ -241,17 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     if missing_sets:
         print(f"warning: {len(missing_sets)} images have no entry in {sets_file} and are skipped", file=sys.stderr)
     preds = read_wider_results(args.pred)
-    evaluated = {image_key(k) for k in gt}
-    if not evaluated & set(preds):  # AP 0 from a wrong folder level is no result
+    evaluated, predicted = {image_key(k) for k in gt}, set(preds)
+    if not evaluated & predicted:  # AP 0 from a wrong folder level is no result
         parser.error(f"no result file under {args.pred} names an evaluated image (expected <event>/<name>.txt)")
-    without = sorted(evaluated - set(preds))
+    without = sorted(evaluated - predicted)
     if without:  # an image detect_faces could not read: its faces count as misses, which lowers AP
         print(
             f"warning: {len(without)} evaluated images have no result file, e.g. {without[0]}; their faces count as "
             "missed",
             file=sys.stderr,
         )
-    unknown_preds = sorted(set(preds) - all_keys)
+    unknown_preds = sorted(predicted - all_keys)
     if unknown_preds:
         example = unknown_preds[0]
         print(f"warning: {len(unknown_preds)} result files name no image of {gt_file}, e.g. {example}", file=sys.stderr)
