@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import numpy as np
@@ -68,10 +68,14 @@ class FerSplit:
 
 @dataclass(frozen=True)
 class FerDataset:
-    """The three FER-2013 splits plus a note of rows or files skipped on request."""
+    """The three FER-2013 splits plus a note of rows or files skipped on request.
+
+    `skipped` holds one message per thing left out, which may be a whole folder; `skipped_count` counts the rows
+    and files it held, the figure `evaluate` reports."""
 
     splits: dict[str, FerSplit]
     skipped: tuple[str, ...] = ()
+    skipped_count: int = 0
 
     def __getitem__(self, name: str) -> FerSplit:
         if name not in self.splits:
@@ -113,8 +117,9 @@ def load_fer2013(
         images, labels, usages, sources, skipped = _read_csv(source, skip_bad)
     else:
         raise FerDataError(f"{source}: not a FER-2013 source (expected a folder or a .csv/.csv.gz/.xz/.zip file)")
+    skipped_count = sum(count for _, count in skipped)
     if skipped:
-        log.warning("skipped %d bad rows/files in %s (first: %s)", len(skipped), source, skipped[0])
+        log.warning("skipped %d bad rows/files in %s (first: %s)", skipped_count, source, skipped[0][0])
     if not labels:
         raise FerDataError(f"{source}: no usable samples found")
     usages_arr = np.asarray(usages)
@@ -127,7 +132,7 @@ def load_fer2013(
         idx = np.flatnonzero(usages_arr == name)
         if len(idx):
             splits[name] = FerSplit(name, image_arr[idx], label_arr[idx], tuple(sources[i] for i in idx))
-    return FerDataset(splits, tuple(skipped))
+    return FerDataset(splits, tuple(message for message, _ in skipped), skipped_count)
 
 
 def _carve_validation(usages: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -208,11 +213,28 @@ def _open_csv_bytes(path: Path, stack: ExitStack) -> IO[bytes]:
         return stack.enter_context(lzma.open(path, "rb"))
     if name.endswith(".zip"):
         archive = stack.enter_context(zipfile.ZipFile(path))
-        members = [m for m in archive.namelist() if not m.endswith("/")]
+        members = [m for m in archive.namelist() if not m.endswith("/") and not _is_archive_clutter(m)]
         if len(members) != 1:
             raise FerDataError(f"{path}: expected one CSV inside the zip, found {len(members)} files")
         return stack.enter_context(archive.open(members[0]))
     return stack.enter_context(path.open("rb"))
+
+
+def _is_archive_clutter(member: str) -> bool:
+    """macOS Finder adds `__MACOSX/._name` resource forks to every zip it makes; they are not data."""
+    return member.startswith("__MACOSX/") or PurePosixPath(member).name.startswith("._")
+
+
+#: The columns we read, by their lower-case spelling: a header `emotion,pixels,usage` means the same as Kaggle's.
+_KNOWN_COLUMNS = {name.lower(): name for name in ("emotion", "pixels", "Usage")}
+
+
+def _canonical_columns(path: Path, header: list[str]) -> list[str]:
+    columns = [_KNOWN_COLUMNS.get(name.strip().lower(), name.strip()) for name in header]
+    for name in _KNOWN_COLUMNS.values():
+        if columns.count(name) > 1:
+            raise FerDataError(f"{path}: the header has {columns.count(name)} columns named {name!r} (any case)")
+    return columns
 
 
 def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
@@ -236,7 +258,11 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
     if not header:
         stack.close()
         raise FerDataError(f"{path}: empty file, expected a header row such as emotion,pixels,Usage")
-    columns = [name.strip() for name in header]
+    try:
+        columns = _canonical_columns(path, header)
+    except FerDataError:
+        stack.close()
+        raise
     return columns, _records(path, reader, columns, stack)
 
 
@@ -280,12 +306,13 @@ def _read_csv(path: Path, skip_bad: bool):
             label = parse_emotion(record.fields["emotion"], record.where)
             pixels = parse_pixels(record.fields["pixels"], record.where)
             usage = record.fields["Usage"].strip() if has_usage else TRAIN_SPLIT
-            if usage not in SPLITS:
+            if usage.lower() not in _SPLITS_LOWER:
                 raise FerDataError(f"{record.where}: Usage {usage!r} is not one of {', '.join(SPLITS)}")
+            usage = _canonical_usage(usage)
         except FerDataError as err:
             if not skip_bad:
                 raise
-            skipped.append(str(err))
+            skipped.append((str(err), 1))
             continue
         images.append(pixels)
         labels.append(label)
@@ -328,7 +355,7 @@ def _read_folder(root: Path, skip_bad: bool):
             message = f"{split_dir}: split folder name is not train*, val*/dev* or test*"
             if not skip_bad:
                 raise FerDataError(message)
-            skipped.append(message)
+            skipped.append(_left_out(split_dir, message))
             continue
         for class_dir in sorted(d for d in split_dir.iterdir() if not d.name.startswith(".")):
             name = class_dir.name.lower()
@@ -337,7 +364,7 @@ def _read_folder(root: Path, skip_bad: bool):
                 message = f"{class_dir}: {kind} is not one of {', '.join(EMOTIONS)}"
                 if not skip_bad:
                     raise FerDataError(message)
-                skipped.append(message)
+                skipped.append(_left_out(class_dir, message))
                 continue
             for file in sorted(class_dir.iterdir()):
                 if file.name.startswith("."):
@@ -353,7 +380,7 @@ def _read_folder(root: Path, skip_bad: bool):
                 except FerDataError as err:
                     if not skip_bad:
                         raise
-                    skipped.append(str(err))
+                    skipped.append((str(err), 1))
                     continue
                 match = _USAGE_PREFIX.match(file.name)
                 usage = _canonical_usage(match.group(1)) if match else default_usage
@@ -362,6 +389,19 @@ def _read_folder(root: Path, skip_bad: bool):
                 usages.append(usage)
                 sources.append(str(file))
     return images, labels, usages, sources, skipped
+
+
+def _left_out(path: Path, message: str) -> tuple[str, int]:
+    """A skipped folder's message with the number of files it held (hidden ones aside), so `skipped` counts files
+    as the docs say; a stray file counts as one."""
+    if not path.is_dir():
+        return message, 1
+    count = sum(
+        1
+        for file in path.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    )
+    return f"{message} ({count} file(s) left out)", count
 
 
 def folder_usage(name: str) -> str | None:
@@ -376,6 +416,9 @@ def folder_usage(name: str) -> str | None:
         if lowered.startswith(prefixes):
             return usage
     return None
+
+
+_SPLITS_LOWER = {s.lower() for s in SPLITS}
 
 
 def _canonical_usage(text: str) -> str:

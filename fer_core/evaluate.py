@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     probs = predict_split(ensemble, split)
     report = {
         **evaluate_probs(split, probs),
-        "skipped": len(dataset.skipped),  # --skip-bad: rows/files of the source left out (all splits)
+        "skipped": dataset.skipped_count,  # --skip-bad: rows/files of the source left out (all splits)
         "weights": weights_used(ensemble.spec, args.weights, ensemble.tta),
     }
     write_report(report, split, probs, args.out)

@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         "n": len(split),
         "seed": args.seed,
         "models": list(clean_probs),
-        "skipped": len(dataset.skipped),  # --skip-bad: rows/files of the source left out (all splits), as evaluate
+        "skipped": dataset.skipped_count,  # --skip-bad: rows/files of the source left out (all splits), as evaluate
     }
     write_outputs(table, conf, args.out, meta)
     print(f"## Robustness ({len(split)} {TEST_SPLIT} faces, seed {args.seed})\n")

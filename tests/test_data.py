@@ -264,3 +264,48 @@ def test_damaged_files_are_named_errors(tmp_path, name, content, message):
     with pytest.raises(FerDataError, match=message) as err:
         load_fer2013(path, skip_bad=True)
     assert name in str(err.value)
+
+
+def test_header_and_usage_spelling_is_not_case_sensitive(tmp_path):
+    """A lower-case `usage` column was ignored: every row became Training, PrivateTest included, with no word."""
+    plain = write_fer_csv(tmp_path / "fer.csv")
+    lines = plain.read_text().splitlines()
+    lines[0] = "Emotion,PIXELS,usage"
+    lines[-1] = lines[-1].replace("PrivateTest", "privatetest")
+    respelled = tmp_path / "respelled.csv"
+    respelled.write_text("\n".join(lines) + "\n")
+    expected = load_fer2013(plain)
+    dataset = load_fer2013(respelled)
+    assert {k: len(v) for k, v in dataset.splits.items()} == {"Training": 42, "PublicTest": 14, "PrivateTest": 14}
+    assert dataset.fingerprint() == expected.fingerprint()
+    twice = tmp_path / "twice.csv"
+    twice.write_text("emotion,pixels,Usage,usage\n")
+    with pytest.raises(FerDataError, match="2 columns named 'Usage'"):
+        load_fer2013(twice)
+
+
+def test_a_zip_made_by_macos_finder_loads(tmp_path):
+    """Finder adds `__MACOSX/._fer.csv`; it was counted as a second CSV and the zip refused."""
+    path = tmp_path / "fer.csv.zip"
+    text = write_fer_csv(tmp_path / "fer.csv").read_text()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("fer.csv", text)
+        archive.writestr("__MACOSX/._fer.csv", b"\x00\x05\x16\x07 resource fork")
+    assert len(load_fer2013(path)["PrivateTest"]) == 14
+
+
+def test_skipped_counts_the_files_of_a_skipped_folder(tmp_path):
+    """A skipped folder counted as one however many faces it held, so `skipped` in metrics.json undercounted."""
+    root = write_fer_folder(tmp_path / "fer")
+    extra = root / "extra" / "happy"
+    extra.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(extra / f"x{i}.png")
+    (extra / ".DS_Store").write_bytes(b"")
+    misc = root / "train" / "misc"
+    misc.mkdir()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(misc / "y.png")
+    (root / "test" / "Thumbs.db").write_bytes(b"")
+    dataset = load_fer2013(root, skip_bad=True)
+    assert len(dataset.skipped) == 3 and dataset.skipped_count == 5
+    assert any("extra: split folder name" in m and "(3 file(s) left out)" in m for m in dataset.skipped)
