@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,14 +32,14 @@ from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 
 def iter_inputs(paths: list[Path]) -> Iterator[Path]:
     """Files as given; folders walked recursively for images (sorted, hidden files skipped). Other files in a
-    folder (documents, CSVs, broken links) are named in one warning, so none is left out unnoticed."""
+    folder (documents, CSVs) are named in one warning, so none is left out unnoticed. Linked folders are followed
+    (each real folder once, so a link loop ends); a broken link with an image's name is yielded, to be reported
+    as unreadable like any other bad image."""
     for path in paths:
         if path.is_dir():
             found, passed_over = 0, []
-            for file in sorted(path.rglob("*")):
-                if any(part.startswith(".") for part in file.relative_to(path).parts) or file.is_dir():
-                    continue
-                if file.is_file() and is_image_path(file):
+            for file in _walk_files(path):
+                if is_image_path(file):
                     found += 1
                     yield file
                 else:
@@ -49,6 +50,29 @@ def iter_inputs(paths: list[Path]) -> Iterator[Path]:
                 print(f"warning: {path}: no image files in this folder", file=sys.stderr)
         else:
             yield path
+
+
+def _walk_files(root: Path) -> list[Path]:
+    """Every non-hidden entry under `root` that is not a folder, sorted, through linked folders too.
+
+    `Path.rglob` does not enter linked folders before Python 3.13, so a folder of links to albums gave nothing."""
+    files, seen = [], set()
+
+    def unreadable(err: OSError) -> None:
+        print(
+            f"warning: {err.filename}: cannot read this folder ({err.strerror}); its files are left out",
+            file=sys.stderr,
+        )
+
+    for folder, dir_names, file_names in os.walk(root, onerror=unreadable, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:  # a link back up the tree, or a second link to the same folder
+            dir_names.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dir_names[:] = sorted(name for name in dir_names if not name.startswith("."))  # in order: first link wins
+        files += [Path(folder) / name for name in file_names if not name.startswith(".")]
+    return sorted(files)
 
 
 def warn_passed_over(folder: Path, names: list[str]) -> None:
@@ -71,7 +95,16 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             image, file_size = load_image_sized(file)
         except ImageLoadError as err:
             print(f"error: {err}", file=sys.stderr)
-            records.append({"image": str(file), "error": str(err), "faces": []})
+            records.append(
+                {
+                    "image": str(file),
+                    "error": str(err),
+                    "width": None,
+                    "height": None,
+                    "faces": [],
+                    "face_limit_reached": False,
+                }
+            )
             continue
         height, width = image.shape[:2]
         result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image)

@@ -220,9 +220,12 @@ def test_predict_names_the_files_a_folder_walk_passes_over(tmp_path, fake_weight
     (root / "notes.txt").write_text("who is who")
     (root / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     out = tmp_path / "out.json"
-    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 0
-    assert sorted(Path(r["image"]).name for r in json.loads(out.read_text())) == ["a.jpg", "b.jfif", "c.jpe"]
-    assert "skipped 2 file(s)" in (err := capsys.readouterr().err) and "gone.jpg, notes.txt" in err
+    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 1
+    records = {Path(r["image"]).name: r for r in json.loads(out.read_text())}
+    assert sorted(records) == ["a.jpg", "b.jfif", "c.jpe", "gone.jpg"]
+    # a broken link named as an image is reported like any unreadable image, in the same record shape as the rest
+    assert "error" in records["gone.jpg"] and records["gone.jpg"].keys() == {*records["a.jpg"], "error"}
+    assert "skipped 1 file(s)" in (err := capsys.readouterr().err) and "notes.txt" in err
 
 
 def test_predict_reports_a_huge_photo_in_its_own_pixels(tmp_path, fake_weights):
@@ -262,6 +265,12 @@ def test_predict_walks_folders_below_hidden_ones_and_refuses_nothing_to_do(tmp_p
     Image.new("RGB", (8, 8)).save(root / ".thumbnails" / "face.png")
     Image.new("RGB", (8, 8)).save(root / ".hidden.png")
     assert list(iter_inputs([root])) == [root / "face.png"]  # hidden inside the folder walked, not above it
+    albums = tmp_path / "albums"
+    albums.mkdir()
+    (albums / "photos").symlink_to(root, target_is_directory=True)  # a folder of links to folders: followed
+    (albums / "photos_again").symlink_to(root, target_is_directory=True)  # the same folder twice: walked once
+    (root / "loop").symlink_to(albums, target_is_directory=True)  # and a loop back up ends
+    assert list(iter_inputs([albums])) == [albums / "photos" / "face.png"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SystemExit) as exit_:
