@@ -307,8 +307,9 @@ def sidebar_info(pipe: Pipeline) -> None:
             created = str(meta.get("created", "unknown")).replace("T", " ")
             lines.append(f"**{member.name}:** code {version}, created {created}")
         st.markdown("  \n".join(lines))
-    if detector is not None and detector.runtime_warning:
-        st.sidebar.caption(detector.runtime_warning)
+    for note in [m.runtime_warning for m in ens.members] + [detector.runtime_warning if detector else ""]:
+        if note:  # slower, same answers: a note, not an alarm
+            st.sidebar.caption(note)
     if detector is not None and detector.warning:
         st.sidebar.warning(
             "Using the Haar cascade: the trained YOLO face model is not available.", icon=":material/warning:"

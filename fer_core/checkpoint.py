@@ -6,6 +6,8 @@ A checkpoint is a plain dict (so `torch.load(weights_only=True)` can read it):
 
 from __future__ import annotations
 
+import hashlib
+import io
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +37,9 @@ class LoadedClassifier:
     config: ModelConfig
     meta: dict[str, Any]
     path: Path
+    #: Of the very bytes the model was built from: a cache keyed on the file's hash read later could pair the
+    #: file that replaced this one with this network.
+    sha256: str
 
     @property
     def name(self) -> str:
@@ -86,11 +91,20 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and validate the dict; never unpickles arbitrary objects."""
+    return read_checkpoint_hashed(path)[0]
+
+
+def read_checkpoint_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
+    """`read_checkpoint` plus the sha256 of the bytes it was read from (read once, so the two always agree)."""
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"{source}: no such checkpoint file")
     try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        data = source.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{source}: cannot read ({err.strerror})") from err
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign or corrupt files
         raise CheckpointError(f"{source}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -100,7 +114,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if key not in checkpoint:
             raise CheckpointError(f"{source}: checkpoint lacks {key!r}")
     check_model_config(checkpoint["model_config"], source)
-    return checkpoint
+    return checkpoint, hashlib.sha256(data).hexdigest()
 
 
 def check_model_config(config: Any, source: Path) -> None:
@@ -143,7 +157,7 @@ def is_number(value: object) -> bool:
 
 def load_classifier(path: str | Path, expected_classes: tuple[str, ...] = EMOTIONS) -> LoadedClassifier:
     """Rebuild the model a checkpoint describes and check it speaks our label space."""
-    checkpoint = read_checkpoint(path)
+    checkpoint, sha256 = read_checkpoint_hashed(path)
     config = ModelConfig.from_dict(checkpoint["model_config"])
     if tuple(config.class_names) != tuple(expected_classes):
         raise CheckpointError(
@@ -157,7 +171,7 @@ def load_classifier(path: str | Path, expected_classes: tuple[str, ...] = EMOTIO
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path}: weights do not fit {config.arch} ({err})") from err
     model.eval()
-    return LoadedClassifier(model, config, dict(checkpoint["meta"]), Path(path))
+    return LoadedClassifier(model, config, dict(checkpoint["meta"]), Path(path), sha256)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

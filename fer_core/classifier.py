@@ -6,6 +6,7 @@ file exists). Crops of any size, colour or gray, go through the same preprocessi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from fer_core.checkpoint import LoadedClassifier, load_classifier
+from fer_core.cli import UserInputError
+from fer_core.imageio import over_white
 from fer_core.models import ModelConfig, normalise
 from fer_core.tta import NO_TTA, average_views, expand, tta_views
 
@@ -27,13 +30,17 @@ class ProbabilityModel(Protocol):
 
 
 def to_gray(crop: np.ndarray) -> np.ndarray:
-    """HxW, HxWx1, HxWx3 (RGB) or HxWx4 uint8 to HxW uint8 gray."""
+    """HxW, HxWx1, HxWx2 (gray + alpha), HxWx3 (RGB) or HxWx4 (RGBA) uint8 to HxW uint8 gray; alpha over white."""
+    if crop.ndim not in (2, 3) or (crop.ndim == 3 and crop.shape[2] not in (1, 2, 3, 4)):
+        raise ValueError(f"expected a gray, gray + alpha, RGB or RGBA face, got an array of shape {crop.shape}")
+    if crop.size == 0:
+        raise ValueError(f"an empty face crop (shape {crop.shape}) has no pixels to classify")
     if crop.ndim == 2:
         return crop
+    if crop.shape[2] in (2, 4):
+        crop = over_white(crop)
     if crop.shape[2] == 1:
         return crop[:, :, 0]
-    if crop.shape[2] == 4:
-        return cv2.cvtColor(crop, cv2.COLOR_RGBA2GRAY)
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
@@ -47,7 +54,10 @@ def to_uint8(crop: np.ndarray) -> np.ndarray:
     if crop.dtype == np.uint16:
         return np.round(crop / 257.0).astype(np.uint8)
     values = crop.astype(np.float64)
-    if np.issubdtype(crop.dtype, np.floating) and values.size and values.min() >= 0.0 and values.max() <= 1.0:
+    finite = values[np.isfinite(values)]  # one NaN pixel made min/max NaN: the [0, 1] test failed, the face went black
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    if np.issubdtype(crop.dtype, np.floating) and low >= 0.0 and high <= 1.0:
         values = values * 255.0
     return np.round(np.clip(values, 0, 255)).astype(np.uint8)
 
@@ -74,7 +84,8 @@ class TorchRuntime:
 
     @torch.inference_mode()
     def __call__(self, batch_uint8: np.ndarray) -> np.ndarray:
-        x = normalise(torch.from_numpy(batch_uint8).to(self.device), self.config)
+        # a copy when needed: from_numpy refuses negative strides (a mirrored view) and warns on read-only arrays
+        x = normalise(torch.from_numpy(np.require(batch_uint8, requirements=("C", "W"))).to(self.device), self.config)
         return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
 
 
@@ -105,7 +116,10 @@ class EmotionClassifier:
         self.config = loaded.config
         self.meta: dict[str, Any] = loaded.meta
         self.path = loaded.path
+        self.sha256 = loaded.sha256
         self.runtime = runtime
+        #: Why this member runs on another runtime than asked for ("" when it runs as asked): for the app's sidebar.
+        self.runtime_warning = ""
 
     @property
     def runtime_name(self) -> str:
@@ -116,12 +130,23 @@ class EmotionClassifier:
         """runtime: "torch", "onnxruntime", or "auto" (onnxruntime on CPU, torch on CUDA)."""
         loaded = load_classifier(path)
         use_cuda = device.startswith("cuda") and torch.cuda.is_available()
-        if runtime == "auto":
+        chosen_for_us = runtime == "auto"
+        if chosen_for_us:
             runtime = "torch" if use_cuda else "onnxruntime"
         if runtime == "onnxruntime":
-            from fer_core.export import classifier_onnx_path
+            from fer_core.export import cache_dir, classifier_onnx_path
 
-            return cls(loaded, OnnxRuntime(classifier_onnx_path(loaded), loaded.config))
+            try:
+                onnx_path = classifier_onnx_path(loaded)
+            except OSError as err:  # a read-only home or cache folder: the export has nowhere to go
+                problem = f"cannot write its ONNX export under {cache_dir()} ({err.strerror or err})"
+                if not chosen_for_us:
+                    raise UserInputError(f"{loaded.path}: {problem}; set FER_CACHE_DIR to a writable folder") from err
+                classifier = cls(loaded, TorchRuntime(loaded, "cpu"))  # slower on CPU, the same probabilities
+                classifier.runtime_warning = f"{classifier.name}: {problem}; running it on PyTorch instead."
+                warnings.warn(classifier.runtime_warning, RuntimeWarning, stacklevel=2)
+                return classifier
+            return cls(loaded, OnnxRuntime(onnx_path, loaded.config))
         if runtime == "torch":
             return cls(loaded, TorchRuntime(loaded, device if use_cuda else "cpu"))
         raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")

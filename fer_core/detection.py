@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from fer_core.imageio import over_white
 from fer_core.yolo_onnx import OnnxYolo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +206,7 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
             return np.zeros((*image.shape[:2], 3), np.uint8)
         return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2RGB)
     if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3])
+        return over_white(image)
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")

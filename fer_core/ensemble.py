@@ -56,7 +56,13 @@ class Ensemble:
     spec: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        tta_views(self.tta)  # fail at construction on an unknown set, not at the first prediction
+        """Fail at construction, not at the first prediction: an unknown TTA set, or weights that do not name the
+        members (a misspelt name in `with_weights` changed nothing, silently) or are negative."""
+        tta_views(self.tta)
+        if set(self.weights) != set(self.names):
+            raise ValueError(f"ensemble weights name {sorted(self.weights)}; the members are {self.names}")
+        if any(not weight >= 0 for weight in self.weights.values()):
+            raise ValueError(f"ensemble weights must be non-negative numbers, got {self.weights}")
 
     @property
     def shipped_tta(self) -> str:
@@ -72,6 +78,9 @@ class Ensemble:
         folder = Path(weights_dir)
         spec = read_spec(folder)
         members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]
+        for entry, member in zip(spec["models"], members, strict=True):
+            # again on the bytes the network was built from: the file may have been replaced since read_spec
+            check_member_file(member.path, entry.get("sha256"), folder / ENSEMBLE_FILE, actual=member.sha256)
         names = [member.name for member in members]
         if len(set(names)) != len(names) or ENSEMBLE_KEY in names:
             raise CheckpointError(
@@ -146,11 +155,12 @@ def read_spec(folder: Path) -> dict[str, Any]:
     return spec
 
 
-def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path) -> None:
-    """A member file replaced after the fit would run with weights and TTA fitted for another network."""
-    if expected_sha256 is None or not path.is_file():
+def check_member_file(path: Path, expected_sha256: str | None, spec_path: Path, actual: str | None = None) -> None:
+    """A member file replaced after the fit would run with weights and TTA fitted for another network.
+    `actual`: the hash of the bytes already loaded, when the network is built (the file may have changed since)."""
+    if expected_sha256 is None or (actual is None and not path.is_file()):
         return  # a spec without hashes (hand-written), or a missing file, which loading reports
-    actual = file_sha256(path)
+    actual = actual or file_sha256(path)
     if actual != expected_sha256:
         raise CheckpointError(
             f"{path}: sha256 {actual[:12]} is not the {expected_sha256[:12]} that {spec_path} was fitted with; "

@@ -39,8 +39,8 @@ OPSET = 17
 
 
 def cache_dir() -> Path:
-    """`$FER_CACHE_DIR`, else ~/.cache/fer_core (never inside the repository)."""
-    folder = Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer_core"))
+    """`$FER_CACHE_DIR`, else ~/.cache/fer_core (never inside the repository: an empty value is unset, not ".")."""
+    folder = Path(os.environ.get("FER_CACHE_DIR") or Path.home() / ".cache" / "fer_core").expanduser()
     if folder.exists() and not folder.is_dir():
         raise cli.UserInputError(f"{folder}: the ONNX cache folder (FER_CACHE_DIR) is a file; give a folder")
     return folder
@@ -108,8 +108,9 @@ def max_prob_difference(loaded: LoadedClassifier, onnx_path: str | Path, config:
 
 
 def classifier_onnx_path(loaded: LoadedClassifier) -> Path:
-    """The cached ONNX file for this exact checkpoint, exporting it on first use."""
-    target = cache_dir() / "onnx" / f"{loaded.path.stem}-{file_sha256(loaded.path)[:16]}.onnx"
+    """The cached ONNX file for this exact network, exporting it on first use. Keyed on the hash of the bytes the
+    network was built from, not of the file now on disk, which a new fit may have replaced since."""
+    target = cache_dir() / "onnx" / f"{loaded.path.stem}-{loaded.sha256[:16]}.onnx"
     if not target.exists():
         export_classifier(loaded, target)
     return target

@@ -205,6 +205,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def over_white(pixels: np.ndarray) -> np.ndarray:
+    """An HxWx2 (gray + alpha) or HxWx4 (RGBA) uint8 array without its alpha, laid over white as `to_rgb` lays a
+    transparent file: arrays and files of the same picture must give the same faces and probabilities."""
+    alpha = pixels[:, :, -1:].astype(np.float32) / 255.0
+    return np.round(pixels[:, :, :-1] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

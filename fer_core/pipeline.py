@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
-from fer_core.classifier import prepare_batch, to_gray
+from fer_core.classifier import prepare_batch, to_gray, to_uint8
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.labels import EMOTIONS
 
@@ -94,15 +93,9 @@ def crop_faces(gray: np.ndarray, boxes: Sequence[Box], margin: float) -> list[np
     crops = []
     for box in boxes:
         left, top, right, bottom = square_crop_box(box, margin, width, height)
-        x1, y1, x2, y2 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
-        if x1 >= x2 or y1 >= y2:  # entirely outside: replicate from the nearest edge of the whole image
-            pad = max(0, -left, -top, right - width, bottom - height)
-            source = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            crops.append(source[top + pad : bottom + pad, left + pad : right + pad])
-            continue
-        inside = gray[y1:y2, x1:x2]
-        pads = (y1 - top, bottom - y2, x1 - left, right - x2)
-        crops.append(cv2.copyMakeBorder(inside, *pads, cv2.BORDER_REPLICATE) if any(pads) else inside)
+        rows = np.clip(np.arange(top, bottom), 0, height - 1)  # an index past an edge repeats the edge pixel
+        cols = np.clip(np.arange(left, right), 0, width - 1)
+        crops.append(gray[np.ix_(rows, cols)])
     return crops
 
 
@@ -161,11 +154,12 @@ class Pipeline:
 
     def analyse(self, image_rgb: np.ndarray, boxes: Sequence[FaceBox] | None = None) -> ImageResult:
         """Detect (unless `boxes` are given) and classify every face in one batch per model."""
-        height, width = image_rgb.shape[:2]
-        found = list(self.detect(image_rgb) if boxes is None else boxes)
+        image = to_uint8(np.asarray(image_rgb))  # any pixel type classify_crops takes, scaled once for the image
+        height, width = image.shape[:2]
+        found = list(self.detect(image) if boxes is None else boxes)
         if not found:
             return ImageResult([], width, height)
-        gray = to_gray(image_rgb)  # HxW, HxWx1 (as the detector accepts it), RGB or RGBA
+        gray = to_gray(image)  # HxW, HxWx1 (as the detector accepts it), RGB or RGBA
         coords = [(b.x1, b.y1, b.x2, b.y2) for b in found]
         faces = self._classify(crop_faces(gray, coords, self.face_margin), coords, [b.score for b in found])
         return ImageResult(faces, width, height)

@@ -325,3 +325,16 @@ def test_ultralytics_leaves_pillow_errors_alone() -> None:
     import_ultralytics()
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(b"hello world"))
+
+
+def test_the_pipeline_takes_any_pixel_type_with_given_boxes(astronaut: np.ndarray, fake_weights: Path) -> None:
+    """analyse(boxes=...) converted to gray before scaling, so a float64 or int64 image met an OpenCV assertion."""
+    from fer_core.pipeline import Pipeline
+
+    pipe = Pipeline.load(fake_weights, runtime="torch", detector_backend="haar")
+    boxes = pipe.detect(astronaut)
+    expected = pipe.analyse(astronaut, boxes)
+    for image in (astronaut / 255.0, astronaut.astype(np.int64), astronaut.astype(np.float16) / 255):
+        got = pipe.analyse(image, boxes)
+        assert [f.label for f in got.faces] == [f.label for f in expected.faces]
+        assert got.faces[0].probs == pytest.approx(expected.faces[0].probs, abs=1e-3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -234,3 +235,77 @@ def test_crops_of_any_pixel_type_are_scaled_by_their_own_range():
     rgb_float = np.repeat(as_float[:, :, None], 3, axis=2).astype(np.float32)
     for crop in (as_float, as_uint16, as_float_255, rgb_float):
         np.testing.assert_array_equal(classifier.prepare_batch([crop], 48), expected)
+
+
+def test_a_nan_pixel_does_not_turn_a_float_crop_black():
+    """min/max of a crop with one NaN were NaN, so a [0, 1] crop was clipped as 0..255: almost all black."""
+    gray = np.random.default_rng(0).integers(0, 256, size=(60, 50), dtype=np.uint8)
+    with_nan = gray / 255.0
+    with_nan[5, 5] = np.nan
+    difference = classifier.prepare_batch([with_nan], 48).astype(int) - classifier.prepare_batch([gray], 48)
+    assert np.abs(difference).mean() < 0.5
+
+
+def test_transparent_crops_lie_over_white_as_transparent_files_do():
+    """RGBA arrays lost their alpha (the hidden colour showed) while the same PNG was laid over white."""
+    from PIL import Image
+
+    from fer_core.detection import _as_rgb
+    from fer_core.imageio import to_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(40, 30, 4), dtype=np.uint8)
+    rgba[:20, :, 3] = 0  # the top half fully transparent
+    as_file = np.asarray(to_rgb(Image.fromarray(rgba, "RGBA")))
+    assert np.abs(_as_rgb(rgba).astype(int) - as_file).max() <= 1
+    as_file_gray = classifier.to_gray(as_file)
+    assert np.abs(classifier.to_gray(rgba).astype(int) - as_file_gray).max() <= 1
+    assert (classifier.to_gray(rgba)[:20] == 255).all()
+    gray_alpha = np.dstack([rgba[:, :, 0], rgba[:, :, 3]])  # gray + alpha: raised an OpenCV assertion
+    gray_as_rgba = np.dstack([rgba[:, :, 0]] * 3 + [rgba[:, :, 3]])
+    np.testing.assert_array_equal(classifier.to_gray(gray_alpha), classifier.to_gray(gray_as_rgba))
+
+
+@pytest.mark.parametrize(("crop", "message"), [((0, 40, 3), "empty face crop"), ((8, 8, 5), "shape \\(8, 8, 5\\)")])
+def test_crops_that_are_no_picture_are_named(crop, message):
+    with pytest.raises(ValueError, match=message):
+        classifier.prepare_batch([np.zeros(crop, np.uint8)], 48)
+
+
+def test_the_torch_runtime_takes_mirrored_and_read_only_batches(fake_weights):
+    member = Ensemble.load(fake_weights, runtime="torch").members[0]
+    batch = np.random.default_rng(2).integers(0, 256, size=(3, 1, 48, 48), dtype=np.uint8)
+    expected = member.predict_batch(np.ascontiguousarray(batch[..., ::-1]))
+    np.testing.assert_allclose(member.predict_batch(batch[..., ::-1]), expected, rtol=1e-6)  # raised before
+    batch.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch warned on every read-only batch
+        member.predict_batch(batch)
+
+
+def test_mixing_weights_must_name_the_members(fake_weights):
+    """A misspelt name in with_weights was ignored: the mix the user asked for silently did not happen."""
+    ensemble = Ensemble.load(fake_weights, runtime="torch")
+    with pytest.raises(ValueError, match=r"name \['A_crp', 'B_mixcut', 'a_crp'\]; the members are"):
+        ensemble.with_weights({"a_crp": 1.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        ensemble.with_weights({"A_crp": -0.5})
+
+
+def test_loading_checks_the_bytes_each_network_was_built_from(tmp_path, fake_weights, monkeypatch):
+    """read_spec hashed the files, then the members were read again: a file replaced in between was run."""
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    for member in spec["models"]:
+        member["sha256"] = file_sha256(folder / member["file"])
+    write_spec(folder / "ensemble.json", spec)
+    original = classifier.EmotionClassifier.load.__func__
+
+    def replaced_first(cls, path, *args, **kwargs):
+        if path.name == "A_crp.pt":
+            shutil.copyfile(folder / "B_mixcut.pt", path)  # a new stage lands after read_spec checked the file
+        return original(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.EmotionClassifier, "load", classmethod(replaced_first))
+    with pytest.raises(CheckpointError, match=r"A_crp\.pt: sha256 .* is not the"):
+        Ensemble.load(folder, runtime="torch")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from fer_core import onnx_session
+from fer_core import cli, onnx_session
 from fer_core.checkpoint import load_classifier
 from fer_core.classifier import EmotionClassifier
 from fer_core.detection import import_ultralytics
@@ -145,3 +145,38 @@ def test_export_cli_covers_classifiers_and_detector(
     assert (out / "face_yolo-160.onnx").is_file() and (out / "A_crp.onnx").is_file()
     export_main(["--weights", str(weights)])  # no face_yolo.pt there: classifiers only, and it says so
     assert "skipped" in json.loads(capsys.readouterr().out)["face_detector"]
+
+
+def test_the_onnx_cache_is_keyed_on_the_bytes_the_network_was_built_from(tmp_path):
+    """The cache key hashed the file on disk after the model was built: a fit replacing the file in between filed
+    the old network's graph under the new file's hash, and onnxruntime ran the old network until the cache went."""
+    path = make_classifier_checkpoint(tmp_path / "A_crp.pt", "A_crp", seed=0)
+    built_from = file_sha256(path)
+    loaded = load_classifier(path)
+    make_classifier_checkpoint(path, "A_crp", seed=1)  # replaced before the export was asked for
+    assert loaded.sha256 == built_from
+    assert classifier_onnx_path(loaded).name == f"A_crp-{built_from[:16]}.onnx"
+    crops = [np.random.default_rng(i).integers(0, 256, size=(48, 48), dtype=np.uint8) for i in range(4)]
+    np.testing.assert_allclose(
+        EmotionClassifier.load(path).predict(crops),
+        EmotionClassifier.load(path, runtime="torch").predict(crops),
+        atol=MAX_PROB_DIFF,
+    )
+
+
+def test_an_unwritable_cache_costs_speed_not_the_models(tmp_path, monkeypatch):
+    """A read-only cache folder stopped the classifiers loading with a bare FileNotFoundError."""
+    path = make_classifier_checkpoint(tmp_path / "A_crp.pt", "A_crp", seed=0)
+    monkeypatch.setenv("FER_CACHE_DIR", "/proc/fer_cache")  # cannot be created, even by root
+    with pytest.warns(RuntimeWarning, match="cannot write its ONNX export under /proc/fer_cache"):
+        member = EmotionClassifier.load(path)
+    assert member.runtime_name == "torch" and "running it on PyTorch instead" in member.runtime_warning
+    with pytest.raises(cli.UserInputError, match="set FER_CACHE_DIR to a writable folder"):
+        EmotionClassifier.load(path, runtime="onnxruntime")
+
+
+def test_an_empty_or_tilde_cache_setting_stays_out_of_the_working_folder(monkeypatch):
+    monkeypatch.setenv("FER_CACHE_DIR", "")
+    assert cache_dir() == Path.home() / ".cache" / "fer_core"  # was Path(""), the current folder
+    monkeypatch.setenv("FER_CACHE_DIR", "~/fer_cache_test")
+    assert cache_dir() == Path.home() / "fer_cache_test"  # was ./~/fer_cache_test
