@@ -7,6 +7,7 @@ a 4K photo alike. Labels are ASCII (OpenCV's Hershey fonts have nothing else).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -30,12 +31,16 @@ EMOTION_COLORS: dict[str, RGB] = {
 #: Colour of a label outside `EMOTIONS` (e.g. "face" before classification).
 DEFAULT_COLOR: RGB = (0, 200, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: The smallest font scale at which a Hershey caption still reads on a 320 px frame.
+MIN_FONT_SCALE = 0.35
 
 
 def text_color(background: RGB) -> RGB:
-    """Black or white, whichever reads better on `background` (relative luminance, sRGB weights)."""
-    r, g, b = background
-    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+    """Black or white, whichever has the higher WCAG contrast ratio on `background`."""
+    linear = [c / 255 / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in background]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    on_black, on_white = (luminance + 0.05) / 0.05, 1.05 / (luminance + 0.05)
+    return (0, 0, 0) if on_black >= on_white else (255, 255, 255)
 
 
 def label_text(label: str, confidence: float | None = None, track_id: int | None = None) -> str:
@@ -55,7 +60,7 @@ def style_for(width: int, height: int) -> tuple[int, float]:
     """
     side = max(width, height, 1)
     thickness = max(1, round(side / 320))
-    font_scale = max(0.35, side / 1067)
+    font_scale = max(MIN_FONT_SCALE, side / 1067)
     return thickness, font_scale
 
 
@@ -73,6 +78,23 @@ def scale_annotations(annotations: Iterable[Annotation], sx: float, sy: float) -
     ]
 
 
+#: A caption may be this many times as wide as its face before it is shrunk to fit ...
+MAX_CAPTION_TO_BOX = 1.5
+#: ... but never below this fraction of the image's style, or it would be unreadable once the page shrinks the image.
+MIN_CAPTION_FRACTION = 0.4
+
+Rect = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class _Caption:
+    text: str
+    rect: Rect  # left, top, right, bottom of the filled box
+    font_scale: float
+    text_h: int
+    pad: int
+
+
 def draw_faces(
     image_rgb: np.ndarray,
     boxes_labels: Sequence[Annotation],
@@ -83,7 +105,10 @@ def draw_faces(
 ) -> np.ndarray:
     """An annotated copy of `image_rgb` (HxWx3 or HxW uint8): a box per face and a filled caption above it.
 
-    The caption goes inside the box when there is no room above it and is shifted to stay in the image.
+    The caption goes inside the box when there is no room above it and is shifted to stay in the image. It is sized
+    to its face (within `MAX_CAPTION_TO_BOX` and `MIN_CAPTION_FRACTION`), and where it would still cover another
+    face or caption it shrinks to the face's number ("#3"), which the app's table explains. Boxes are drawn first,
+    so no box line crosses a caption.
     """
     image = np.asarray(image_rgb)
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.ascontiguousarray(image[..., :3]).copy()
@@ -93,22 +118,39 @@ def draw_faces(
     font_scale = font_scale or auto_scale
     text_thickness = max(1, thickness - 1)
     palette = colors or EMOTION_COLORS
+    faces: list[tuple[Rect, RGB, list[str]]] = []  # box, colour, full caption and, where numbered, the number
     for box, label, confidence, track_id in boxes_labels:
         color = palette.get(label, DEFAULT_COLOR)
         x1, y1, x2, y2 = (round(v) for v in box)
         x1, x2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
         y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)  # axis-aligned: crisp without AA
-        _draw_caption(canvas, label_text(label, confidence, track_id), (x1, y1), color, font_scale, text_thickness)
+        texts = [label_text(label, confidence, track_id)] + ([f"#{track_id}"] if track_id is not None else [])
+        faces.append(((x1, y1, x2, y2), color, texts))
+    placed: list[Rect] = []
+    for i, (rect, color, texts) in enumerate(faces):
+        taken = [other for j, (other, _, _) in enumerate(faces) if j != i] + placed
+        caption = _fit_caption(texts[0], rect, (width, height), font_scale, text_thickness)
+        if len(texts) > 1 and any(_overlap(caption.rect, other) for other in taken):  # the number, in the same size
+            caption = _fit_caption(texts[1], rect, (width, height), caption.font_scale, text_thickness)
+        placed.append(caption.rect)
+        _draw_caption(canvas, caption, color, text_thickness)
     return canvas
 
 
-def _draw_caption(
-    canvas: np.ndarray, text: str, anchor: tuple[int, int], color: RGB, font_scale: float, thickness: int
-) -> None:
-    height, width = canvas.shape[:2]
-    x1, y1 = anchor
+def _overlap(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _fit_caption(text: str, box: Rect, image_size: tuple[int, int], font_scale: float, thickness: int) -> _Caption:
+    """Where `text` goes for this box, and how large: above the box, else inside it, shifted into the image."""
+    width, height = image_size
+    x1, y1, x2, _ = box
     (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
+    allowed = max(MAX_CAPTION_TO_BOX * (x2 - x1), 1)
+    if text_w > allowed:  # sized to the face, so a crowd's captions do not lie over each other's faces
+        font_scale = max(font_scale * allowed / text_w, font_scale * MIN_CAPTION_FRACTION, MIN_FONT_SCALE)
+        (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     pad = max(2, round(text_h * 0.3))
     if text_w + 2 * pad > width:  # a small image: shrink the caption to fit rather than cut its end (the %) off
         font_scale *= (width - 2 * pad) / text_w
@@ -116,9 +158,14 @@ def _draw_caption(
     box_h = text_h + baseline + 2 * pad
     top = y1 - box_h if y1 - box_h >= 0 else min(y1, max(height - box_h, 0))
     left = min(max(x1, 0), max(width - text_w - 2 * pad, 0))
-    cv2.rectangle(canvas, (left, top), (left + text_w + 2 * pad, top + box_h), color, cv2.FILLED)
-    origin = (left + pad, top + pad + text_h)
-    cv2.putText(canvas, text, origin, FONT, font_scale, text_color(color), thickness, cv2.LINE_AA)
+    return _Caption(text, (left, top, left + text_w + 2 * pad, top + box_h), font_scale, text_h, pad)
+
+
+def _draw_caption(canvas: np.ndarray, caption: _Caption, color: RGB, thickness: int) -> None:
+    left, top, right, bottom = caption.rect
+    cv2.rectangle(canvas, (left, top), (right, bottom), color, cv2.FILLED)
+    origin = (left + caption.pad, top + caption.pad + caption.text_h)
+    cv2.putText(canvas, caption.text, origin, FONT, caption.font_scale, text_color(color), thickness, cv2.LINE_AA)
 
 
 __all__ = [

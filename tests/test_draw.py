@@ -74,3 +74,27 @@ def test_helpers() -> None:
     probs = {name: 1 / 7 for name in EMOTIONS}
     face = FaceResult((1.0, 2.0, 3.0, 4.0), 0.9, "fear", 0.3, probs, {"ensemble": probs})
     assert to_annotations([face]) == [((1.0, 2.0, 3.0, 4.0), "fear", 0.3, None)]
+
+
+def test_captions_in_a_crowd_leave_the_other_faces_uncovered() -> None:
+    """Captions followed the photo's size only: on a 3000 px group photo each was ~700 px wide and lay over the
+    faces beside and above it. Every face gets its own colour here, so a caption over another face shows."""
+    canvas = np.full((1500, 3000, 3), 90, np.uint8)
+    labels = EMOTIONS[:6]
+    boxes = [(300 + 170 * i, 400 + 200 * (i % 2), 450 + 170 * i, 550 + 200 * (i % 2)) for i in range(len(labels))]
+    faces = [(box, label, 0.87, number) for number, (box, label) in enumerate(zip(boxes, labels, strict=True), 1)]
+    out = draw_faces(canvas, faces)
+    for box, label in zip(boxes, labels, strict=True):
+        x1, y1, x2, y2 = box
+        inside = out[y1 + 6 : y2 - 5, x1 + 6 : x2 - 5].reshape(-1, 3)
+        for other in labels:
+            if other != label:
+                assert not (inside == EMOTION_COLORS[other]).all(-1).any(), (label, other)
+    lone = draw_faces(canvas, [((300, 400, 450, 550), "happy", 0.87, 1)])
+    assert caption_text_pixels(lone, (90, 90, 90), EMOTION_COLORS["happy"]) > 200  # alone, the full caption
+
+
+def test_caption_text_has_the_better_contrast() -> None:
+    """Rec.601 luma with a fixed threshold put white text on the disgust green (3.4:1) and fear purple (4.3:1)."""
+    assert text_color(EMOTION_COLORS["disgust"]) == (0, 0, 0) and text_color(EMOTION_COLORS["fear"]) == (0, 0, 0)
+    assert text_color(EMOTION_COLORS["sad"]) == (255, 255, 255) and text_color(EMOTION_COLORS["happy"]) == (0, 0, 0)
