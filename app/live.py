@@ -57,6 +57,15 @@ class TrackerSettings:
     def build(self) -> FaceTracker:
         return FaceTracker(self.iou_threshold, self.max_missed, self.smoothing, self.alpha, self.window)
 
+    def apply_to(self, tracker: FaceTracker) -> None:
+        tracker.reconfigure(
+            iou_threshold=self.iou_threshold,
+            max_missed=self.max_missed,
+            smoothing=self.smoothing,
+            alpha=self.alpha,
+            window=self.window,
+        )
+
 
 @dataclass(frozen=True)
 class LiveStatus:
@@ -100,12 +109,12 @@ class LiveStore:
         self._stream = 0  # counts restarts: an analysis begun before one must not feed the fresh tracker
 
     def configure(self, pipe: Pipeline, settings: TrackerSettings) -> None:
-        """Called on every page run; a changed smoothing setting starts a fresh tracker."""
+        """Called on every page run; a changed smoothing setting applies to the faces already followed."""
         with self._lock:
             self._pipe = pipe
             if settings != self._settings:
                 self._settings = settings
-                self._tracker = settings.build()
+                settings.apply_to(self._tracker)
 
     def process(self, image_rgb: np.ndarray) -> np.ndarray:
         """The WebRTC callback's work: queue the frame for analysis, return it with the latest boxes drawn."""

@@ -117,6 +117,22 @@ class FaceTracker:
         for track in self._tracks:
             track.box = track.box * np.array([sx, sy, sx, sy])
 
+    def reconfigure(self, *, iou_threshold: float, max_missed: int, smoothing: str, alpha: float, window: int) -> None:
+        """New settings for the faces already followed: ids, ages and history go on, so moving a smoothing slider
+        on the live page does not restart every face at #1 with its raw, flickering label.
+
+        The histories are trimmed to a smaller window; a track's smoothed value is recomputed from its history for
+        "window" and "none", and carried on as is for "ema" (the average so far is its memory)."""
+        checked = FaceTracker(iou_threshold, max_missed, smoothing, alpha, window)  # the same validation
+        self.iou_threshold, self.max_missed = checked.iou_threshold, checked.max_missed
+        self.smoothing, self.alpha, self.window = checked.smoothing, checked.alpha, checked.window
+        for track in self._tracks:
+            track.history = deque(track.history, maxlen=self.window)
+            if self.smoothing == "window":
+                track.smoothed = np.mean(track.history, axis=0)
+            elif self.smoothing == "none":
+                track.smoothed = track.history[-1]
+
     def reset(self) -> None:
         """Forget every track and restart ids at 1 (a new video or a restarted camera)."""
         self._tracks = []

@@ -557,6 +557,26 @@ def test_live_store_drops_an_analysis_that_outlived_its_stream() -> None:
     assert store.analyse(old_frame) == []  # old code: the old face became track 1 of the new stream
 
 
+def test_a_moved_smoothing_slider_keeps_the_faces_followed() -> None:
+    """configure() built a new tracker on any change: ids restarted at 1 and the labels went raw for a while."""
+    from app.live import LiveStore, TrackerSettings
+
+    probs = {name: 1 / len(EMOTIONS) for name in EMOTIONS}
+    face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, "angry", 1 / 7, probs, {"ensemble": probs})
+
+    def pipe(image: np.ndarray) -> ImageResult:
+        return ImageResult([face], image.shape[1], image.shape[0])
+
+    store = LiveStore()
+    store.configure(pipe, TrackerSettings())  # type: ignore[arg-type]
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(3):
+        tracked = store.analyse(frame)
+    assert [(f.track_id, f.age) for f in tracked] == [(1, 3)]
+    store.configure(pipe, TrackerSettings(alpha=0.2, window=3))  # type: ignore[arg-type]
+    assert [(f.track_id, f.age) for f in store.analyse(frame)] == [(1, 4)]
+
+
 def test_live_store_survives_a_tracker_failure_and_offers_no_stale_snapshot() -> None:
     from app.live import STALE_AFTER_S, LiveStore, TrackerSettings
 

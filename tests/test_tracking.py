@@ -139,3 +139,19 @@ def test_no_smoothing() -> None:
 def test_bad_settings_rejected(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FaceTracker(**kwargs)
+
+
+def test_new_settings_keep_the_faces_followed() -> None:
+    """The live page rebuilt its tracker when a slider moved: every id restarted at 1, every label went raw."""
+    tracker = FaceTracker(smoothing="window", window=4)
+    box = (0, 0, 40, 40)
+    for label in ("happy", "happy", "sad", "sad"):
+        tracker.update([face(box, label)])
+    tracker.reconfigure(iou_threshold=0.3, max_missed=10, smoothing="window", alpha=0.5, window=2)
+    (tracked,) = tracker.update([face(box, "sad")])
+    assert tracked.track_id == 1 and tracked.age == 5
+    assert tracked.probs["sad"] == pytest.approx(1.0)  # the window is now the last two frames, both sad
+    tracker.reconfigure(iou_threshold=0.3, max_missed=10, smoothing="ema", alpha=0.5, window=2)
+    assert tracker.update([face(box, "angry")])[0].probs["angry"] == pytest.approx(0.5)  # EMA from the last value
+    with pytest.raises(ValueError):
+        tracker.reconfigure(iou_threshold=0.3, max_missed=10, smoothing="ema", alpha=0.0, window=2)
