@@ -13,12 +13,14 @@ and streamlit-webrtc never kills the stream for a callback that took too long (i
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +67,23 @@ class TrackerSettings:
             alpha=self.alpha,
             window=self.window,
         )
+
+
+def parse_ice_servers(text: str) -> list[dict[str, Any]]:
+    """The user's STUN/TURN list as WebRTC's RTCIceServer entries, checked here: a browser given a malformed entry
+    (`"urls": 5`) fails the connection without a word. ValueError names the first problem."""
+    servers = json.loads(text)
+    if not isinstance(servers, list):
+        raise ValueError("expected a JSON list of objects with 'urls'")
+    for number, server in enumerate(servers, start=1):
+        urls = server.get("urls") if isinstance(server, dict) else None
+        url_list = [urls] if isinstance(urls, str) else urls
+        if not isinstance(url_list, list) or not url_list or not all(isinstance(u, str) and u for u in url_list):
+            raise ValueError(f"server {number}: 'urls' must be a URL string or a non-empty list of them")
+        for key in ("username", "credential"):
+            if key in server and not isinstance(server[key], str):
+                raise ValueError(f"server {number}: '{key}' must be a string")
+    return servers
 
 
 @dataclass(frozen=True)

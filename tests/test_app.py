@@ -191,6 +191,7 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert any("blank.png: no face found" in i.value for i in app.info)
     table = app.dataframe[0].value
     assert len(table) == len(good) + 60 and set(table["ensemble_label"]) <= set(EMOTIONS)
+    assert any("probability columns are the ensemble's" in c.value for c in app.caption)  # whatever model is picked
     assert table.groupby("image")["face"].min().eq(1).all()  # face 1 is the box captioned "#1"
     assert table.loc[table["image"] == "crowd.png", "face"].tolist() == list(range(1, 61))
     assert set(table["image"]) == {*good, "crowd.png"}
@@ -485,6 +486,26 @@ def test_webcam_page_lists_every_face_when_several_are_in_view(app: AppTest, mon
     np.testing.assert_allclose(table.sum(axis=0), 1.0, atol=1e-6)
     labels = app.text[0].value  # "faces: 2 (label p) ...": the largest face's label is one column's top class
     assert any(labels.startswith(f"faces: 2 ({table[c].idxmax()} ") for c in table.columns), labels
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[{"urls": 5}]', "server 1: 'urls' must be"),
+        ('[{"urls": "stun:a"}, {"urls": []}]', "server 2: 'urls' must be"),
+        ('[{"urls": "turn:a", "username": 7}]', "'username' must be a string"),
+        ('{"urls": "stun:a"}', "expected a JSON list"),
+        ("[{urls: stun}]", "Expecting property name"),
+    ],
+)
+def test_ice_server_lists_are_checked_before_the_browser_sees_them(text: str, problem: str) -> None:
+    """Only the presence of 'urls' was checked: `"urls": 5` went to the browser, which fails without a word."""
+    from app.live import parse_ice_servers
+
+    with pytest.raises(ValueError, match=problem):
+        parse_ice_servers(text)
+    good = '[{"urls": ["stun:a:3478", "stun:b"]}, {"urls": "turn:c", "username": "u", "credential": "p"}]'
+    assert parse_ice_servers(good) == json.loads(good)
 
 
 def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) -> None:

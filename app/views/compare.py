@@ -207,7 +207,9 @@ def show_metrics(ens: Ensemble) -> None:
                     key=f"confusion_{split}_{name}",
                 )
             if "per_class" in scores:
-                st.dataframe(pd.DataFrame(scores["per_class"]).T.style.format("{:.3f}"))
+                table = pd.DataFrame(scores["per_class"]).T
+                counts = [c for c in table.columns if c == "support"]  # face counts, not fractions: no "491.000"
+                st.dataframe(table.style.format("{:.3f}").format("{:.0f}", subset=counts))
 
 
 def main() -> None:

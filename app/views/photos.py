@@ -252,6 +252,10 @@ def main() -> None:
         st.info("No face found in any photo.")
     else:
         st.dataframe(table, hide_index=True)
+        st.caption(  # the chart above follows the model picker; these columns do not
+            "Face numbers match the boxes. The label, confidence and the seven probability columns are the "
+            "ensemble's, whatever model is picked above; each model's own label is in its `_label` column."
+        )
     columns = st.columns(3)
     columns[0].download_button(
         "Results as CSV", table.to_csv(index=False), "faces.csv", "text/csv", key="photos_csv", on_click="ignore"

@@ -6,7 +6,6 @@ For access from another machine a STUN/TURN list can be switched on in the sideb
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -16,7 +15,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app import charts, ui
-from app.live import LiveStatus, LiveStore
+from app.live import LiveStatus, LiveStore, parse_ice_servers
 from fer_core.detection import VIDEO_IMGSZ
 from fer_core.labels import EMOTIONS
 
@@ -38,10 +37,8 @@ def ice_servers() -> list[dict]:
         return []
     text = bar.text_area("ICE servers (JSON list)", DEFAULT_ICE, key="webcam_ice")
     try:
-        servers = json.loads(text)
-        if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
-            raise ValueError("expected a list of objects with 'urls'")
-    except ValueError as err:
+        servers = parse_ice_servers(text)
+    except ValueError as err:  # json.JSONDecodeError included
         bar.error(f"Ignoring the ICE server list: {err}")
         return []
     return servers
