@@ -338,6 +338,32 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert any(c.startswith(f"B_mixcut: {other} (") for c in captions), captions  # the class asked for
 
 
+def test_a_click_does_not_decode_the_uploads_again(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rerun (a model picker, the weight slider) decoded every upload again: 1.5 s per 12 MP JPEG here."""
+    from app import ui as app_ui
+    from fer_core import imageio as fer_imageio
+
+    decoded: list[str] = []
+    original = fer_imageio.load_image_sized
+
+    def counting(data: bytes, name: str) -> Any:
+        decoded.append(name)
+        return original(data, name=name)
+
+    monkeypatch.setattr(app_ui, "load_image_sized", counting, raising=False)
+    monkeypatch.setattr("fer_core.imageio.load_image_sized", counting)  # as page scripts import it on every run
+    photo = ("astronaut.png", encode(astronaut(), "PNG"), "image/png")
+    app.file_uploader(key="photos_upload").set_value(photo).run()
+    app.selectbox(key="photos_model").set_value("B_mixcut").run()
+    assert not app.exception and decoded == ["astronaut.png"]
+    image = app.session_state["_memo_decoded"][next(iter(app.session_state["_memo_decoded"]))][0]
+    assert not image.flags.writeable  # shared between reruns: an in-place edit would show in the next run
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(photo).run()
+    app.slider(key="compare_weight").set_value(0.9).run()
+    assert not app.exception and decoded == ["astronaut.png"]  # the same file on another page: decoded once
+
+
 def cam_pickers(app: AppTest, label: str) -> list[Any]:
     """The Grad-CAM selectboxes with this label, one per photo, in page order."""
     return [box for box in app.selectbox if box.label == label]

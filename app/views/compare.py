@@ -16,7 +16,7 @@ from app import charts, ui
 from fer_core.draw import draw_faces
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine
 from fer_core.explain import disagreement, model_view
-from fer_core.imageio import ImageLoadError, load_image
+from fer_core.imageio import ImageLoadError
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline, crop_faces
 from fer_core.tracking import probs_vector
@@ -43,8 +43,9 @@ def pick_image() -> tuple[str, np.ndarray, str] | None:
         st.info("Upload a photo, or take a snapshot on the Webcam page.")
         return None
     data = upload.getvalue()
+    digest = ui.file_digest(data)
     try:
-        return upload.name, load_image(data, name=upload.name), ui.file_digest(data)
+        return upload.name, ui.decoded_upload(upload.name, data, digest)[0], digest
     except ImageLoadError as err:
         st.error(str(err), icon=":material/error:")
     except Exception as err:  # never a traceback for a bad file

@@ -23,7 +23,7 @@ from app import charts, ui
 from fer_core.draw import draw_faces
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import ModelView, model_view
-from fer_core.imageio import ImageLoadError, encode_png, load_image_sized
+from fer_core.imageio import ImageLoadError, encode_png
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
 
@@ -52,14 +52,14 @@ class Analysed:
 
 def analyse_upload(name: str, data: bytes, pipe: Pipeline, settings: ui.DetectorSettings) -> Analysed:
     """Decode and analyse one file; every failure becomes a message about this file only."""
+    digest = ui.file_digest(data)
     try:
-        image, file_size = load_image_sized(data, name=name)
+        image, file_size = ui.decoded_upload(name, data, digest)
     except ImageLoadError as err:
         return Analysed(name, error=str(err))
     except Exception as err:  # e.g. MemoryError or a decoder bug: still no traceback for the user
         log.exception("decoding %s failed", name)
         return Analysed(name, error=f"{name}: cannot read this file ({type(err).__name__})")
-    digest = ui.file_digest(data)
     try:
         result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image))
     except Exception as err:
