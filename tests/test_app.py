@@ -375,7 +375,8 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
     app.file_uploader(key="photos_upload").set_value([two, one])
     app.toggle(key="photos_gradcam").set_value(True)
     app.run()
-    assert [c.value.split(" · ")[0] for c in app.main.caption] == ["2 face(s)", "1 face(s)"]
+    per_photo = [c.value.split(" · ")[0] for c in app.main.caption if "face(s)" in c.value]
+    assert per_photo == ["2 face(s)", "1 face(s)"]
     cam_pickers(app, "Face")[0].set_value(1)
     cam_pickers(app, "Class")[0].set_value("happy")
     cam_pickers(app, "Class")[1].set_value("sad").run()
