@@ -713,8 +713,9 @@ def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path, caplog
     assert len(caplog.records) == 1  # one traceback, not one per frame while it keeps failing
 
 
-def test_live_store_smooths_as_the_sidebar_says_and_restarts_on_a_change() -> None:
-    """One face, sure it is happy and sad in turn: each smoothing setting gives its own, hand-worked numbers."""
+def test_live_store_smooths_as_the_sidebar_says_and_carries_the_face_over_a_change() -> None:
+    """One face, sure it is happy and sad in turn: each smoothing setting gives its own, hand-worked numbers, and a
+    changed setting goes on from where the face's smoothing stood (same id, same age), not from a fresh track."""
     from app.live import LiveStore, TrackerSettings
 
     alternating = AlternatingPipeline()  # sure it is happy, then sad, then happy...
@@ -724,13 +725,17 @@ def test_live_store_smooths_as_the_sidebar_says_and_restarts_on_a_change() -> No
         for _ in range(frames):
             store.analyse(frame)
         (face,) = store.status().faces
+        assert face.track_id == 1
         return face.probs["happy"], face.probs["sad"], face.age
 
     store, frame = LiveStore(), np.zeros((48, 64, 3), np.uint8)
+    # frames 1-4 happy, sad, happy, sad: the window of 3 holds sad, happy, sad
     assert happy_and_sad(TrackerSettings("window", window=3), 4) == pytest.approx((1 / 3, 2 / 3, 4))
-    assert happy_and_sad(TrackerSettings("ema", alpha=0.5), 2) == pytest.approx((0.5, 0.5, 2))  # a fresh track
-    assert happy_and_sad(TrackerSettings("ema", alpha=0.25), 2) == pytest.approx((0.75, 0.25, 2))  # newest weighs 1/4
-    assert happy_and_sad(TrackerSettings("none"), 1) == pytest.approx((1.0, 0.0, 1))
+    # EMA 1/2 from (1/3, 2/3): happy -> (2/3, 1/3), sad -> (1/3, 2/3)
+    assert happy_and_sad(TrackerSettings("ema", alpha=0.5), 2) == pytest.approx((1 / 3, 2 / 3, 6))
+    # EMA 1/4 from (1/3, 2/3): happy -> (1/2, 1/2), sad -> (3/8, 5/8); the newest weighs 1/4
+    assert happy_and_sad(TrackerSettings("ema", alpha=0.25), 2) == pytest.approx((3 / 8, 5 / 8, 8))
+    assert happy_and_sad(TrackerSettings("none"), 1) == pytest.approx((1.0, 0.0, 9))  # frame 9: happy, raw
 
 
 def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
