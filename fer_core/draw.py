@@ -129,7 +129,12 @@ def draw_faces(
         faces.append(((x1, y1, x2, y2), color, texts))
     placed: list[Rect] = []
     for i, (rect, color, texts) in enumerate(faces):
-        taken = [other for j, (other, _, _) in enumerate(faces) if j != i] + placed
+        # grown by half a line: cv2 draws a box's lines centred on its edges, and a caption touching one covers it
+        grow = thickness // 2 + 1
+        taken = [
+            (x1 - grow, y1 - grow, x2 + grow, y2 + grow)
+            for x1, y1, x2, y2 in [other for j, (other, _, _) in enumerate(faces) if j != i] + placed
+        ]
         caption = _fit_caption(texts[0], rect, (width, height), font_scale, text_thickness)
         if len(texts) > 1 and any(_overlap(caption.rect, other) for other in taken):  # the number, in the same size
             caption = _fit_caption(texts[1], rect, (width, height), caption.font_scale, text_thickness)
@@ -149,7 +154,8 @@ def _fit_caption(text: str, box: Rect, image_size: tuple[int, int], font_scale: 
     (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     allowed = max(MAX_CAPTION_TO_BOX * (x2 - x1), 1)
     if text_w > allowed:  # sized to the face, so a crowd's captions do not lie over each other's faces
-        font_scale = max(font_scale * allowed / text_w, font_scale * MIN_CAPTION_FRACTION, MIN_FONT_SCALE)
+        floor = max(font_scale * MIN_CAPTION_FRACTION, MIN_FONT_SCALE)
+        font_scale = min(font_scale, max(font_scale * allowed / text_w, floor))  # never larger than asked for
         (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     pad = max(2, round(text_h * 0.3))
     if text_w + 2 * pad > width:  # a small image: shrink the caption to fit rather than cut its end (the %) off

@@ -98,3 +98,9 @@ def test_caption_text_has_the_better_contrast() -> None:
     """Rec.601 luma with a fixed threshold put white text on the disgust green (3.4:1) and fear purple (4.3:1)."""
     assert text_color(EMOTION_COLORS["disgust"]) == (0, 0, 0) and text_color(EMOTION_COLORS["fear"]) == (0, 0, 0)
     assert text_color(EMOTION_COLORS["sad"]) == (255, 255, 255) and text_color(EMOTION_COLORS["happy"]) == (0, 0, 0)
+
+
+def test_a_small_face_never_enlarges_a_caption_asked_for_small() -> None:
+    from fer_core.draw import _fit_caption
+
+    assert _fit_caption("#1 happy 80%", (0, 100, 10, 110), (640, 480), 0.2, 1).font_scale <= 0.2  # was 0.35
