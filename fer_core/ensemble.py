@@ -76,10 +76,9 @@ class Ensemble:
     @classmethod
     def load(cls, weights_dir: str | Path, runtime: str = "auto", device: str = "cpu") -> Ensemble:
         folder = Path(weights_dir)
-        spec = read_spec(folder)
+        spec = read_spec(folder, check_files=False)  # checked below, on the bytes each network is built from
         members = [EmotionClassifier.load(folder / m["file"], runtime=runtime, device=device) for m in spec["models"]]
         for entry, member in zip(spec["models"], members, strict=True):
-            # again on the bytes the network was built from: the file may have been replaced since read_spec
             check_member_file(member.path, entry.get("sha256"), folder / ENSEMBLE_FILE, actual=member.sha256)
         names = [member.name for member in members]
         if len(set(names)) != len(names) or ENSEMBLE_KEY in names:
@@ -118,11 +117,14 @@ class Ensemble:
         return self.predict_batch(prepare_batch(crops, size))
 
 
-def read_spec(folder: Path) -> dict[str, Any]:
+def read_spec(folder: Path, *, check_files: bool = True) -> dict[str, Any]:
     """`folder/ensemble.json`, checked before anything acts on it (the app, `evaluate`, `export`, the model card):
     each member a file entry with a name and a number for its weight, the weights non-negative with a positive
     sum, a known TTA set, and each member file still the one it was fitted with. A hand-edited or damaged file is
-    named."""
+    named.
+
+    `check_files=False` leaves the member files unread, for `Ensemble.load`: it checks the bytes it builds each
+    network from, so hashing the files here too read two 16 MB files twice on every app start."""
     spec_path = folder / ENSEMBLE_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"{spec_path}: no ensemble description; train and fit the ensemble first")
@@ -150,8 +152,9 @@ def read_spec(folder: Path) -> dict[str, Any]:
         tta_from_spec(spec)
     except ValueError as err:
         raise CheckpointError(f"{spec_path}: {err}") from err
-    for entry in spec["models"]:
-        check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
+    if check_files:
+        for entry in spec["models"]:
+            check_member_file(folder / entry["file"], entry.get("sha256"), spec_path)
     return spec
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fer_core import classifier, fit_ensemble
+from fer_core import ensemble as ensemble_module
 from fer_core.checkpoint import CheckpointError
 from fer_core.data import FerDataError, load_fer2013
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write_spec
@@ -309,3 +311,27 @@ def test_loading_checks_the_bytes_each_network_was_built_from(tmp_path, fake_wei
     monkeypatch.setattr(classifier.EmotionClassifier, "load", classmethod(replaced_first))
     with pytest.raises(CheckpointError, match=r"A_crp\.pt: sha256 .* is not the"):
         Ensemble.load(folder, runtime="torch")
+
+
+def test_loading_reads_each_member_file_once(tmp_path, fake_weights, monkeypatch):
+    """read_spec hashed each member file and load_classifier read it again: two extra 16 MB reads per app start."""
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    for member in spec["models"]:
+        member["sha256"] = file_sha256(folder / member["file"])
+    write_spec(folder / "ensemble.json", spec)
+    opened: list[str] = []
+    real_read_bytes = type(folder).read_bytes
+
+    def counting_read_bytes(path):
+        opened.append(path.name)
+        return real_read_bytes(path)
+
+    def counting_file_sha256(path):
+        opened.append(Path(path).name)
+        return file_sha256(path)
+
+    monkeypatch.setattr(type(folder), "read_bytes", counting_read_bytes)
+    monkeypatch.setattr(ensemble_module, "file_sha256", counting_file_sha256)
+    assert Ensemble.load(folder, runtime="torch").names == ["A_crp", "B_mixcut"]
+    assert sorted(name for name in opened if name.endswith(".pt")) == ["A_crp.pt", "B_mixcut.pt"]
