@@ -17,7 +17,7 @@ import torch
 
 from fer_core.checkpoint import LoadedClassifier, load_classifier
 from fer_core.cli import UserInputError
-from fer_core.imageio import over_white
+from fer_core.imageio import fill_non_finite, over_white
 from fer_core.models import ModelConfig, normalise
 from fer_core.tta import NO_TTA, average_views, expand, tta_views
 
@@ -53,10 +53,7 @@ def to_uint8(crop: np.ndarray) -> np.ndarray:
         return crop.astype(np.uint8) * 255
     if crop.dtype == np.uint16:
         return np.round(crop / 257.0).astype(np.uint8)
-    values = crop.astype(np.float64)
-    finite = values[np.isfinite(values)]  # one NaN pixel made min/max NaN: the [0, 1] test failed, the face went black
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    values, low, high = fill_non_finite(crop.astype(np.float64))  # one NaN pixel failed the [0, 1] test: black face
     if np.issubdtype(crop.dtype, np.floating) and low >= 0.0 and high <= 1.0:
         values = values * 255.0
     return np.round(np.clip(values, 0, 255)).astype(np.uint8)

@@ -192,10 +192,7 @@ def looks_like_image(source: str | Path | BinaryIO) -> bool:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: alpha over white, 16-bit scaled (not clipped), CMYK converted."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        finite = arr[np.isfinite(arr)]  # one NaN or inf pixel (float TIFF) made min/max, and so every pixel, NaN
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        arr = np.nan_to_num(arr, nan=low, posinf=high, neginf=low)
+        arr, low, high = fill_non_finite(np.asarray(img, dtype=np.float64))
         scale = 255.0 / (high - low) if high > low else 0.0
         img = Image.fromarray(((arr - low) * scale).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:  # P, L or RGB with a transparent colour
@@ -203,6 +200,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def fill_non_finite(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """`values` (float64) with NaN set to the lowest finite value and ±inf to the highest/lowest, plus that finite
+    range: one NaN or inf pixel (a float TIFF, a float array) made min and max, and so every scaled pixel, NaN."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return np.nan_to_num(values, nan=low, posinf=high, neginf=low), low, high
 
 
 def over_white(pixels: np.ndarray) -> np.ndarray:
