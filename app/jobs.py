@@ -22,6 +22,9 @@ class JobCancelled(Exception):
     """Raised inside the work, at its next progress report, once `cancel` was called."""
 
 
+Report = Callable[[int, int | None], None]
+
+
 @dataclass(frozen=True)
 class Progress:
     """Units done and the total when known (a browser-recorded WebM does not say how many frames it holds)."""
@@ -36,7 +39,8 @@ class Progress:
 
 @dataclass
 class BackgroundJob(Generic[T]):
-    """`work(report)` in a daemon thread; `report(done, total)` records progress and is where a cancel lands."""
+    """`work(report, stop)` in a daemon thread. `report(done, total)` records progress and is where a cancel lands;
+    `stop` is set by `cancel`, for work that can look more often than it reports (a video, frame by frame)."""
 
     name: str
     key: tuple[Any, ...]
@@ -48,19 +52,20 @@ class BackgroundJob(Generic[T]):
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @classmethod
-    def start(
-        cls, name: str, key: tuple[Any, ...], work: Callable[[Callable[[int, int | None], None]], T]
-    ) -> BackgroundJob[T]:
+    def start(cls, name: str, key: tuple[Any, ...], work: Callable[[Report, threading.Event], T]) -> BackgroundJob[T]:
         job = cls(name, key)
         threading.Thread(target=job._run, args=(work,), name=f"fer-job {name}", daemon=True).start()
         return job
 
-    def _run(self, work: Callable[[Callable[[int, int | None], None]], T]) -> None:
+    def _run(self, work: Callable[[Report, threading.Event], T]) -> None:
         try:
-            self.result = work(self._report)
+            self.result = work(self._report, self._cancel)
         except JobCancelled:
             self.cancelled = True
         except Exception as err:  # handed to the page, which words it for the user
+            if self._cancel.is_set():  # the work stopped on `stop` in its own way: a cancel, not a failure
+                self.cancelled = True
+                return
             log.exception("background job %s failed", self.name)
             self.error = err
         finally:

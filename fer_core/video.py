@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
@@ -71,6 +72,10 @@ class VideoError(UserInputError):
     """The input is not a readable video; the message names the file and the problem."""
 
 
+class VideoCancelled(Exception):
+    """`analyse_video` was asked to stop (its `stop` event); nothing was written."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What the container says about its first video stream (sizes after applying its rotation)."""
@@ -113,32 +118,42 @@ class VideoSummary:
     track_ids: list[int] = field(default_factory=list)
     faces: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CSV_COLUMNS))
     announced_frames: int | None = None  # the container's own count (None when it gives none)
-    announced_duration_s: float | None = None  # the container's duration (None when it gives none)
+    announced_duration_s: float | None = None  # the video stream's duration (None when the file gives none)
+    skipped_packets: int = 0  # damaged packets the decoder refused, whose frames are missing from the results
 
     @property
     def ended_early(self) -> str | None:
         """Why the results may cover only part of the clip: FFmpeg stops quietly at a truncated file's end, so a
-        download cut short gave partial results without a word. Without a stored frame count (WebM, MKV) the
-        decoded time is compared with the announced duration instead: a count estimated from the duration and the
-        opening rate would call a recording whose rate drops part-way (a webcam in low light) truncated. The 10 %
-        margin allows for containers' rounding."""
+        download cut short gave partial results without a word. Enough frames or enough time is a whole clip: an
+        mp4 trimmed without re-encoding stores every sample but plays (and decodes) only the kept part, which its
+        duration tells. Without a stored count (WebM, MKV) only the time counts: a count estimated from the
+        duration and the opening rate would call a recording whose rate drops part-way (a webcam in low light)
+        truncated. The 10 % margin allows for containers' rounding."""
+        enough_frames = bool(self.announced_frames) and self.frames >= 0.9 * self.announced_frames
+        enough_time = bool(self.announced_duration_s) and self.duration_s >= 0.9 * self.announced_duration_s
+        if enough_frames or enough_time or not (self.announced_frames or self.announced_duration_s):
+            return None
         if self.announced_frames:
-            if self.frames >= 0.9 * self.announced_frames:
-                return None
             decoded = f"only {self.frames} of the {self.announced_frames} frames the file announces"
             covered = f"its first {self.duration_s:.1f} s only"
-        elif self.announced_duration_s:
-            if self.duration_s >= 0.9 * self.announced_duration_s:
-                return None
+        else:
             decoded = (
                 f"only the first {self.duration_s:.1f} s of the {self.announced_duration_s:.1f} s the file announces"
             )
             covered = "that part only"
-        else:
-            return None
         return (
             f"{self.source.name}: {decoded} could be decoded; it may be truncated or damaged, and the results "
             f"cover {covered}"
+        )
+
+    @property
+    def damaged(self) -> str | None:
+        """Frames lost inside the clip: a damaged packet is skipped, as players do, instead of ending the analysis."""
+        if not self.skipped_packets:
+            return None
+        return (
+            f"{self.source.name}: {self.skipped_packets} damaged packet(s) could not be decoded and were skipped; "
+            "the frames they held are missing from the results"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +174,8 @@ class VideoSummary:
             "announced_frames": self.announced_frames,
             "announced_duration_s": self.announced_duration_s,
             "ended_early": self.ended_early,
+            "skipped_packets": self.skipped_packets,
+            "damaged": self.damaged,
         }
 
 
@@ -213,11 +230,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     container, stream = _open(source)
     try:
         fps = _stream_fps(stream)
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
+        duration = _stream_duration(container, stream)
         counted = int(stream.frames)
         frames = counted or (round(duration * fps) if duration else None)
         rotation = _display_rotation(stream)
@@ -227,6 +240,24 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(source, width, height, fps, frames, duration, stream.codec_context.name, rotation, not counted)
     finally:
         container.close()
+
+
+def _stream_duration(container: Any, stream: Any) -> float | None:
+    """The video stream's own duration: the container's covers every stream, and a WebM whose sound runs on
+    after the picture looked truncated. Matroska keeps each track's in a `DURATION` tag ("HH:MM:SS.fffffffff");
+    the container's is used only when the video is its one stream."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass  # an odd tag: fall through
+    if container.duration is not None and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
 
 
 def _display_rotation(stream: Any) -> int:
@@ -245,8 +276,18 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def iter_frames(path: str | Path) -> Iterator[Frame]:
-    """Decode frames one at a time as upright RGB; a damaged stream raises `VideoError` naming the frame.
+@dataclass
+class DecodeLog:
+    """What `iter_frames` passed over: damaged packets, skipped as players skip them."""
+
+    skipped_packets: int = 0
+    first_error: str | None = None
+
+
+def iter_frames(path: str | Path, log: DecodeLog | None = None) -> Iterator[Frame]:
+    """Decode frames one at a time as upright RGB. A packet the decoder refuses is skipped and counted in `log`:
+    raising there threw away the analysis of every frame before one flipped byte. A file in which no frame decodes
+    raises `VideoError` with the first error.
 
     Times count from the first frame and always increase: where the clock restarts (MPEG-TS files joined with
     `cat`, as cameras and HLS segments are), later frames go on one nominal frame after the last, so the CSV's
@@ -258,15 +299,9 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
     index = 0
     first_time: float | None = None
     offset = last_time = 0.0  # keeps times increasing where the stream's clock restarts
+    log = log if log is not None else DecodeLog()
     try:
-        frames = container.decode(stream)
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except _DECODE_ERRORS as err:
-                raise VideoError(f"{source}: cannot decode frame {index} ({err})") from err
+        for frame in _decoded(container, stream, log):
             if frame.width * frame.height > MAX_PIXELS:  # the probe saw only the first size; decoding allocates
                 raise VideoError(
                     f"{source}: frame {index} is {frame.width}x{frame.height}, too large to analyse (over "
@@ -285,7 +320,20 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
     finally:
         container.close()
     if index == 0:
-        raise VideoError(f"{source}: no video frame could be decoded (truncated or damaged file?)")
+        why = f": {log.first_error}" if log.first_error else ""
+        raise VideoError(f"{source}: no video frame could be decoded (truncated or damaged file?){why}")
+
+
+def _decoded(container: Any, stream: Any, log: DecodeLog) -> Iterator[Any]:
+    """The stream's frames, packet by packet (the last, empty packet flushes the decoder), skipping bad packets."""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except _DECODE_ERRORS as err:
+            log.skipped_packets += 1
+            log.first_error = log.first_error or str(err)
+            continue
+        yield from frames
 
 
 def h264_available() -> bool:
@@ -424,14 +472,17 @@ def analyse_video(
     tracker: FaceTracker | None = None,
     progress_callback: Callable[[int, int | None], None] | None = None,
     progress: bool = False,
+    stop: threading.Event | None = None,
 ) -> VideoSummary:
     """Analyse every `every`-th frame, track and smooth faces, write DIR/annotated.mp4 and DIR/faces.csv.
 
-    `progress_callback(frames_done, frames_total)` is called about every 1 % of the container's frame count,
-    with `frames_total` None when the container does not tell it (a browser-recorded WebM) or the count proved
-    low (then every 25 frames), and once more with (frames, frames) on success, e.g. for a Streamlit progress bar;
-    an exception it raises stops the analysis (a cancel). `progress` shows a tqdm bar on stderr. The tracker is
-    reset first, so ids start at 1 for every video.
+    `progress_callback(frames_done, frames_total)` is called about every 1 % of the container's frame count (or
+    its estimate from the duration), with `frames_total` None when neither is known (a browser-recorded WebM) or
+    the count proved low (then every 25 frames), and once more with (frames, frames) on success, e.g. for a
+    Streamlit progress bar; an exception it raises stops the analysis. `stop`, set from another thread, stops it
+    at the next frame with `VideoCancelled` (a cancel waiting for the next 1 % of a long clip ran hundreds of
+    frames on). `progress` shows a tqdm bar on stderr. The tracker is reset first, so ids start at 1 for every
+    video.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -455,10 +506,13 @@ def analyse_video(
     size: tuple[int, ...] | None = None  # of the last fitted frame
     frames = analysed = 0
     last_time = 0.0
+    log = DecodeLog()
     with _Progress(info.frames, source.name, progress, progress_callback) as report:
         try:
-            with closing(iter_frames(source)) as decoded:
+            with closing(iter_frames(source, log)) as decoded:
                 for frame in decoded:
+                    if stop is not None and stop.is_set():
+                        raise VideoCancelled(f"{source}: analysis cancelled at frame {frame.index}")
                     image, scale = fit_side(frame.image)
                     if size is not None and image.shape[:2] != size:  # the stream changed resolution
                         sx, sy = image.shape[1] / size[1], image.shape[0] / size[0]
@@ -505,6 +559,7 @@ def analyse_video(
         faces=table,
         announced_frames=None if info.frames_estimated else info.frames,
         announced_duration_s=info.duration_s,
+        skipped_packets=log.skipped_packets,
     )
 
 
@@ -590,8 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "
         f"{len(summary.faces)} rows -> {summary.csv_path}; video ({summary.codec}) -> {summary.annotated_path}"
     )
-    if summary.ended_early:
-        print(f"warning: {summary.ended_early}", file=sys.stderr)
+    warnings = [message for message in (summary.damaged, summary.ended_early) if message]
+    for message in warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    if warnings:
         return cli.PARTIAL_FAILURE
     return 0
 

@@ -873,7 +873,7 @@ def test_the_tta_switch_of_the_video_and_webcam_pages_sets_the_views(
 def test_a_background_job_hands_over_its_result_its_error_or_its_cancel() -> None:
     from app.jobs import BackgroundJob, Progress
 
-    def count(report: Callable[[int, int | None], None], fail: bool = False) -> str:
+    def count(report: Callable[[int, int | None], None], stop: threading.Event, fail: bool = False) -> str:
         for done in range(1, 4):
             report(done, None if done == 3 else 3)
         if fail:
@@ -884,18 +884,42 @@ def test_a_background_job_hands_over_its_result_its_error_or_its_cancel() -> Non
     assert finished.wait(10) and finished.result == "done" and finished.error is None and not finished.cancelled
     assert finished.progress == Progress(3, None) and finished.progress.fraction is None
     assert Progress(1, 4).fraction == 0.25
-    failed = BackgroundJob.start("b", ("k",), lambda report: count(report, fail=True))
+    failed = BackgroundJob.start("b", ("k",), lambda report, stop: count(report, stop, fail=True))
     assert failed.wait(10) and failed.result is None and isinstance(failed.error, OSError)
     gate = threading.Event()
 
-    def held(report: Callable[[int, int | None], None]) -> str:
+    def held(report: Callable[[int, int | None], None], stop: threading.Event) -> str:
         gate.wait(10)
-        return count(report)
+        return count(report, stop)
 
     stopped = BackgroundJob.start("c", ("k",), held)
     stopped.cancel()
     gate.set()
     assert stopped.wait(10) and stopped.cancelled and stopped.result is None and stopped.progress.done == 0
+
+    def watching(report: Callable[[int, int | None], None], stop: threading.Event) -> str:
+        """Work that looks at `stop` between its reports (a video, frame by frame) and ends in its own way."""
+        gate.wait(10)
+        if stop.is_set():
+            raise RuntimeError("stopped between reports")
+        return "done"
+
+    gate.clear()
+    watched = BackgroundJob.start("d", ("k",), watching)
+    watched.cancel()
+    gate.set()
+    assert watched.wait(10) and watched.cancelled and watched.error is None and watched.result is None
+
+
+def test_a_damaged_clip_is_analysed_and_the_loss_is_named_by_the_uploaded_name(tmp_path: Path) -> None:
+    from app.live import TrackerSettings
+    from app.views.video import analyse_upload
+    from tests.test_video import StubPipeline, damage_packet, noise_frames, write_video
+
+    data = damage_packet(write_video(tmp_path / "src.mp4", noise_frames(30), "libx264"), 10)
+    result = analyse_upload("holiday.mp4", data, StubPipeline(), 1, TrackerSettings())  # type: ignore[arg-type]
+    assert result.summary["frames"] == 29 and result.summary["ended_early"] is None
+    assert result.summary["damaged"].startswith("holiday.mp4: 1 damaged packet(s) could not be decoded")
 
 
 def finish_video(app: AppTest) -> None:

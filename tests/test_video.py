@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import tempfile
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,117 @@ def test_a_truncated_file_is_analysed_as_far_as_it_goes_and_says_so(
     monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: StubPipeline())
     assert video.main([str(cut), "--out", str(tmp_path / "cli")]) == cli.PARTIAL_FAILURE
     assert "warning: cut.mp4: only" in capsys.readouterr().err
+
+
+def noise_frames(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (48, 64, 3), np.uint8) for _ in range(count)]
+
+
+def damage_packet(path: Path, number: int) -> bytes:
+    """The file's bytes with one video packet's payload overwritten, as a bad sector or a flipped download does."""
+    with av.open(str(path)) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(container.streams.video[0]) if packet.size]
+    data = bytearray(path.read_bytes())
+    start, size = packets[number]
+    data[start : start + size] = b"\xff" * size
+    return bytes(data)
+
+
+def test_a_damaged_packet_is_skipped_and_counted_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One unreadable packet ended the analysis with an error and threw away every frame already analysed; a
+    player skips it. The loss is said, and the CLI exits with its partial-failure code."""
+    path = write_video(tmp_path / "src.mp4", noise_frames(40), "libx264")
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(damage_packet(path, 20))
+    summary = analyse_video(damaged, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.frames == 39 and summary.skipped_packets == 1 and summary.ended_early is None
+    assert summary.damaged == (
+        "damaged.mp4: 1 damaged packet(s) could not be decoded and were skipped; the frames they held are missing "
+        "from the results"
+    )
+    assert summary.to_dict()["skipped_packets"] == 1
+    monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: StubPipeline())
+    assert video.main([str(damaged), "--out", str(tmp_path / "cli")]) == cli.PARTIAL_FAILURE
+    assert "warning: damaged.mp4: 1 damaged packet(s)" in capsys.readouterr().err
+    assert analyse_video(path, StubPipeline(), tmp_path / "whole").damaged is None  # type: ignore[arg-type]
+
+
+def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
+    """`ffmpeg -ss 5 -c copy` keeps every packet and shifts the times, so the mp4 counts 100 samples but plays,
+    and decodes, the last 50: its duration says so, and that is a whole clip, not a damaged one."""
+    source = tmp_path / "long.mp4"
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "1000", "bf": "0"}  # one key frame: a copy-cut keeps every packet before the cut
+        for i in range(100):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 2, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(source)) as reader, av.open(str(trimmed), "w") as writer:
+        original = reader.streams.video[0]
+        copy = writer.add_stream_from_template(original)
+        shift = int(5 / original.time_base)
+        for packet in reader.demux(original):
+            if packet.dts is None:
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            writer.mux(packet)
+    summary = analyse_video(trimmed, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.announced_frames == 100 and summary.frames < 60  # the count covers the cut part too
+    assert summary.announced_duration_s == pytest.approx(5.0) and summary.ended_early is None
+
+
+def test_sound_longer_than_the_picture_is_not_called_truncated(tmp_path: Path) -> None:
+    """A WebM's duration covers every stream: 3 s of video with 10 s of sound looked like a clip cut at 3 s. The
+    video track's own DURATION tag is used."""
+    path = tmp_path / "talk.webm"
+    with av.open(str(path), "w") as container:
+        picture = container.add_stream("libvpx", rate=10)
+        picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("libopus", rate=48000)
+        sound.layout = "mono"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            for packet in picture.encode(frame):
+                container.mux(packet)
+        for packet in picture.encode():
+            container.mux(packet)
+        for k in range(500):  # 10 s in 20 ms Opus frames
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, k * 960
+            for packet in sound.encode(chunk):
+                container.mux(packet)
+        for packet in sound.encode():
+            container.mux(packet)
+    summary = analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.frames == 30 and summary.announced_duration_s == pytest.approx(3.0, abs=0.05)
+    assert summary.ended_early is None
+
+
+def test_a_stop_event_ends_the_analysis_at_the_next_frame(tmp_path: Path) -> None:
+    """A cancel waited for the next 1 % progress report: hundreds of frames on a long clip."""
+    path = write_video(tmp_path / "clip.mp4", [np.zeros((48, 64, 3), np.uint8)] * 30, "libx264")
+    stop = threading.Event()
+
+    class StoppedAtThird(StubPipeline):
+        def __call__(self, image: np.ndarray) -> ImageResult:
+            if self.calls == 2:
+                stop.set()  # as the page's Cancel does, from another thread
+            return super().__call__(image)
+
+    pipe = StoppedAtThird()
+    with pytest.raises(video.VideoCancelled, match="cancelled at frame 3"):
+        analyse_video(path, pipe, tmp_path / "out", stop=stop)  # type: ignore[arg-type]
+    assert pipe.calls == 3 and list((tmp_path / "out").iterdir()) == []
 
 
 class StubPipeline:

@@ -9,6 +9,7 @@ button stops it.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -51,6 +52,7 @@ def analyse_upload(
     tracking: TrackerSettings,
     key: tuple[Any, ...] = (),
     progress: Callable[[int, int | None], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> VideoResult:
     """Run `analyse_video` on the bytes inside a temp dir that is removed afterwards, errors included."""
     suffix = PurePath(name).suffix.lower() or ".mp4"
@@ -59,13 +61,20 @@ def analyse_upload(
         source.write_bytes(data)
         try:
             summary = analyse_video(
-                source, pipe, Path(tmp) / "out", every=every, tracker=tracking.build(), progress_callback=progress
+                source,
+                pipe,
+                Path(tmp) / "out",
+                every=every,
+                tracker=tracking.build(),
+                progress_callback=progress,
+                stop=stop,
             )
         except VideoError as err:
             raise VideoError(str(err).replace(str(source), name)) from err  # the user's name, not our temp path
         info = {k: v for k, v in summary.to_dict().items() if k not in ("source", "annotated", "csv")}
-        if info["ended_early"]:
-            info["ended_early"] = info["ended_early"].replace(source.name, name)
+        for warning in ("damaged", "ended_early"):
+            if info[warning]:
+                info[warning] = info[warning].replace(source.name, name)
         return VideoResult(
             name, key, summary.annotated_path.read_bytes(), summary.csv_path.read_bytes(), summary.faces, info
         )
@@ -83,6 +92,8 @@ def show_result(result: VideoResult) -> None:
         "comes back as a new track, so one person can count more than once.",
     )
     columns[3].metric("Duration", f"{info.get('duration_s', 0):.1f} s")
+    if info.get("damaged"):
+        st.warning(info["damaged"], icon=":material/broken_image:")
     if info.get("ended_early"):
         st.warning(info["ended_early"], icon=":material/content_cut:")
     st.video(result.video, format="video/mp4")
@@ -140,7 +151,7 @@ def main() -> None:
     if st.button("Analyse video", type="primary", key="video_analyse", disabled=running):
         st.session_state.pop(PROBLEM_KEY, None)
         work = partial(analyse_upload, upload.name, data, pipe, int(every), tracking, key)
-        job = st.session_state[JOB_KEY] = BackgroundJob.start(upload.name, key, lambda report: work(progress=report))
+        job = st.session_state[JOB_KEY] = BackgroundJob.start(upload.name, key, work)  # work(report, stop)
     if job is not None:
         if job.done:
             collect(job)
