@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +39,28 @@ class SoftLabels:
     teacher: dict
 
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(
-            path, probs=self.probs.astype(np.float32), fingerprint=self.fingerprint, teacher=json.dumps(self.teacher)
-        )
+        """Written beside the target, then moved over it: Ctrl-C during minutes of teacher predictions left a
+        truncated file that `train --soft-labels` met with a traceback."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.partial.npz")  # savez adds .npz to other names
+        try:
+            np.savez_compressed(
+                partial,
+                probs=self.probs.astype(np.float32),
+                fingerprint=self.fingerprint,
+                teacher=json.dumps(self.teacher),
+            )
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> SoftLabels:
         try:
             with np.load(path, allow_pickle=False) as stored:
                 return cls(stored["probs"], str(stored["fingerprint"]), json.loads(str(stored["teacher"])))
-        except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:  # TypeError: a bare .npy array
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as error:
+            # TypeError: a bare .npy array; EOFError: an empty file; BadZipFile: a truncated one
             raise ValueError(f"{path}: not a soft-label file from `python -m fer_core.distill` ({error})") from error
 
     def check(self, fingerprint: str, count: int, path: str | Path) -> None:

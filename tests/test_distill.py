@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,28 @@ def test_a_bare_numpy_array_is_not_a_soft_label_file(tmp_path):
     np.save(bare, np.full((4, len(EMOTIONS)), 1 / len(EMOTIONS), np.float32))
     with pytest.raises(ValueError, match=r"probs\.npy: not a soft-label file"):
         SoftLabels.load(bare)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_soft_label_file_is_named_not_a_traceback(tmp_path, damage):
+    whole = tmp_path / "t.npz"
+    SoftLabels(np.full((40, len(EMOTIONS)), 1 / len(EMOTIONS), np.float32), "f" * 12, {}).save(whole)
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"" if damage == "empty" else whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"damaged\.npz: not a soft-label file"):
+        SoftLabels.load(damaged)
+
+
+def test_soft_labels_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Ctrl-C while the archive was written left a truncated file under the final name."""
+    target = tmp_path / "t.npz"
+    target.write_bytes(b"earlier labels")
+
+    def interrupted(path, **arrays):
+        Path(path).write_bytes(b"PK half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        SoftLabels(np.zeros((2, len(EMOTIONS)), np.float32), "f", {}).save(target)
+    assert target.read_bytes() == b"earlier labels" and sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]
