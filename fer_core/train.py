@@ -48,6 +48,7 @@ from fer_core.models import ModelConfig, build_model, normalise
 log = logging.getLogger("fer_core.train")
 
 SCHEDULES = ("onecycle", "swa")
+DEVICES = ("auto", "cpu", "cuda")
 BN_RECALIBRATION_IMAGES = 8192  # training images (no augmentation) that give averaged weights their BN statistics
 
 
@@ -91,11 +92,8 @@ class TrainConfig:
         for option, known in (("recipe", tuple(RECIPES)), ("schedule", SCHEDULES)):
             if getattr(self, option) not in known:
                 raise ValueError(f"unknown {option} {getattr(self, option)!r}; known: {', '.join(known)}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as err:
-                raise ValueError(f"device {self.device!r} is not one torch knows (auto, cpu, cuda, cuda:1...)") from err
+        if self.device not in DEVICES:  # "cuda:1" or "meta" passed here and failed in a traceback later
+            raise ValueError(f"device {self.device!r}: use {', '.join(DEVICES)} (pick a GPU with CUDA_VISIBLE_DEVICES)")
         problems = [f"{name} {getattr(self, name)!r} {rule}" for name, rule, ok in self._ranges() if not ok]
         if problems:
             raise ValueError("; ".join(problems))
@@ -114,7 +112,7 @@ class TrainConfig:
             ),
             ("warmup_pct", "must lie in [0, 1)", 0 <= self.warmup_pct < 1),
             ("label_smoothing", "must lie in [0, 1)", 0 <= self.label_smoothing < 1),
-            ("class_weight_power", "must be at least 0", self.class_weight_power >= 0),
+            ("class_weight_power", "must lie in [0, 2]", 0 <= self.class_weight_power <= 2),  # inf gave NaN weights
             ("stem_stride", "must be at least 1", self.stem_stride >= 1),
             ("dropout", "must lie in [0, 1)", 0 <= self.dropout < 1),
             ("stochastic_depth", "must lie in [0, 1)", 0 <= self.stochastic_depth < 1),
@@ -562,6 +560,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         bn_images = train_x[torch.from_numpy(subset_indices(len(train_y), BN_RECALIBRATION_IMAGES, cfg.seed))]
     history: list[dict[str, float]] = []
     start_epoch, best_acc, train_seconds = 0, -1.0, 0.0
+    planned_epochs = cfg.epochs  # as asked: a time budget may shorten cfg.epochs after the 2nd epoch
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and not last_path.exists() and dist_info.is_main:
         log.warning("%s: nothing to resume, starting a new run", last_path)  # a mistyped --out says so
@@ -570,11 +569,18 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         if "training" not in state:
             raise UserInputError(f"{last_path}: holds no training state (a best.pt or a shipped model?); cannot resume")
         training = state["training"]
+        changed = []
         if training["config"].get("time_budget") and not reschedule:
-            cfg.epochs = training["config"]["epochs"]  # a budgeted run already fitted its length: keep it
+            # a budgeted run already fitted its length: keep it, but a new --epochs is a change, not a no-op
+            # (runs saved before `planned_epochs` was recorded accept any)
+            planned = training.get("planned_epochs")
+            if planned is not None and cfg.epochs not in (planned, training["config"]["epochs"]):
+                changed.append(f"epochs ({planned} planned then, {cfg.epochs} now; add --reschedule)")
+            planned_epochs = planned or cfg.epochs
+            cfg.epochs = training["config"]["epochs"]
         keys = RESUME_MUST_MATCH + (() if reschedule else ("epochs",))
         defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
-        changed = [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
+        changed += [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
         if state["meta"]["data_fingerprint"] != fingerprint:
             changed.append("training data")
         saved_world = state["meta"].get("world_size", 1)
@@ -652,6 +658,11 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 teacher_probs=teacher_probs,
             )
         )
+        if not np.isfinite(row["train_loss"]):  # NaN weights were saved as best.pt: NaN scores beat the -1 start
+            raise UserInputError(
+                f"epoch {epoch + 1}: the training loss is {row['train_loss']}, so the run diverged; this epoch was "
+                f"not saved ({last_path.name} and {best_path.name} hold the last finite one). Try a lower --lr"
+            )
         if averaged is not None:
             averaged.update_parameters(unwrap(model))
         if dist_info.is_main:
@@ -698,6 +709,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 save_checkpoint(best_path, build_checkpoint(saved, model_cfg, meta))
             training = {
                 "config": asdict(cfg),
+                "planned_epochs": planned_epochs,
                 "epoch": epoch,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),

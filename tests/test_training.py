@@ -225,6 +225,34 @@ def test_a_budgeted_run_split_after_its_second_epoch_resumes_exactly(tmp_path, t
     )
 
 
+def test_a_budgeted_run_refuses_a_new_epoch_count_on_resume(tmp_path, tiny_csv):
+    """A budgeted run keeps the length it fitted, so a changed --epochs was silently ignored."""
+    budgeted = ["--time-budget", "0.001", "--epochs", "50", *TINY[2:]]
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "2", *budgeted])
+    with pytest.raises(UserInputError, match=r"epochs \(50 planned then, 5 now; add --reschedule\) differ"):
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *budgeted, "--epochs", "5"])
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *budgeted, "--epochs", "3"])  # the fitted
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2, 3]
+
+
+def test_a_diverged_run_stops_without_saving_the_nan_epoch(tmp_path, tiny_csv, monkeypatch):
+    """A NaN loss gave NaN weights that were saved as best.pt (a NaN score beat the -1 start) and a run that
+    "succeeded"."""
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "1", *TINY])
+    saved = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt")}
+    real_epoch = train.train_one_epoch
+
+    def diverged(*args, **kwargs):
+        return {**real_epoch(*args, **kwargs), "train_loss": float("nan")}
+
+    monkeypatch.setattr(train, "train_one_epoch", diverged)
+    with pytest.raises(UserInputError, match="epoch 2: the training loss is nan, so the run diverged"):
+        train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *TINY])
+    assert {name: (out / name).read_bytes() for name in saved} == saved
+
+
 @pytest.mark.parametrize(
     ("flag", "value"), [("--stem-stride", "1"), ("--dropout", "0.5"), ("--weight-decay", "0.1"), ("--val-limit", "5")]
 )
@@ -258,7 +286,10 @@ def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
         (["--limit", "-5"], "limit -5 must be at least 0"),
         (["--seed", "-1"], "seed -1 must be at least 0"),  # numpy refused it after the data had loaded
         (["--time-budget", "inf"], "time_budget inf must be a finite number"),  # a NaN epoch count after epoch 2
-        (["--device", "gpu"], "device 'gpu' is not one torch knows"),  # torch's RuntimeError, as a traceback
+        (["--device", "gpu"], "device 'gpu': use auto, cpu, cuda"),  # torch's RuntimeError, as a traceback
+        (["--device", "cuda:0"], "device 'cuda:0': use auto, cpu, cuda"),  # a traceback without a GPU
+        (["--device", "meta"], "device 'meta': use auto, cpu, cuda"),  # autocast's RuntimeError
+        (["--class-weight-power", "inf"], r"class_weight_power inf must lie in \[0, 2\]"),  # NaN class weights
     ],
 )
 def test_out_of_range_settings_are_refused_before_any_data_loads(flags, problem):
