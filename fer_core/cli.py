@@ -1,4 +1,5 @@
-"""How every `python -m fer_core.<tool>` ends: input a user can fix is one line on stderr, not a traceback."""
+"""How every `python -m fer_core.<tool>` ends (input a user can fix is one line on stderr, not a traceback) and
+writes the results other tools read (whole or not at all)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,14 @@ def _check_writable_place(folder: Path, text: str) -> None:
         raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: cannot write in {existing} (permission denied)")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write beside `path`, then move over it: Ctrl-C or a full disk mid-write leaves the earlier file, not half of
+    a new one that the next reader (the model card, a resume, a script) would take as whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from fer_core.checkpoint import CheckpointError, is_number
 from fer_core.classifier import EmotionClassifier, prepare_batch
+from fer_core.cli import write_text_atomically
 from fer_core.export import file_sha256
 from fer_core.tta import NO_TTA, tta_from_spec, tta_views
 
@@ -190,4 +191,4 @@ def weights_used(spec: dict[str, Any], folder: Path, tta: str, *, recorded_hashe
 
 
 def write_spec(path: str | Path, spec: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(spec, indent=2) + "\n")
+    write_text_atomically(Path(path), json.dumps(spec, indent=2) + "\n")

@@ -65,8 +65,9 @@ def save_confusion_png(confusion: list[list[int]], title: str, path: Path) -> No
 
 
 def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.ndarray], out: Path) -> None:
+    """metrics.json last and whole: an interrupted run left a truncated one, or a new one beside an earlier run's
+    predictions.csv (perhaps of another split)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     for name, scores in report["models"].items():
         title = f"{name} on {split.name}: acc {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}"
         save_confusion_png(scores["confusion"], title, out / f"confusion_{name}.png")
@@ -75,7 +76,8 @@ def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.nd
     table.insert(0, "predicted", [EMOTIONS[i] for i in ensemble.argmax(1)])
     table.insert(0, "label", [EMOTIONS[i] for i in split.labels])
     table.insert(0, "source", split.sources)
-    table.to_csv(out / "predictions.csv", index=False)
+    cli.write_text_atomically(out / "predictions.csv", table.to_csv(index=False))
+    cli.write_text_atomically(out / "metrics.json", json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

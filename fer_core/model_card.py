@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer_core.model_card", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=Path("weights"))
     args = parser.parse_args(argv)
-    (args.weights / "MODEL_CARD.md").write_text(render(args.weights))
+    cli.write_text_atomically(args.weights / "MODEL_CARD.md", render(args.weights))
     print(f"wrote {args.weights / 'MODEL_CARD.md'}")
 
 

@@ -695,7 +695,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
         if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+            cli.write_text_atomically(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
             metrics = {"val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"], "epoch": epoch + 1}
             meta = {
                 **meta_base,

@@ -76,6 +76,27 @@ def test_macro_f1_leaves_out_a_class_absent_from_labels_and_predictions():
     )
 
 
+def test_an_interrupted_evaluation_leaves_the_earlier_metrics_whole(tmp_path, fake_weights, monkeypatch):
+    """metrics.json was written first: Ctrl-C during the confusion plots left a new one beside the earlier run's
+    predictions.csv (here of another split)."""
+    from fer_core import evaluate
+
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=14)
+    out = tmp_path / "report"
+    base = ["--data", str(csv), "--out", str(out), "--weights", str(fake_weights)]
+    evaluate_main([*base, "--split", "PublicTest"])
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "save_confusion_png", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_main([*base, "--split", "PrivateTest"])
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert json.loads(before["metrics.json"])["split"] == "PublicTest"
+
+
 def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkeypatch):
     csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=21)
     flipped = tmp_path / "weights_tta"
