@@ -234,7 +234,9 @@ def probe_video(path: str | Path) -> VideoInfo:
         counted = int(stream.frames)
         frames = counted or (round(duration * fps) if duration else None)
         rotation = _display_rotation(stream)
-        width, height = stream.codec_context.width, stream.codec_context.height
+        width, height = square_size(
+            stream.codec_context.width, stream.codec_context.height, stream.codec_context.sample_aspect_ratio
+        )
         if rotation % 180:
             width, height = height, width
         return VideoInfo(source, width, height, fps, frames, duration, stream.codec_context.name, rotation, not counted)
@@ -268,6 +270,22 @@ def _display_rotation(stream: Any) -> int:
     except _DECODE_ERRORS:
         return 0
     return 0
+
+
+def square_size(width: int, height: int, pixel_aspect: Fraction | None) -> tuple[int, int]:
+    """The size that shows a frame of non-square pixels (anamorphic DV/HDV: 1440x1080 stored for 16:9) with square
+    ones, stretching one side and never shrinking the other: faces drawn squeezed were also detected squeezed."""
+    if not pixel_aspect or pixel_aspect == 1:
+        return width, height
+    if pixel_aspect > 1:
+        return max(1, round(width * pixel_aspect)), height
+    return width, max(1, round(height / pixel_aspect))
+
+
+def to_square_pixels(image: np.ndarray, pixel_aspect: Fraction | None) -> np.ndarray:
+    height, width = image.shape[:2]
+    size = square_size(width, height, pixel_aspect)
+    return image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:
@@ -315,7 +333,8 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None) -> Iterator[Fram
                 offset += last_time + 1 / fps - time_s
                 time_s = last_time + 1 / fps
             last_time = time_s
-            yield Frame(index, float(time_s), upright(frame.to_ndarray(format="rgb24"), frame.rotation or 0))
+            pixels = to_square_pixels(frame.to_ndarray(format="rgb24"), stream.codec_context.sample_aspect_ratio)
+            yield Frame(index, float(time_s), upright(pixels, frame.rotation or 0))
             index += 1
     finally:
         container.close()
@@ -358,6 +377,16 @@ class VideoWriter:
             raise VideoError(f"{path}: cannot encode a {width}x{height} video")
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(int(FALLBACK_FPS))
         self.container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            self._add_stream(rate, crf)
+        except BaseException:
+            self.container.close()  # left to the garbage collector, it held the file and FFmpeg's context
+            raise
+        self.rate = rate
+        self.frames = 0
+        self.last_pts = -1
+
+    def _add_stream(self, rate: Fraction, crf: int) -> None:
         if h264_available():
             self.codec = "h264"
             self.stream = self.container.add_stream("libx264", rate=rate)
@@ -368,9 +397,6 @@ class VideoWriter:
             self.stream.bit_rate = max(1_000_000, int(self.width * self.height * float(rate) * 0.2))
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
         self.stream.codec_context.time_base = OUTPUT_TIME_BASE
-        self.rate = rate
-        self.frames = 0
-        self.last_pts = -1
 
     def write(self, image_rgb: np.ndarray, time_s: float | None = None) -> None:
         """Encode one frame at `time_s` (default: the next tick of the nominal rate); a frame of another size
@@ -530,6 +556,7 @@ def analyse_video(
                     frames += 1
                     last_time = frame.time_s
                     report(frames)
+            report.finish()  # before the files are finished: a cancel there still leaves nothing behind
             assert writer is not None  # iter_frames raises on a video without frames
             writer.close()  # the flush and the faststart rewrite can fail too (a full disk, Ctrl-C)
             table = pd.DataFrame(rows, columns=CSV_COLUMNS)
@@ -565,7 +592,7 @@ def analyse_video(
 
 class _Progress:
     """tqdm bar and throttled callback: every 1 % of a known total, every `UNKNOWN_TOTAL_STEP` frames otherwise
-    (also once the count passes an estimate that was too low), and (frames, frames) on success."""
+    (also once the count passes an estimate that was too low), and (frames, frames) at `finish`."""
 
     def __init__(
         self, total: int | None, name: str, show: bool, callback: Callable[[int, int | None], None] | None
@@ -587,6 +614,11 @@ class _Progress:
             self.callback(done, total)
             self.reported = done
 
+    def finish(self) -> None:
+        """The last report, (frames, frames): the total is now known whatever the container said."""
+        if self.callback is not None:
+            self.callback(self.done, self.done)
+
     def __enter__(self) -> _Progress:
         return self
 
@@ -594,8 +626,6 @@ class _Progress:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.bar.close()
-        if exc_type is None and self.callback is not None:
-            self.callback(self.done, self.done)
 
 
 def main(argv: list[str] | None = None) -> int:

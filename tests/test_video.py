@@ -295,6 +295,7 @@ def test_progress_reports_with_and_without_a_frame_count(total, expected) -> Non
     with video._Progress(total, "clip", False, lambda done, of: reports.append((done, of))) as report:
         for done in range(1, 61):
             report(done)
+        report.finish()
     assert reports == expected
 
 
@@ -307,6 +308,39 @@ def test_a_callback_that_raises_stops_the_analysis_and_leaves_nothing(tmp_path: 
     with pytest.raises(KeyboardInterrupt):
         analyse_video(path, StubPipeline(), tmp_path / "out", progress_callback=cancel)  # type: ignore[arg-type]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_cancel_at_the_last_report_leaves_no_result_behind(tmp_path: Path) -> None:
+    """The last report came after both files were moved into place: a cancel there raised and left them."""
+    path = write_video(tmp_path / "clip.mp4", [np.zeros((48, 64, 3), np.uint8)] * 5, "libx264")
+
+    def cancel_at_the_end(done: int, total: int | None) -> None:
+        if done == total == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        analyse_video(path, StubPipeline(), tmp_path / "out", progress_callback=cancel_at_the_end)  # type: ignore[arg-type]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_non_square_pixels_are_shown_and_analysed_square(tmp_path: Path) -> None:
+    """Anamorphic footage stores 64x48 to be shown 128x48: the output and the detector got it squeezed."""
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert (probe_video(path).width, probe_video(path).height) == (128, 48)
+    assert {frame.image.shape for frame in iter_frames(path)} == {(48, 128, 3)}
+    pipe = StubPipeline()
+    summary = analyse_video(path, pipe, tmp_path / "out")  # type: ignore[arg-type]
+    assert (summary.width, summary.height) == (128, 48)
+    assert video.square_size(64, 48, Fraction(1, 2)) == (64, 96)  # tall pixels: the height grows, nothing shrinks
 
 
 def noise_mp4(frames: int) -> bytes:
