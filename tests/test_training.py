@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -295,6 +296,17 @@ def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
 def test_out_of_range_settings_are_refused_before_any_data_loads(flags, problem):
     with pytest.raises(UserInputError, match=rf"flags: .*{problem}"):
         parse_args(["--data", "nowhere", *flags])
+
+
+def test_every_setting_is_explained_by_help(capsys):
+    """--help listed the flags without a word on what --time-budget or --stop-after do."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert set(train.FLAG_HELP) == {option.name for option in dataclasses.fields(TrainConfig)}
+    for explanation in train.FLAG_HELP.values():
+        assert " ".join(explanation.split()) in text
+    assert "after the 2nd epoch, --epochs shrinks so the schedule ends in time (default: 0.0)" in text
 
 
 def test_unreadable_config_files_are_one_clear_error(tmp_path):
