@@ -122,12 +122,18 @@ def test_a_failed_refit_leaves_the_shipped_folder_as_it_was(tmp_path, fake_weigh
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_loading_refuses_a_member_replaced_after_the_fit(tmp_path, fake_weights):
+def copy_with_hashes(fake_weights, tmp_path):
+    """A copy of the weights whose ensemble.json records each member's sha256, as fit_ensemble writes it."""
     folder = shutil.copytree(fake_weights, tmp_path / "weights")
     spec = json.loads((folder / "ensemble.json").read_text())
     for member in spec["models"]:
         member["sha256"] = file_sha256(folder / member["file"])
     write_spec(folder / "ensemble.json", spec)
+    return folder
+
+
+def test_loading_refuses_a_member_replaced_after_the_fit(tmp_path, fake_weights):
+    folder = copy_with_hashes(fake_weights, tmp_path)
     assert Ensemble.load(folder, runtime="torch").names == ["A_crp", "B_mixcut"]
     shutil.copyfile(folder / "B_mixcut.pt", folder / "A_crp.pt")  # a new stage dropped in without a refit
     with pytest.raises(CheckpointError, match=r"A_crp\.pt: sha256 .* run python -m fer_core.fit_ensemble again"):
@@ -296,11 +302,7 @@ def test_mixing_weights_must_name_the_members(fake_weights):
 
 def test_loading_checks_the_bytes_each_network_was_built_from(tmp_path, fake_weights, monkeypatch):
     """read_spec hashed the files, then the members were read again: a file replaced in between was run."""
-    folder = shutil.copytree(fake_weights, tmp_path / "weights")
-    spec = json.loads((folder / "ensemble.json").read_text())
-    for member in spec["models"]:
-        member["sha256"] = file_sha256(folder / member["file"])
-    write_spec(folder / "ensemble.json", spec)
+    folder = copy_with_hashes(fake_weights, tmp_path)
     original = classifier.EmotionClassifier.load.__func__
 
     def replaced_first(cls, path, *args, **kwargs):
@@ -315,11 +317,7 @@ def test_loading_checks_the_bytes_each_network_was_built_from(tmp_path, fake_wei
 
 def test_loading_reads_each_member_file_once(tmp_path, fake_weights, monkeypatch):
     """read_spec hashed each member file and load_classifier read it again: two extra 16 MB reads per app start."""
-    folder = shutil.copytree(fake_weights, tmp_path / "weights")
-    spec = json.loads((folder / "ensemble.json").read_text())
-    for member in spec["models"]:
-        member["sha256"] = file_sha256(folder / member["file"])
-    write_spec(folder / "ensemble.json", spec)
+    folder = copy_with_hashes(fake_weights, tmp_path)
     opened: list[str] = []
     real_read_bytes = type(folder).read_bytes
 

@@ -28,16 +28,23 @@ from fer_core.video import CSV_COLUMNS, VideoError, analyse_video, iter_frames, 
 
 
 def write_video(
-    path: Path, frames: list[np.ndarray], codec: str, fps: int = 10, rotation: int = 0, faststart: bool = False
+    path: Path,
+    frames: list[np.ndarray],
+    codec: str,
+    fps: int = 10,
+    rotation: int = 0,
+    faststart: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB frames with PyAV directly (independent of the writer under test); `faststart` puts the index at
-    the front, as phones and browsers write mp4."""
+    the front, as phones and browsers write mp4; `options` go to the encoder."""
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if rotation:
             stream.set_display_rotation(rotation)
+        stream.options = options or {}
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
@@ -411,17 +418,9 @@ def test_a_damaged_packet_is_skipped_and_counted_not_fatal(
 def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
     """`ffmpeg -ss 5 -c copy` keeps every packet and shifts the times, so the mp4 counts 100 samples but plays,
     and decodes, the last 50: its duration says so, and that is a whole clip, not a damaged one."""
-    source = tmp_path / "long.mp4"
-    with av.open(str(source), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.options = {"g": "1000", "bf": "0"}  # one key frame: a copy-cut keeps every packet before the cut
-        for i in range(100):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 2, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = [np.full((48, 64, 3), i * 2, np.uint8) for i in range(100)]
+    one_key_frame = {"g": "1000", "bf": "0"}  # a copy-cut keeps every packet before the cut
+    source = write_video(tmp_path / "long.mp4", frames, "libx264", options=one_key_frame)
     trimmed = tmp_path / "trimmed.mp4"
     with av.open(str(source)) as reader, av.open(str(trimmed), "w") as writer:
         original = reader.streams.video[0]
