@@ -66,6 +66,8 @@ OUTPUT_TIME_BASE = Fraction(1, 60000)
 UNKNOWN_TOTAL_STEP = 25
 #: What the decoder may raise on hostile or damaged input (UnicodeDecodeError is a ValueError).
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
+#: Damaged packets read before giving up on a file in which no frame has decoded yet.
+MAX_BAD_PACKETS_BEFORE_A_FRAME = 100
 
 
 class VideoError(UserInputError):
@@ -89,6 +91,7 @@ class VideoInfo:
     codec: str
     rotation: int
     frames_estimated: bool = False  # `frames` is duration x fps: the container stores no count (WebM, MKV)
+    duration_shared: bool = False  # `duration_s` is the container's, over its other streams (sound) too
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class VideoSummary:
     announced_frames: int | None = None  # the container's own count (None when it gives none)
     announced_duration_s: float | None = None  # the video stream's duration (None when the file gives none)
     skipped_packets: int = 0  # damaged packets the decoder refused, whose frames are missing from the results
+    read_error: str | None = None  # why reading the file stopped part-way (the results end there)
 
     @property
     def ended_early(self) -> str | None:
@@ -148,13 +152,19 @@ class VideoSummary:
 
     @property
     def damaged(self) -> str | None:
-        """Frames lost inside the clip: a damaged packet is skipped, as players do, instead of ending the analysis."""
-        if not self.skipped_packets:
-            return None
-        return (
-            f"{self.source.name}: {self.skipped_packets} damaged packet(s) could not be decoded and were skipped; "
-            "the frames they held are missing from the results"
-        )
+        """Frames lost inside the clip: a damaged packet is skipped, as players do, instead of ending the analysis;
+        a read error ends it where it happened, with the frames before it kept."""
+        problems = []
+        if self.skipped_packets:
+            problems.append(
+                f"{self.skipped_packets} damaged packet(s) could not be decoded and were skipped; the frames they "
+                "held are missing from the results"
+            )
+        if self.read_error:
+            problems.append(
+                f"reading the file failed after {self.frames} frames ({self.read_error}); the results end there"
+            )
+        return f"{self.source.name}: {'; '.join(problems)}" if problems else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-face table)."""
@@ -175,6 +185,7 @@ class VideoSummary:
             "announced_duration_s": self.announced_duration_s,
             "ended_early": self.ended_early,
             "skipped_packets": self.skipped_packets,
+            "read_error": self.read_error,
             "damaged": self.damaged,
         }
 
@@ -230,36 +241,36 @@ def probe_video(path: str | Path) -> VideoInfo:
     container, stream = _open(source)
     try:
         fps = _stream_fps(stream)
-        duration = _stream_duration(container, stream)
+        duration, shared = _stream_duration(container, stream)
         counted = int(stream.frames)
         frames = counted or (round(duration * fps) if duration else None)
         rotation = _display_rotation(stream)
-        width, height = square_size(
-            stream.codec_context.width, stream.codec_context.height, stream.codec_context.sample_aspect_ratio
-        )
+        width, height = square_size(stream.codec_context.width, stream.codec_context.height, pixel_aspect(stream))
         if rotation % 180:
             width, height = height, width
-        return VideoInfo(source, width, height, fps, frames, duration, stream.codec_context.name, rotation, not counted)
+        codec = stream.codec_context.name
+        return VideoInfo(source, width, height, fps, frames, duration, codec, rotation, not counted, shared)
     finally:
         container.close()
 
 
-def _stream_duration(container: Any, stream: Any) -> float | None:
+def _stream_duration(container: Any, stream: Any) -> tuple[float | None, bool]:
     """The video stream's own duration: the container's covers every stream, and a WebM whose sound runs on
     after the picture looked truncated. Matroska keeps each track's in a `DURATION` tag ("HH:MM:SS.fffffffff");
-    the container's is used only when the video is its one stream."""
+    the container's covers the video alone only when it is the one stream; otherwise it is returned as `shared`
+    (fine for a frame estimate and a progress total, not for judging a clip truncated)."""
     if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
+        return float(stream.duration * stream.time_base), False
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
     if tag:
         try:
             hours, minutes, seconds = tag.split(":")
-            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds), False
         except ValueError:
             pass  # an odd tag: fall through
-    if container.duration is not None and len(container.streams) == 1:
-        return container.duration / av.time_base
-    return None
+    if container.duration is not None:
+        return container.duration / av.time_base, len(container.streams) > 1
+    return None, False
 
 
 def _display_rotation(stream: Any) -> int:
@@ -300,12 +311,15 @@ class DecodeLog:
 
     skipped_packets: int = 0
     first_error: str | None = None
+    read_error: str | None = None  # reading the file failed part-way (a bad sector, a dropped network share)
+    decoded: int = 0
 
 
-def iter_frames(path: str | Path, log: DecodeLog | None = None) -> Iterator[Frame]:
+def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
     """Decode frames one at a time as upright RGB. A packet the decoder refuses is skipped and counted in `log`:
     raising there threw away the analysis of every frame before one flipped byte. A file in which no frame decodes
-    raises `VideoError` with the first error.
+    raises `VideoError` with the first error. `stop`, set from another thread, raises `VideoCancelled` at the next
+    packet, so a cancel lands even while a damaged stretch yields no frame.
 
     Times count from the first frame and always increase: where the clock restarts (MPEG-TS files joined with
     `cat`, as cameras and HLS segments are), later frames go on one nominal frame after the last, so the CSV's
@@ -319,40 +333,65 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None) -> Iterator[Fram
     offset = last_time = 0.0  # keeps times increasing where the stream's clock restarts
     log = log if log is not None else DecodeLog()
     try:
-        for frame in _decoded(container, stream, log):
-            if frame.width * frame.height > MAX_PIXELS:  # the probe saw only the first size; decoding allocates
+        for frame in _decoded(container, stream, log, stop):
+            width, height = square_size(frame.width, frame.height, pixel_aspect(stream))
+            if width * height > MAX_PIXELS:  # the probe saw only the first size; decoding (and squaring) allocates
                 raise VideoError(
-                    f"{source}: frame {index} is {frame.width}x{frame.height}, too large to analyse (over "
+                    f"{source}: frame {index} is {width}x{height}, too large to analyse (over "
                     f"{MAX_PIXELS // 1_000_000} megapixels); please resize the video"
                 )
-            if frame.time is not None and first_time is None:
-                first_time = frame.time
-            time_s = frame.time - first_time if frame.time is not None and first_time is not None else index / fps
+            stamp = frame.time if frame.time is not None and np.isfinite(frame.time) else None  # NaN: no clock
+            if stamp is not None and first_time is None:
+                first_time = stamp
+            time_s = stamp - first_time if stamp is not None and first_time is not None else index / fps
             time_s += offset
             if index and time_s <= last_time:  # the clock went back (joined files): one frame on, then go on from there
                 offset += last_time + 1 / fps - time_s
                 time_s = last_time + 1 / fps
             last_time = time_s
-            pixels = to_square_pixels(frame.to_ndarray(format="rgb24"), stream.codec_context.sample_aspect_ratio)
+            pixels = to_square_pixels(frame.to_ndarray(format="rgb24"), pixel_aspect(stream))
             yield Frame(index, float(time_s), upright(pixels, frame.rotation or 0))
             index += 1
     finally:
         container.close()
     if index == 0:
-        why = f": {log.first_error}" if log.first_error else ""
+        why = f": {log.read_error or log.first_error}" if log.read_error or log.first_error else ""
         raise VideoError(f"{source}: no video frame could be decoded (truncated or damaged file?){why}")
 
 
-def _decoded(container: Any, stream: Any, log: DecodeLog) -> Iterator[Any]:
-    """The stream's frames, packet by packet (the last, empty packet flushes the decoder), skipping bad packets."""
-    for packet in container.demux(stream):
+def _decoded(container: Any, stream: Any, log: DecodeLog, stop: threading.Event | None) -> Iterator[Any]:
+    """The stream's frames, packet by packet (the last, empty packet flushes the decoder), skipping packets the
+    decoder refuses. A read error ends the stream there, after the frames the decoder still holds."""
+    packets = container.demux(stream)
+    while True:
+        if stop is not None and stop.is_set():
+            raise VideoCancelled(f"{container.name}: analysis cancelled")
+        if log.skipped_packets >= MAX_BAD_PACKETS_BEFORE_A_FRAME and log.decoded == 0:
+            return  # nothing but damage so far: not worth reading the rest of a large file
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except _DECODE_ERRORS as err:
+            log.read_error = str(err)
+            with suppress(*_DECODE_ERRORS):
+                for frame in stream.codec_context.decode(None):
+                    log.decoded += 1
+                    yield frame
+            return
         try:
             frames = packet.decode()
         except _DECODE_ERRORS as err:
             log.skipped_packets += 1
             log.first_error = log.first_error or str(err)
             continue
+        log.decoded += len(frames)
         yield from frames
+
+
+def pixel_aspect(stream: Any) -> Fraction | None:
+    """The pixels' shape as FFmpeg guesses it from the container (an mp4 `pasp` box) and the codec."""
+    return stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
 
 
 def h264_available() -> bool:
@@ -535,7 +574,7 @@ def analyse_video(
     log = DecodeLog()
     with _Progress(info.frames, source.name, progress, progress_callback) as report:
         try:
-            with closing(iter_frames(source, log)) as decoded:
+            with closing(iter_frames(source, log, stop)) as decoded:
                 for frame in decoded:
                     if stop is not None and stop.is_set():
                         raise VideoCancelled(f"{source}: analysis cancelled at frame {frame.index}")
@@ -585,8 +624,9 @@ def analyse_video(
         track_ids=sorted(int(i) for i in table["face_id"].unique()),
         faces=table,
         announced_frames=None if info.frames_estimated else info.frames,
-        announced_duration_s=info.duration_s,
+        announced_duration_s=None if info.duration_shared else info.duration_s,
         skipped_packets=log.skipped_packets,
+        read_error=log.read_error,
     )
 
 

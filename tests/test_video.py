@@ -348,6 +348,21 @@ def test_non_square_pixels_are_shown_and_analysed_square(tmp_path: Path) -> None
     summary = analyse_video(path, pipe, tmp_path / "out")  # type: ignore[arg-type]
     assert (summary.width, summary.height) == (128, 48)
     assert video.square_size(64, 48, Fraction(1, 2)) == (64, 96)  # tall pixels: the height grows, nothing shrinks
+    remuxed = tmp_path / "pasp.mp4"  # the shape stored by the container (an mp4 `pasp` box), not the codec
+    plain = write_video(tmp_path / "plain.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "mpeg4")
+    with av.open(str(plain)) as reader, av.open(str(remuxed), "w") as writer:
+        original = reader.streams.video[0]
+        copy = writer.add_stream_from_template(original)
+        copy.sample_aspect_ratio = Fraction(2, 1)
+        for packet in reader.demux(original):
+            if packet.dts is not None:
+                packet.stream = copy
+                writer.mux(packet)
+    with av.open(str(remuxed)) as reader:
+        stored = reader.streams.video[0].sample_aspect_ratio
+    if stored == 2:  # this FFmpeg build writes the box
+        assert (probe_video(remuxed).width, probe_video(remuxed).height) == (128, 48)
+        assert {frame.image.shape for frame in iter_frames(remuxed)} == {(48, 128, 3)}
 
 
 def noise_mp4(frames: int) -> bytes:
@@ -415,6 +430,55 @@ def test_a_damaged_packet_is_skipped_and_counted_not_fatal(
     assert analyse_video(path, StubPipeline(), tmp_path / "whole").damaged is None  # type: ignore[arg-type]
 
 
+def test_a_read_error_part_way_keeps_the_frames_before_it_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read error (a bad sector, a dropped network share) escaped as a bare OSError: a traceback in the CLI."""
+    path = write_video(tmp_path / "clip.mkv", noise_frames(40), "libx264")
+    failing_after = path.stat().st_size // 2
+
+    class FailingHalfWay(io.FileIO):
+        def read(self, size: int = -1) -> bytes:
+            if self.tell() > failing_after:
+                raise OSError(5, "Input/output error")
+            return super().read(size)
+
+    real_open = av.open
+
+    def open_failing(target: str, *args: Any, **kwargs: Any) -> Any:
+        return real_open(FailingHalfWay(target) if target == str(path) else target, *args, **kwargs)
+
+    monkeypatch.setattr(video.av, "open", open_failing)
+    summary = analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert 0 < summary.frames < 40 and summary.read_error == "[Errno 5] Input/output error"
+    assert summary.damaged == (
+        f"clip.mkv: reading the file failed after {summary.frames} frames ([Errno 5] Input/output error); the "
+        "results end there"
+    )
+
+
+def test_a_file_of_nothing_but_damage_is_given_up_early(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.mp4", noise_frames(150), "libx264")
+    with av.open(str(path)) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(container.streams.video[0]) if packet.size]
+    data = bytearray(path.read_bytes())
+    for start, size in packets:
+        data[start : start + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+    log = video.DecodeLog()
+    with pytest.raises(VideoError, match=r"no video frame could be decoded .*Invalid data"):
+        list(iter_frames(path, log))
+    assert log.skipped_packets == video.MAX_BAD_PACKETS_BEFORE_A_FRAME < len(packets)
+
+
+def test_a_stop_lands_while_damaged_packets_yield_no_frame(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.mp4", noise_frames(10), "libx264")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(video.VideoCancelled):
+        list(iter_frames(path, stop=stop))
+
+
 def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
     """`ffmpeg -ss 5 -c copy` keeps every packet and shifts the times, so the mp4 counts 100 samples but plays,
     and decodes, the last 50: its duration says so, and that is a whole clip, not a damaged one."""
@@ -463,6 +527,18 @@ def test_sound_longer_than_the_picture_is_not_called_truncated(tmp_path: Path) -
     summary = analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
     assert summary.frames == 30 and summary.announced_duration_s == pytest.approx(3.0, abs=0.05)
     assert summary.ended_early is None
+    untagged = tmp_path / "untagged.mkv"  # no per-track DURATION: the container's covers the sound too
+    with av.open(str(path)) as reader, av.open(str(untagged), "w", options={"write_tags": "0"}) as writer:
+        copies = {stream.index: writer.add_stream_from_template(stream) for stream in reader.streams}
+        for packet in reader.demux():
+            if packet.dts is not None:
+                packet.stream = copies[packet.stream.index]
+                writer.mux(packet)
+    info = probe_video(untagged)
+    if info.duration_shared:  # some muxers write the tag anyway
+        assert info.frames and info.duration_s == pytest.approx(10.0, abs=0.1)  # an estimate for the progress bar
+        summary = analyse_video(untagged, StubPipeline(), tmp_path / "out2")  # type: ignore[arg-type]
+        assert summary.announced_duration_s is None and summary.ended_early is None
 
 
 def test_a_stop_event_ends_the_analysis_at_the_next_frame(tmp_path: Path) -> None:
