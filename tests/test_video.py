@@ -553,7 +553,7 @@ def test_a_stop_event_ends_the_analysis_at_the_next_frame(tmp_path: Path) -> Non
             return super().__call__(image)
 
     pipe = StoppedAtThird()
-    with pytest.raises(video.VideoCancelled, match="cancelled at frame 3"):
+    with pytest.raises(video.VideoCancelled, match=r"clip\.mp4: analysis cancelled"):
         analyse_video(path, pipe, tmp_path / "out", stop=stop)  # type: ignore[arg-type]
     assert pipe.calls == 3 and list((tmp_path / "out").iterdir()) == []
 
