@@ -62,7 +62,7 @@ def _check_writable_place(folder: Path, text: str) -> None:
 def write_text_atomically(path: Path, text: str) -> None:
     """Write beside `path`, then move over it: Ctrl-C or a full disk mid-write leaves the earlier file, not half of
     a new one that the next reader (the model card, a resume, a script) would take as whole."""
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # its own: two runs do not interleave
     try:
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)

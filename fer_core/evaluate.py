@@ -65,9 +65,10 @@ def save_confusion_png(confusion: list[list[int]], title: str, path: Path) -> No
 
 
 def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.ndarray], out: Path) -> None:
-    """metrics.json last and whole: an interrupted run left a truncated one, or a new one beside an earlier run's
-    predictions.csv (perhaps of another split)."""
+    """metrics.json last and whole, or none: an interrupted run left a truncated one, or a new one beside an
+    earlier run's predictions.csv (perhaps of another split)."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # no earlier metrics beside this run's plots and predictions
     for name, scores in report["models"].items():
         title = f"{name} on {split.name}: acc {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}"
         save_confusion_png(scores["confusion"], title, out / f"confusion_{name}.png")

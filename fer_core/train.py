@@ -693,11 +693,6 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                 teacher_probs=teacher_probs,
             )
         )
-        if not np.isfinite(row["train_loss"]):  # NaN weights were saved as best.pt: NaN scores beat the -1 start
-            raise UserInputError(
-                f"epoch {epoch + 1}: the training loss is {row['train_loss']}, so the run diverged; this epoch was "
-                f"not saved ({last_path.name} and {best_path.name} hold the last finite one). Try a lower --lr"
-            )
         if averaged is not None:
             averaged.update_parameters(unwrap(model))
         if dist_info.is_main:
@@ -728,6 +723,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
                     log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)
                 cfg.epochs = fitted
                 retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
+        stop_if_diverged(row, epoch, dist_info)
         if dist_info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             cli.write_text_atomically(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
@@ -770,6 +766,24 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     if dist_info.world_size > 1:
         dist.destroy_process_group()
     return best_path
+
+
+def stop_if_diverged(row: dict[str, float], epoch: int, dist_info: Distributed) -> None:
+    """Refuse to save an epoch whose losses are not finite: NaN weights were saved as best.pt (their NaN
+    probabilities argmax to class 0, a finite accuracy that beats the -1 start). The validation loss catches a
+    last step that broke the weights after the training loss was counted; rank 0 decides for every rank."""
+    diverged = dist_info.is_main and not (np.isfinite(row["train_loss"]) and np.isfinite(row.get("val_loss", 0.0)))
+    if dist_info.world_size > 1:
+        decision = torch.tensor([float(diverged)], device=dist_info.device)
+        dist.broadcast(decision, src=0)
+        diverged = bool(decision.item())
+    if diverged:
+        kept = "last.pt and best.pt hold the last finite one" if epoch > 0 else "nothing was saved"
+        raise UserInputError(
+            f"epoch {epoch + 1}: the training loss is {row['train_loss']} and the validation loss "
+            f"{row.get('val_loss', float('nan'))}, so the run diverged; this epoch was not saved ({kept}). "
+            "Try a lower --lr"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

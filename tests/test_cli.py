@@ -76,25 +76,26 @@ def test_macro_f1_leaves_out_a_class_absent_from_labels_and_predictions():
     )
 
 
-def test_an_interrupted_evaluation_leaves_the_earlier_metrics_whole(tmp_path, fake_weights, monkeypatch):
+def test_an_interrupted_evaluation_leaves_no_metrics_beside_other_results(tmp_path, fake_weights, monkeypatch):
     """metrics.json was written first: Ctrl-C during the confusion plots left a new one beside the earlier run's
-    predictions.csv (here of another split)."""
-    from fer_core import evaluate
-
+    predictions.csv (here of another split); and an earlier one must not stay beside this run's files."""
     csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=14)
     out = tmp_path / "report"
     base = ["--data", str(csv), "--out", str(out), "--weights", str(fake_weights)]
     evaluate_main([*base, "--split", "PublicTest"])
-    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert json.loads((out / "metrics.json").read_text())["split"] == "PublicTest"
+    real_write = cli.write_text_atomically
 
-    def interrupted(*args):
-        raise KeyboardInterrupt
+    def interrupted_before_metrics(path, text):
+        if path.name == "metrics.json":
+            raise KeyboardInterrupt
+        real_write(path, text)
 
-    monkeypatch.setattr(evaluate, "save_confusion_png", interrupted)
+    monkeypatch.setattr(cli, "write_text_atomically", interrupted_before_metrics)
     with pytest.raises(KeyboardInterrupt):
         evaluate_main([*base, "--split", "PrivateTest"])
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
-    assert json.loads(before["metrics.json"])["split"] == "PublicTest"
+    assert not (out / "metrics.json").exists()  # no PublicTest figures beside PrivateTest predictions
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []
 
 
 def test_evaluate_tta_off_overrides_ensemble_json(tmp_path, fake_weights, monkeypatch):

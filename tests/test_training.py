@@ -249,9 +249,15 @@ def test_a_diverged_run_stops_without_saving_the_nan_epoch(tmp_path, tiny_csv, m
         return {**real_epoch(*args, **kwargs), "train_loss": float("nan")}
 
     monkeypatch.setattr(train, "train_one_epoch", diverged)
-    with pytest.raises(UserInputError, match="epoch 2: the training loss is nan, so the run diverged"):
+    with pytest.raises(UserInputError, match=r"epoch 2: the training loss is nan .* diverged; .*\(last\.pt and best"):
         train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", *TINY])
     assert {name: (out / name).read_bytes() for name in saved} == saved
+    monkeypatch.setattr(train, "train_one_epoch", real_epoch)
+    real_validate = train.validate
+    monkeypatch.setattr(train, "validate", lambda *a, **k: {**real_validate(*a, **k), "val_loss": float("nan")})
+    with pytest.raises(UserInputError, match=r"epoch 1: .* validation loss nan, .*\(nothing was saved\)"):
+        train_main(["--data", str(tiny_csv), "--out", str(tmp_path / "fresh"), *TINY])
+    assert not (tmp_path / "fresh" / "best.pt").exists()
 
 
 @pytest.mark.parametrize(
