@@ -528,6 +528,23 @@ def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | P
     return {**lineage, "file": Path(path).name, "sha256": file_sha256(path), "parent": meta.get("fine_tuned_from")}
 
 
+def starting_weights(
+    model: nn.Module, requested: ModelConfig, init_from: str, resumed_from: Path | None
+) -> dict[str, Any] | None:
+    """`load_initial_weights`, except for a resumed fine-tune whose parent file is gone: last.pt replaces those
+    weights anyway and records the parent's lineage, so the run goes on (it could not be resumed at all)."""
+    if not init_from:
+        return None
+    if resumed_from is not None and resumed_from.is_file() and not Path(init_from).exists():
+        recorded = read_checkpoint(resumed_from)["meta"].get("fine_tuned_from")
+        if recorded is not None:
+            log.warning(
+                "%s is gone: resuming with the parent %s recorded in %s", init_from, recorded["file"], resumed_from
+            )
+            return recorded
+    return load_initial_weights(model, requested, init_from)
+
+
 def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, teacher: dict | None) -> list[str]:
     """What a resumed run would silently swap: the weights it started from, or the teacher behind its soft labels.
 
@@ -576,7 +593,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
     model_cfg = ModelConfig(stem_stride=cfg.stem_stride, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dist_info.device)
-    parent = load_initial_weights(model, model_cfg, cfg.init_from) if cfg.init_from else None
+    parent = starting_weights(model, model_cfg, cfg.init_from, out / "last.pt" if resume else None)
     name = cfg.name or (parent or {}).get("name") or out.name  # a later stage stays the same model
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

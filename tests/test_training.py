@@ -120,6 +120,22 @@ def test_resume_refuses_when_the_init_from_file_changed(tmp_path, tiny_csv):
         train_main([*tune, "--resume"])
 
 
+def test_a_fine_tune_resumes_after_its_parent_file_is_gone(tmp_path, tiny_csv, caplog):
+    """On resume the parent's weights are replaced by last.pt's and only its hash is compared: a deleted parent
+    made the run impossible to resume (no such checkpoint file)."""
+    first, parent, tuned = tmp_path / "first", tmp_path / "parent.pt", tmp_path / "tuned"
+    train_main(["--data", str(tiny_csv), "--out", str(first), "--stop-after", "1", *TINY])
+    parent.write_bytes((first / "best.pt").read_bytes())
+    tune = ["--data", str(tiny_csv), "--out", str(tuned), "--init-from", str(parent), *TINY]
+    train_main([*tune, "--stop-after", "1"])
+    parent.unlink()
+    with caplog.at_level(logging.WARNING, logger="fer_core.train"):
+        train_main([*tune, "--resume"])
+    assert "parent.pt is gone: resuming with the parent parent.pt" in caplog.text
+    assert list(pd.read_csv(tuned / "history.csv")["epoch"]) == [1, 2]
+    assert read_checkpoint(tuned / "best.pt")["meta"]["fine_tuned_from"]["file"] == "parent.pt"
+
+
 def test_resume_keeps_the_run_s_name_and_says_when_it_is_not_bit_exact(tmp_path, tiny_csv, caplog):
     out = tmp_path / "run"
     train_main(["--data", str(tiny_csv), "--out", str(out), "--name", "tiny", "--stop-after", "1", *TINY])
