@@ -1061,6 +1061,20 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     assert [m.value for m in app.metric][:2] == ["8", "3"]  # an ended job's result is kept for its clip
 
 
+def test_the_video_page_says_when_the_annotated_video_will_not_play_in_a_browser(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without libx264 the writer falls back to MPEG-4 Part 2, which no browser plays: the player stayed blank."""
+    monkeypatch.setattr(fer_video, "h264_available", lambda: False)
+    app.switch_page("views/video.py").run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    app.button(key="video_analyse").click().run()
+    finish_video(app)
+    assert not app.exception and not app.error, (app.exception, app.error)
+    assert any("MPEG-4 Part 2, which browsers do not play" in w.value for w in app.warning)
+    assert "Annotated video (mp4)" in {b.label for b in app.get("download_button")}
+
+
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     written: list[tuple[Path, Path]] = []

@@ -96,6 +96,12 @@ def show_result(result: VideoResult) -> None:
         st.warning(info["damaged"], icon=":material/broken_image:")
     if info.get("ended_early"):
         st.warning(info["ended_early"], icon=":material/content_cut:")
+    if info.get("codec") == "mpeg4":  # FFmpeg built without an H.264 encoder: the fallback browsers do not play
+        st.warning(
+            "This server's FFmpeg has no H.264 encoder, so the annotated video is MPEG-4 Part 2, which browsers do "
+            "not play: download it and open it in a video player (VLC, mpv).",
+            icon=":material/play_disabled:",
+        )
     st.video(result.video, format="video/mp4")
     stem = PurePath(result.name).stem
     left, right = st.columns(2)
