@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Exit status of a tool that went on past inputs it could not use (`predict`, `detect_faces`) and wrote everything
@@ -59,12 +60,19 @@ def _check_writable_place(folder: Path, text: str) -> None:
         raise argparse.ArgumentTypeError(f"{text}: cannot write in {existing} (permission denied)")
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write beside `path`, then move over it: Ctrl-C or a full disk mid-write leaves the earlier file, not half of
-    a new one that the next reader (the model card, a resume, a script) would take as whole."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # its own: two runs do not interleave
+@contextmanager
+def replaced_atomically(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A partial path beside `path` to write, moved over `path` when the block ends without error: Ctrl-C or a full
+    disk mid-write leaves the earlier file, not half of a new one that the next reader (the model card, a resume, a
+    script) would take as whole. `suffix` ends the partial name (NumPy's savez adds .npz to any other)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")  # its own: two runs do not interleave
     try:
-        partial.write_text(text, encoding="utf-8")
+        yield partial
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with replaced_atomically(path) as partial:
+        partial.write_text(text, encoding="utf-8")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +40,13 @@ class SoftLabels:
     def save(self, path: str | Path) -> None:
         """Written beside the target, then moved over it: Ctrl-C during minutes of teacher predictions left a
         truncated file that `train --soft-labels` met with a traceback."""
-        target = Path(path)
-        partial = target.with_name(f".{target.name}.partial.npz")  # savez adds .npz to other names
-        try:
+        with cli.replaced_atomically(Path(path), suffix=".npz") as partial:
             np.savez_compressed(
                 partial,
                 probs=self.probs.astype(np.float32),
                 fingerprint=self.fingerprint,
                 teacher=json.dumps(self.teacher),
             )
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> SoftLabels:
