@@ -334,7 +334,8 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.
     log = log if log is not None else DecodeLog()
     try:
         for frame in _decoded(container, stream, log, stop):
-            width, height = square_size(frame.width, frame.height, pixel_aspect(stream))
+            aspect = pixel_aspect(stream)  # read per frame: a stream can change it part-way
+            width, height = square_size(frame.width, frame.height, aspect)
             if width * height > MAX_PIXELS:  # the probe saw only the first size; decoding (and squaring) allocates
                 raise VideoError(
                     f"{source}: frame {index} is {width}x{height}, too large to analyse (over "
@@ -349,7 +350,7 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.
                 offset += last_time + 1 / fps - time_s
                 time_s = last_time + 1 / fps
             last_time = time_s
-            pixels = to_square_pixels(frame.to_ndarray(format="rgb24"), pixel_aspect(stream))
+            pixels = to_square_pixels(frame.to_ndarray(format="rgb24"), aspect)
             yield Frame(index, float(time_s), upright(pixels, frame.rotation or 0))
             index += 1
     finally:
