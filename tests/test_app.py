@@ -911,6 +911,31 @@ def test_a_background_job_hands_over_its_result_its_error_or_its_cancel() -> Non
     assert watched.wait(10) and watched.cancelled and watched.error is None and watched.result is None
 
 
+def test_a_background_job_is_cancelled_once_its_session_is_abandoned() -> None:
+    from app.jobs import AbandonWatch, BackgroundJob
+
+    def until_stopped(report: Callable[[int, int | None], None], stop: threading.Event) -> str:
+        if stop.wait(10):
+            raise RuntimeError("stopped")  # as the video analysis does, in its own way
+        return "ran on for nobody"
+
+    gone = BackgroundJob.start("closed tab", ("k",), until_stopped, abandoned=lambda: True, poll_s=0.01)
+    assert gone.wait(10) and gone.cancelled and gone.result is None
+    kept = BackgroundJob.start("open tab", ("k",), until_stopped, abandoned=lambda: False, poll_s=0.01)
+    assert not kept.wait(0.2) and not kept.cancelled
+    kept.cancel()
+    assert kept.wait(10)
+
+    now = [0.0]
+    answers = iter([True, False, False, True, False, False, False])
+    watch = AbandonWatch(lambda: next(answers), grace_s=5.0, clock=lambda: now[0])
+    seen = []
+    for t in (0, 1, 5, 7, 8, 13, 13.5):  # active, gone at 1 (4 s later still inside the grace), back at 7, gone again
+        now[0] = t
+        seen.append(watch())
+    assert seen == [False, False, False, False, False, False, True]
+
+
 def test_a_damaged_clip_is_analysed_and_the_loss_is_named_by_the_uploaded_name(tmp_path: Path) -> None:
     from app.live import TrackerSettings
     from app.views.video import analyse_upload

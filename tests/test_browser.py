@@ -29,6 +29,7 @@ pytestmark = [
 ]
 
 #: Model loading (with a first ONNX export) and WebRTC set-up are slow on a busy CPU; raise it on a starved machine.
+SESSION_TTL_S = 2
 WAIT_S = float(os.environ.get("FER_BROWSER_WAIT_S", "300"))
 
 
@@ -40,15 +41,21 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(fake_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("server")
+def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's cache and its log (`streamlit.log`), which a test may read."""
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def server(fake_weights: Path, server_dir: Path) -> Iterator[str]:
     env = {
         "FER_WEIGHTS_DIR": os.environ.get("FER_BROWSER_WEIGHTS_DIR") or str(fake_weights),
-        "FER_CACHE_DIR": str(work / "cache"),
+        "FER_CACHE_DIR": str(server_dir / "cache"),
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": "",
+        "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": str(SESSION_TTL_S),  # a closed tab's session ends soon
     }
-    with streamlit_server(env, work / "streamlit.log", timeout=WAIT_S) as url:
+    with streamlit_server(env, server_dir / "streamlit.log", timeout=WAIT_S) as url:
         yield url
 
 
@@ -223,3 +230,31 @@ def test_video_analysis_goes_on_while_a_setting_changes(
     assert not page_texts(driver, "stException")
     assert any("Settings changed" in t for t in page_texts(driver, "stCaptionContainer"))
     driver.save_screenshot(str(screenshots / "video.png"))
+
+
+def test_closing_the_tab_cancels_its_video_analysis(server: str, server_dir: Path, driver: Any, tmp_path: Path) -> None:
+    """Minutes of analysis must not run on for a tab that is gone: once Streamlit drops the closed tab's session,
+    the job is cancelled (the server says so in its log)."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from tests.test_video import write_video
+
+    face = np.ascontiguousarray(astronaut()[8:218, 83:363][::2, ::2][:104, :136])
+    clip = write_video(tmp_path / "long.mp4", [np.roll(face, i % 7, axis=1) for i in range(3000)], "mpeg4", fps=25)
+    first_tab = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    try:
+        driver.get(f"{server}/video")
+        upload = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'input[type="file"]'), what="the uploader")
+        upload.send_keys(str(clip))
+        wait_for(
+            lambda: next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Analyse video"),
+            what="the Analyse button",
+        ).click()
+        wait_for(lambda: any(t.startswith("Analysing long.mp4") for t in page_texts(driver, "stProgress")), what="it")
+    finally:
+        driver.close()
+        driver.switch_to.window(first_tab)
+    log = server_dir / "streamlit.log"
+    wait_for(lambda: "background job long.mp4 cancelled" in log.read_text(errors="replace"), 60, "the cancel")

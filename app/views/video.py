@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from app.jobs import BackgroundJob
+from app.jobs import BackgroundJob, watch_this_session
 from app.live import TrackerSettings
 from fer_core.detection import VIDEO_IMGSZ
 from fer_core.pipeline import Pipeline
@@ -157,7 +157,7 @@ def main() -> None:
     if st.button("Analyse video", type="primary", key="video_analyse", disabled=running):
         st.session_state.pop(PROBLEM_KEY, None)
         work = partial(analyse_upload, upload.name, data, pipe, int(every), tracking, key)
-        job = st.session_state[JOB_KEY] = BackgroundJob.start(upload.name, key, work)  # work(report, stop)
+        job = st.session_state[JOB_KEY] = BackgroundJob.start(upload.name, key, work, watch_this_session())
     if job is not None:
         if job.done:
             collect(job)
