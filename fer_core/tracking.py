@@ -145,9 +145,12 @@ class FaceTracker:
         matched_tracks: set[int] = set()
         if self._tracks and len(faces):
             iou = iou_matrix(np.stack([t.box for t in self._tracks]), boxes)
-            rows, cols = linear_sum_assignment(-iou)
+            # Pairs under the threshold count for nothing in the assignment: otherwise a weak pairing that is
+            # rejected afterwards can still win the total and hand a face to its neighbour's track.
+            usable = np.where(iou >= self.iou_threshold, iou, 0.0)
+            rows, cols = linear_sum_assignment(-usable)
             for r, c in zip(rows, cols, strict=True):
-                if iou[r, c] >= self.iou_threshold:
+                if usable[r, c] > 0.0:
                     assigned[c] = self._tracks[r]
                     matched_tracks.add(r)
 

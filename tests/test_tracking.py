@@ -57,6 +57,16 @@ def test_matching_is_optimal_not_greedy() -> None:
     assert [t.track_id for t in moved] == [1, 2]
 
 
+def test_a_pairing_under_the_threshold_does_not_take_a_face_from_its_own_track() -> None:
+    """P moves a little (IoU 0.80 with its own box); Q beside it is not found; a newcomer appears on P's other side
+    (IoU 0.28 with P). Maximising the raw overlap sum pairs P with the newcomer (0.28 + Q-P's 0.60 = 0.88 > 0.80 +
+    0.04), rejects that pairing as under 0.3, and gives P's face to Q: #2 with Q's smoothed 'angry'."""
+    tracker = FaceTracker(iou_threshold=0.3)
+    tracker.update([face((0, 0, 100, 100), "happy"), face((36, 0, 136, 100), "angry")])
+    moved = tracker.update([face((11, 0, 111, 100), "happy"), face((-56, 0, 44, 100), "sad")])
+    assert [(t.track_id, t.label) for t in moved] == [(1, "happy"), (3, "sad")]
+
+
 def test_far_box_gets_new_id_and_two_faces_do_not_swap() -> None:
     tracker = FaceTracker()
     first = tracker.update([face((0, 0, 50, 50)), face((200, 0, 250, 50))])
