@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import numpy as np
 
 from fer_core.draw import draw_faces, to_annotations
@@ -46,6 +47,14 @@ IDLE_EXIT_S = 5.0
 def rate(times: list[float]) -> float:
     """Events per second over the window of timestamps."""
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def same_view(old: tuple[int, ...], new: tuple[int, ...], tolerance: float = 0.02) -> bool:
+    """Whether a frame size change keeps the picture's aspect ratio (WebRTC lowering or raising the resolution,
+    to the pixel) rather than bringing another view (another camera, a rotated phone): only then do the faces
+    followed so far carry over."""
+    (old_h, old_w), (new_h, new_w) = old[:2], new[:2]
+    return abs((new_w / old_w) / (new_h / old_h) - 1.0) <= tolerance
 
 
 @dataclass(frozen=True)
@@ -140,11 +149,11 @@ class LiveStore:
         now = self._clock()
         with self._lock:
             paused = bool(self._received_at) and now - self._received_at[-1] > STALE_AFTER_S
-            resized = self._frame is not None and image_rgb.shape != self._frame.shape  # WebRTC adapting to bandwidth
-            if paused:
-                self._restart()
+            resized = self._frame is not None and image_rgb.shape != self._frame.shape
+            if paused or (resized and not same_view(self._frame.shape, image_rgb.shape)):
+                self._restart()  # a new stream, or another camera picked (its frames come on the same track)
             elif resized:
-                self._resize(self._frame.shape, image_rgb.shape)
+                self._resize(self._frame.shape, image_rgb.shape)  # WebRTC adapting to bandwidth
             self._frame = self._pending = image_rgb
             self._received_at.append(now)
             fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
@@ -155,9 +164,21 @@ class LiveStore:
             self._lock.notify()
         return draw_faces(image_rgb, to_annotations(faces)) if faces else image_rgb
 
+    def callback(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """streamlit-webrtc's `video_frame_callback`. An exception here would end the video for good (the worker
+        raises it again on every later frame) with nothing on the page: the frame goes back as it came, and the
+        failure is shown like an analysis failure."""
+        try:
+            annotated = self.process(frame.to_ndarray(format="rgb24"))
+            return av.VideoFrame.from_ndarray(annotated, format="rgb24")
+        except Exception as err:
+            self._record_error(err, "live frame drawing failed")
+            return frame
+
     def end_stream(self) -> None:
-        """The browser's camera track ended (STOP, or another device picked): whatever comes next is a new stream,
-        however soon it starts."""
+        """The browser's camera track ended (STOP): whatever comes next is a new stream, however soon it starts.
+        Another device picked does not end the track (streamlit-webrtc swaps it on the same connection): `process`
+        tells that from the frame size, where it can."""
         with self._lock:
             self._restart()
             self._frame = self._pending = None
@@ -196,16 +217,19 @@ class LiveStore:
                 if not self._lock.wait_for(lambda: self._pending is not None, timeout=IDLE_EXIT_S):
                     self._worker = None
                     return
-                image, self._pending = self._pending, None
+                image, stream, self._pending = self._pending, self._stream, None
             try:
-                self.analyse(image)
+                self.analyse(image, stream)
             except Exception as err:  # a failure past the models (the tracker) must not end live analysis unseen
                 self._record_error(err, "live frame tracking failed")
 
-    def analyse(self, image_rgb: np.ndarray) -> list[TrackedFace]:
-        """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised."""
+    def analyse(self, image_rgb: np.ndarray, stream: int | None = None) -> list[TrackedFace]:
+        """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised.
+        `stream` is the stream the frame arrived in (read with the frame: a restart or resize in between makes it
+        stale); None means the current one."""
         with self._lock:
-            pipe, stream = self._pipe, self._stream
+            pipe = self._pipe
+            stream = self._stream if stream is None else stream
         if pipe is None:
             return []
         try:

@@ -605,6 +605,81 @@ def test_live_store_drops_an_analysis_that_outlived_its_stream() -> None:
     assert store.analyse(old_frame) == []  # old code: the old face became track 1 of the new stream
 
 
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def centred_face_pipeline(image: np.ndarray) -> ImageResult:
+    """One sure-happy face in the middle of whatever frame it is given."""
+    height, width = image.shape[:2]
+    probs = {name: (1.0 if name == "happy" else 0.0) for name in EMOTIONS}
+    box = (width * 0.4, height * 0.4, width * 0.6, height * 0.6)
+    return ImageResult([FaceResult(box, 0.9, "happy", 1.0, probs, {"ensemble": probs})], width, height)
+
+
+def test_a_frame_taken_before_a_resize_does_not_feed_the_resized_stream() -> None:
+    """The analysis thread took a 640x480 frame; the callback then got a 320x240 one (the tracks move to the new
+    pixels) before the analysis began. The old frame's boxes, in old pixels, must not enter the rescaled tracker."""
+    from app.live import LiveStore, TrackerSettings
+
+    store = LiveStore()
+    large, small = np.zeros((480, 640, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)
+    results: list[list[Any]] = []
+    analyse = store.analyse
+
+    def callback_lands_in_between(image: np.ndarray, *stream: int) -> list[Any]:
+        if image is large and not results:
+            store.process(small)
+        results.append(analyse(image, *stream))
+        return results[-1]
+
+    store.analyse = callback_lands_in_between  # type: ignore[method-assign]
+    store.configure(centred_face_pipeline, TrackerSettings())  # type: ignore[arg-type]
+    store.process(large)
+    wait_until(lambda: len(results) >= 2)  # the large frame, then the small one
+    assert results[0] == []  # old code: a 640x480 box became the track of the 320x240 stream
+    assert [f.box for f in results[1]] == [(128.0, 96.0, 192.0, 144.0)]
+
+
+def test_another_camera_starts_new_tracks_and_a_lower_resolution_does_not() -> None:
+    """streamlit-webrtc swaps the device on the same track (no end of stream): a frame of another shape is another
+    view, whose faces must not inherit the ids and smoothed emotions of the faces followed so far."""
+    from app.live import LiveStore, TrackerSettings, same_view
+
+    assert same_view((480, 640, 3), (240, 320, 3)) and same_view((360, 640, 3), (240, 427, 3))
+    assert not same_view((480, 640, 3), (720, 1280, 3)) and not same_view((480, 640, 3), (640, 480, 3))
+    store = LiveStore()
+    store.configure(centred_face_pipeline, TrackerSettings())  # type: ignore[arg-type]
+
+    def analysed(shape: tuple[int, int]) -> list[Any]:
+        before = store.status().frames
+        store.process(np.zeros((*shape, 3), np.uint8))
+        wait_until(lambda: store.status().frames > before)
+        return [(f.track_id, f.age) for f in store.status().faces]
+
+    assert [analysed((480, 640)) for _ in range(3)][-1] == [(1, 3)]
+    assert analysed((240, 320)) == [(1, 4)]  # the same camera at a lower resolution: the face goes on
+    assert analysed((720, 1280)) == [(1, 1)]  # another camera: a new track (old code: (1, 5))
+
+
+def test_a_failing_video_callback_hands_the_frame_back_and_says_why() -> None:
+    """An exception out of the callback ends streamlit-webrtc's video for good, with nothing on the page."""
+    from app.live import LiveStore
+
+    store = LiveStore()
+    frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+    assert store.callback(frame).to_ndarray(format="rgb24").shape == (48, 64, 3)
+
+    def broken(image: np.ndarray) -> np.ndarray:
+        raise MemoryError("drawing")
+
+    store.process = broken  # type: ignore[method-assign]
+    assert store.callback(frame) is frame
+    assert store.status().error == "MemoryError: drawing"
+
+
 def test_a_moved_smoothing_slider_keeps_the_faces_followed() -> None:
     """configure() built a new tracker on any change: ids restarted at 1 and the labels went raw for a while."""
     from app.live import LiveStore, TrackerSettings

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 
-import av
 import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
@@ -84,10 +83,6 @@ def main() -> None:
     store: LiveStore = st.session_state.setdefault(STORE_KEY, LiveStore())
     store.configure(pipe, tracking)
 
-    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
-        annotated = store.process(frame.to_ndarray(format="rgb24"))
-        return av.VideoFrame.from_ndarray(annotated, format="rgb24")
-
     video, panel = st.columns([3, 2])
     with video:
         try:
@@ -96,7 +91,7 @@ def main() -> None:
                 mode=WebRtcMode.SENDRECV,
                 rtc_configuration={"iceServers": servers},
                 media_stream_constraints={"video": True, "audio": False},
-                video_frame_callback=video_frame_callback,
+                video_frame_callback=store.callback,
                 on_video_ended=store.end_stream,  # a STOP then START within seconds is still a fresh stream
                 async_processing=True,
             )
