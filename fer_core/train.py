@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import numbers
 import os
 import time
 from dataclasses import Field, asdict, dataclass, field, fields
@@ -89,6 +90,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse unknown names and out-of-range numbers here, so a --config file or a notebook meets the same
         checks as the flags, before any data loads (not a ZeroDivisionError or a scheduler error epochs later)."""
+        self._as_plain_types()
         for option, known in (("recipe", tuple(RECIPES)), ("schedule", SCHEDULES)):
             if getattr(self, option) not in known:
                 raise ValueError(f"unknown {option} {getattr(self, option)!r}; known: {', '.join(known)}")
@@ -97,6 +99,28 @@ class TrainConfig:
         problems = [f"{name} {getattr(self, name)!r} {rule}" for name, rule, ok in self._ranges() if not ok]
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _as_plain_types(self) -> None:
+        """A notebook builds this directly: numpy numbers (a grid from np.logspace) become Python ones, because the
+        config is saved in every checkpoint and `torch.load(weights_only=True)` refuses numpy scalars, so a run
+        would train for hours and leave files that neither load nor resume; a path becomes its text. A value of
+        the wrong kind (`lr="3e-3"`, `epochs=2.5`, `seed=True`) is refused by name."""
+        wrong = []
+        for option in fields(self):
+            kind, value = field_type(option), getattr(self, option.name)
+            if kind is str and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            elif kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+                value = int(value)
+            elif kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+                value = float(value)
+            elif kind is bool and isinstance(value, np.bool_):
+                value = bool(value)
+            if type(value) is not kind:
+                wrong.append(f"{option.name} {value!r}: expected {kind.__name__}")
+            setattr(self, option.name, value)
+        if wrong:
+            raise TypeError("; ".join(wrong))
 
     def _ranges(self) -> list[tuple[str, str, bool]]:
         positive_finite = np.isfinite(self.lr) and self.lr > 0

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -295,6 +296,22 @@ def test_config_file_values_take_their_fields_types(tmp_path, tiny_csv):
     config.write_text(f"data: {tiny_csv}\nepochs: 2.5\n")
     with pytest.raises(UserInputError, match=r"a\.yaml: epochs: 2\.5 is not a valid int \(expected a whole number\)"):
         train_main(["--config", str(config), "--out", str(tmp_path / "b")])
+
+
+def test_a_notebook_config_with_numpy_numbers_leaves_checkpoints_that_load(tmp_path, tiny_csv):
+    """A grid from np.logspace gives numpy scalars: saved in the checkpoint's config, they made every file refused
+    by torch.load(weights_only=True), so the run could neither be loaded nor resumed."""
+    cfg = TrainConfig(
+        data=tiny_csv, out=tmp_path / "n", lr=np.logspace(-3, -2, 3)[1], epochs=np.int64(1), batch_size=16,
+        stem_stride=2, threads=1, channels_last=np.bool_(False),
+    )  # fmt: skip
+    assert [type(v) for v in (cfg.data, cfg.lr, cfg.epochs, cfg.channels_last)] == [str, float, int, bool]
+    train.run(cfg)
+    assert load_classifier(tmp_path / "n" / "best.pt").meta["train_config"]["lr"] == pytest.approx(10**-2.5)
+    with pytest.raises(
+        TypeError, match=r"epochs 2\.5: expected int; lr '3e-3': expected float; seed True: expected int"
+    ):
+        TrainConfig(lr="3e-3", epochs=2.5, seed=True)
 
 
 @pytest.mark.parametrize(
