@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
-from fer_core.imageio import HEIF_SUPPORTED, load_image_sized
+from fer_core.imageio import IMAGE_SUFFIXES, load_image_sized
 from fer_core.model_card import read_checked_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
@@ -31,7 +31,8 @@ from fer_core.tta import NO_TTA, tta_set
 
 T = TypeVar("T")
 
-PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", *(["heic", "heif"] if HEIF_SUPPORTED else [])]
+#: The uploader's file types: every suffix the decoder takes (browsers save web JPEGs as .jfif, which was refused).
+PHOTO_TYPES = sorted(suffix.removeprefix(".") for suffix in IMAGE_SUFFIXES)
 VIDEO_TYPES = ["mp4", "mov", "webm", "avi"]
 PHOTOS_PAGE = "views/photos.py"
 WEBCAM_PAGE = "views/webcam.py"
@@ -408,17 +409,37 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def session_memo(namespace: str, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
-    """Per-session LRU: results survive reruns (sliders, toggles) but are never shared between users."""
+def session_memo(
+    namespace: str, key: tuple[Any, ...], compute: Callable[[], T], needed: Collection[tuple[Any, ...]] = ()
+) -> T:
+    """Per-session LRU of `MEMO_SIZE` entries: results survive reruns (sliders, toggles) but are never shared between
+    users. `needed`: the keys this page run reads (see `remember`)."""
     store: OrderedDict[tuple[Any, ...], Any] = st.session_state.setdefault(f"_memo_{namespace}", OrderedDict())
     if key in store:
         store.move_to_end(key)
         return store[key]
     value = compute()
-    store[key] = value
-    while len(store) > MEMO_SIZE:
-        store.popitem(last=False)
+    remember(store, key, value, lambda: len(store) > MEMO_SIZE, needed)
     return value
+
+
+def remember(
+    store: OrderedDict[Any, Any], key: Any, value: Any, too_big: Callable[[], bool], needed: Collection[Any] = ()
+) -> None:
+    """Keep `value`, evicting the least recently used entries while `too_big()`, but entries in `needed` (what this
+    page run reads) only after every other. When only those would be left to evict, the new value is not kept.
+
+    A page reads its uploads in the same order on every run: a plain LRU smaller than that scan evicts each entry
+    just before it is read again, so with one file too many every click decoded and analysed every file again.
+    This way the files that fit stay, and only the rest are redone."""
+    store[key] = value
+    while too_big():
+        victim = next((old for old in store if old != key and old not in needed), None)
+        if victim is None:
+            if needed and len(store) > 1:
+                del store[key]
+            return
+        del store[victim]
 
 
 #: Decoded pixels a session keeps, so a click (a model picker, a slider) does not decode every upload again (a 12 MP
@@ -426,8 +447,11 @@ def session_memo(namespace: str, key: tuple[Any, ...], compute: Callable[[], T])
 DECODED_BUDGET_BYTES = 512 * 2**20
 
 
-def decoded_upload(name: str, data: bytes, digest: str) -> tuple[np.ndarray, tuple[int, int]]:
+def decoded_upload(
+    name: str, data: bytes, digest: str, needed: Collection[tuple[str, str]] = ()
+) -> tuple[np.ndarray, tuple[int, int]]:
     """`load_image_sized` of an upload, remembered for this session (failures are not: they are fast and raise).
+    `needed`: the (digest, name) of every upload this page run reads (see `remember`).
 
     The pixels are shared between reruns, so they are made read-only: an in-place edit would corrupt the next run.
     """
@@ -440,10 +464,12 @@ def decoded_upload(name: str, data: bytes, digest: str) -> tuple[np.ndarray, tup
         return store[key]
     image, file_size = load_image_sized(data, name=name)
     image.setflags(write=False)
-    store[key] = (image, file_size)
-    while len(store) > 1 and sum(pixels.nbytes for pixels, _ in store.values()) > DECODED_BUDGET_BYTES:
-        store.popitem(last=False)
+    remember(store, key, (image, file_size), lambda: decoded_bytes(store) > DECODED_BUDGET_BYTES, needed)
     return image, file_size
+
+
+def decoded_bytes(store: OrderedDict[tuple[str, str], tuple[np.ndarray, tuple[int, int]]]) -> int:
+    return sum(pixels.nbytes for pixels, _ in store.values())
 
 
 METRIC_SPLITS = ("PrivateTest", "PublicTest")

@@ -1299,6 +1299,61 @@ def test_a_damaged_ensemble_json_is_named(app_weights: Path, tmp_path: Path) -> 
             Ensemble.load(folder)
 
 
+def test_uploads_that_do_not_all_fit_the_session_stores_are_not_all_redone_on_a_click(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page reads its uploads in order on every run. A plain LRU one entry smaller than that scan evicted each
+    file just before it was read again: with 65 files (or 512 MB of pixels) every click decoded and analysed every
+    file. Now the entries that fit stay (the same objects), and only the files beyond them are redone."""
+    from app import ui
+
+    noise = [np.random.default_rng(seed).integers(0, 255, (32, 48, 3), np.uint8) for seed in range(5)]
+    files = [(f"noise{seed}.png", encode(image, "PNG")) for seed, image in enumerate(noise)]
+    monkeypatch.setattr(ui, "MEMO_SIZE", 3)
+    monkeypatch.setattr(ui, "DECODED_BUDGET_BYTES", 3 * 32 * 48 * 3)  # three of the five decoded images
+    app.file_uploader(key="photos_upload").set_value([(name, data, "image/png") for name, data in files])
+    app.run()
+    assert not app.exception, app.exception
+
+    def stored() -> dict[str, list[int]]:
+        return {name: [id(v) for v in app.session_state[name].values()] for name in ("_memo_photos", "_memo_decoded")}
+
+    before = stored()
+    assert [len(ids) for ids in before.values()] == [3, 3]
+    models = app.selectbox(key="photos_model")
+    app.selectbox(key="photos_model").set_value(models.options[-1]).run()  # a click that changes no result
+    assert not app.exception, app.exception
+    assert stored() == before  # old code: the same keys held, but every one computed again
+    assert [s.value for s in app.subheader][: len(files)] == [name for name, _ in files]
+
+
+def test_a_session_store_evicts_what_the_page_no_longer_reads_first() -> None:
+    from collections import OrderedDict
+
+    from app.ui import remember
+
+    store = OrderedDict(a=1, b=2)
+    remember(store, "c", 3, lambda: len(store) > 2, needed={"a", "c"})
+    assert list(store) == ["a", "c"]  # b (a file removed from the page) went, not a, the least recently used
+    remember(store, "d", 4, lambda: len(store) > 2, needed={"a", "c", "d"})
+    assert list(store) == ["a", "c"]  # all needed: the newcomer is not kept, rather than evicting one read later
+    remember(store, "e", 5, lambda: len(store) > 2)
+    assert list(store) == ["c", "e"]  # nothing said: a plain LRU
+    remember(store, "f", 6, lambda: True, needed={"f"})
+    assert list(store) == ["f"]  # one entry too big on its own is still kept, as before
+
+
+def test_the_uploader_takes_every_file_the_decoder_reads() -> None:
+    """Browsers save web JPEGs as .jfif: the uploader refused them although the decoder reads them."""
+    from streamlit.elements.lib.file_uploader_utils import enforce_filename_restriction, normalize_upload_file_type
+
+    from app.ui import PHOTO_TYPES
+
+    allowed = normalize_upload_file_type(PHOTO_TYPES)  # as st.file_uploader does with its `type`
+    for name in ("web.jfif", "old.jpe", "scan.pgm", "photo.JPG", "phone.heic" if HEIF_SUPPORTED else "a.png"):
+        enforce_filename_restriction(name, allowed)
+
+
 def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:
     other = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
