@@ -132,7 +132,8 @@ class LiveStore:
         self._pending: np.ndarray | None = None
         self._faces: list[TrackedFace] = []
         self._frames = 0
-        self._error: str | None = None
+        self._error: str | None = None  # the analysis's (cleared by the next analysed frame)
+        self._draw_error: str | None = None  # the callback's own (cleared by the next frame it draws)
         self._worker: threading.Thread | None = None
         self._stream = 0  # counts restarts: an analysis begun before one must not feed the fresh tracker
 
@@ -170,10 +171,13 @@ class LiveStore:
         failure is shown like an analysis failure."""
         try:
             annotated = self.process(frame.to_ndarray(format="rgb24"))
-            return av.VideoFrame.from_ndarray(annotated, format="rgb24")
+            drawn = av.VideoFrame.from_ndarray(annotated, format="rgb24")
         except Exception as err:
-            self._record_error(err, "live frame drawing failed")
+            self._record_error(err, "live frame drawing failed", drawing=True)
             return frame
+        with self._lock:
+            self._draw_error = None
+        return drawn
 
     def end_stream(self) -> None:
         """The browser's camera track ended (STOP): whatever comes next is a new stream, however soon it starts.
@@ -183,11 +187,15 @@ class LiveStore:
             self._restart()
             self._frame = self._pending = None
 
-    def _record_error(self, err: Exception, what: str) -> None:
-        """Show the failure on the page; log its traceback once, not for every frame while it keeps failing."""
+    def _record_error(self, err: Exception, what: str, drawing: bool = False) -> None:
+        """Show the failure on the page; log its traceback once, not for every frame while it keeps failing. The
+        callback's failures are kept apart (`drawing`): frames analysed meanwhile must not wipe them."""
         message = f"{type(err).__name__}: {err}"
         with self._lock:
-            repeated, self._error = message == self._error, message
+            if drawing:
+                repeated, self._draw_error = message == self._draw_error, message
+            else:
+                repeated, self._error = message == self._error, message
         if repeated:
             log.debug("%s again: %s", what, message)
         else:
@@ -251,7 +259,7 @@ class LiveStore:
         now = self._clock()
         with self._lock:
             analysed, received = list(self._analysed_at), list(self._received_at)
-            faces, frames, error = list(self._faces), self._frames, self._error
+            faces, frames, error = list(self._faces), self._frames, self._error or self._draw_error
         fresh = bool(analysed) and now - analysed[-1] < STALE_AFTER_S
         streaming = bool(received) and now - received[-1] < STALE_AFTER_S
         return LiveStatus(

@@ -108,8 +108,8 @@ class TrainConfig:
         wrong = []
         for option in fields(self):
             kind, value = field_type(option), getattr(self, option.name)
-            if kind is str and isinstance(value, os.PathLike):
-                value = os.fspath(value)
+            if kind is str and isinstance(value, os.PathLike | str):
+                value = str(os.fspath(value))  # np.str_ (a grid from np.array) is a str of another type
             elif kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
                 value = int(value)
             elif kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):

@@ -680,6 +680,28 @@ def test_a_failing_video_callback_hands_the_frame_back_and_says_why() -> None:
     assert store.status().error == "MemoryError: drawing"
 
 
+def test_a_drawing_failure_stays_on_the_page_while_frames_are_analysed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each analysed frame cleared the callback's error at once, so it was never shown and logged every frame."""
+    from app import live
+
+    def broken_drawing(*args: Any) -> np.ndarray:
+        raise RuntimeError("drawing")
+
+    monkeypatch.setattr(live, "draw_faces", broken_drawing)
+    store = live.LiveStore()
+    store.configure(centred_face_pipeline, live.TrackerSettings())  # type: ignore[arg-type]
+    frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+    with caplog.at_level(logging.ERROR, logger="app.live"):
+        for _ in range(10):
+            before = store.status().frames
+            assert store.callback(frame) is frame or before == 0  # no boxes before the first analysis
+            wait_until(lambda b=before: store.status().frames > b)
+    assert store.status().frames >= 9 and store.status().error == "RuntimeError: drawing"
+    assert len(caplog.records) == 1
+
+
 def test_a_moved_smoothing_slider_keeps_the_faces_followed() -> None:
     """configure() built a new tracker on any change: ids restarted at 1 and the labels went raw for a while."""
     from app.live import LiveStore, TrackerSettings

@@ -28,8 +28,9 @@ pytestmark = [
     pytest.mark.skipif(not browser_available(), reason="needs /usr/bin/chromium and /usr/bin/chromedriver"),
 ]
 
-#: Model loading (with a first ONNX export) and WebRTC set-up are slow on a busy CPU; raise it on a starved machine.
+#: How long the server keeps a closed tab's session (Streamlit's default is 120 s).
 SESSION_TTL_S = 2
+#: Model loading (with a first ONNX export) and WebRTC set-up are slow on a busy CPU; raise it on a starved machine.
 WAIT_S = float(os.environ.get("FER_BROWSER_WAIT_S", "300"))
 
 
@@ -241,7 +242,7 @@ def test_closing_the_tab_cancels_its_video_analysis(server: str, server_dir: Pat
     from tests.test_video import write_video
 
     face = np.ascontiguousarray(astronaut()[8:218, 83:363][::2, ::2][:104, :136])
-    clip = write_video(tmp_path / "long.mp4", [np.roll(face, i % 7, axis=1) for i in range(3000)], "mpeg4", fps=25)
+    clip = write_video(tmp_path / "long.mp4", [np.roll(face, i % 7, axis=1) for i in range(9000)], "mpeg4", fps=25)
     first_tab = driver.current_window_handle
     driver.switch_to.new_window("tab")
     try:

@@ -306,6 +306,7 @@ def test_a_notebook_config_with_numpy_numbers_leaves_checkpoints_that_load(tmp_p
         stem_stride=2, threads=1, channels_last=np.bool_(False),
     )  # fmt: skip
     assert [type(v) for v in (cfg.data, cfg.lr, cfg.epochs, cfg.channels_last)] == [str, float, int, bool]
+    assert type(TrainConfig(recipe=np.array(["crp", "mixcut"])[0]).recipe) is str  # np.str_ from a grid
     train.run(cfg)
     assert load_classifier(tmp_path / "n" / "best.pt").meta["train_config"]["lr"] == pytest.approx(10**-2.5)
     with pytest.raises(
