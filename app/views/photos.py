@@ -170,7 +170,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
             st.image(ui.displayable(annotated), width="stretch")
             st.download_button(
                 "Download annotated image",
-                data=lambda: encode_png(annotated),
+                data=partial(annotated_png, item, views),
                 file_name=f"{PurePath(item.name).stem}_annotated.png",
                 mime="image/png",
                 key=f"photos_png_{slot}",
@@ -206,6 +206,12 @@ def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
 def results_json(items: list[Analysed], errors: list[str]) -> str:
     images = [{"name": item.name, **item.reported().to_dict()} for item in items if item.result is not None]
     return json.dumps({"images": images, "errors": errors}, indent=2)
+
+
+def annotated_png(item: Analysed, views: list[ModelView]) -> bytes:
+    """The annotated download, drawn when asked for: the page's drawn copy is not kept for it until the next run
+    (a copy per photo, on top of the decoded pixels, for as long as the session sits idle)."""
+    return encode_png(annotated_image(item, views))
 
 
 def annotated_zip(items: list[Analysed], model: str) -> bytes:
