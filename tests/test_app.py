@@ -289,6 +289,23 @@ def test_photos_downloads_speak_of_the_files_own_pixels(app: AppTest, downloads)
     assert [round(v) for v in photo["faces"][0]["box"]] == [row["x1"], row["y1"], row["x2"], row["y2"]]
 
 
+def test_two_photos_sharing_a_name_are_told_apart_everywhere(app: AppTest, downloads) -> None:
+    """Phones name photos IMG_0001.jpg in every folder: two such uploads gave two identical groups of rows."""
+    from app.views.photos import distinct_names
+
+    assert distinct_names(["a.png", "a.png", "a (2).png", "b"]) == ["a.png", "a (3).png", "a (2).png", "b"]
+    face = encode(astronaut(), "PNG")
+    broken = encode(astronaut(), "PNG")[:300]
+    uploads = [("a.png", face, "image/png"), ("a.png", encode(astronaut()[:, ::-1], "PNG"), "image/png")]
+    app.file_uploader(key="photos_upload").set_value([*uploads, ("a.png", broken, "image/png")]).run()
+    assert not app.exception, app.exception
+    assert [s.value for s in app.subheader][:2] == ["a.png", "a (2).png"]
+    assert app.error[0].value.startswith("a (3).png: ")
+    assert list(app.dataframe[0].value["image"]) == ["a.png", "a (2).png"]
+    photos = json.loads(downloads(app, "Results as JSON"))["images"]
+    assert [photo["name"] for photo in photos] == ["a.png", "a (2).png"]
+
+
 def test_the_annotated_download_is_drawn_when_asked_not_kept_per_photo(
     app: AppTest, downloads, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,24 +68,49 @@ class PageReads:
         )
 
 
+def distinct_names(names: list[str]) -> list[str]:
+    """The uploads' names, a repeated one numbered as a file manager would ("a.png", "a (2).png"): the page, the
+    table, the JSON and the zip then tell two different photos that share a name apart."""
+    taken, out = set(names), []
+    seen: Counter[str] = Counter()
+    for name in names:
+        seen[name] += 1
+        if seen[name] == 1:
+            out.append(name)
+            continue
+        path, copy = PurePath(name), seen[name]
+        while (numbered := f"{path.stem} ({copy}){path.suffix}") in taken:
+            copy += 1
+        taken.add(numbered)
+        out.append(numbered)
+    return out
+
+
 def analyse_upload(
-    name: str, data: bytes, pipe: Pipeline, settings: ui.DetectorSettings, reads: PageReads = PageReads()
+    name: str,
+    data: bytes,
+    pipe: Pipeline,
+    settings: ui.DetectorSettings,
+    reads: PageReads = PageReads(),
+    shown_as: str | None = None,
 ) -> Analysed:
-    """Decode and analyse one file; every failure becomes a message about this file only."""
+    """Decode and analyse one file; every failure becomes a message about this file only. `name` is the upload's
+    own (its suffix picks the decoder), `shown_as` what the page and the downloads call it (`distinct_names`)."""
+    label = shown_as or name
     digest = ui.file_digest(data)  # sha1 runs at about 2 GB/s here: cheap next to a decode
     try:
         image, file_size = ui.decoded_upload(name, data, digest, reads.decoded)
-    except ImageLoadError as err:
-        return Analysed(name, error=str(err))
+    except ImageLoadError as err:  # its message begins with the upload's own name
+        return Analysed(label, error=label + str(err).removeprefix(name) if str(err).startswith(name) else str(err))
     except Exception as err:  # e.g. MemoryError or a decoder bug: still no traceback for the user
         log.exception("decoding %s failed", name)
-        return Analysed(name, error=f"{name}: cannot read this file ({type(err).__name__})")
+        return Analysed(label, error=f"{label}: cannot read this file ({type(err).__name__})")
     try:
         result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image), reads.results)
     except Exception as err:
         log.exception("analysing %s failed", name)
-        return Analysed(name, image, error=f"{name}: analysis failed ({type(err).__name__}: {err})")
-    return Analysed(name, image, result, digest=digest, file_size=file_size)
+        return Analysed(label, image, error=f"{label}: analysis failed ({type(err).__name__}: {err})")
+    return Analysed(label, image, result, digest=digest, file_size=file_size)
 
 
 def face_views(result: ImageResult, model: str) -> list[ModelView]:
@@ -253,8 +278,9 @@ def main() -> None:
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
     analysed: list[Analysed] = []
     reads = PageReads.of([(upload.name, ui.file_digest(upload.getvalue())) for upload in files], settings)
-    for n, upload in enumerate(files, start=1):
-        analysed.append(analyse_upload(upload.name, upload.getvalue(), pipe, settings, reads))
+    shown = distinct_names([upload.name for upload in files])
+    for n, (upload, label) in enumerate(zip(files, shown, strict=True), start=1):
+        analysed.append(analyse_upload(upload.name, upload.getvalue(), pipe, settings, reads, label))
         if progress is not None:
             progress.progress(n / len(files), text=f"Analysed {n} of {len(files)}")
     if progress is not None:
