@@ -78,7 +78,12 @@ class BackgroundJob(Generic[T]):
 
     def _watch(self, abandoned: Callable[[], bool], poll_s: float) -> None:
         while not self._done.wait(poll_s):
-            if abandoned():
+            try:
+                gone = abandoned()
+            except Exception:  # the job goes on as if unwatched, and the log says why
+                log.exception("job %s: cannot tell whether its session is open; no longer watching", self.name)
+                return
+            if gone:
                 log.warning("background job %s cancelled: the browser session that started it has closed", self.name)
                 self.cancel()
                 return

@@ -1065,7 +1065,7 @@ def test_a_background_job_hands_over_its_result_its_error_or_its_cancel() -> Non
     assert watched.wait(10) and watched.cancelled and watched.error is None and watched.result is None
 
 
-def test_a_background_job_is_cancelled_once_its_session_is_abandoned() -> None:
+def test_a_background_job_is_cancelled_once_its_session_is_abandoned(caplog: pytest.LogCaptureFixture) -> None:
     from app.jobs import AbandonWatch, BackgroundJob
 
     def until_stopped(report: Callable[[int, int | None], None], stop: threading.Event) -> str:
@@ -1079,6 +1079,16 @@ def test_a_background_job_is_cancelled_once_its_session_is_abandoned() -> None:
     assert not kept.wait(0.2) and not kept.cancelled
     kept.cancel()
     assert kept.wait(10)
+
+    def unanswerable() -> bool:
+        raise RuntimeError("no runtime")
+
+    with caplog.at_level(logging.ERROR, logger="app.jobs"):
+        unwatched = BackgroundJob.start("unknown", ("k",), until_stopped, abandoned=unanswerable, poll_s=0.01)
+        assert not unwatched.wait(0.2) and not unwatched.cancelled
+        unwatched.cancel()
+        assert unwatched.wait(10)
+    assert "cannot tell whether its session is open; no longer watching" in caplog.text
 
     now = [0.0]
     answers = iter([True, False, False, True, False, False, False])
