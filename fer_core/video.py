@@ -293,12 +293,6 @@ def square_size(width: int, height: int, pixel_aspect: Fraction | None) -> tuple
     return width, max(1, round(height / pixel_aspect))
 
 
-def to_square_pixels(image: np.ndarray, pixel_aspect: Fraction | None) -> np.ndarray:
-    height, width = image.shape[:2]
-    size = square_size(width, height, pixel_aspect)
-    return image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-
-
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     """Apply a display rotation (counter-clockwise degrees, multiples of 90) to a decoded frame."""
     turns = round(rotation / 90.0) % 4
@@ -350,7 +344,9 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.
                 offset += last_time + 1 / fps - time_s
                 time_s = last_time + 1 / fps
             last_time = time_s
-            pixels = to_square_pixels(frame.to_ndarray(format="rgb24"), aspect)
+            pixels = frame.to_ndarray(format="rgb24")
+            if (width, height) != (frame.width, frame.height):  # non-square pixels, shown square
+                pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
             yield Frame(index, float(time_s), upright(pixels, frame.rotation or 0))
             index += 1
     finally:
