@@ -612,12 +612,7 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     store.configure(Pipeline.load(app_weights, runtime="torch", detector_backend="haar"), TrackerSettings())
 
     def one_analysed_frame(image: np.ndarray = frame) -> LiveStatus:
-        before = store.status().frames
-        store.process(image)
-        deadline = time.monotonic() + 60
-        while store.status().frames == before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return store.status()
+        return analysed_once(store, image)
 
     for _ in range(3):
         status = one_analysed_frame()
@@ -668,6 +663,14 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def analysed_once(store: Any, image: np.ndarray, timeout: float = 60.0) -> Any:
+    """Hand `image` to a `LiveStore`'s callback path and wait for its analysis thread to take one more frame."""
+    before = store.status().frames
+    store.process(image)
+    wait_until(lambda: store.status().frames > before, timeout)
+    return store.status()
+
+
 def centred_face_pipeline(image: np.ndarray) -> ImageResult:
     """One sure-happy face in the middle of whatever frame it is given."""
     height, width = image.shape[:2]
@@ -711,10 +714,7 @@ def test_another_camera_starts_new_tracks_and_a_lower_resolution_does_not() -> N
     store.configure(centred_face_pipeline, TrackerSettings())  # type: ignore[arg-type]
 
     def analysed(shape: tuple[int, int]) -> list[Any]:
-        before = store.status().frames
-        store.process(np.zeros((*shape, 3), np.uint8))
-        wait_until(lambda: store.status().frames > before)
-        return [(f.track_id, f.age) for f in store.status().faces]
+        return [(f.track_id, f.age) for f in analysed_once(store, np.zeros((*shape, 3), np.uint8)).faces]
 
     assert [analysed((480, 640)) for _ in range(3)][-1] == [(1, 3)]
     assert analysed((240, 320)) == [(1, 4)]  # the same camera at a lower resolution: the face goes on
@@ -815,22 +815,17 @@ def test_live_callback_never_waits_for_the_models() -> None:
         release.wait(30)
         return ImageResult([], image.shape[1], image.shape[0])
 
-    def wait_for(condition: Any) -> None:
-        deadline = time.monotonic() + 30
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.01)
-
     store = LiveStore()
     store.configure(slow_pipe, TrackerSettings())  # type: ignore[arg-type]
     frames = [np.full((48, 64, 3), value, np.uint8) for value in range(5)]
     assert store.process(frames[0]) is frames[0]
-    wait_for(lambda: len(calls) == 1)  # the analysis thread is now stuck in the model
+    wait_until(lambda: len(calls) == 1)  # the analysis thread is now stuck in the model
     began = time.monotonic()
     for frame in frames[1:]:
         assert store.process(frame) is frame
     assert time.monotonic() - began < 1.0
     release.set()
-    wait_for(lambda: store.status().frames == 2)
+    wait_until(lambda: store.status().frames == 2)
     time.sleep(0.3)
     assert store.status().frames == 2 and calls[1] is frames[-1]  # only the newest waiting frame was analysed
 
