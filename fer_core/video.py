@@ -92,6 +92,7 @@ class VideoInfo:
     rotation: int
     frames_estimated: bool = False  # `frames` is duration x fps: the container stores no count (WebM, MKV)
     duration_shared: bool = False  # `duration_s` is the container's, over its other streams (sound) too
+    count_may_exceed_play: bool = False  # mp4/mov: an edit list can play fewer frames than `frames` counts
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,21 @@ class VideoSummary:
     announced_duration_s: float | None = None  # the video stream's duration (None when the file gives none)
     skipped_packets: int = 0  # damaged packets the decoder refused, whose frames are missing from the results
     read_error: str | None = None  # why reading the file stopped part-way (the results end there)
+    count_may_exceed_play: bool = False  # see `VideoInfo`: then enough time also makes a whole clip
 
     @property
     def ended_early(self) -> str | None:
         """Why the results may cover only part of the clip: FFmpeg stops quietly at a truncated file's end, so a
-        download cut short gave partial results without a word. Enough frames or enough time is a whole clip: an
-        mp4 trimmed without re-encoding stores every sample but plays (and decodes) only the kept part, which its
-        duration tells. Without a stored count (WebM, MKV) only the time counts: a count estimated from the
-        duration and the opening rate would call a recording whose rate drops part-way (a webcam in low light)
-        truncated. The 10 % margin allows for containers' rounding."""
+        download cut short gave partial results without a word. A stored count rules where there is one, except in
+        an mp4 or mov trimmed without re-encoding, which stores every sample but plays (and decodes) only the kept
+        part, as its duration tells. Elsewhere the duration is no evidence against the count: FFmpeg works out a
+        truncated AVI's from the data that survived. Without a stored count (WebM, MKV) only the time counts: a
+        count estimated from the duration and the opening rate would call a recording whose rate drops part-way
+        (a webcam in low light) truncated. The 10 % margin allows for containers' rounding."""
         enough_frames = bool(self.announced_frames) and self.frames >= 0.9 * self.announced_frames
         enough_time = bool(self.announced_duration_s) and self.duration_s >= 0.9 * self.announced_duration_s
-        if enough_frames or enough_time or not (self.announced_frames or self.announced_duration_s):
+        time_decides = not self.announced_frames or self.count_may_exceed_play
+        if enough_frames or (enough_time and time_decides) or not (self.announced_frames or self.announced_duration_s):
             return None
         if self.announced_frames:
             decoded = f"only {self.frames} of the {self.announced_frames} frames the file announces"
@@ -216,6 +220,11 @@ def _open(path: Path) -> tuple[Any, Any]:
     return container, stream
 
 
+def _format_is(container: Any, name: str) -> bool:
+    """Whether FFmpeg opened `container` with the demuxer `name` ("mov" also reads mp4, "avi" AVI)."""
+    return name in container.format.name.split(",")
+
+
 def not_video_kind(format_names: str) -> str | None:
     """What a container is when FFmpeg opened it with a demuxer for text or pictures (None for a real video)."""
     for name in format_names.split(","):
@@ -249,7 +258,8 @@ def probe_video(path: str | Path) -> VideoInfo:
         if rotation % 180:
             width, height = height, width
         codec = stream.codec_context.name
-        return VideoInfo(source, width, height, fps, frames, duration, codec, rotation, not counted, shared)
+        trimmable = _format_is(container, "mov")
+        return VideoInfo(source, width, height, fps, frames, duration, codec, rotation, not counted, shared, trimmable)
     finally:
         container.close()
 
@@ -318,10 +328,16 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.
     Times count from the first frame and always increase: where the clock restarts (MPEG-TS files joined with
     `cat`, as cameras and HLS segments are), later frames go on one nominal frame after the last, so the CSV's
     times and the annotated video's timing stay in order instead of starting again at 0.
+
+    An AVI stores no presentation times: FFmpeg numbers its packets in stored order, so with B-frames (what
+    `ffmpeg -i x.mp4 -c:v libx264 x.avi` writes) the frames' pts come out shuffled and each step back was taken
+    for a clock restart, stretching a 2 s clip to 3.8 s. There the frames' dts, which follow the decoder's output
+    order, are the clock (as FFmpeg's own best-effort timestamp falls back to them).
     """
     source = Path(path)
     container, stream = _open(source)
     fps = _stream_fps(stream)
+    clock_is_dts = _format_is(container, "avi")
     index = 0
     first_time: float | None = None
     offset = last_time = 0.0  # keeps times increasing where the stream's clock restarts
@@ -335,7 +351,7 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.
                     f"{source}: frame {index} is {width}x{height}, too large to analyse (over "
                     f"{MAX_PIXELS // 1_000_000} megapixels); please resize the video"
                 )
-            stamp = frame.time if frame.time is not None and np.isfinite(frame.time) else None  # NaN: no clock
+            stamp = _frame_time(frame, clock_is_dts)
             if stamp is not None and first_time is None:
                 first_time = stamp
             time_s = stamp - first_time if stamp is not None and first_time is not None else index / fps
@@ -354,6 +370,14 @@ def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.
     if index == 0:
         why = f": {log.read_error or log.first_error}" if log.read_error or log.first_error else ""
         raise VideoError(f"{source}: no video frame could be decoded (truncated or damaged file?){why}")
+
+
+def _frame_time(frame: Any, clock_is_dts: bool) -> float | None:
+    """A frame's time in seconds on the stream's clock (see `iter_frames`), or None when it has none (or NaN): the
+    frames flushed at an AVI's end have no dts, and their pts are as shuffled as the others'."""
+    if clock_is_dts:
+        return float(frame.dts * frame.time_base) if frame.dts is not None and frame.time_base is not None else None
+    return frame.time if frame.time is not None and np.isfinite(frame.time) else None
 
 
 def _decoded(container: Any, stream: Any, log: DecodeLog, stop: threading.Event | None) -> Iterator[Any]:
@@ -624,6 +648,7 @@ def analyse_video(
         announced_duration_s=None if info.duration_shared else info.duration_s,
         skipped_packets=log.skipped_packets,
         read_error=log.read_error,
+        count_may_exceed_play=info.count_may_exceed_play,
     )
 
 

@@ -479,6 +479,31 @@ def test_a_stop_lands_while_damaged_packets_yield_no_frame(tmp_path: Path) -> No
         list(iter_frames(path, stop=stop))
 
 
+def test_an_avi_with_b_frames_keeps_its_frame_times(tmp_path: Path) -> None:
+    """An AVI stores no presentation times, so the frames of an H.264 with B-frames (x264's default, what `ffmpeg
+    -i x.mp4 -c:v libx264 x.avi` writes) come out with shuffled pts: each step back was taken for a restarted
+    clock, and a 2 s clip became 3.8 s in the CSV and the annotated video."""
+    clip = write_video(tmp_path / "b_frames.avi", face_frames(20), "libx264", fps=10)  # noise gets no B-frames
+    assert [round(frame.time_s, 3) for frame in iter_frames(clip)] == [i / 10 for i in range(20)]
+    summary = analyse_video(clip, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.duration_s == pytest.approx(2.0)
+    assert [round(frame.time_s, 3) for frame in iter_frames(summary.annotated_path)] == [i / 10 for i in range(20)]
+
+
+def test_a_truncated_avi_is_called_truncated(tmp_path: Path) -> None:
+    """FFmpeg works out a cut AVI's duration from the data that survived, so the duration always looked whole and
+    excused the missing frames; the AVI header's frame count is what the file announces."""
+    full = write_video(tmp_path / "full.avi", noise_frames(100), "libx264", fps=25)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    summary = analyse_video(cut, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert 0 < summary.frames < 90 and summary.announced_frames == 100
+    assert summary.ended_early is not None and summary.ended_early.startswith(
+        f"cut.avi: only {summary.frames} of the 100 frames the file announces could be decoded"
+    )
+    assert analyse_video(full, StubPipeline(), tmp_path / "out2").ended_early is None  # type: ignore[arg-type]
+
+
 def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
     """`ffmpeg -ss 5 -c copy` keeps every packet and shifts the times, so the mp4 counts 100 samples but plays,
     and decodes, the last 50: its duration says so, and that is a whole clip, not a damaged one."""
