@@ -73,6 +73,17 @@ def replaced_atomically(path: Path, suffix: str = "") -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def write_output(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(partial)`, then the partial file replaces `path` (see `replaced_atomically`); a write that fails (a
+    full disk, a file-size limit) is one `UserInputError` naming the file, which keeps its earlier content."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replaced_atomically(path) as partial:
+            write(partial)
+    except OSError as err:
+        raise UserInputError(f"{path}: could not write the results ({err.strerror or err})") from err
+
+
 def write_text_atomically(path: Path, text: str) -> None:
     with replaced_atomically(path) as partial:
         partial.write_text(text, encoding="utf-8")

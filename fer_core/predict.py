@@ -155,6 +155,31 @@ def predict_csv(pipe: Pipeline, path: Path, batch_size: int = 512) -> pd.DataFra
     return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
 
 
+def overwritten_input(args: argparse.Namespace, inputs: list[Path]) -> str | None:
+    """Why the outputs would destroy an input, a photo or each other, or None. `--json me.jpg you.jpg` (a shell
+    slip: argparse gives --json the first photo) replaced the photo with results, and `--csv-out fer.csv` the
+    data read from it."""
+    given = {path.resolve() for path in inputs}
+    outputs = [(flag, path) for flag, path in (("--json", args.json), ("--csv-out", args.csv_out)) if path]
+    for flag, path in outputs:
+        if path.resolve() in given:
+            return f"{flag} {path} is one of the inputs: writing the results there would overwrite it"
+        if path.exists() and (is_image_path(path) or is_csv(path)) and not holds_predictions(path):
+            return f"{flag} {path} is an existing image or data file, not earlier results: it would be overwritten"
+    if len(outputs) == 2 and outputs[0][1].resolve() == outputs[1][1].resolve():
+        return "--json and --csv-out name the same file"
+    return None
+
+
+def holds_predictions(path: Path) -> bool:
+    """Whether a file is this tool's earlier predictions CSV (its header), which a new run may replace."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline().strip() == ",".join(["source", *CSV_COLUMNS])
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_core.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="images, folders, or FER-2013 CSV files")
@@ -181,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("CSV inputs need --csv-out")
     if image_inputs and not args.json:
         parser.error("image inputs need --json")
+    clash = overwritten_input(args, [*csv_inputs, *image_inputs])
+    if clash:
+        parser.error(clash)
     detector = None if args.crops or not image_inputs else args.detector
     if args.max_faces < 1:
         parser.error("--max-faces must be at least 1")
@@ -192,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     unusable = 0
     if image_inputs:
         records = predict_images(pipe, image_inputs, args.crops)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=2) + "\n")
+        cli.write_output(args.json, lambda partial: partial.write_text(json.dumps(records, indent=2) + "\n"))
         errors = sum("error" in r for r in records)
         unusable += errors
         print(
@@ -211,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(table)
         merged = pd.concat(tables, ignore_index=True).reindex(columns=["source", *CSV_COLUMNS])
         merged["line"] = merged["line"].astype("Int64")  # an unreadable file's row has none; keep the rest integers
-        args.csv_out.parent.mkdir(parents=True, exist_ok=True)
-        merged.to_csv(args.csv_out, index=False)
+        cli.write_output(args.csv_out, lambda partial: merged.to_csv(partial, index=False))
         bad = int((merged["error"].fillna("") != "").sum())
         unusable += bad
         print(f"{len(merged)} CSV rows, {bad} malformed -> {args.csv_out}")

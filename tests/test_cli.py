@@ -233,6 +233,57 @@ def test_predict_refuses_bad_options_before_any_work(tmp_path, capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_predict_refuses_to_write_over_an_input(tmp_path, capsys):
+    """`--json me.jpg you.jpg` (a shell slip) replaced the photo me.jpg with JSON, and `--csv-out` the CSV it read."""
+    me, you = tmp_path / "me.jpg", tmp_path / "you.jpg"
+    for photo in (me, you):
+        Image.fromarray(data.astronaut()).save(photo)
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=3, n_public=0, n_private=0)
+    before = {path: path.read_bytes() for path in (me, you, csv)}
+    for argv, message in (
+        (["--json", str(me), str(you)], f"--json {me} is an existing image or data file"),
+        ([str(tmp_path), "--json", str(tmp_path / "sub" / ".." / "you.jpg")], "is one of the inputs"),  # walked
+        ([str(csv), "--csv-out", str(csv)], f"--csv-out {csv} is one of the inputs"),
+        ([str(me), "--json", str(tmp_path / "o.json"), "--csv-out", str(csv)], "existing image or data file"),
+        ([str(me), str(csv), "--json", str(tmp_path / "o"), "--csv-out", str(tmp_path / "o")], "name the same file"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            predict_main([*argv, "--weights", str(tmp_path / "no_weights")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert all(path.read_bytes() == content for path, content in before.items())
+
+
+def test_predict_replaces_its_own_earlier_csv(tmp_path, fake_weights):
+    csv, out = write_fer_csv(tmp_path / "fer.csv", n_train=3, n_public=0, n_private=0), tmp_path / "pred.csv"
+    for _ in range(2):  # the second run finds its first run's predictions there, and replaces them
+        assert predict_main([str(csv), "--csv-out", str(out), "--weights", str(fake_weights)]) == 0
+    assert len(pd.read_csv(out)) == 3
+
+
+def test_a_failed_write_keeps_the_earlier_results_and_is_one_error_line(tmp_path, fake_weights, monkeypatch, capsys):
+    """A full disk mid-write left half a JSON (or a CSV cut mid-number) in place of the earlier results, and a
+    traceback with the exit status that means "some inputs were bad"."""
+    photo, csv = tmp_path / "face.png", write_fer_csv(tmp_path / "fer.csv", n_train=3, n_public=0, n_private=0)
+    Image.fromarray(data.astronaut()).save(photo)
+    out_json, out_csv = tmp_path / "out.json", tmp_path / "out.csv"
+    argv = [str(photo), str(csv), "--crops", "--json", str(out_json), "--csv-out", str(out_csv)]
+    assert predict_main([*argv, "--weights", str(fake_weights)]) == 0
+    earlier = out_json.read_bytes(), out_csv.read_bytes()
+
+    def disk_full(self, *args, **kwargs):
+        with self.open("w") as handle:
+            handle.write('[{"image": "fa')  # a part is on disk before the error
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: predict_main([*argv, "--weights", str(fake_weights)]))
+    assert exit_.value.code == 2
+    assert f"error: {out_json}: could not write the results (No space left on device)" in capsys.readouterr().err
+    assert (out_json.read_bytes(), out_csv.read_bytes()) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "fer.csv", "out.csv", "out.json"]
+
+
 def test_predict_names_the_files_a_folder_walk_passes_over(tmp_path, fake_weights, capsys):
     root = tmp_path / "photos"
     root.mkdir()
