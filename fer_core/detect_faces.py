@@ -11,30 +11,28 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.detection import BACKENDS, FaceBox, FaceDetector
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def iter_images(root: Path) -> Iterator[Path]:
-    """Image files under `root`, recursively, in a stable order."""
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            yield path
+from fer_core.imageio import ImageLoadError, load_image_sized
+from fer_core.predict import iter_inputs
 
 
-def read_rgb(path: Path) -> np.ndarray | None:
-    """The image as RGB uint8, or None when OpenCV cannot decode it."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def iter_images(root: Path) -> list[Path]:
+    """Image files under `root` as `predict` finds them: every type the app reads, linked folders followed, hidden
+    files (macOS `._x.jpg`) skipped and other files named in a warning. A list of its own silently left out TIFFs
+    with a `.jfif`, `.pgm` or `.gif` name, and `rglob` left out linked folders."""
+    return list(iter_inputs([root]))
+
+
+def in_file_pixels(boxes: Sequence[FaceBox], shown: tuple[int, int], full: tuple[int, int]) -> list[FaceBox]:
+    """Boxes found on the decoded (possibly shrunk) picture, in the pixels of the file: (width, height) pairs."""
+    sx, sy = full[0] / shown[0], full[1] / shown[1]
+    return [FaceBox(b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy, b.score) for b in boxes]
 
 
 def format_result(name: str, boxes: Sequence[FaceBox]) -> str:
@@ -56,14 +54,17 @@ def run(
     done, bad = 0, []
     start = time.perf_counter()
     for path in tqdm(images, desc=f"detect ({detector.backend})", unit="img", disable=not progress):
-        rgb = read_rgb(path)
-        if rgb is None:
-            bad.append(path)
-            tqdm.write(f"skipping unreadable image: {path}", file=sys.stderr)
-            continue
         target = result_path(out_dir, root, path)
+        try:  # the app's decoder: OpenCV filled a cut JPEG in with grey, had no pixel limit, and refused EXIF TIFFs
+            rgb, full_size = load_image_sized(path)
+        except ImageLoadError as err:
+            target.unlink(missing_ok=True)  # an earlier run's faces must not be scored as this image's
+            bad.append(path)
+            tqdm.write(f"skipping unreadable image: {err}", file=sys.stderr)
+            continue
+        boxes = in_file_pixels(detector.detect(rgb), (rgb.shape[1], rgb.shape[0]), full_size)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(format_result(path.stem, detector.detect(rgb)), encoding="utf-8")
+        cli.write_text_atomically(target, format_result(path.stem, boxes))
         done += 1
     return done, bad, time.perf_counter() - start
 

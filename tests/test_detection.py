@@ -254,6 +254,34 @@ def test_detect_faces_cli_writes_wider_results(
     assert not (out / "0--Event" / "broken.txt").exists()
 
 
+def test_detect_faces_reads_images_as_the_app_does(
+    tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenCV's imread filled a cut JPEG in and scored it as whole, a list of its own passed over `.jfif` and read
+    hidden files, an earlier run's result stayed for an image now unreadable, and a huge photo had no pixel limit."""
+    root, out = tmp_path / "images", tmp_path / "out"
+    root.mkdir()
+    bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(root / "astro.jfif.jpg"), bgr)
+    (root / "astro.jfif.jpg").rename(root / "astro.jfif")
+    whole = cv2.imencode(".jpg", bgr)[1].tobytes()
+    (root / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+    (root / ".hidden.jpg").write_bytes(b"macOS resource fork")
+    wide = np.zeros((1000, 8400, 3), np.uint8)  # over 4096 px: analysed shrunk, reported in the file's pixels
+    wide[200:712, 6000:6512] = bgr
+    cv2.imwrite(str(root / "wide.png"), wide)
+    out.mkdir()
+    (out / "cut.txt").write_text("cut\n1\n1 1 50 50 0.9\n")  # from a run when cut.jpg was whole
+    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 1
+    assert "cut.jpg: the image is corrupt or truncated" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["astro.txt", "wide.txt"]
+    results = read_wider_results(out)
+    assert len(results["astro"]) >= 1
+    x, y, w, h, _ = max(results["wide"], key=lambda row: row[4])
+    shifted = (ASTRONAUT_FACE[0] + 6000, ASTRONAUT_FACE[1] + 200, ASTRONAUT_FACE[2] + 6000, ASTRONAUT_FACE[3] + 200)
+    assert iou((x, y, x + w, y + h), shifted) > 0.5
+
+
 def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yolo_was_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
