@@ -7,6 +7,7 @@ frame), HEIC when pillow-heif is installed, and refuses decompression bombs befo
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -50,6 +51,7 @@ SIGNATURES = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
 )
+TIFF_SIGNATURES = SIGNATURES[-2:]
 
 
 class ImageLoadError(UserInputError):
@@ -100,9 +102,21 @@ def load_image_sized(
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageLoadError(f"{label}: too many pixels to decode safely ({err})") from err
+        # Pillow's guard fires as the header is read, before ours: its text quoted twice our limit above 240 MP
+        # and spoke of a "DOS attack" to a user with a big scan
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "the picture"
+        raise ImageLoadError(
+            f"{label}: {size} is too large (over {MAX_PIXELS // 1_000_000} megapixels); please resize it"
+        ) from err
     except UnidentifiedImageError as err:
-        if looks_like_image(source):
+        head = file_head(source)
+        if head.startswith(TIFF_SIGNATURES):  # valid TIFFs of kinds Pillow lacks: 64-bit float, float RGB, ...
+            raise ImageLoadError(
+                f"{label}: a TIFF of a kind we cannot read (such as floating-point colour); please save it as an "
+                "8- or 16-bit image"
+            ) from err
+        if looks_like_image(head):
             raise ImageLoadError(f"{label}: the image is corrupt or truncated (its header is unreadable)") from err
         raise ImageLoadError(f"{label}: not an image file, or a format we cannot read") from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
@@ -175,17 +189,20 @@ def upright(img: Image.Image) -> Image.Image:
     return turned(img, exif_orientation(img))
 
 
-def looks_like_image(source: str | Path | BinaryIO) -> bool:
-    """Whether the data starts with the signature of an image format we read (WebP: RIFF....WEBP)."""
+def file_head(source: str | Path | BinaryIO) -> bytes:
+    """The first 12 bytes of a file or stream (empty when it cannot be read)."""
     try:
         if isinstance(source, str | Path):
             with open(source, "rb") as handle:
-                head = handle.read(12)
-        else:
-            source.seek(0)
-            head = source.read(12)
+                return handle.read(12)
+        source.seek(0)
+        return source.read(12)
     except (OSError, ValueError):
-        return False
+        return b""
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether data starting with `head` (`file_head`) has the signature of a format we read (WebP: RIFF....WEBP)."""
     return head.startswith(SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
