@@ -17,7 +17,7 @@ import torch
 
 from fer_core.checkpoint import LoadedClassifier, load_classifier
 from fer_core.cli import UserInputError
-from fer_core.imageio import fill_non_finite, over_white
+from fer_core.imageio import over_white, to_8bit
 from fer_core.models import ModelConfig, normalise
 from fer_core.tta import NO_TTA, average_views, expand, tta_views
 
@@ -45,18 +45,9 @@ def to_gray(crop: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(crop: np.ndarray) -> np.ndarray:
-    """Any pixel type to 0..255 uint8 by its own range: floats in [0, 1] (scikit-image's convention) are scaled,
-    not clipped to black; 16-bit is divided by 257, not clipped to white; other floats and ints are clipped."""
-    if crop.dtype == np.uint8:
-        return crop
-    if crop.dtype == np.bool_:
-        return crop.astype(np.uint8) * 255
-    if crop.dtype == np.uint16:
-        return np.round(crop / 257.0).astype(np.uint8)
-    values, low, high = fill_non_finite(crop.astype(np.float64))  # one NaN pixel failed the [0, 1] test: black face
-    if np.issubdtype(crop.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        values = values * 255.0
-    return np.round(np.clip(values, 0, 255)).astype(np.uint8)
+    """Any pixel type to 0..255 uint8 by the rule files are read by (`imageio.to_8bit`): floats in [0, 1] are
+    scaled, not clipped to black; 16-bit is divided by 257, not clipped to white."""
+    return to_8bit(crop)
 
 
 def prepare_batch(crops: Sequence[np.ndarray], size: int) -> np.ndarray:

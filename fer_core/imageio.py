@@ -98,7 +98,7 @@ def load_image_sized(
                 # Read after loading: a TIFF is then already upright and its tag consumed. Read from the file as
                 # opened (a resized copy has no TIFF tags) and applied to the small copy.
                 orientation = exif_orientation(img)
-                rgb = to_rgb(turned(shrunk(img, max_side), orientation))
+                rgb = to_rgb(turned(shrunk(as_8bit(img), max_side), orientation))
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -127,10 +127,15 @@ def load_image_sized(
     return np.asarray(rgb, dtype=np.uint8), full_size
 
 
-#: Modes resized as they are, before conversion: the ones that hold most pixels' bytes (alpha, 16-bit) and that
-#: Pillow resamples faithfully. Palette and 1-bit images would be resampled by nearest neighbour, PA loses its
-#: palette, big-endian 16-bit is read in the wrong byte order and a float NaN would spread: those convert first.
-SHRINK_IN_OWN_MODE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L"})
+#: Modes resized as they are, before conversion: the ones that hold most pixels' bytes (alpha, colour) and that
+#: Pillow resamples faithfully. Palette and 1-bit images would be resampled by nearest neighbour and PA loses its
+#: palette: those convert first. Deeper modes (`DEEP_MODES`) become 8-bit gray before anything else.
+SHRINK_IN_OWN_MODE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+#: Gray modes of more than 8 bits: 16-bit in either byte order, 32-bit integer and float.
+DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I", "F"})
+#: Rows of a deep picture converted at a time: converting a 120 MP float TIFF (626 KB of mostly zeros) whole made
+#: several full-size float64 copies, 3.8 GB and 11 s for one upload.
+CONVERT_ROWS = 512
 #: EXIF Orientation values that swap width and height.
 QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
@@ -144,9 +149,56 @@ def shrunk(img: Image.Image, max_side: int) -> Image.Image:
         return img
     scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # `reduce`, which speeds up large shrinks, has no 16-bit modes: plain resampling for those
-    gap = None if img.mode.startswith("I;16") else 2.0
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=gap)
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def as_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float gray picture (`DEEP_MODES`) as 8-bit gray by `to_8bit`'s rule; others as they are."""
+    return Image.fromarray(to_8bit(np.asarray(img)), mode="L") if img.mode in DEEP_MODES else img
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """Pixels of any numeric type as uint8, by one rule for files and arrays (the same picture must give the same
+    faces either way), converted `CONVERT_ROWS` rows at a time:
+    - 16-bit is divided by 257, as viewers show it; floats up to 2 are [0, 1] pictures (scikit-image's convention:
+      a resize's overshoot is clipped, not taken for a 0..255 picture and shown black); other floats and ints up to
+      255 are 8-bit values, ints up to 65535 16-bit ones;
+    - anything else (HDR floats, negative or 32-bit values) is stretched over its finite range;
+    - NaN counts as the lowest finite value and infinities as the ends of the range.
+    A constant picture keeps its level (a white 16-bit PNG was stretched to black)."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    low, high = finite_range(values)
+    sixteen_bit = values.dtype.kind == "u" and values.dtype.itemsize == 2
+    if sixteen_bit or (values.dtype.kind in "iu" and low >= 0 and 255 < high <= 65535):
+        offset, gain = 0.0, 1 / 257
+    elif values.dtype.kind == "f" and low >= -1.0 and high <= 2.0:
+        offset, gain = 0.0, 255.0
+    elif low >= -1.0 and high <= 256.0:
+        offset, gain = 0.0, 1.0
+    else:
+        offset, gain = low, (255.0 / (high - low) if high > low else 0.0)
+    out = np.empty(values.shape, np.uint8)
+    for start in range(0, max(len(values), 1), CONVERT_ROWS):
+        block = values[start : start + CONVERT_ROWS].astype(np.float32)
+        if values.dtype.kind == "f":
+            block = np.nan_to_num(block, nan=low, posinf=high, neginf=low)
+        out[start : start + CONVERT_ROWS] = np.clip(np.rint((block - offset) * gain), 0, 255)
+    return out
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """(lowest, highest) finite value, read in row blocks (0, 0 when there is none)."""
+    low, high = np.inf, -np.inf
+    for start in range(0, len(values), CONVERT_ROWS):
+        block = values[start : start + CONVERT_ROWS]
+        if block.dtype.kind == "f":
+            block = block[np.isfinite(block)]
+        if block.size:
+            low, high = min(low, float(block.min())), max(high, float(block.max()))
+    return (low, high) if low <= high else (0.0, 0.0)
 
 
 #: EXIF Orientation value -> the transpose that makes the image upright (values 1 and unknown ones: none).
@@ -207,24 +259,13 @@ def looks_like_image(head: bytes) -> bool:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit scaled (not clipped), CMYK converted."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr, low, high = fill_non_finite(np.asarray(img, dtype=np.float64))
-        scale = 255.0 / (high - low) if high > low else 0.0
-        img = Image.fromarray(((arr - low) * scale).astype(np.uint8), mode="L")
+    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled (`to_8bit`), CMYK converted."""
+    img = as_8bit(img)
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:  # P, L or RGB with a transparent colour
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
-
-
-def fill_non_finite(values: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """`values` (float64) with NaN set to the lowest finite value and ±inf to the highest/lowest, plus that finite
-    range: one NaN or inf pixel (a float TIFF, a float array) made min and max, and so every scaled pixel, NaN."""
-    finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    return np.nan_to_num(values, nan=low, posinf=high, neginf=low), low, high
 
 
 def over_white(pixels: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image, ImageOps
 from skimage.data import astronaut
 
 from fer_core import imageio
+from fer_core.classifier import to_uint8
 from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image, load_image_sized
 
 
@@ -83,6 +85,36 @@ def test_sixteen_bit_is_scaled_not_clipped():
     assert rgb.min() == 0 and rgb.max() == 255
 
 
+def test_files_and_arrays_of_a_deep_picture_give_the_same_pixels():
+    """Files were stretched over their own range and arrays divided by 257, so a dark 16-bit photo was bright from
+    a file and dark as an array (other faces, other emotions), and a white 16-bit PNG decoded black."""
+    dark = (np.asarray(Image.fromarray(astronaut()).convert("L"), dtype=np.uint16) * 64).astype(np.uint16)
+    from_file = load_image(encoded(Image.fromarray(dark), "PNG"))[..., 0]
+    np.testing.assert_array_equal(from_file, to_uint8(dark))
+    white = np.full((8, 8), 65535, np.uint16)
+    assert (load_image(encoded(Image.fromarray(white), "PNG")) == 255).all() and (to_uint8(white) == 255).all()
+    picture = astronaut() / 255.0
+    picture[0, 0, 0] = 1.0001  # a resize's overshoot: the whole picture was taken for 0..255 and shown black
+    expected = astronaut()
+    expected[0, 0, 0] = 255
+    np.testing.assert_array_equal(to_uint8(picture), expected)
+
+
+def test_a_huge_float_picture_is_converted_without_full_size_float64_copies():
+    """A 120 MP float TIFF (626 KB of mostly zeros) took 3.8 GB and 11 s: one upload could exhaust the server."""
+    values = np.zeros((3000, 3000), np.float32)
+    values[::7, ::5] = 0.5
+    payload = encoded(Image.fromarray(values, mode="F"), "TIFF", compression="tiff_deflate")
+    tracemalloc.start()
+    try:
+        gray = load_image(payload, max_side=512)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert gray.shape == (512, 512, 3) and 0 < gray.mean() < 20
+    assert peak < 2.5 * values.nbytes  # the float32 copy numpy needs, not several float64 ones
+
+
 def test_a_float_image_with_nan_or_inf_pixels_keeps_its_picture():
     ramp = np.linspace(0.0, 1.0, 600, dtype=np.float32).reshape(20, 30)
     ramp[0, 0], ramp[0, 1], ramp[0, 2] = np.nan, np.inf, -np.inf
@@ -90,7 +122,7 @@ def test_a_float_image_with_nan_or_inf_pixels_keeps_its_picture():
         warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" came with the black image
         gray = load_image(encoded(Image.fromarray(ramp, mode="F"), "TIFF"))[..., 0]
     assert gray[-1, -1] == 255 and gray[1, 0] < 20 and 100 < gray[10, 15] < 160
-    assert gray[0, 1] == 255 and gray[0, 0] == gray[0, 2] == 0  # inf as the brightest, NaN and -inf the darkest
+    assert gray[0, 1] == 255 and gray[0, 0] == gray[0, 2] == gray.min()  # inf the brightest, NaN and -inf darkest
 
 
 def test_transparent_pixels_become_white():
