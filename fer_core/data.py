@@ -246,7 +246,10 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
     """
     stack = ExitStack()
     try:
-        text = stack.enter_context(io.TextIOWrapper(_open_csv_bytes(path, stack), encoding="utf-8-sig", newline=""))
+        # errors="replace": one Latin-1 byte (an Excel export) stopped the read there and lost every later row; the
+        # row holding it now fails its own checks (or keeps an unused column's U+FFFD) and the rest are read
+        raw = _open_csv_bytes(path, stack)
+        text = stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=""))
         reader = csv.reader(text)
         header = next(reader, None)
     except FerDataError:
@@ -264,6 +267,18 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
         stack.close()
         raise
     return columns, _records(path, reader, columns, stack)
+
+
+def missing_columns_error(path: Path, columns: list[str], missing: Iterable[str]) -> FerDataError:
+    """The columns a CSV lacks, with what its first line holds in a readable length: a file without a header row
+    gave a line of 8,700 characters listing a face's 2,304 pixel values as column names."""
+    if len(columns) >= 2 and columns[0].strip().isdigit() and len(columns[1].split()) > 100:
+        return FerDataError(
+            f"{path}: the first line is a data row, not a header; add the line emotion,pixels,Usage above it"
+        )
+    shown = [name if len(name) <= 40 else f"{name[:37]}..." for name in columns[:8]]
+    more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+    return FerDataError(f"{path}: missing column(s) {sorted(missing)}; the header has {shown}{more}")
 
 
 def _records(path: Path, reader: Any, columns: list[str], stack: ExitStack) -> Iterator[CsvRecord]:
@@ -296,7 +311,7 @@ def _read_csv(path: Path, skip_bad: bool):
     columns, records = read_csv_records(path)
     missing = {"emotion", "pixels"} - set(columns)
     if missing:
-        raise FerDataError(f"{path}: missing column(s) {sorted(missing)}; have {columns}")
+        raise missing_columns_error(path, columns, missing)
     has_usage = "Usage" in columns
     images, labels, usages, sources, skipped = [], [], [], [], []
     for record in records:

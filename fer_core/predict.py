@@ -24,7 +24,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from fer_core import cli
-from fer_core.data import CSV_SUFFIXES, FerDataError, parse_emotion, parse_pixels, read_csv_records
+from fer_core.data import (
+    CSV_SUFFIXES,
+    FerDataError,
+    missing_columns_error,
+    parse_emotion,
+    parse_pixels,
+    read_csv_records,
+)
 from fer_core.imageio import IMAGE_SUFFIXES, ImageLoadError, is_image_path, load_image_sized
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
@@ -123,7 +130,7 @@ def predict_csv(pipe: Pipeline, path: Path, batch_size: int = 512) -> pd.DataFra
     """One output row per input record: predictions, or an `error` naming what is wrong with it."""
     columns, records = read_csv_records(path)
     if "pixels" not in columns:
-        raise FerDataError(f"{path}: no 'pixels' column; have {columns}")
+        raise missing_columns_error(path, columns, ["pixels"])
     rows: list[dict[str, Any]] = []
     good_rows, faces = [], []
     try:

@@ -176,7 +176,7 @@ def test_predict_csv_reports_every_record_and_every_unreadable_file(tmp_path, fa
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns[:3]) == ["source", "line", "true_label"]
     unreadable = table[table["source"] == str(no_pixels)]
-    assert len(unreadable) == 1 and "no 'pixels' column" in unreadable.iloc[0]["error"]
+    assert len(unreadable) == 1 and "missing column(s) ['pixels']" in unreadable.iloc[0]["error"]
     rows = table[table["source"] == str(csv)]
     assert list(rows["line"].astype(int)) == [2, 4, 5, 6, 7]  # file lines: the blank line 3 holds no record
     assert "a row has 4 fields, expected 3" in rows.iloc[1]["error"]

@@ -121,6 +121,33 @@ def test_row_with_extra_fields_is_an_error_unless_skipped(tmp_path):
     assert len(load_fer2013(path, skip_bad=True).skipped) == 1
 
 
+def test_a_non_utf8_byte_costs_its_row_only(tmp_path):
+    """An Excel export's Latin-1 "é" in one cell stopped the read there: every later row was lost."""
+    path = write_fer_csv(tmp_path / "fer.csv", n_train=6, n_public=0, n_private=0)
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"Training", b"Training\xe9")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(FerDataError, match=r"fer\.csv line 4"):
+        load_fer2013(path)
+    kept = load_fer2013(path, skip_bad=True)
+    assert len(kept["Training"]) == 5 and kept.skipped_count == 1
+
+
+def test_a_csv_without_its_header_row_says_so_in_one_short_line(tmp_path):
+    path = write_fer_csv(tmp_path / "fer.csv", n_train=3, n_public=0, n_private=0)
+    path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(FerDataError) as refused:
+        load_fer2013(path)
+    assert str(refused.value) == (
+        f"{path}: the first line is a data row, not a header; add the line emotion,pixels,Usage above it"
+    )
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"column_{i}_{'x' * 50}" for i in range(20)) + "\n1\n")
+    with pytest.raises(FerDataError) as refused:
+        load_fer2013(wide)
+    assert "and 12 more" in str(refused.value) and len(str(refused.value)) < 600
+
+
 def test_missing_columns_and_wrong_file_types(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("label,data\n1,2\n")
