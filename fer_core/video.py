@@ -203,6 +203,11 @@ def _open(path: Path) -> tuple[Any, Any]:
     try:
         container = av.open(str(path), metadata_errors="replace")
     except _DECODE_ERRORS as err:
+        if mp4_without_index(path):
+            raise VideoError(
+                f"{path}: an incomplete MP4/MOV: its index (the moov box, which phones and cameras write last) is "
+                "missing, as when a recording or a download is cut short, so no frame can be found"
+            ) from err
         raise VideoError(f"{path}: not a video file, or a format we cannot read ({err})") from err
     not_video = not_video_kind(container.format.name)
     if not_video:
@@ -218,6 +223,34 @@ def _open(path: Path) -> tuple[Any, Any]:
         raise VideoError(f"{path}: the video stream is damaged or uses a codec we cannot decode")
     stream.thread_type = "AUTO"
     return container, stream
+
+
+def mp4_without_index(path: Path) -> bool:
+    """Whether `path` is an MP4/MOV (an `ftyp` box first) whose top-level boxes end without a `moov`: the file was
+    cut before its index, which FFmpeg reports only as "Invalid data", as it does for a file that is no video."""
+    try:
+        total = path.stat().st_size
+        with open(path, "rb") as handle:
+            offset = 0
+            for _ in range(10_000):  # a real file has a handful of top-level boxes
+                handle.seek(offset)
+                header = handle.read(16)
+                if len(header) < 8:
+                    return offset > 0
+                size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if offset == 0 and kind != b"ftyp":
+                    return False
+                if kind == b"moov":
+                    return False
+                size = int.from_bytes(header[8:16], "big") if size == 1 else (total - offset if size == 0 else size)
+                if size < 8:
+                    return False  # damaged boxes: not this case
+                offset += size
+                if offset >= total:
+                    return True
+    except OSError:
+        return False
+    return False
 
 
 def _format_is(container: Any, name: str) -> bool:

@@ -504,6 +504,21 @@ def test_a_truncated_avi_is_called_truncated(tmp_path: Path) -> None:
     assert analyse_video(full, StubPipeline(), tmp_path / "out2").ended_early is None  # type: ignore[arg-type]
 
 
+def test_an_mp4_cut_before_its_index_is_called_incomplete(tmp_path: Path) -> None:
+    """Phones and cameras write the index last, so a recording or download cut short has none, and FFmpeg's
+    "Invalid data found" was shown as "not a video file"."""
+    full = write_video(tmp_path / "full.mp4", noise_frames(30), "libx264")  # no faststart: the moov box is last
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(VideoError, match="an incomplete MP4/MOV: its index"):
+        probe_video(cut)
+    assert not video.mp4_without_index(full)
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_bytes(b"just some text, nothing like a video")
+    with pytest.raises(VideoError, match="not a video file"):
+        probe_video(not_video)
+
+
 def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
     """`ffmpeg -ss 5 -c copy` keeps every packet and shifts the times, so the mp4 counts 100 samples but plays,
     and decodes, the last 50: its duration says so, and that is a whole clip, not a damaged one."""
