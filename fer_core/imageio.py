@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from fer_core.cli import UserInputError
 
@@ -98,7 +98,7 @@ def load_image_sized(
                 # Read after loading: a TIFF is then already upright and its tag consumed. Read from the file as
                 # opened (a resized copy has no TIFF tags) and applied to the small copy.
                 orientation = exif_orientation(img)
-                rgb = to_rgb(turned(shrunk(as_8bit(img), max_side), orientation))
+                rgb = to_rgb(turned(shrunk(tiff_as_8bit(img, label), max_side), orientation))
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -155,6 +155,23 @@ def shrunk(img: Image.Image, max_side: int) -> Image.Image:
 def as_8bit(img: Image.Image) -> Image.Image:
     """A 16-bit, 32-bit or float gray picture (`DEEP_MODES`) as 8-bit gray by `to_8bit`'s rule; others as they are."""
     return Image.fromarray(to_8bit(np.asarray(img)), mode="L") if img.mode in DEEP_MODES else img
+
+
+def tiff_as_8bit(img: Image.Image, label: str) -> Image.Image:
+    """`as_8bit`, after mending or refusing the deep TIFF layouts Pillow decodes wrongly without a word: a 16-bit
+    TIFF with separate colour planes came out as garbled stripes, and a 16-bit MinIsWhite one as its negative."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return as_8bit(img)
+    bits = tags.get(258, 8)  # BitsPerSample: one number, or one per sample
+    deep = max(bits) > 8 if isinstance(bits, tuple) else bits > 8
+    if deep and tags.get(284, 1) == 2 and tags.get(277, 1) > 1:  # PlanarConfiguration 2, several samples
+        raise ImageLoadError(
+            f"{label}: a TIFF of more than 8 bits with separate colour planes, which we cannot read correctly; "
+            "please save it with interleaved pixels or as an 8-bit image"
+        )
+    flat = as_8bit(img)
+    return ImageOps.invert(flat) if deep and tags.get(262) == 0 and flat.mode == "L" else flat  # 0 = MinIsWhite
 
 
 def to_8bit(values: np.ndarray) -> np.ndarray:

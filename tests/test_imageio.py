@@ -186,6 +186,22 @@ def test_a_picture_past_pillow_s_own_error_threshold_is_refused_with_our_limit(m
     assert str(refused.value) == "scan.png: 3 megapixels is too large (over 1 megapixels); please resize it"
 
 
+def test_deep_tiff_layouts_pillow_misreads_are_mended_or_refused():
+    """Pillow decoded a 16-bit MinIsWhite TIFF as its negative and a 16-bit planar RGB one as garbled stripes,
+    without an error: wrong faces from a picture that looked fine in any viewer."""
+    gray = np.asarray(Image.fromarray(astronaut()).convert("L"))
+    negative = io.BytesIO()
+    tifffile.imwrite(negative, ((255 - gray.astype(np.uint16)) * 257).astype(np.uint16), photometric="miniswhite")
+    np.testing.assert_array_equal(load_image(negative.getvalue())[..., 0], gray)
+    planar = io.BytesIO()
+    tifffile.imwrite(planar, np.moveaxis(astronaut().astype(np.uint16) * 257, 2, 0), planarconfig="separate")
+    with pytest.raises(ImageLoadError, match=r"scan\.tif: a TIFF of more than 8 bits with separate colour planes"):
+        load_image(planar.getvalue(), name="scan.tif")
+    eight_bit = io.BytesIO()
+    tifffile.imwrite(eight_bit, np.moveaxis(astronaut(), 2, 0), photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(load_image(eight_bit.getvalue()), astronaut())  # Pillow reads this one right
+
+
 def test_a_valid_tiff_of_a_kind_pillow_lacks_is_not_called_corrupt():
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, astronaut() / 255.0, photometric="rgb")  # 64-bit float RGB
