@@ -25,6 +25,14 @@ from fer_core.models import ModelConfig, build_model
 CHECKPOINT_FORMAT = "fer_core.classifier/1"
 
 
+def model_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an ensemble member, whose file in a weights folder is `<name>.pt`, or None: a name with
+    a path separator failed `fit_ensemble` with a raw "[Errno 2]", and an empty one shipped a hidden `.pt`."""
+    if not name or name.startswith(".") or any(char in name for char in "/\\:\0"):
+        return "cannot name a model file (empty, starting with '.', or holding '/', '\\', ':')"
+    return None
+
+
 class CheckpointError(UserInputError):
     """A file is not a usable classifier checkpoint; the message says why."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_core import cli
-from fer_core.checkpoint import load_classifier
+from fer_core.checkpoint import load_classifier, model_name_problem
 from fer_core.data import FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, fit_weight, write_spec
 from fer_core.evaluate import predict_split
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     loaded_models = [load_classifier(source) for source in args.models]
+    for source, loaded in zip(args.models, loaded_models, strict=True):
+        if problem := model_name_problem(loaded.name):
+            parser.error(f"{source}: its model name {loaded.name!r} {problem}; train it with another --name")
     if loaded_models[0].name == loaded_models[1].name:  # one file name and one probability column for both
         parser.error(f"both checkpoints are named {loaded_models[0].name!r}; train one with --name to tell them apart")
     val = load_fer2013(args.data)[VAL_SPLIT]  # before anything is written: a wrong --data changes nothing

@@ -37,7 +37,14 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.augment import RECIPES
-from fer_core.checkpoint import build_checkpoint, code_version, read_checkpoint, save_checkpoint, unwrap
+from fer_core.checkpoint import (
+    build_checkpoint,
+    code_version,
+    model_name_problem,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from fer_core.cli import UserInputError
 from fer_core.data import FerSplit, class_weights, load_fer2013
 from fer_core.distill import SoftLabels, blend_targets
@@ -142,6 +149,7 @@ class TrainConfig:
             ("stochastic_depth", "must lie in [0, 1)", 0 <= self.stochastic_depth < 1),
             ("distill_alpha", "must lie in [0, 1]", 0 <= self.distill_alpha <= 1),
             ("seed", "must be at least 0", self.seed >= 0),
+            ("name", str(model_name_problem(self.name)), not self.name or model_name_problem(self.name) is None),
             ("time_budget", "must be a finite number of seconds", bool(np.isfinite(self.time_budget))),
             *((name, "must be at least 0", getattr(self, name) >= 0) for name in _NON_NEGATIVE),
         ]

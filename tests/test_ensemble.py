@@ -18,6 +18,7 @@ from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write
 from fer_core.export import file_sha256
 from fer_core.fit_ensemble import main as fit_ensemble_main
 from fer_core.tta import TTA_SETS, View, tta_from_spec
+from tests.conftest import make_classifier_checkpoint
 
 
 def random_probs(n: int, seed: int) -> np.ndarray:
@@ -52,6 +53,16 @@ def test_fit_ensemble_refuses_two_members_with_one_name(tmp_path, fake_weights, 
     with pytest.raises(SystemExit):
         fit_ensemble_main(["--data", str(tmp_path), "--models", str(member), str(member), "--out", str(tmp_path / "o")])
     assert "both checkpoints are named 'A_crp'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_ensemble_refuses_a_member_whose_name_cannot_name_its_file(tmp_path, fake_weights, capsys):
+    """A name with a path separator failed with a raw "[Errno 2]" after the fit; an empty one shipped ".pt"."""
+    odd = make_classifier_checkpoint(tmp_path / "odd.pt", "sub/x", seed=3)
+    with pytest.raises(SystemExit):
+        fit_ensemble_main(["--data", str(tmp_path), "--models", str(fake_weights / "A_crp.pt"), str(odd), "--out",
+                           str(tmp_path / "o")])  # fmt: skip
+    assert f"{odd}: its model name 'sub/x' cannot name a model file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

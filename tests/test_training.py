@@ -331,6 +331,8 @@ def test_a_notebook_config_with_numpy_numbers_leaves_checkpoints_that_load(tmp_p
         (["--device", "cuda:0"], "device 'cuda:0': use auto, cpu, cuda"),  # a traceback without a GPU
         (["--device", "meta"], "device 'meta': use auto, cpu, cuda"),  # autocast's RuntimeError
         (["--class-weight-power", "inf"], r"class_weight_power inf must lie in \[0, 2\]"),  # NaN class weights
+        (["--name", "runs/A"], "name 'runs/A' cannot name a model file"),  # fit_ensemble failed hours later
+        (["--name", ".A"], "name '.A' cannot name a model file"),  # a hidden .A.pt in the weights folder
     ],
 )
 def test_out_of_range_settings_are_refused_before_any_data_loads(flags, problem):
