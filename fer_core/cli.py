@@ -61,11 +61,12 @@ def _check_writable_place(folder: Path, text: str) -> None:
 
 
 @contextmanager
-def replaced_atomically(path: Path, suffix: str = "") -> Iterator[Path]:
+def replaced_atomically(path: Path) -> Iterator[Path]:
     """A partial path beside `path` to write, moved over `path` when the block ends without error: Ctrl-C or a full
     disk mid-write leaves the earlier file, not half of a new one that the next reader (the model card, a resume, a
-    script) would take as whole. `suffix` ends the partial name (NumPy's savez adds .npz to any other)."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial{suffix}")  # its own: two runs do not interleave
+    script) would take as whole. The partial name ends with the real one, so writers that choose by suffix (pandas'
+    compression for `.csv.gz`, NumPy's savez adding `.npz`) do as they would there."""
+    partial = path.with_name(f".partial.{os.getpid()}.{path.name}")  # its own: two runs do not interleave
     try:
         yield partial
         os.replace(partial, path)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fer_core.cli import UserInputError
-from fer_core.imageio import IMAGE_SUFFIXES, READ_FORMATS, to_rgb, upright
+from fer_core.imageio import IMAGE_SUFFIXES, READ_FORMATS, tiff_as_8bit, to_rgb, upright
 from fer_core.labels import EMOTIONS, FER_SIZE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,9 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
     if not header:
         stack.close()
         raise FerDataError(f"{path}: empty file, expected a header row such as emotion,pixels,Usage")
+    if any("\ufffd" in name or "\x00" in name for name in header):  # UTF-16 ("Unicode text"), or no text at all
+        stack.close()
+        raise FerDataError(f"{path}: cannot read as CSV: its first line is not UTF-8 text (save it as CSV UTF-8)")
     try:
         columns = _canonical_columns(path, header)
     except FerDataError:
@@ -343,7 +346,9 @@ def read_gray_face(path: Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a 100 MP "face" is not one
             with Image.open(path, formats=READ_FORMATS) as img:
                 img = upright(img)  # as the app and the CLIs see the same file
-                gray = img.convert("L") if img.mode in ("L", "RGB") else to_rgb(img).convert("L")  # 16-bit: scaled
+                gray = (
+                    img.convert("L") if img.mode in ("L", "RGB") else to_rgb(tiff_as_8bit(img, str(path))).convert("L")
+                )
                 if gray.size != (FER_SIZE, FER_SIZE):
                     gray = gray.resize((FER_SIZE, FER_SIZE), Image.Resampling.BILINEAR)
                 return np.asarray(gray, dtype=np.uint8)

@@ -40,9 +40,9 @@ class SoftLabels:
     def save(self, path: str | Path) -> None:
         """Written beside the target, then moved over it: Ctrl-C during minutes of teacher predictions left a
         truncated file that `train --soft-labels` met with a traceback."""
-        with cli.replaced_atomically(Path(path), suffix=".npz") as partial:
+        with cli.replaced_atomically(Path(path)) as partial, open(partial, "wb") as handle:  # a handle: no .npz added
             np.savez_compressed(
-                partial,
+                handle,
                 probs=self.probs.astype(np.float32),
                 fingerprint=self.fingerprint,
                 teacher=json.dumps(self.teacher),

@@ -86,11 +86,8 @@ def load_image_sized(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source, formats=READ_FORMATS) as img:
                 img.seek(0)  # animated GIF/WebP/APNG: the first frame
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(
-                        f"{label}: {img.width}x{img.height} is too large "
-                        f"(over {MAX_PIXELS // 1_000_000} megapixels); please resize it"
-                    )
+                if img.width * img.height > MAX_PIXELS:  # Pillow's guard below normally speaks first
+                    raise too_large(label, img.width * img.height)
                 width, height = img.size  # before `draft` shrinks a JPEG as it decodes
                 if max(img.size) > max_side:
                     img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size, cheaply
@@ -105,10 +102,7 @@ def load_image_sized(
         # Pillow's guard fires as the header is read, before ours: its text quoted twice our limit above 240 MP
         # and spoke of a "DOS attack" to a user with a big scan
         pixels = re.search(r"\((\d+) pixels\)", str(err))
-        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "the picture"
-        raise ImageLoadError(
-            f"{label}: {size} is too large (over {MAX_PIXELS // 1_000_000} megapixels); please resize it"
-        ) from err
+        raise too_large(label, int(pixels.group(1)) if pixels else None) from err
     except UnidentifiedImageError as err:
         head = file_head(source)
         if head.startswith(TIFF_SIGNATURES):  # valid TIFFs of kinds Pillow lacks: 64-bit float, float RGB, ...
@@ -127,12 +121,20 @@ def load_image_sized(
     return np.asarray(rgb, dtype=np.uint8), full_size
 
 
+def too_large(label: str, pixels: int | None) -> ImageLoadError:
+    """The refusal of a picture over `MAX_PIXELS`, in one wording wherever it is caught."""
+    size = f"{pixels / 1e6:.1f} megapixels" if pixels else "the picture"
+    return ImageLoadError(f"{label}: {size} is too large (the limit is {MAX_PIXELS / 1e6:g}); please resize it")
+
+
 #: Modes resized as they are, before conversion: the ones that hold most pixels' bytes (alpha, colour) and that
 #: Pillow resamples faithfully. Palette and 1-bit images would be resampled by nearest neighbour and PA loses its
 #: palette: those convert first. Deeper modes (`DEEP_MODES`) become 8-bit gray before anything else.
 SHRINK_IN_OWN_MODE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
 #: Gray modes of more than 8 bits: 16-bit in either byte order, 32-bit integer and float.
 DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I", "F"})
+#: Formats whose 32-bit integer ("I") pictures hold 16-bit values (0..65535; Pillow scales a PGM's maxval to it).
+SIXTEEN_BIT_I_FORMATS = frozenset({"PNG", "PPM"})
 #: Rows of a deep picture converted at a time: converting a 120 MP float TIFF (626 KB of mostly zeros) whole made
 #: several full-size float64 copies, 3.8 GB and 11 s for one upload.
 CONVERT_ROWS = 512
@@ -153,8 +155,15 @@ def shrunk(img: Image.Image, max_side: int) -> Image.Image:
 
 
 def as_8bit(img: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit or float gray picture (`DEEP_MODES`) as 8-bit gray by `to_8bit`'s rule; others as they are."""
-    return Image.fromarray(to_8bit(np.asarray(img)), mode="L") if img.mode in DEEP_MODES else img
+    """A 16-bit, 32-bit or float gray picture (`DEEP_MODES`) as 8-bit gray by `to_8bit`'s rule; others as they are.
+    Pillow opens 16-bit PGM (and, in older versions, PNG) as 32-bit "I": those are 16-bit pictures whatever their
+    values, as the same pixels in a uint16 array are."""
+    if img.mode not in DEEP_MODES:
+        return img
+    values = np.asarray(img)
+    if img.mode == "I" and img.format in SIXTEEN_BIT_I_FORMATS:
+        values = values.clip(0, 65535).astype(np.uint16)
+    return Image.fromarray(to_8bit(values), mode="L")
 
 
 def tiff_as_8bit(img: Image.Image, label: str) -> Image.Image:
@@ -165,7 +174,8 @@ def tiff_as_8bit(img: Image.Image, label: str) -> Image.Image:
         return as_8bit(img)
     bits = tags.get(258, 8)  # BitsPerSample: one number, or one per sample
     deep = max(bits) > 8 if isinstance(bits, tuple) else bits > 8
-    if deep and tags.get(284, 1) == 2 and tags.get(277, 1) > 1:  # PlanarConfiguration 2, several samples
+    # PlanarConfiguration 2 with several samples, uncompressed (libtiff, which reads compressed ones, gets it right)
+    if deep and tags.get(284, 1) == 2 and tags.get(277, 1) > 1 and tags.get(259, 1) == 1:
         raise ImageLoadError(
             f"{label}: a TIFF of more than 8 bits with separate colour planes, which we cannot read correctly; "
             "please save it with interleaved pixels or as an 8-bit image"
@@ -176,7 +186,7 @@ def tiff_as_8bit(img: Image.Image, label: str) -> Image.Image:
 
 def to_8bit(values: np.ndarray) -> np.ndarray:
     """Pixels of any numeric type as uint8, by one rule for files and arrays (the same picture must give the same
-    faces either way), converted `CONVERT_ROWS` rows at a time:
+    faces either way), converted `CONVERT_ROWS` rows at a time (a few MB of float64, never a full-size copy):
     - 16-bit is divided by 257, as viewers show it; floats up to 2 are [0, 1] pictures (scikit-image's convention:
       a resize's overshoot is clipped, not taken for a 0..255 picture and shown black); other floats and ints up to
       255 are 8-bit values, ints up to 65535 16-bit ones;
@@ -187,6 +197,8 @@ def to_8bit(values: np.ndarray) -> np.ndarray:
         return values
     if values.dtype == np.bool_:
         return values.astype(np.uint8) * 255
+    if values.ndim == 0:
+        return to_8bit(values.reshape(1)).reshape(())
     low, high = finite_range(values)
     sixteen_bit = values.dtype.kind == "u" and values.dtype.itemsize == 2
     if sixteen_bit or (values.dtype.kind in "iu" and low >= 0 and 255 < high <= 65535):
@@ -199,7 +211,7 @@ def to_8bit(values: np.ndarray) -> np.ndarray:
         offset, gain = low, (255.0 / (high - low) if high > low else 0.0)
     out = np.empty(values.shape, np.uint8)
     for start in range(0, max(len(values), 1), CONVERT_ROWS):
-        block = values[start : start + CONVERT_ROWS].astype(np.float32)
+        block = values[start : start + CONVERT_ROWS].astype(np.float64)  # exact for int64 and huge floats
         if values.dtype.kind == "f":
             block = np.nan_to_num(block, nan=low, posinf=high, neginf=low)
         out[start : start + CONVERT_ROWS] = np.clip(np.rint((block - offset) * gain), 0, 255)

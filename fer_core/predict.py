@@ -181,9 +181,8 @@ def overwritten_input(args: argparse.Namespace, inputs: list[Path]) -> str | Non
 def holds_predictions(path: Path) -> bool:
     """Whether a file is this tool's earlier predictions CSV (its header), which a new run may replace."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.readline().strip() == ",".join(["source", *CSV_COLUMNS])
-    except OSError:
+        return list(pd.read_csv(path, nrows=0).columns) == ["source", *CSV_COLUMNS]  # .gz/.xz/.zip as pandas reads
+    except (OSError, ValueError, EOFError, UnicodeDecodeError, pd.errors.ParserError):
         return False
 
 

@@ -64,6 +64,8 @@ MAX_VIDEO_SIDE = 1920
 OUTPUT_TIME_BASE = Fraction(1, 60000)
 #: Progress is reported every this many frames when the total is unknown (a callback may also cancel there).
 UNKNOWN_TOTAL_STEP = 25
+#: Top-level boxes an MP4 or QuickTime MOV starts with (old MOVs have no `ftyp`: `wide` then `mdat`).
+QUICKTIME_FIRST_BOXES = {b"ftyp", b"wide", b"free", b"skip", b"mdat", b"pnot"}
 #: What the decoder may raise on hostile or damaged input (UnicodeDecodeError is a ValueError).
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 #: Damaged packets read before giving up on a file in which no frame has decoded yet.
@@ -92,7 +94,7 @@ class VideoInfo:
     rotation: int
     frames_estimated: bool = False  # `frames` is duration x fps: the container stores no count (WebM, MKV)
     duration_shared: bool = False  # `duration_s` is the container's, over its other streams (sound) too
-    count_may_exceed_play: bool = False  # mp4/mov: an edit list can play fewer frames than `frames` counts
+    count_may_exceed_play: bool = False  # mp4/mov edit lists, AVI dropped-frame slots: `duration_s` says what plays
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,12 @@ class VideoSummary:
     @property
     def ended_early(self) -> str | None:
         """Why the results may cover only part of the clip: FFmpeg stops quietly at a truncated file's end, so a
-        download cut short gave partial results without a word. A stored count rules where there is one, except in
-        an mp4 or mov trimmed without re-encoding, which stores every sample but plays (and decodes) only the kept
-        part, as its duration tells. Elsewhere the duration is no evidence against the count: FFmpeg works out a
-        truncated AVI's from the data that survived. Without a stored count (WebM, MKV) only the time counts: a
-        count estimated from the duration and the opening rate would call a recording whose rate drops part-way
-        (a webcam in low light) truncated. The 10 % margin allows for containers' rounding."""
+        download cut short gave partial results without a word. A stored count rules where there is one, except
+        where it may exceed the frames that play: an mp4 or mov trimmed without re-encoding stores every sample but
+        plays (and decodes) only the kept part, and an AVI counts the slots of dropped frames; there the duration
+        (for an AVI, its header's span) tells. Without a stored count (WebM, MKV) only the time counts: a count
+        estimated from the duration and the opening rate would call a recording whose rate drops part-way (a
+        webcam in low light) truncated. The 10 % margin allows for containers' rounding."""
         enough_frames = bool(self.announced_frames) and self.frames >= 0.9 * self.announced_frames
         enough_time = bool(self.announced_duration_s) and self.duration_s >= 0.9 * self.announced_duration_s
         time_decides = not self.announced_frames or self.count_may_exceed_play
@@ -226,7 +228,7 @@ def _open(path: Path) -> tuple[Any, Any]:
 
 
 def mp4_without_index(path: Path) -> bool:
-    """Whether `path` is an MP4/MOV (an `ftyp` box first) whose top-level boxes end without a `moov`: the file was
+    """Whether `path` is an MP4/MOV (`QUICKTIME_FIRST_BOXES`) whose top-level boxes end without a `moov`: it was
     cut before its index, which FFmpeg reports only as "Invalid data", as it does for a file that is no video."""
     try:
         total = path.stat().st_size
@@ -238,7 +240,7 @@ def mp4_without_index(path: Path) -> bool:
                 if len(header) < 8:
                     return offset > 0
                 size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if offset == 0 and kind != b"ftyp":
+                if offset == 0 and kind not in QUICKTIME_FIRST_BOXES:
                     return False
                 if kind == b"moov":
                     return False
@@ -291,8 +293,14 @@ def probe_video(path: str | Path) -> VideoInfo:
         if rotation % 180:
             width, height = height, width
         codec = stream.codec_context.name
-        trimmable = _format_is(container, "mov")
-        return VideoInfo(source, width, height, fps, frames, duration, codec, rotation, not counted, shared, trimmable)
+        if _format_is(container, "avi") and counted and stream.time_base is not None:
+            # the header counts frame slots, dropped ones too: its span is what plays. FFmpeg's own duration is
+            # worked out from the surviving data when a cut file has lost its index, so it always looked whole.
+            duration, shared = float(counted * stream.time_base), False
+        span_decides = _format_is(container, "mov") or _format_is(container, "avi")
+        return VideoInfo(
+            source, width, height, fps, frames, duration, codec, rotation, not counted, shared, span_decides
+        )
     finally:
         container.close()
 

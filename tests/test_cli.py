@@ -253,11 +253,13 @@ def test_predict_refuses_to_write_over_an_input(tmp_path, capsys):
     assert all(path.read_bytes() == content for path, content in before.items())
 
 
-def test_predict_replaces_its_own_earlier_csv(tmp_path, fake_weights):
-    csv, out = write_fer_csv(tmp_path / "fer.csv", n_train=3, n_public=0, n_private=0), tmp_path / "pred.csv"
+@pytest.mark.parametrize("name", ["pred.csv", "pred.csv.gz"])
+def test_predict_replaces_its_own_earlier_csv(tmp_path, fake_weights, name):
+    """A gzipped output stays gzipped (the partial file's name decides pandas' compression) and is replaced too."""
+    csv, out = write_fer_csv(tmp_path / "fer.csv", n_train=3, n_public=0, n_private=0), tmp_path / name
     for _ in range(2):  # the second run finds its first run's predictions there, and replaces them
         assert predict_main([str(csv), "--csv-out", str(out), "--weights", str(fake_weights)]) == 0
-    assert len(pd.read_csv(out)) == 3
+    assert len(pd.read_csv(out)) == 3 and (out.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")
 
 
 def test_a_failed_write_keeps_the_earlier_results_and_is_one_error_line(tmp_path, fake_weights, monkeypatch, capsys):
@@ -270,17 +272,23 @@ def test_a_failed_write_keeps_the_earlier_results_and_is_one_error_line(tmp_path
     assert predict_main([*argv, "--weights", str(fake_weights)]) == 0
     earlier = out_json.read_bytes(), out_csv.read_bytes()
 
-    def disk_full(self, *args, **kwargs):
-        with self.open("w") as handle:
+    def disk_full(partial: Path) -> None:
+        with partial.open("w") as handle:
             handle.write('[{"image": "fa')  # a part is on disk before the error
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", disk_full)
-    with pytest.raises(SystemExit) as exit_:
-        cli.run(lambda: predict_main([*argv, "--weights", str(fake_weights)]))
-    assert exit_.value.code == 2
-    assert f"error: {out_json}: could not write the results (No space left on device)" in capsys.readouterr().err
-    assert (out_json.read_bytes(), out_csv.read_bytes()) == earlier
+    breaks = (
+        (out_json, Path, "write_text", lambda self, *a, **k: disk_full(self)),
+        (out_csv, pd.DataFrame, "to_csv", lambda self, partial, *a, **k: disk_full(Path(partial))),
+    )
+    for target, owner, method, broken in breaks:
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, method, broken)
+            with pytest.raises(SystemExit) as exit_:
+                cli.run(lambda: predict_main([*argv, "--weights", str(fake_weights)]))
+        assert exit_.value.code == 2
+        assert f"error: {target}: could not write the results (No space left on device)" in capsys.readouterr().err
+        assert (out_json.read_bytes(), out_csv.read_bytes()) == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "fer.csv", "out.csv", "out.json"]
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
-from fer_core.data import FerDataError, class_weights, load_fer2013
+from fer_core.data import FerDataError, class_weights, load_fer2013, read_gray_face
 from fer_core.labels import EMOTIONS
 from tests.fer_fixtures import synthetic_faces, write_fer_csv, write_fer_folder
 
@@ -131,6 +132,22 @@ def test_a_non_utf8_byte_costs_its_row_only(tmp_path):
         load_fer2013(path)
     kept = load_fer2013(path, skip_bad=True)
     assert len(kept["Training"]) == 5 and kept.skipped_count == 1
+
+
+def test_a_face_crop_in_a_16_bit_min_is_white_tiff_is_read_as_the_app_reads_it(tmp_path):
+    """The folder loader took Pillow's decoding as it came: the negative of the face the app and CLIs see."""
+    face = synthetic_faces(1, seed=4)[0][0]
+    tifffile.imwrite(tmp_path / "face.tif", ((255 - face.astype(np.uint16)) * 257).astype(np.uint16),
+                     photometric="miniswhite")  # fmt: skip
+    np.testing.assert_array_equal(read_gray_face(tmp_path / "face.tif"), face)
+
+
+def test_a_csv_that_is_not_utf8_text_is_named_so(tmp_path):
+    """Excel's "Unicode text" (UTF-16) gave a header of replacement characters listed as missing columns."""
+    path = write_fer_csv(tmp_path / "fer.csv", n_train=2, n_public=0, n_private=0)
+    path.write_bytes(path.read_text().encode("utf-16"))
+    with pytest.raises(FerDataError, match="its first line is not UTF-8 text"):
+        load_fer2013(path)
 
 
 def test_a_csv_without_its_header_row_says_so_in_one_short_line(tmp_path):

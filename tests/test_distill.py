@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,8 +182,8 @@ def test_soft_labels_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     target = tmp_path / "t.npz"
     target.write_bytes(b"earlier labels")
 
-    def interrupted(path, **arrays):
-        Path(path).write_bytes(b"PK half")
+    def interrupted(file, **arrays):
+        file.write(b"PK half")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(np, "savez_compressed", interrupted)

@@ -519,6 +519,35 @@ def test_an_mp4_cut_before_its_index_is_called_incomplete(tmp_path: Path) -> Non
         probe_video(not_video)
 
 
+def test_an_avi_whose_source_dropped_frames_is_not_called_truncated(tmp_path: Path) -> None:
+    """An AVI counts frame slots, dropped ones too: 25 frames over 4 s announced 40 and were called truncated once
+    the count alone judged AVIs. The header's span (40 slots of 0.1 s) is what plays."""
+    kept = [i for i in range(40) if i < 10 or i >= 30 or i % 4 == 0]  # a webcam slowing down in low light
+    path = tmp_path / "dropped.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(10))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i, image in zip(kept, noise_frames(len(kept)), strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    summary = analyse_video(path, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.frames == len(kept) == 25 and summary.announced_frames == 40
+    assert summary.duration_s == pytest.approx(4.0) and summary.ended_early is None
+
+
+def test_a_quicktime_file_without_ftyp_cut_before_its_index_is_called_incomplete(tmp_path: Path) -> None:
+    """Old QuickTime MOVs start with `wide` and `mdat`, not `ftyp`."""
+    cut = tmp_path / "old.mov"
+    cut.write_bytes(b"\x00\x00\x00\x08wide" + (10_000).to_bytes(4, "big") + b"mdat" + bytes(500))
+    assert video.mp4_without_index(cut)
+    cut.write_bytes(b"\x00\x00\x00\x08wide" + (16).to_bytes(4, "big") + b"mdat" + bytes(8) + b"\x00\x00\x00\x08moov")
+    assert not video.mp4_without_index(cut)
+
+
 def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
     """`ffmpeg -ss 5 -c copy` keeps every packet and shifts the times, so the mp4 counts 100 samples but plays,
     and decodes, the last 50: its duration says so, and that is a whole clip, not a damaged one."""
