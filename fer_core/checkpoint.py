@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fer_core import __version__
+from fer_core import __version__, cli
 from fer_core.cli import UserInputError
 from fer_core.labels import EMOTIONS
 from fer_core.models import ModelConfig, build_model
@@ -89,12 +89,16 @@ def build_checkpoint(
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Write atomically so an interrupted run never leaves a half-written `last.pt`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(target)
+    """Write atomically so an interrupted run never leaves a half-written `last.pt`; a full disk is one error line
+    naming the file (torch's own was a RuntimeError from its C++ writer, and a partial file stayed behind)."""
+
+    def write(partial: Path) -> None:
+        try:
+            torch.save(checkpoint, partial)
+        except RuntimeError as err:  # PytorchStreamWriter failed writing file ...: a full disk or a size limit
+            raise OSError(f"writing failed: {str(err).splitlines()[0]}") from err
+
+    cli.write_output(Path(path), write)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

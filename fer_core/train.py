@@ -272,7 +272,7 @@ FLAG_HELP = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool, bool]:
     parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="YAML/JSON file of TrainConfig fields; flags override it")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
@@ -281,6 +281,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
         action="store_true",
         help="with --resume: accept a changed --epochs by stretching/shrinking the LR schedule (not an exact resume)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
         kind = field_type(option)
@@ -307,7 +308,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool]:
         parser.error("--data (or `data:` in --config) is required")
     if args.reschedule and not args.resume:
         parser.error("--reschedule changes the schedule of a run being resumed: add --resume")
-    return config, args.resume, args.reschedule
+    if args.overwrite and args.resume:
+        parser.error("--overwrite starts the run again and --resume continues it: choose one")
+    return config, args.resume, args.reschedule, args.overwrite
 
 
 @dataclass
@@ -474,9 +477,13 @@ def validate(
 def one_cycle(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.OneCycleLR:
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=cfg.warmup_pct
-    )
+    """OneCycle with `warmup_pct` of the steps rising; a warm-up of exactly one step (OneCycleLR divides by zero
+    there: 42 images, batch 8, 2 epochs) becomes two, or none in a run of two steps."""
+    total = epochs * steps_per_epoch
+    warmup = cfg.warmup_pct
+    if float(warmup * total) == 1.0:
+        warmup = 2 / total if total > 2 else 0.0
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup)
 
 
 def lr_schedule(
@@ -593,8 +600,9 @@ def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, t
     return changed
 
 
-def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Path:
-    """Train (or resume) a run; returns the path of `best.pt`."""
+def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwrite: bool = False) -> Path:
+    """Train (or resume) a run; returns the path of `best.pt`. A folder that already holds a run is continued with
+    `resume`, started again with `overwrite`, and otherwise refused: a forgotten --resume wiped hours of training."""
     out = Path(cfg.out)
     try:
         cli.out_folder(str(out))  # a file, a path under a file, a folder we may not write in: before any work
@@ -604,6 +612,11 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False) -> Pat
         raise UserInputError(
             f"--init-from {cfg.init_from} lies in --out {out}: this run would overwrite the weights it starts from "
             "(and could never be resumed); copy them elsewhere or choose another --out"
+        )
+    if not (resume or overwrite) and any((out / name).exists() for name in ("last.pt", "best.pt")):
+        raise UserInputError(
+            f"--out {out} already holds a run: add --resume to continue it, --overwrite to start it again from "
+            "scratch, or choose another --out"
         )
     dist_info = setup_distributed(cfg.device)
     if cfg.threads:
@@ -837,8 +850,8 @@ def stop_if_diverged(row: dict[str, float], epoch: int, dist_info: Distributed) 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg, resume, reschedule = parse_args(argv)
-    run(cfg, resume, reschedule)
+    cfg, resume, reschedule, overwrite = parse_args(argv)
+    run(cfg, resume, reschedule, overwrite)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from fer_core import train
-from fer_core.checkpoint import load_classifier, read_checkpoint
+from fer_core.checkpoint import load_classifier, read_checkpoint, save_checkpoint
 from fer_core.cli import UserInputError
 from fer_core.data import load_fer2013
 from fer_core.export import file_sha256
@@ -392,10 +393,44 @@ def test_runs_that_cannot_go_right_are_refused_up_front(tmp_path, tiny_csv):
     with pytest.raises(UserInputError, match=r"the number of processes \(2 then, 1 now\) differ"):
         train_main([*base, "--out", str(out), "--resume"])
     shutil.copyfile(out / "best.pt", out / "stage1.pt")  # beside them, but never written by the run: allowed
-    train_main([*base, "--out", str(out), "--init-from", str(out / "stage1.pt"), "--epochs", "1"])
+    train_main([*base, "--out", str(out), "--init-from", str(out / "stage1.pt"), "--epochs", "1", "--overwrite"])
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match="--device cuda: no CUDA device"):
             train_main([*base, "--out", str(tmp_path / "gpu"), "--device", "cuda"])
+
+
+def test_a_run_folder_is_not_wiped_by_a_forgotten_resume(tmp_path, tiny_csv):
+    """Without --resume a finished run's last.pt, best.pt and history were replaced by a new run's first epoch."""
+    base, out = ["--data", str(tiny_csv), *TINY, "--out", str(tmp_path / "run")], tmp_path / "run"
+    train_main(base)
+    before = {name: (out / name).read_bytes() for name in ("last.pt", "best.pt", "history.csv")}
+    with pytest.raises(UserInputError, match="already holds a run: add --resume to continue it, --overwrite"):
+        train_main([*base, "--stop-after", "1"])
+    assert {name: (out / name).read_bytes() for name in before} == before
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--resume", "--overwrite"])
+    train_main([*base, "--overwrite", "--stop-after", "1"])
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1]
+
+
+def test_a_warm_up_of_exactly_one_step_does_not_crash_the_schedule(tmp_path, tiny_csv):
+    """48 images, batch 16, 2 epochs: 6 steps; a warm-up of 1/6 is one step, where OneCycleLR divided by zero."""
+    train_main(["--data", str(tiny_csv), "--out", str(tmp_path / "run"), *TINY, "--warmup-pct", str(1 / 6)])
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 2
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"the earlier checkpoint")
+
+    def disk_full(obj, file, *args, **kwargs):
+        Path(file).write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4194304 vs 4194240\nmore")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserInputError, match=r"last\.pt: could not write the results \(writing failed: \[enforce"):
+        save_checkpoint(target, {"format": "x"})
+    assert target.read_bytes() == b"the earlier checkpoint" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_each_rank_draws_its_own_augmentation_and_rank_0_keeps_the_single_process_stream():
