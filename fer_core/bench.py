@@ -366,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     if not report["results"]:
         raise cli.UserInputError("no backend could be timed (the reasons are above)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    cli.write_output(args.json, lambda partial: partial.write_text(json.dumps(report, indent=2) + "\n"))
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

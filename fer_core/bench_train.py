@@ -94,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         seconds, rate, speedup = row["seconds_per_step"], row["images_per_second"], row["speedup"]
         print(f"{row['setting']:<10} {seconds:>8.3f} {rate:>8.1f} {speedup:>7.2f}x")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         settings = {"batch_size": args.batch_size, "warmup": args.warmup, "threads": torch.get_num_threads()}
-        args.json.write_text(json.dumps({**settings, "rows": rows}, indent=1))
+        cli.write_output(
+            args.json, lambda partial: partial.write_text(json.dumps({**settings, "rows": rows}, indent=1))
+        )
 
 
 if __name__ == "__main__":

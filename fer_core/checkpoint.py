@@ -118,7 +118,11 @@ def read_checkpoint_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(f"{source}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+        # torch's text runs to several lines and advises weights_only=False, which this project never does
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(
+            f"{source}: not a readable fer_core classifier checkpoint ({type(err).__name__}: {first_line})"
+        ) from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{source}: not a fer_core classifier checkpoint (format {found!r})")

@@ -374,10 +374,14 @@ def _line_style(model: str) -> dict[str, Any]:
     return {"linewidth": 2.5, "color": "black"} if model == ENSEMBLE_KEY else {"linewidth": 1.2}
 
 
+#: The files `write_outputs` writes into --out.
+OUTPUT_NAMES = ("robustness.csv", "confidence.csv", "robustness.json", "robustness.png")
+
+
 def write_outputs(table: pd.DataFrame, conf: pd.DataFrame, out: Path, meta: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "robustness.csv", index=False)
-    conf.to_csv(out / "confidence.csv", index=False)
+    """Each file whole or not at all (a full disk left half a JSON beside the last run's plot)."""
+    cli.write_output(out / "robustness.csv", lambda partial: table.to_csv(partial, index=False))
+    cli.write_output(out / "confidence.csv", lambda partial: conf.to_csv(partial, index=False))
     accuracy: dict[str, dict[str, Any]] = {}
     for row in table.itertuples():
         entry = accuracy.setdefault(row.model, {})
@@ -394,8 +398,8 @@ def write_outputs(table: pd.DataFrame, conf: pd.DataFrame, out: Path, meta: dict
         "accuracy": accuracy,
         "confidence": json.loads(conf.to_json(orient="records")),
     }
-    (out / "robustness.json").write_text(json.dumps(report, indent=2) + "\n")
-    save_plot(table, conf, out / "robustness.png")
+    cli.write_output(out / "robustness.json", lambda partial: partial.write_text(json.dumps(report, indent=2) + "\n"))
+    cli.write_output(out / "robustness.png", lambda partial: save_plot(table, conf, partial))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -411,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
         parser.error("--batch-size must be at least 1, --seed and --limit at least 0")
+    in_the_way = [name for name in OUTPUT_NAMES if (args.out / name).is_dir()]
+    if in_the_way:  # found only after all the work, with the other files already written
+        parser.error(f"--out {args.out}: {', '.join(in_the_way)} is a folder; the results need those names")
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
     split = dataset[TEST_SPLIT]
     if 0 < args.limit < len(split):

@@ -56,6 +56,8 @@ from fer_core.models import ModelConfig, build_model, normalise
 log = logging.getLogger("fer_core.train")
 
 SCHEDULES = ("onecycle", "swa")
+#: TrainConfig fields that name files or folders (a leading ~ is the home folder, as a shell would have it).
+PATH_FIELDS = ("data", "out", "init_from", "soft_labels")
 DEVICES = ("auto", "cpu", "cuda")
 BN_RECALIBRATION_IMAGES = 8192  # training images (no augmentation) that give averaged weights their BN statistics
 
@@ -117,6 +119,8 @@ class TrainConfig:
             kind, value = field_type(option), getattr(self, option.name)
             if kind is str and isinstance(value, os.PathLike | str):
                 value = str(os.fspath(value))  # np.str_ (a grid from np.array) is a str of another type
+                if option.name in PATH_FIELDS:  # `out: ~/runs/A` in a config made a folder named "~" here
+                    value = os.path.expanduser(value)
             elif kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
                 value = int(value)
             elif kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):

@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou", type=float, default=IOU_THRESH, help="IoU threshold (official: 0.5)")
     parser.add_argument("--no-plus-one", action="store_true", help="continuous IoU instead of the official +1 px")
     args = parser.parse_args(argv)
+    if not 0.0 < args.iou <= 1.0:  # 0 or less counted every miss as a hit; over 1 or NaN, no hit at all
+        parser.error(f"--iou must lie in (0, 1], got {args.iou}")
 
     gt_file = resolve_ground_truth(args.gt)
     sets_file = Path(args.sets) if args.sets else gt_file.parent / "wider_eval_sets.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
@@ -26,8 +27,13 @@ def test_round_trip_gives_identical_outputs(tmp_path):
 def test_garbage_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable fer_core classifier checkpoint"):
         load_classifier(path)
+    foreign = tmp_path / "foreign.pt"
+    torch.save(argparse.Namespace(weights=1), foreign)  # a pickle weights_only refuses: torch's text is 7 lines
+    with pytest.raises(CheckpointError) as refused:
+        load_classifier(foreign)
+    assert "\n" not in str(refused.value) and "weights_only=False" not in str(refused.value)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_classifier(tmp_path / "missing.pt")
 

@@ -211,6 +211,7 @@ def test_cli_end_to_end(fake_weights: Path, tmp_path: Path, capsys: pytest.Captu
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--limit", "-1"], "--limit at least 0"),
         (["--out", "A_FILE"], "exists and is not a folder"),
+        ([], "robustness.png is a folder; the results need those names"),  # found after all the work
     ],
 )
 def test_cli_refuses_bad_options_before_the_work(
@@ -218,6 +219,7 @@ def test_cli_refuses_bad_options_before_the_work(
 ) -> None:
     a_file = tmp_path / "a_file"
     a_file.write_text("")
+    (tmp_path / "out" / "robustness.png").mkdir(parents=True)
     args = ["--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as exit_:  # argparse's error, before the (missing) data is even looked at
         robustness.main([*args, *[str(a_file) if e == "A_FILE" else e for e in extra]])

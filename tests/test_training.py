@@ -413,6 +413,13 @@ def test_a_run_folder_is_not_wiped_by_a_forgotten_resume(tmp_path, tiny_csv):
     assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1]
 
 
+def test_a_home_folder_tilde_in_paths_is_expanded(monkeypatch, tmp_path):
+    """`out: ~/runs/A` in a --config file made a folder named "~" in the current folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = TrainConfig(data="~/fer.csv", out="~/runs/A", init_from="~/A.pt")
+    assert (cfg.data, cfg.out, cfg.init_from) == (f"{tmp_path}/fer.csv", f"{tmp_path}/runs/A", f"{tmp_path}/A.pt")
+
+
 def test_a_warm_up_of_exactly_one_step_does_not_crash_the_schedule(tmp_path, tiny_csv):
     """48 images, batch 16, 2 epochs: 6 steps; a warm-up of 1/6 is one step, where OneCycleLR divided by zero."""
     train_main(["--data", str(tiny_csv), "--out", str(tmp_path / "run"), *TINY, "--warmup-pct", str(1 / 6)])

@@ -285,3 +285,13 @@ def test_ground_truth_as_predictions_scores_near_one_on_real_wider() -> None:
     aps = evaluate_wider({k: gt[k] for k in keys}, preds, sets)
     # not exactly 1: duplicate/near-duplicate WIDER boxes make a few detections match an already-recalled face
     assert all(ap > 0.97 for ap in aps.values()), aps
+
+
+@pytest.mark.parametrize("iou", ["0", "-1", "1.5", "nan"])
+def test_an_iou_threshold_outside_0_to_1_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], iou: str
+) -> None:
+    """--iou 0 counted every miss as a hit (AP 0.67 for boxes that missed every face); over 1 or NaN, no hit."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--gt", str(tmp_path), "--pred", str(tmp_path), f"--iou={iou}"])
+    assert exit_.value.code == 2 and "--iou must lie in (0, 1]" in capsys.readouterr().err
