@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from fer_core import cli
+from fer_core.checkpoint import CheckpointError, read_checkpoint
 from fer_core.detection import DEFAULT_WEIGHTS, FaceDetector, import_ultralytics
 from fer_core.widerface import REPO_ROOT, ConversionConfig, convert_to_yolo
 
@@ -70,6 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("epochs >= 1, imgsz >= 32 and batch >= 1 are required")
     if args.export_to.is_dir() or args.export_to.suffix != ".pt":  # found only after training, otherwise
         parser.error(f"--export-to {args.export_to}: give a .pt file name (e.g. weights/face_yolo.pt)")
+    try:
+        cli.out_file(str(args.export_to))  # under a file, or a folder we may not write in: also found only after
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"--export-to {err}")
+    if args.time is not None and not (math.isfinite(args.time) and args.time > 0):  # -1 trained one epoch, exit 0
+        parser.error(f"--time must be a positive number of hours, got {args.time}")
+    if args.patience < 0 or args.workers < 0:
+        parser.error("--patience and --workers must be at least 0")
+    if not (math.isfinite(args.min_face_px) and args.min_face_px >= 0):  # NaN was recorded, and refused every resume
+        parser.error(f"--min-face-px must be a number of pixels, at least 0, got {args.min_face_px}")
     if not 0.0 <= args.train_fraction <= 1.0:
         parser.error(f"--train-fraction must be between 0 and 1, got {args.train_fraction}")
     if args.work.resolve() == REPO_ROOT or REPO_ROOT in args.work.resolve().parents:
@@ -78,7 +90,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not model.endswith((".yaml", ".yml")) and not Path(model).is_file():
         # a bare name like yolo11n.pt would make ultralytics download pretrained weights
         parser.error(f"--model must be a model YAML or an existing local .pt file, got {model!r}")
+    if model.endswith(".pt") and is_classifier_checkpoint(Path(model)):  # ultralytics' TypeError after the conversion
+        parser.error(f"--model {model} is one of our emotion classifiers, not a YOLO detector")
     return args
+
+
+def is_classifier_checkpoint(path: Path) -> bool:
+    """Whether `path` is one of our emotion classifiers (which ultralytics would meet with a TypeError)."""
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def run_dir(work: Path) -> Path:

@@ -26,6 +26,7 @@ from fer_core.widerface import (
     split_events,
     write_wider_gt,
 )
+from tests.conftest import make_classifier_checkpoint
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -301,6 +302,11 @@ def test_train_detector_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[
         (["--export-to", str(tmp_path)], "--export-to .*: give a .pt file name"),
         (["--export-to", str(tmp_path / "face.onnx")], "give a .pt file name"),
         (["--work", str(a_file)], "exists and is not a folder"),
+        (["--export-to", str(a_file / "face.pt")], "is a file, not a folder"),  # failed after the training
+        (["--epochs", "5", "--time", "-1"], "--time must be a positive number of hours"),  # 1 epoch, exit 0
+        (["--patience", "-5"], "--patience and --workers must be at least 0"),
+        (["--min-face-px", "nan"], "--min-face-px must be a number of pixels"),  # then every resume was refused
+        (["--model", str(make_classifier_checkpoint(tmp_path / "A.pt", "A", 0))], "one of our emotion classifiers"),
     ):
         with pytest.raises(SystemExit) as done:
             train_detector.parse_args(["--data-root", "d", "--work", str(tmp_path), *flags])
