@@ -41,8 +41,11 @@ OPSET = 17
 def cache_dir() -> Path:
     """`$FER_CACHE_DIR`, else ~/.cache/fer_core (never inside the repository: an empty value is unset, not ".")."""
     folder = Path(os.environ.get("FER_CACHE_DIR") or Path.home() / ".cache" / "fer_core").expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise cli.UserInputError(f"{folder}: the ONNX cache folder (FER_CACHE_DIR) is a file; give a folder")
+    blocking = next((place for place in (folder, *folder.parents) if place.exists() and not place.is_dir()), None)
+    if blocking is not None:  # under a file, it was a NotADirectoryError traceback
+        raise cli.UserInputError(
+            f"{folder}: the ONNX cache folder (FER_CACHE_DIR) lies at or under a file; give a folder"
+        )
     return folder
 
 
@@ -90,6 +93,7 @@ def export_classifier(loaded: LoadedClassifier, out_path: str | Path) -> Path:
         diff = max_prob_difference(loaded, tmp, config)
         if diff > MAX_PROB_DIFF:
             raise RuntimeError(f"ONNX export of {loaded.path} differs from PyTorch by {diff:.2e} > {MAX_PROB_DIFF}")
+        tmp.chmod(0o644)  # mkstemp's 0600 left the classifiers unreadable to other users, unlike the detector
         tmp.replace(out)  # atomic: a reader sees the old file or the new one, never half of one
     finally:
         tmp.unlink(missing_ok=True)
@@ -222,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
         "--imgsz", type=int, nargs="+", default=[PHOTO_IMGSZ, VIDEO_IMGSZ], help="detector sizes to export and check"
     )
     args = parser.parse_args(argv)
+    if min(args.imgsz) < 32:  # 0 or -32 wrote face_yolo-0.onnx, checked at 32 px, with exit 0
+        parser.error(f"--imgsz must be at least 32, got {min(args.imgsz)}")
     from fer_core.ensemble import read_spec  # ensemble imports this module
 
     spec = read_spec(args.weights)

@@ -143,6 +143,7 @@ def test_export_cli_covers_classifiers_and_detector(
     assert report["face_yolo@160"]["max_box_diff_px"] <= MAX_BOX_DIFF_PX
     assert report["face_yolo@160"]["max_score_diff"] <= MAX_SCORE_DIFF
     assert (out / "face_yolo-160.onnx").is_file() and (out / "A_crp.onnx").is_file()
+    assert (out / "A_crp.onnx").stat().st_mode & 0o777 == 0o644  # mkstemp's 0600: unreadable to other users
     export_main(["--weights", str(weights)])  # no face_yolo.pt there: classifiers only, and it says so
     assert "skipped" in json.loads(capsys.readouterr().out)["face_detector"]
 
@@ -180,3 +181,20 @@ def test_an_empty_or_tilde_cache_setting_stays_out_of_the_working_folder(monkeyp
     assert cache_dir() == Path.home() / ".cache" / "fer_core"  # was Path(""), the current folder
     monkeypatch.setenv("FER_CACHE_DIR", "~/fer_cache_test")
     assert cache_dir() == Path.home() / "fer_cache_test"  # was ./~/fer_cache_test
+
+
+def test_a_cache_setting_under_a_file_is_one_error_line(tmp_path, monkeypatch):
+    (tmp_path / "fer.csv").write_text("emotion,pixels\n")
+    for setting in (tmp_path / "fer.csv", tmp_path / "fer.csv" / "cache"):  # the second was a traceback
+        monkeypatch.setenv("FER_CACHE_DIR", str(setting))
+        with pytest.raises(
+            cli.UserInputError, match="the ONNX cache folder \\(FER_CACHE_DIR\\) lies at or under a file"
+        ):
+            cache_dir()
+
+
+def test_export_refuses_a_detector_size_under_32(tmp_path, capsys):
+    """--imgsz 0 wrote face_yolo-0.onnx, checked at 32 px, with exit 0."""
+    with pytest.raises(SystemExit) as exit_:
+        export_main(["--weights", str(tmp_path), "--imgsz", "0"])
+    assert exit_.value.code == 2 and "--imgsz must be at least 32, got 0" in capsys.readouterr().err
