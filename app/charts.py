@@ -85,13 +85,14 @@ def weight_curve(curve: Sequence[Mapping[str, float]], current: float, fitted: f
 def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
     """Every tracked face as a row of dots over time, coloured by its smoothed emotion."""
     frame = faces.assign(face=faces["face_id"].map(lambda i: f"face {i}"))
+    rows = [f"face {i}" for i in sorted(faces["face_id"].unique())]  # by number, as the face picker lists them
     fig = px.scatter(
         frame,
         x="time_s",
         y="face",
         color="label",
         color_discrete_map=COLOR_MAP,
-        category_orders={"label": list(EMOTIONS)},
+        category_orders={"label": list(EMOTIONS), "face": rows},
         hover_data={"confidence": ":.2f", "frame": True},
     )
     fig.update_traces(marker={"symbol": "square", "size": 10})

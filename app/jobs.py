@@ -21,6 +21,8 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from fer_core.cli import UserInputError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -97,7 +99,10 @@ class BackgroundJob(Generic[T]):
             if self._cancel.is_set():  # the work stopped on `stop` in its own way: a cancel, not a failure
                 self.cancelled = True
                 return
-            log.exception("background job %s failed", self.name)
+            if isinstance(err, UserInputError):  # a user's bad file, shown on the page: no server failure
+                log.info("background job %s: %s", self.name, err)
+            else:
+                log.exception("background job %s failed", self.name)
             self.error = err
         finally:
             self._done.set()

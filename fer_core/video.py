@@ -210,7 +210,8 @@ def _open(path: Path) -> tuple[Any, Any]:
                 f"{path}: an incomplete MP4/MOV: its index (the moov box, which phones and cameras write last) is "
                 "missing, as when a recording or a download is cut short, so no frame can be found"
             ) from err
-        raise VideoError(f"{path}: not a video file, or a format we cannot read ({err})") from err
+        reason = getattr(err, "strerror", None) or str(err)  # "[Errno 1094995529] Invalid data ...: 'x.mp4'" before
+        raise VideoError(f"{path}: not a video file, or a format we cannot read ({reason})") from err
     not_video = not_video_kind(container.format.name)
     if not_video:
         container.close()
@@ -694,8 +695,9 @@ def analyse_video(
 
 
 class _Progress:
-    """tqdm bar and throttled callback: every 1 % of a known total, every `UNKNOWN_TOTAL_STEP` frames otherwise
-    (also once the count passes an estimate that was too low), and (frames, frames) at `finish`."""
+    """tqdm bar and throttled callback: (0, total) at once when the total is known, then every 1 % of it, every
+    `UNKNOWN_TOTAL_STEP` frames otherwise (also once the count passes an estimate that was too low), and
+    (frames, frames) at `finish`."""
 
     def __init__(
         self, total: int | None, name: str, show: bool, callback: Callable[[int, int | None], None] | None
@@ -705,6 +707,8 @@ class _Progress:
         self.done = 0
         self.reported = 0
         self.bar = tqdm(total=total, unit="frame", desc=name, disable=not show, leave=False)
+        if callback is not None and self.total:  # a known length from the start: "0 %", not "0 frames" (unknown)
+            callback(0, self.total)
 
     def __call__(self, done: int) -> None:
         self.bar.update(done - self.done)

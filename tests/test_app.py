@@ -33,6 +33,7 @@ from skimage.data import astronaut
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from app.charts import emotion_timeline
 from fer_core import video as fer_video
 from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.detection import FaceDetector
@@ -1143,6 +1144,7 @@ def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
     without a word. It now runs beside the page, and only Cancel stops it."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gate, job = start_held_video(app, monkeypatch)
+    assert app.button(key="video_analyse").disabled  # in the run the click caused, not only the one after it
     app.number_input(key="video_every").set_value(5).run()  # a rerun mid-analysis (in a browser it ended it)
     assert not app.exception, app.exception
     assert any(bar.proto.text == "Analysing clip.mp4… 10%" for bar in app.get("progress"))
@@ -1161,6 +1163,8 @@ def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
     assert app.warning[0].value == "clip.mp4: analysis cancelled."
     assert [m.value for m in app.metric][:2] == ["8", "3"]  # the last finished result is still there
     assert list(tmp_path.iterdir()) == []
+    app.file_uploader(key="video_upload").set_value(None).run()  # removed: its annotated video and tables go too
+    assert "video_result" not in app.session_state and not app.metric
 
 
 def visit_another_page_and_return(app: AppTest, page: str) -> None:
@@ -1469,3 +1473,12 @@ def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
     verdict = disagreement({"A": a, "B": b})
     assert verdict.disagree and verdict.labels == {"A": "happy", "B": "sad"} and verdict.distance == pytest.approx(0.6)
     assert not disagreement({"A": a, "B": a}).disagree
+
+
+def test_the_timeline_lists_faces_by_number_whatever_their_emotions() -> None:
+    """Rows came in the order of the emotion traces, so a clip with an angry face 2 listed it first."""
+    for labels in (["angry", "happy", "angry"], ["happy", "angry", "happy"]):
+        faces = pd.DataFrame({"face_id": [2, 1, 2], "time_s": [0.0, 0.0, 0.1], "label": labels,
+                              "confidence": [0.9, 0.8, 0.9], "frame": [0, 0, 1]})  # fmt: skip
+        yaxis = emotion_timeline(faces).layout.yaxis  # plotly lists a y axis's categories from the bottom up
+        assert yaxis.categoryorder == "array" and list(yaxis.categoryarray)[::-1] == ["face 1", "face 2"]

@@ -515,8 +515,9 @@ def test_an_mp4_cut_before_its_index_is_called_incomplete(tmp_path: Path) -> Non
     assert not video.mp4_without_index(full)
     not_video = tmp_path / "notes.mp4"
     not_video.write_bytes(b"just some text, nothing like a video")
-    with pytest.raises(VideoError, match="not a video file"):
+    with pytest.raises(VideoError, match="not a video file") as refused:
         probe_video(not_video)
+    assert "[Errno" not in str(refused.value) and str(refused.value).count("notes.mp4") == 1  # FFmpeg's own text
 
 
 def test_an_avi_whose_source_dropped_frames_is_not_called_truncated(tmp_path: Path) -> None:
@@ -857,3 +858,11 @@ def test_cli_tta_off_analyses_with_one_view(
         with pytest.raises(VideoError):
             video.main([*args, "--tta", tta])
     assert used == ["flip", "none"]
+
+
+def test_a_known_length_is_reported_from_the_first_frame(tmp_path: Path) -> None:
+    """The first report came after 1 % of the frames: "0 frames" with an empty bar, as for an unknown length."""
+    reports: list[tuple[int, int | None]] = []
+    clip = write_video(tmp_path / "clip.mp4", noise_frames(12), "libx264")
+    analyse_video(clip, StubPipeline(), tmp_path / "out", progress_callback=lambda *r: reports.append(r))  # type: ignore[arg-type]
+    assert reports[0] == (0, 12) and reports[-1] == (12, 12)

@@ -144,7 +144,9 @@ def main() -> None:
         help="Frames in between reuse the last boxes: higher is faster, coarser.",
     )
     if upload is None:
-        abandon_job()  # the user removed the file
+        abandon_job()  # the user removed the file (or pressed Forget): its result goes too, with its memory
+        st.session_state.pop(RESULT_KEY, None)
+        st.session_state.pop(PROBLEM_KEY, None)
         st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
         return
     data = upload.getvalue()
@@ -154,10 +156,16 @@ def main() -> None:
         abandon_job()  # another file was dropped
         job = st.session_state.get(JOB_KEY)  # an ended job stays, to be collected
     running = job is not None and not job.done
-    if st.button("Analyse video", type="primary", key="video_analyse", disabled=running):
-        st.session_state.pop(PROBLEM_KEY, None)
-        work = partial(analyse_upload, upload.name, data, pipe, int(every), tracking, key)
-        job = st.session_state[JOB_KEY] = BackgroundJob.start(upload.name, key, work, watch_this_session())
+    # Started in the click's callback, before the run that follows draws the page: started in that run, the button
+    # was already drawn enabled beside a running job (and a second click did nothing)
+    st.button(
+        "Analyse video",
+        type="primary",
+        key="video_analyse",
+        disabled=running,
+        on_click=start_analysis,
+        args=(upload.name, data, pipe, int(every), tracking, key),
+    )
     if job is not None:
         if job.done:
             collect(job)
@@ -174,8 +182,18 @@ def main() -> None:
     if previous is not None and previous.key == key:
         show_result(previous)
     elif previous is not None and previous.key[0] == key[0]:
-        st.caption("Settings changed: press *Analyse video* to apply them.")
+        if not (running and job is not None and job.key == key):  # not while the run with these settings goes on
+            st.caption("Settings changed: press *Analyse video* to apply them.")
         show_result(previous)
+
+
+def start_analysis(
+    name: str, data: bytes, pipe: Pipeline, every: int, tracking: TrackerSettings, key: tuple[Any, ...]
+) -> None:
+    """The Analyse button's callback: start the background analysis of this clip with these settings."""
+    st.session_state.pop(PROBLEM_KEY, None)
+    work = partial(analyse_upload, name, data, pipe, every, tracking, key)
+    st.session_state[JOB_KEY] = BackgroundJob.start(name, key, work, watch_this_session())
 
 
 def abandon_job() -> None:
