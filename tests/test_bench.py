@@ -218,7 +218,7 @@ def test_bench_cli_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mon
     assert onnx_session.threads() == 3 and onnx_session.threads(1) == 1
     (a_file := tmp_path / "cache").write_text("")
     monkeypatch.setenv("FER_CACHE_DIR", str(a_file))
-    with pytest.raises(cli.UserInputError, match="cache folder \\(FER_CACHE_DIR\\) is a file"):
+    with pytest.raises(cli.UserInputError, match="cache folder \\(FER_CACHE_DIR\\) lies at or under a file"):
         export.cache_dir()
     with pytest.raises(SystemExit):
         bench.main(["--json", str(tmp_path / "x.json"), "--detector", str(tmp_path / "missing.pt")])

@@ -229,7 +229,7 @@ def test_analyse_video_tracks_one_face(face_video: Path, haar_pipe: Pipeline, tm
     np.testing.assert_allclose(table[list(EMOTIONS)].sum(axis=1), 1.0, atol=1e-3)
     assert set(table["label"]) <= set(EMOTIONS)
     assert table["x1"].iloc[-1] > table["x1"].iloc[0] + 20  # the box follows the face to the right
-    assert reports == [(n, 20) for n in range(1, 20)] + [(20, 20)]  # every 1 % of 20 frames is every frame
+    assert reports == [(n, 20) for n in range(20)] + [(20, 20)]  # 0 % at once, then every 1 %: every frame
     pd.testing.assert_frame_equal(summary.faces.reset_index(drop=True), table, check_dtype=False)
 
     info = probe_video(summary.annotated_path)
@@ -293,8 +293,8 @@ def test_a_video_too_thin_to_encode_names_the_input(tmp_path: Path, monkeypatch:
     ("total", "expected"),
     [
         (None, [(25, None), (50, None), (60, 60)]),  # a WebM without a frame count: every 25 frames
-        (40, [*((n, 40) for n in range(1, 40)), (60, 60)]),  # an estimate that proved low: unknown from then on
-        (600, [*((n, 600) for n in range(6, 61, 6)), (60, 60)]),  # every 1 %; the end says how many there were
+        (40, [*((n, 40) for n in range(40)), (60, 60)]),  # an estimate that proved low: unknown from then on
+        (600, [(0, 600), *((n, 600) for n in range(6, 61, 6)), (60, 60)]),  # 0 % at once, every 1 %; the end's count
     ],
 )  # fmt: skip
 def test_progress_reports_with_and_without_a_frame_count(total, expected) -> None:
@@ -858,11 +858,3 @@ def test_cli_tta_off_analyses_with_one_view(
         with pytest.raises(VideoError):
             video.main([*args, "--tta", tta])
     assert used == ["flip", "none"]
-
-
-def test_a_known_length_is_reported_from_the_first_frame(tmp_path: Path) -> None:
-    """The first report came after 1 % of the frames: "0 frames" with an empty bar, as for an unknown length."""
-    reports: list[tuple[int, int | None]] = []
-    clip = write_video(tmp_path / "clip.mp4", noise_frames(12), "libx264")
-    analyse_video(clip, StubPipeline(), tmp_path / "out", progress_callback=lambda *r: reports.append(r))  # type: ignore[arg-type]
-    assert reports[0] == (0, 12) and reports[-1] == (12, 12)
