@@ -86,5 +86,5 @@ def write_output(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    with replaced_atomically(path) as partial:
-        partial.write_text(text, encoding="utf-8")
+    """UTF-8 `text` into `path` by `write_output`: whole or not at all, a failed write one line naming the file."""
+    write_output(path, lambda partial: partial.write_text(text, encoding="utf-8"))

@@ -1303,12 +1303,16 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     finish_video(app)
     assert app.warning[0].value.startswith("cut.mp4: only ")  # the user's file name, not the temp copy's
     assert len(app.get("video")) == 1
+    app.file_uploader(key="video_upload").set_value(("party.mp4", noise[: len(noise) * 2 // 3], "video/mp4")).run()
+    assert app.warning[0].value.startswith("party.mp4: only ")  # the same bytes again: the warning follows the name
 
     app.file_uploader(key="video_upload").set_value(("broken.mp4", b"not a video", "video/mp4")).run()
     app.button(key="video_analyse").click().run()
     finish_video(app)
     assert not app.exception
     assert app.error[0].value.startswith("broken.mp4: ") and str(tmp_path) not in app.error[0].value
+    app.file_uploader(key="video_upload").set_value(("second.mp4", b"not a video", "video/mp4")).run()
+    assert app.error[0].value.startswith("second.mp4: not a video file")
     assert list(tmp_path.iterdir()) == []
 
     def disk_full(source: Path, *args: Any, **kwargs: Any) -> Any:

@@ -28,8 +28,11 @@ from fer_core.video import VideoError, analyse_video
 
 RESULT_KEY = "video_result"
 JOB_KEY = "video_job"
-#: (file digest, message, failed) of the last run that ended without a result, shown while that file is loaded.
+#: (file digest, file name, message, failed) of the last run that ended without a result, shown while that file
+#: is loaded (under the name it has now).
 PROBLEM_KEY = "video_problem"
+#: Summary entries that are warnings worded with the file's name.
+WARNINGS = ("damaged", "ended_early")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def analyse_upload(
         except VideoError as err:
             raise VideoError(str(err).replace(str(source), name)) from err  # the user's name, not our temp path
         info = {k: v for k, v in summary.to_dict().items() if k not in ("source", "annotated", "csv")}
-        for warning in ("damaged", "ended_early"):
+        for warning in WARNINGS:
             if info[warning]:
                 info[warning] = info[warning].replace(source.name, name)
         return VideoResult(
@@ -173,11 +176,16 @@ def main() -> None:
             job_panel(job)
     problem = st.session_state.get(PROBLEM_KEY)
     if problem is not None and problem[0] == key[0]:
-        _, message, failed = problem
+        _, name, message, failed = problem
+        message = renamed(message, name, upload.name)
         (st.error if failed else st.warning)(message, icon=":material/error:" if failed else ":material/stop:")
     previous: VideoResult | None = st.session_state.get(RESULT_KEY)
     if previous is not None and previous.key[0] == key[0] and previous.name != upload.name:
-        previous = replace(previous, name=upload.name)  # the same bytes under another name: downloads follow it
+        # the same bytes under another name: the downloads and the warnings follow it
+        warnings = {
+            k: renamed(previous.summary[k], previous.name, upload.name) for k in WARNINGS if previous.summary.get(k)
+        }
+        previous = replace(previous, name=upload.name, summary={**previous.summary, **warnings})
         st.session_state[RESULT_KEY] = previous
     if previous is not None and previous.key == key:
         show_result(previous)
@@ -194,6 +202,11 @@ def start_analysis(
     st.session_state.pop(PROBLEM_KEY, None)
     work = partial(analyse_upload, name, data, pipe, every, tracking, key)
     st.session_state[JOB_KEY] = BackgroundJob.start(name, key, work, watch_this_session())
+
+
+def renamed(message: str, old: str, new: str) -> str:
+    """A message that begins with the file's name, under the name the same bytes were dropped again with."""
+    return new + message[len(old) :] if old != new and message.startswith(f"{old}:") else message
 
 
 def abandon_job() -> None:
@@ -226,13 +239,13 @@ def collect(job: BackgroundJob[VideoResult]) -> None:
     if job.result is not None:
         st.session_state[RESULT_KEY] = job.result
     elif job.cancelled:
-        st.session_state[PROBLEM_KEY] = (job.key[0], f"{job.name}: analysis cancelled.", False)
+        st.session_state[PROBLEM_KEY] = (job.key[0], job.name, f"{job.name}: analysis cancelled.", False)
     elif isinstance(job.error, VideoError):
-        st.session_state[PROBLEM_KEY] = (job.key[0], str(job.error), True)
+        st.session_state[PROBLEM_KEY] = (job.key[0], job.name, str(job.error), True)
     elif job.error is not None:  # an encoder or decoder failure, a full disk: a message, not a traceback
         problem = getattr(job.error, "strerror", None) or str(job.error)  # an OSError's text without our temp path
         message = f"{job.name}: analysis failed ({type(job.error).__name__}: {problem})"
-        st.session_state[PROBLEM_KEY] = (job.key[0], message, True)
+        st.session_state[PROBLEM_KEY] = (job.key[0], job.name, message, True)
 
 
 main()
