@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     if not report["results"]:
         raise cli.UserInputError("no backend could be timed (the reasons are above)")
-    cli.write_output(args.json, lambda partial: partial.write_text(json.dumps(report, indent=2) + "\n"))
+    cli.write_text_atomically(args.json, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{row['setting']:<10} {seconds:>8.3f} {rate:>8.1f} {speedup:>7.2f}x")
     if args.json:
         settings = {"batch_size": args.batch_size, "warmup": args.warmup, "threads": torch.get_num_threads()}
-        cli.write_output(
-            args.json, lambda partial: partial.write_text(json.dumps({**settings, "rows": rows}, indent=1))
-        )
+        cli.write_text_atomically(args.json, json.dumps({**settings, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

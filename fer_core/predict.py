@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     unusable = 0
     if image_inputs:
         records = predict_images(pipe, image_inputs, args.crops)
-        cli.write_output(args.json, lambda partial: partial.write_text(json.dumps(records, indent=2) + "\n"))
+        cli.write_text_atomically(args.json, json.dumps(records, indent=2) + "\n")
         errors = sum("error" in r for r in records)
         unusable += errors
         print(

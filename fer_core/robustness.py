@@ -398,7 +398,7 @@ def write_outputs(table: pd.DataFrame, conf: pd.DataFrame, out: Path, meta: dict
         "accuracy": accuracy,
         "confidence": json.loads(conf.to_json(orient="records")),
     }
-    cli.write_output(out / "robustness.json", lambda partial: partial.write_text(json.dumps(report, indent=2) + "\n"))
+    cli.write_text_atomically(out / "robustness.json", json.dumps(report, indent=2) + "\n")
     cli.write_output(out / "robustness.png", lambda partial: save_plot(table, conf, partial))
 
 

@@ -135,6 +135,7 @@ class TrainConfig:
 
     def _ranges(self) -> list[tuple[str, str, bool]]:
         positive_finite = np.isfinite(self.lr) and self.lr > 0
+        name_problem = model_name_problem(self.name) if self.name else None  # "" takes a parent's or OUT's name
         return [
             ("epochs", "must be at least 1", self.epochs >= 1),
             ("batch_size", "must be at least 1", self.batch_size >= 1),
@@ -153,7 +154,7 @@ class TrainConfig:
             ("stochastic_depth", "must lie in [0, 1)", 0 <= self.stochastic_depth < 1),
             ("distill_alpha", "must lie in [0, 1]", 0 <= self.distill_alpha <= 1),
             ("seed", "must be at least 0", self.seed >= 0),
-            ("name", str(model_name_problem(self.name)), not self.name or model_name_problem(self.name) is None),
+            ("name", str(name_problem), name_problem is None),
             ("time_budget", "must be a finite number of seconds", bool(np.isfinite(self.time_budget))),
             *((name, "must be at least 0", getattr(self, name) >= 0) for name in _NON_NEGATIVE),
         ]
