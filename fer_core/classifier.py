@@ -44,17 +44,11 @@ def to_gray(crop: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 
 
-def to_uint8(crop: np.ndarray) -> np.ndarray:
-    """Any pixel type to 0..255 uint8 by the rule files are read by (`imageio.to_8bit`): floats in [0, 1] are
-    scaled, not clipped to black; 16-bit is divided by 257, not clipped to white."""
-    return to_8bit(crop)
-
-
 def prepare_batch(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     """Face crops to one (N, 1, size, size) uint8 batch (area resize when shrinking, as FER did)."""
     batch = np.empty((len(crops), 1, size, size), dtype=np.uint8)
     for i, crop in enumerate(crops):
-        gray = to_gray(to_uint8(np.asarray(crop)))
+        gray = to_gray(to_8bit(np.asarray(crop)))  # any pixel type, by the rule files are read by
         shrinking = gray.shape[0] > size or gray.shape[1] > size
         batch[i, 0] = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return batch

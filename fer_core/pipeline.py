@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from fer_core.classifier import prepare_batch, to_gray, to_uint8
+from fer_core.classifier import prepare_batch, to_gray
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
+from fer_core.imageio import to_8bit
 from fer_core.labels import EMOTIONS
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class Pipeline:
 
     def analyse(self, image_rgb: np.ndarray, boxes: Sequence[FaceBox] | None = None) -> ImageResult:
         """Detect (unless `boxes` are given) and classify every face in one batch per model."""
-        image = to_uint8(np.asarray(image_rgb))  # any pixel type classify_crops takes, scaled once for the image
+        image = to_8bit(np.asarray(image_rgb))  # any pixel type classify_crops takes, scaled once for the image
         height, width = image.shape[:2]
         found = list(self.detect(image) if boxes is None else boxes)
         if not found:

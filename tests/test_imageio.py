@@ -14,8 +14,7 @@ from PIL import Image, ImageOps
 from skimage.data import astronaut
 
 from fer_core import imageio
-from fer_core.classifier import to_uint8
-from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image, load_image_sized
+from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image, load_image_sized, to_8bit
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -90,14 +89,14 @@ def test_files_and_arrays_of_a_deep_picture_give_the_same_pixels():
     a file and dark as an array (other faces, other emotions), and a white 16-bit PNG decoded black."""
     dark = (np.asarray(Image.fromarray(astronaut()).convert("L"), dtype=np.uint16) * 64).astype(np.uint16)
     from_file = load_image(encoded(Image.fromarray(dark), "PNG"))[..., 0]
-    np.testing.assert_array_equal(from_file, to_uint8(dark))
+    np.testing.assert_array_equal(from_file, to_8bit(dark))
     white = np.full((8, 8), 65535, np.uint16)
-    assert (load_image(encoded(Image.fromarray(white), "PNG")) == 255).all() and (to_uint8(white) == 255).all()
+    assert (load_image(encoded(Image.fromarray(white), "PNG")) == 255).all() and (to_8bit(white) == 255).all()
     picture = astronaut() / 255.0
     picture[0, 0, 0] = 1.0001  # a resize's overshoot: the whole picture was taken for 0..255 and shown black
     expected = astronaut()
     expected[0, 0, 0] = 255
-    np.testing.assert_array_equal(to_uint8(picture), expected)
+    np.testing.assert_array_equal(to_8bit(picture), expected)
 
 
 def test_a_16_bit_pgm_is_a_16_bit_picture_whatever_its_values():
@@ -106,7 +105,7 @@ def test_a_16_bit_pgm_is_a_16_bit_picture_whatever_its_values():
     for values in ([0, 200, 255, 65535], [0, 200, 255, 256], [0, 1, 100, 255]):
         pixels = np.array([values], dtype=np.uint16)
         pgm = b"P5\n4 1\n65535\n" + pixels.astype(">u2").tobytes()
-        np.testing.assert_array_equal(load_image(pgm)[..., 0], to_uint8(pixels))
+        np.testing.assert_array_equal(load_image(pgm)[..., 0], to_8bit(pixels))
 
 
 def test_a_huge_float_picture_is_converted_without_full_size_float64_copies():
