@@ -549,6 +549,34 @@ def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: fl
     return max(done + 1, min(planned, affordable)) if done < planned else planned
 
 
+#: After the first fit, a budgeted plan is cut again only when its projected end overruns the budget by this share,
+#: so timing noise does not move the LR curve every epoch.
+BUDGET_SLACK = 0.05
+
+
+def budget_decision(
+    cfg: TrainConfig, done: int, elapsed_s: float, epoch_times: list[float], dist_info: Distributed
+) -> int:
+    """The epoch count that fits `cfg.time_budget`, rank 0's for every rank.
+
+    The 2nd epoch of this invocation fits the plan. It can time an epoch faster than the rest: runs started side by
+    side on one GPU (session 27) share it only once each is past its start-up, and a run fitted to 161 epochs that
+    way overran a 470 s budget by 43 s. So later epochs check again with the median of the last three and cut the
+    plan once more when it would end more than `BUDGET_SLACK` late (never lengthen it: the LR would jolt back).
+    """
+    if len(epoch_times) == 2:  # the first fit
+        fitted = epochs_within_budget(cfg.epochs, done, cfg.time_budget, elapsed_s, 1.05 * epoch_times[-1])
+    else:
+        recent = float(np.median(epoch_times[-3:]))
+        late = elapsed_s + (cfg.epochs - done) * recent > (1 + BUDGET_SLACK) * cfg.time_budget
+        fitted = epochs_within_budget(cfg.epochs, done, cfg.time_budget, elapsed_s, recent) if late else cfg.epochs
+    if dist_info.world_size > 1:  # every rank must follow rank 0's decision
+        decision = torch.tensor([fitted], device=dist_info.device)
+        dist.broadcast(decision, src=0)
+        fitted = int(decision.item())
+    return fitted
+
+
 def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | Path) -> dict[str, Any]:
     """Fine-tuning: put a shipped/earlier checkpoint's weights into `model`, built from this run's config.
 
@@ -741,6 +769,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
         **({"fine_tuned_from": parent} if parent else {}),
     }
     loop_began = time.perf_counter()
+    epoch_times: list[float] = []  # this invocation's, for the time budget
     epoch = start_epoch
     while epoch < (min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs):
         began = time.perf_counter()
@@ -773,18 +802,9 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
             train_seconds += row["epoch_seconds"]
             history.append(row)
         # Decided before the checkpoints are written, so a last.pt saved now already holds the fitted plan.
-        if cfg.time_budget and epoch - start_epoch == 1:  # decide once, on the 2nd epoch: the 1st carries warm-up
-            fitted = epochs_within_budget(
-                cfg.epochs,
-                epoch + 1,
-                cfg.time_budget,
-                time.perf_counter() - loop_began,
-                1.05 * (time.perf_counter() - began),
-            )
-            if dist_info.world_size > 1:  # every rank must follow rank 0's decision
-                decision = torch.tensor([fitted], device=dist_info.device)
-                dist.broadcast(decision, src=0)
-                fitted = int(decision.item())
+        epoch_times.append(time.perf_counter() - began)
+        if cfg.time_budget and epoch - start_epoch >= 1:  # not on the 1st epoch: it carries the start-up
+            fitted = budget_decision(cfg, epoch + 1, time.perf_counter() - loop_began, epoch_times, dist_info)
             if fitted != cfg.epochs:
                 if dist_info.is_main:
                     log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)

@@ -230,6 +230,29 @@ def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end
 
 
+def test_a_budget_fitted_on_a_fast_second_epoch_is_cut_again_when_epochs_slow_down(tmp_path, tiny_csv, monkeypatch):
+    """Session 27: two runs started side by side on one GPU; one timed its 2nd epoch while the other was still
+    starting up, fitted 161 epochs and overran its 470 s budget by 43 s. Here a fake clock makes epochs 1-2 take
+    1 s and the rest 4 s, with a 20 s budget: the first fit plans 19 epochs (70 s); later epochs cut the plan."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(train, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock["now"])}))
+    real_epoch = train.train_one_epoch
+
+    def timed_epoch(*args, epoch, **kwargs):
+        clock["now"] += 1.0 if epoch < 2 else 4.0
+        return real_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", timed_epoch)
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--time-budget", "20", *TINY, "--epochs", "50"])
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 6  # fitted to 19 after epoch 2, cut to 17 after epoch 3 and to 6 after epoch 4
+    assert clock["now"] <= 20.0
+    state = read_checkpoint(out / "last.pt")["training"]
+    assert state["config"]["epochs"] == 6
+    assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve still ran to its end
+
+
 def test_a_budgeted_run_split_after_its_second_epoch_resumes_exactly(tmp_path, tiny_csv):
     """The budget decision comes before the epoch-2 checkpoint, so last.pt already holds the fitted plan."""
     budgeted = ["--time-budget", "0.001", "--epochs", "50", *TINY[2:]]
