@@ -83,9 +83,14 @@ def device_label(meta: dict[str, Any]) -> str:
     return f"CPU, {threads} threads" if threads else "CPU"
 
 
+def duration(seconds: float) -> str:
+    """Training time in words: seconds under a minute, so a short GPU stage does not read "0 min"."""
+    return f"{seconds:.0f} s" if seconds < 59.5 else f"{seconds / 60:.0f} min"
+
+
 def effort(meta: dict[str, Any]) -> str:
     """Epochs, device and wall time of one training stage, from its checkpoint metadata."""
-    return f"{meta.get('epoch', '?')} epochs on {device_label(meta)} ({meta.get('train_seconds', 0) / 60:.0f} min)"
+    return f"{meta.get('epoch', '?')} epochs on {device_label(meta)} ({duration(meta.get('train_seconds', 0))})"
 
 
 def stage_summary(meta: dict[str, Any]) -> str:
@@ -167,12 +172,11 @@ def render(weights: Path) -> str:
         checkpoint = checkpoints[member["file"]]
         meta, config = checkpoint["meta"], checkpoint["model_config"]
         train = meta.get("train_config", {})
-        minutes = meta.get("train_seconds", 0) / 60
         stem = f"{config['input_size']} px gray, stem stride {config['stem_stride']}"
         out.append(
             f"| `{member['file']}` | {meta.get('recipe', '?')} "
             f"| {meta.get('epoch', '?')} of {train.get('epochs', '?')} | {stem} | {device_label(meta)} "
-            f"| {minutes:.0f} min | {pct(meta.get('metrics', {}).get('val_acc', 0))} |"
+            f"| {duration(meta.get('train_seconds', 0))} | {pct(meta.get('metrics', {}).get('val_acc', 0))} |"
         )
     staged = {name: c["meta"] for name, c in checkpoints.items() if c["meta"].get("fine_tuned_from")}
     if staged:

@@ -157,6 +157,21 @@ def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
     ) in card
 
 
+def test_a_stage_shorter_than_a_minute_is_timed_in_seconds(tmp_path, fake_weights):
+    """Session 27's GPU stage of B took 26 s, which the card printed as "0 min"."""
+    card = render_with_meta(
+        tmp_path,
+        fake_weights,
+        "B_mixcut.pt",
+        epoch=2, device="NVIDIA H200", train_seconds=26.3,
+        fine_tuned_from={"recipe": "MixUp", "epoch": 24, "device": "cpu", "train_seconds": 4554,
+                         "file": "B_mixcut.pt", "sha256": "ab" * 32, "parent": None},
+    )  # fmt: skip
+    assert "  2. 2 epochs on NVIDIA H200 (26 s)" in card
+    assert "| NVIDIA H200 | 26 s |" in card
+    assert "MixUp, 24 epochs on CPU (76 min)" in card
+
+
 def test_metrics_table_does_not_round_a_near_miss_up_to_the_target():
     scores = {"accuracy": 0.69958, "macro_f1": 0.6866, "per_class": {e: {"f1": 0.5} for e in EMOTIONS}}
     row = metrics_table({"models": {"A_crp": scores}})[-1]
