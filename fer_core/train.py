@@ -270,7 +270,9 @@ FLAG_HELP = {
     "skip_bad": "skip (and count) malformed rows or unreadable images instead of stopping",
     "eval_batch_size": "images per validation batch",
     "stop_after": "end this invocation after N epochs; continue later with --resume (0: run to the end)",
-    "time_budget": "seconds for this invocation: after the 2nd epoch, --epochs shrinks so the schedule ends in time",
+    "time_budget": (
+        "seconds for this invocation: after the 2nd epoch (again if epochs slow down), --epochs shrinks to end in time"
+    ),
     "init_from": "fine-tune: start from this classifier checkpoint's weights with a fresh optimiser and schedule",
     "soft_labels": "distillation: teacher probabilities from python -m fer_core.distill (.npz)",
     "distill_alpha": "share of the teacher in each target: (1 - a) one-hot + a teacher, in [0, 1]",

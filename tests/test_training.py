@@ -372,7 +372,7 @@ def test_every_setting_is_explained_by_help(capsys):
     assert set(train.FLAG_HELP) == {option.name for option in dataclasses.fields(TrainConfig)}
     for explanation in train.FLAG_HELP.values():
         assert " ".join(explanation.split()) in text
-    assert "after the 2nd epoch, --epochs shrinks so the schedule ends in time (default: 0.0)" in text
+    assert "after the 2nd epoch (again if epochs slow down), --epochs shrinks to end in time (default: 0.0)" in text
 
 
 def test_unreadable_config_files_are_one_clear_error(tmp_path):
