@@ -13,7 +13,7 @@ from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.cli import UserInputError
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
-from fer_core.model_card import metrics_table, render, weakest_classes
+from fer_core.model_card import effort, metrics_table, render, weakest_classes
 
 
 def weights_of(folder: Path, tta: str = "none") -> dict:
@@ -103,7 +103,14 @@ def render_with_meta(tmp_path: Path, fake_weights: Path, file: str, **meta: obje
     return render(weights)
 
 
-def test_the_classifier_table_prints_each_checkpoints_own_record(tmp_path, fake_weights):
+def parent_stage(file: str, recipe: str, epoch: int, device: str, train_seconds: float) -> dict[str, object]:
+    """The lineage record a fine-tuned checkpoint keeps of the stage it started from."""
+    return {"recipe": recipe, "epoch": epoch, "device": device, "train_seconds": train_seconds, "file": file,
+            "sha256": "ab" * 32, "parent": None}  # fmt: skip
+
+
+@pytest.mark.parametrize(("train_seconds", "shown"), [(420, "7 min"), (26.3, "26 s")])
+def test_the_classifier_table_prints_each_checkpoints_own_record(tmp_path, fake_weights, train_seconds, shown):
     card = render_with_meta(
         tmp_path,
         fake_weights,
@@ -111,11 +118,11 @@ def test_the_classifier_table_prints_each_checkpoints_own_record(tmp_path, fake_
         recipe="CRP",
         epoch=12,
         device="NVIDIA H200",
-        train_seconds=420,
+        train_seconds=train_seconds,
         train_config={"epochs": 80},
         metrics={"val_acc": 0.6912, "val_macro_f1": 0.5},
     )
-    row = "| `A_crp.pt` | CRP | 12 of 80 | 48 px gray, stem stride 2 | NVIDIA H200 | 7 min | 69.1 % |"
+    row = f"| `A_crp.pt` | CRP | 12 of 80 | 48 px gray, stem stride 2 | NVIDIA H200 | {shown} | 69.1 % |"
     assert row in card.splitlines()
 
 
@@ -128,8 +135,7 @@ def test_render_tells_a_fine_tuned_models_stages_oldest_first(tmp_path, fake_wei
         epoch=10,
         device="cpu",
         train_seconds=6000,
-        fine_tuned_from={"recipe": "CRP", "epoch": 37, "device": "NVIDIA H200", "train_seconds": 360,
-                         "file": "A_crp.pt", "sha256": "ab" * 32, "parent": None},
+        fine_tuned_from=parent_stage("A_crp.pt", "CRP", 37, "NVIDIA H200", 360),
         distilled_from={"members": {"A_crp": "cd" * 32, "B_mixcut": "ef" * 32}, "tta": "flip_rot8", "alpha": 0.7},
     )  # fmt: skip
     first_stage = "1. CRP, 37 epochs on NVIDIA H200 (6 min), saved as `A_crp.pt` (sha256 abababababab)"
@@ -148,8 +154,7 @@ def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
         "B_mixcut.pt",
         epoch=8, device="cpu", train_seconds=3600,
         train_config={"schedule": "swa", "lr": 1e-4, "batch_size": 64, "threads": 2},
-        fine_tuned_from={"recipe": "MixUp", "epoch": 45, "device": "NVIDIA H200", "train_seconds": 360,
-                         "file": "B_mixcut.pt", "sha256": "ab" * 32, "parent": None},
+        fine_tuned_from=parent_stage("B_mixcut.pt", "MixUp", 45, "NVIDIA H200", 360),
     )  # fmt: skip
     assert (
         "  2. 8 epochs on CPU, 2 threads (60 min), stochastic weight averaging: the mean of the weights at each "
@@ -157,19 +162,10 @@ def test_render_names_a_weight_averaged_stage(tmp_path, fake_weights):
     ) in card
 
 
-def test_a_stage_shorter_than_a_minute_is_timed_in_seconds(tmp_path, fake_weights):
+def test_a_stage_shorter_than_a_minute_is_timed_in_seconds():
     """Session 27's GPU stage of B took 26 s, which the card printed as "0 min"."""
-    card = render_with_meta(
-        tmp_path,
-        fake_weights,
-        "B_mixcut.pt",
-        epoch=2, device="NVIDIA H200", train_seconds=26.3,
-        fine_tuned_from={"recipe": "MixUp", "epoch": 24, "device": "cpu", "train_seconds": 4554,
-                         "file": "B_mixcut.pt", "sha256": "ab" * 32, "parent": None},
-    )  # fmt: skip
-    assert "  2. 2 epochs on NVIDIA H200 (26 s)" in card
-    assert "| NVIDIA H200 | 26 s |" in card
-    assert "MixUp, 24 epochs on CPU (76 min)" in card
+    assert effort({"epoch": 2, "device": "NVIDIA H200", "train_seconds": 26.3}) == "2 epochs on NVIDIA H200 (26 s)"
+    assert effort({"epoch": 24, "device": "NVIDIA H200", "train_seconds": 4554}) == "24 epochs on NVIDIA H200 (76 min)"
 
 
 def test_metrics_table_does_not_round_a_near_miss_up_to_the_target():
