@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.nd
     (out / "metrics.json").unlink(missing_ok=True)  # no earlier metrics beside this run's plots and predictions
     for name, scores in report["models"].items():
         title = f"{name} on {split.name}: acc {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}"
-        save_confusion_png(scores["confusion"], title, out / f"confusion_{name}.png")
+        cli.write_output(out / f"confusion_{name}.png", partial(save_confusion_png, scores["confusion"], title))
     ensemble = probs[ENSEMBLE_KEY]
     table = pd.DataFrame(ensemble, columns=list(EMOTIONS))
     table.insert(0, "predicted", [EMOTIONS[i] for i in ensemble.argmax(1)])

@@ -63,6 +63,28 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     assert metrics["skipped"] == 0
 
 
+def test_evaluate_writes_each_confusion_plot_whole_or_not_at_all(tmp_path, fake_weights, monkeypatch, capsys):
+    """The plots were saved in place: a full disk left a cut PNG and a traceback."""
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=14)
+    out = tmp_path / "report"
+    argv = ["--data", str(csv), "--split", "PrivateTest", "--out", str(out), "--weights", str(fake_weights)]
+    evaluate_main(argv)
+    earlier = (out / "confusion_ensemble.png").read_bytes()
+
+    def disk_full(figure: object, path: Path, *args: object, **kwargs: object) -> None:
+        Path(path).write_bytes(earlier[:100])  # a part is on disk before the error
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", disk_full)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(lambda: evaluate_main(argv))
+    assert exit_.value.code == 2
+    target = out / "confusion_ensemble.png"
+    assert f"error: {target}: could not write the results (No space left on device)" in capsys.readouterr().err
+    assert target.read_bytes() == earlier
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no partial file left behind
+
+
 def test_macro_f1_leaves_out_a_class_absent_from_labels_and_predictions():
     """A small set without `disgust` (label 1) anywhere: that class has no F1, so it must not pull the mean to 6/7."""
     y_true = np.array([0, 0, 2, 3, 3, 4, 5, 6])
