@@ -493,13 +493,18 @@ def one_cycle(
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup)
 
 
+def swa_warmup_steps(cfg: TrainConfig, epochs: int, steps_per_epoch: int) -> int:
+    """SWA's linear warm-up: `warmup_pct` of the run's steps, at least one."""
+    return max(1, int(cfg.warmup_pct * epochs * steps_per_epoch))
+
+
 def lr_schedule(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """OneCycle, or for SWA a linear warm-up (from lr/10, over `warmup_pct` of the run) to a constant LR."""
     if cfg.schedule == "swa":
-        warmup_steps = max(1, int(cfg.warmup_pct * epochs * steps_per_epoch))
-        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_steps)
+        warmup = swa_warmup_steps(cfg, epochs, steps_per_epoch)
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
     return one_cycle(optimizer, cfg, epochs, steps_per_epoch)
 
 
@@ -508,9 +513,20 @@ def retarget_schedule(
 ) -> None:
     """Keep the step count, follow a new length: the LR continues from where it is on the new curve.
 
-    The new curve comes from a probe scheduler on a throwaway optimizer, so the real one is untouched.
-    A constant (SWA) LR has no length to follow.
+    OneCycle's new curve comes from a probe scheduler on a throwaway optimizer, so the real one is untouched.
+    SWA's warm-up shrinks with the run: sized for the planned length, a plan cut by `--time-budget` was all warm-up,
+    so the averaged weights never saw the constant LR. LinearLR steps by ratios of its curve, so the LR is put on
+    the new curve here and the next steps follow it.
     """
+    if isinstance(scheduler, torch.optim.lr_scheduler.LinearLR):
+        warmup, step = swa_warmup_steps(cfg, epochs, steps_per_epoch), scheduler.last_epoch
+        scheduler.total_iters = warmup
+        share = min(step, warmup) / warmup
+        factor = scheduler.start_factor + (scheduler.end_factor - scheduler.start_factor) * share
+        for group in scheduler.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        return
     if not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
         return
     probe = one_cycle(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr), cfg, epochs, steps_per_epoch)
@@ -541,6 +557,11 @@ def recalibrate_batchnorm(
     model.eval()
 
 
+def invocation_end(cfg: TrainConfig, start_epoch: int) -> int:
+    """The epoch count at which this invocation stops: the plan's end, or earlier with `--stop-after`."""
+    return min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
+
+
 def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: float, epoch_s: float) -> int:
     """Total epochs that fit a time budget, given the epochs done so far and the duration of one epoch.
 
@@ -557,7 +578,7 @@ BUDGET_SLACK = 0.05
 
 
 def budget_decision(
-    cfg: TrainConfig, done: int, elapsed_s: float, epoch_times: list[float], dist_info: Distributed
+    cfg: TrainConfig, done: int, elapsed_s: float, epoch_times: list[float], stop_at: int, dist_info: Distributed
 ) -> int:
     """The epoch count that fits `cfg.time_budget`, rank 0's for every rank.
 
@@ -565,13 +586,14 @@ def budget_decision(
     side on one GPU (session 27) share it only once each is past its start-up, and a run fitted to 161 epochs that
     way overran a 470 s budget by 43 s. So later epochs check again with the median of the last three and cut the
     plan once more when it would end more than `BUDGET_SLACK` late (never lengthen it: the LR would jolt back).
+    The plan is cut only if this invocation's epochs (up to `stop_at`: `--stop-after` may end it early) overrun.
     """
-    if len(epoch_times) == 2:  # the first fit
-        fitted = epochs_within_budget(cfg.epochs, done, cfg.time_budget, elapsed_s, 1.05 * epoch_times[-1])
-    else:
-        recent = float(np.median(epoch_times[-3:]))
-        late = elapsed_s + (cfg.epochs - done) * recent > (1 + BUDGET_SLACK) * cfg.time_budget
-        fitted = epochs_within_budget(cfg.epochs, done, cfg.time_budget, elapsed_s, recent) if late else cfg.epochs
+    first = len(epoch_times) == 2
+    epoch_s = 1.05 * epoch_times[-1] if first else float(np.median(epoch_times[-3:]))
+    allowed = cfg.time_budget * (1.0 if first else 1.0 + BUDGET_SLACK)
+    fitted = cfg.epochs
+    if elapsed_s + (stop_at - done) * epoch_s > allowed:
+        fitted = epochs_within_budget(cfg.epochs, done, cfg.time_budget, elapsed_s, epoch_s)
     if dist_info.world_size > 1:  # every rank must follow rank 0's decision
         decision = torch.tensor([fitted], device=dist_info.device)
         dist.broadcast(decision, src=0)
@@ -702,10 +724,12 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
             raise UserInputError(f"{last_path}: holds no training state (a best.pt or a shipped model?); cannot resume")
         training = state["training"]
         changed = []
-        if training["config"].get("time_budget") and not reschedule:
+        planned = training.get("planned_epochs")
+        fitted = training["config"].get("time_budget") or planned not in (None, training["config"]["epochs"])
+        if fitted and not reschedule:
             # a budgeted run already fitted its length: keep it, but a new --epochs is a change, not a no-op
-            # (runs saved before `planned_epochs` was recorded accept any)
-            planned = training.get("planned_epochs")
+            # (runs saved before `planned_epochs` was recorded accept any). Known by the plan, not only by the
+            # budget: a resume without --time-budget saves none, and the same command was refused the next time.
             if planned is not None and cfg.epochs not in (planned, training["config"]["epochs"]):
                 changed.append(f"epochs ({planned} planned then, {cfg.epochs} now; add --reschedule)")
             planned_epochs = planned or cfg.epochs
@@ -770,10 +794,10 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
         **({"distilled_from": {**teacher, "alpha": cfg.distill_alpha}} if teacher else {}),
         **({"fine_tuned_from": parent} if parent else {}),
     }
-    loop_began = time.perf_counter()
-    epoch_times: list[float] = []  # this invocation's, for the time budget
+    loop_began = last_decision = time.perf_counter()
+    epoch_times: list[float] = []  # this invocation's, decision to decision (checkpoint writing included)
     epoch = start_epoch
-    while epoch < (min(cfg.epochs, start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs):
+    while epoch < invocation_end(cfg, start_epoch):
         began = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
         row.update(
@@ -804,9 +828,12 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
             train_seconds += row["epoch_seconds"]
             history.append(row)
         # Decided before the checkpoints are written, so a last.pt saved now already holds the fitted plan.
-        epoch_times.append(time.perf_counter() - began)
+        now = time.perf_counter()
+        epoch_times.append(now - last_decision)
+        last_decision = now
         if cfg.time_budget and epoch - start_epoch >= 1:  # not on the 1st epoch: it carries the start-up
-            fitted = budget_decision(cfg, epoch + 1, time.perf_counter() - loop_began, epoch_times, dist_info)
+            end = invocation_end(cfg, start_epoch)
+            fitted = budget_decision(cfg, epoch + 1, now - loop_began, epoch_times, end, dist_info)
             if fitted != cfg.epochs:
                 if dist_info.is_main:
                     log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -230,19 +231,31 @@ def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end
 
 
-def test_a_budget_fitted_on_a_fast_second_epoch_is_cut_again_when_epochs_slow_down(tmp_path, tiny_csv, monkeypatch):
-    """Session 27: two runs started side by side on one GPU; one timed its 2nd epoch while the other was still
-    starting up, fitted 161 epochs and overran its 470 s budget by 43 s. Here a fake clock makes epochs 1-2 take
-    1 s and the rest 4 s, with a 20 s budget: the first fit plans 19 epochs (70 s); later epochs cut the plan."""
+def fake_clock(monkeypatch: pytest.MonkeyPatch, epoch_s: Callable[[int], float], save_s: float = 0.0) -> dict:
+    """Replace the training loop's clock: epoch N (0-based) takes `epoch_s(N)` seconds and writing last.pt
+    `save_s`, so time-budget decisions can be tested without slow or flaky real timings."""
     clock = {"now": 0.0}
     monkeypatch.setattr(train, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock["now"])}))
-    real_epoch = train.train_one_epoch
+    real_epoch, real_save = train.train_one_epoch, train.save_checkpoint
 
     def timed_epoch(*args, epoch, **kwargs):
-        clock["now"] += 1.0 if epoch < 2 else 4.0
+        clock["now"] += epoch_s(epoch)
         return real_epoch(*args, epoch=epoch, **kwargs)
 
+    def timed_save(path, checkpoint):
+        clock["now"] += save_s if Path(path).name == "last.pt" else 0.0
+        return real_save(path, checkpoint)
+
     monkeypatch.setattr(train, "train_one_epoch", timed_epoch)
+    monkeypatch.setattr(train, "save_checkpoint", timed_save)
+    return clock
+
+
+def test_a_budget_fitted_on_a_fast_second_epoch_is_cut_again_when_epochs_slow_down(tmp_path, tiny_csv, monkeypatch):
+    """Session 27: two runs started side by side on one GPU; one timed its 2nd epoch while the other was still
+    starting up, fitted 161 epochs and overran its 470 s budget by 43 s. Here epochs 1-2 take 1 s and the rest
+    4 s, with a 20 s budget: the first fit plans 19 epochs (70 s); later epochs cut the plan."""
+    clock = fake_clock(monkeypatch, lambda epoch: 1.0 if epoch < 2 else 4.0)
     out = tmp_path / "run"
     train_main(["--data", str(tiny_csv), "--out", str(out), "--time-budget", "20", *TINY, "--epochs", "50"])
     history = pd.read_csv(out / "history.csv")
@@ -251,6 +264,53 @@ def test_a_budget_fitted_on_a_fast_second_epoch_is_cut_again_when_epochs_slow_do
     state = read_checkpoint(out / "last.pt")["training"]
     assert state["config"]["epochs"] == 6
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve still ran to its end
+
+
+def test_the_time_budget_counts_checkpoint_writing(tmp_path, tiny_csv, monkeypatch):
+    """Epochs were timed before last.pt was written: with 1 s epochs and 1 s writes a 20 s budget planned 18
+    epochs (36 s)."""
+    clock = fake_clock(monkeypatch, lambda epoch: 1.0, save_s=1.0)
+    out = tmp_path / "run"
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--time-budget", "20", *TINY, "--epochs", "50"])
+    assert len(pd.read_csv(out / "history.csv")) == 10  # 2 + (20 - 3) // 2.1
+    assert clock["now"] <= 21.0  # the last write ends one second past the budget's 20 s of epochs and writes
+
+
+def test_stop_after_within_the_budget_keeps_the_plan(tmp_path, tiny_csv, monkeypatch):
+    """--stop-after 5 with 1 s epochs uses 5 s of a 30 s budget, yet the plan of 50 was cut to 28 as if every
+    epoch had to fit this invocation."""
+    fake_clock(monkeypatch, lambda epoch: 1.0)
+    out = tmp_path / "run"
+    budgeted = ["--time-budget", "30", *TINY, "--epochs", "50"]
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--stop-after", "5", *budgeted])
+    assert read_checkpoint(out / "last.pt")["training"]["config"]["epochs"] == 50
+    train_main(["--data", str(tiny_csv), "--out", str(out), "--resume", "--stop-after", "40", *budgeted])
+    fitted = read_checkpoint(out / "last.pt")["training"]["config"]["epochs"]
+    assert fitted == 33  # 40 more epochs do not fit 30 s: fitted at this invocation's 2nd epoch to 7 + 26
+
+
+def test_a_fitted_plan_stays_fitted_after_a_resume_without_a_budget(tmp_path, tiny_csv):
+    """The resume without --time-budget saved none, so the same resume command was refused the next time
+    ("epochs differ")."""
+    out = tmp_path / "run"
+    run = ["--data", str(tiny_csv), "--out", str(out), *TINY, "--epochs", "50"]
+    train_main([*run, "--time-budget", "0.001", "--stop-after", "2"])  # fitted to 3 epochs
+    train_main([*run, "--resume", "--stop-after", "0"])
+    train_main([*run, "--resume"])  # the same command again: nothing left to do, and no refusal
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [1, 2, 3]
+
+
+def test_a_budget_cut_swa_run_reaches_its_constant_lr(tmp_path, tiny_csv):
+    """SWA's warm-up kept the planned length's size: a run cut from 50 epochs to 3 was all warm-up, so the
+    averaged weights never saw the constant LR."""
+    out = tmp_path / "run"
+    swa = ["--schedule", "swa", "--time-budget", "0.001", *TINY, "--epochs", "50"]
+    train_main(["--data", str(tiny_csv), "--out", str(out), *swa])
+    state = read_checkpoint(out / "last.pt")["training"]
+    assert state["config"]["epochs"] == 3
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-3)  # TINY's --lr
+    lrs = pd.read_csv(out / "history.csv")["lr"].tolist()
+    assert lrs[-1] == pytest.approx(3e-3) and lrs[0] < lrs[-1]
 
 
 def test_a_budgeted_run_split_after_its_second_epoch_resumes_exactly(tmp_path, tiny_csv):
