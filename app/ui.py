@@ -211,7 +211,7 @@ def detector_controls(
         min_face,
         4,
         key=f"{prefix}_min_face",
-        help="Smaller faces are ignored; 48 px is what the emotion models see.",
+        help="Smaller faces are ignored (in the picture's own pixels); 48 px is what the emotion models see.",
     )
     tta = offer_tta and bar.checkbox(
         "Multi-scale detection",

@@ -339,20 +339,22 @@ class FaceDetector:
             raise RuntimeError(f"cannot load the Haar cascade {HAAR_CASCADE}")
         return cascade
 
-    def detect(self, image_rgb: np.ndarray) -> list[FaceBox]:
-        """Faces in an HxWx3 uint8 RGB image, best first, at most `max_faces`, none smaller than `min_face`."""
+    def detect(self, image_rgb: np.ndarray, min_face: float | None = None) -> list[FaceBox]:
+        """Faces in an HxWx3 uint8 RGB image, best first, at most `max_faces`, none smaller than `min_face` (this
+        call's, else the detector's: a photo analysed shrunk passes its limit in the shrunk picture's pixels)."""
         rgb = _as_rgb(image_rgb)
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             return []
+        smallest = self.min_face if min_face is None else min_face
         if self.backend != "yolo":
             with self._lock:
-                boxes, scores = self._detect_haar(rgb)
+                boxes, scores = self._detect_haar(rgb, smallest)
         elif self.tta:
             boxes, scores = self._detect_yolo_tta(rgb)
         else:
             boxes, scores = self._detect_yolo(rgb, self.imgsz)
-        return self._finish(boxes, scores, w, h)
+        return self._finish(boxes, scores, w, h, smallest)
 
     def _detect_yolo(self, rgb: np.ndarray, imgsz: int, conf: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Unclipped xyxy boxes and scores at one input size (scores over `conf`, default the detector's own), on
@@ -400,10 +402,10 @@ class FaceDetector:
             return np.zeros((0, 4)), np.zeros(0)
         return data.xyxy.cpu().numpy().astype(np.float64), data.conf.cpu().numpy().astype(np.float64)
 
-    def _detect_haar(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _detect_haar(self, rgb: np.ndarray, min_face: float) -> tuple[np.ndarray, np.ndarray]:
         assert self._haar is not None
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        side = max(self.min_face, 1)
+        side = max(int(min_face), 1)
         rects, _levels, weights = self._haar.detectMultiScale3(
             gray, scaleFactor=1.1, minNeighbors=3, minSize=(side, side), outputRejectLevels=True
         )
@@ -413,7 +415,7 @@ class FaceDetector:
         boxes = np.c_[r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]]
         return boxes, haar_scores(weights)
 
-    def _finish(self, boxes: np.ndarray, scores: np.ndarray, w: int, h: int) -> list[FaceBox]:
+    def _finish(self, boxes: np.ndarray, scores: np.ndarray, w: int, h: int, min_face: float) -> list[FaceBox]:
         """Clip, drop low/tiny, sort by score and cap: one place, so both backends obey the same contract."""
         if len(boxes) == 0:
             return []
@@ -421,7 +423,7 @@ class FaceDetector:
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        keep = (scores >= self.conf) & (bw >= self.min_face) & (bh >= self.min_face) & (bw > 0) & (bh > 0)
+        keep = (scores >= self.conf) & (bw >= min_face) & (bh >= min_face) & (bw > 0) & (bh > 0)
         boxes, scores = boxes[keep], scores[keep]
         order = np.argsort(-scores, kind="stable")[: self.max_faces]
         return [FaceBox(*(float(v) for v in boxes[i]), float(scores[i])) for i in order]

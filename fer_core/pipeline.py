@@ -20,7 +20,7 @@ import numpy as np
 
 from fer_core.classifier import prepare_batch, to_gray
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
-from fer_core.imageio import to_8bit
+from fer_core.imageio import min_face_in_analysed, to_8bit
 from fer_core.labels import EMOTIONS
 
 if TYPE_CHECKING:
@@ -144,13 +144,18 @@ class Pipeline:
             detector = FaceDetector(backend=detector_backend, weights=folder / "face_yolo.pt", **options)
         return cls(detector, ensemble)
 
-    def __call__(self, image_rgb: np.ndarray) -> ImageResult:
-        return self.analyse(image_rgb)
+    def __call__(self, image_rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
+        return self.analyse(image_rgb, file_size=file_size)
 
-    def detect(self, image_rgb: np.ndarray) -> list[FaceBox]:
+    def detect(self, image_rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> list[FaceBox]:
+        """Faces in `image_rgb`; `file_size`: the (width, height) of the file it was shrunk from, whose pixels the
+        detector's smallest face side is meant in."""
         if self.detector is None:
             raise RuntimeError("this pipeline was loaded without a face detector")
-        return self.detector.detect(image_rgb)
+        if file_size is None:
+            return self.detector.detect(image_rgb)
+        width = np.asarray(image_rgb).shape[1]
+        return self.detector.detect(image_rgb, min_face_in_analysed(self.detector.min_face, width, file_size[0]))
 
     def with_tta(self, enabled: bool | str) -> Pipeline:
         """The same detector and models with the ensemble's TTA set switched (`Ensemble.with_tta`)."""
@@ -160,11 +165,17 @@ class Pipeline:
         """Whether detection stopped at its `max_faces`: the image may hold more faces than were labelled."""
         return self.detector is not None and n_faces >= self.detector.max_faces
 
-    def analyse(self, image_rgb: np.ndarray, boxes: Sequence[FaceBox] | None = None) -> ImageResult:
-        """Detect (unless `boxes` are given) and classify every face in one batch per model."""
+    def analyse(
+        self,
+        image_rgb: np.ndarray,
+        boxes: Sequence[FaceBox] | None = None,
+        file_size: tuple[int, int] | None = None,
+    ) -> ImageResult:
+        """Detect (unless `boxes` are given) and classify every face in one batch per model (`file_size`: see
+        `detect`; the result stays in the pixels of `image_rgb`)."""
         image = to_8bit(np.asarray(image_rgb))  # any pixel type classify_crops takes, scaled once for the image
         height, width = image.shape[:2]
-        found = list(self.detect(image) if boxes is None else boxes)
+        found = list(self.detect(image, file_size) if boxes is None else boxes)
         if not found:
             return ImageResult([], width, height)
         gray = to_gray(image)  # HxW, HxWx1 (as the detector accepts it), RGB or RGBA

@@ -114,7 +114,7 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             )
             continue
         height, width = image.shape[:2]
-        result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image)
+        result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image, file_size)
         if limited := pipe.at_face_limit(n_faces := len(result.faces)):
             print(f"warning: {file}: labelled the {n_faces} most confident faces (--max-faces)", file=sys.stderr)
         result = result.in_pixels_of(*file_size)  # analysed downscaled (over 4096 px): the file's size and pixels

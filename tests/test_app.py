@@ -452,9 +452,12 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
 def test_detection_sliders_reach_the_detector(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     used: list[tuple[float, int]] = []
     real_detect = FaceDetector.detect
-    monkeypatch.setattr(
-        FaceDetector, "detect", lambda self, rgb: used.append((self.conf, self.min_face)) or real_detect(self, rgb)
-    )
+
+    def recording_detect(self: FaceDetector, rgb: np.ndarray, min_face: float | None = None) -> list:
+        used.append((self.conf, self.min_face if min_face is None else min_face))
+        return real_detect(self, rgb, min_face)
+
+    monkeypatch.setattr(FaceDetector, "detect", recording_detect)
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.slider(key="photos_conf").set_value(0.8)
     app.run()

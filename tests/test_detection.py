@@ -96,7 +96,7 @@ def test_detections_are_clipped_filtered_sorted_and_capped(monkeypatch: pytest.M
     )
     raw_scores = np.array([0.6, 0.95, 0.99, 0.8, 0.2])
     detector = FaceDetector(backend="haar", conf=0.3, min_face=16, max_faces=2)
-    monkeypatch.setattr(detector, "_detect_haar", lambda rgb: (raw_boxes, raw_scores))
+    monkeypatch.setattr(detector, "_detect_haar", lambda rgb, min_face: (raw_boxes, raw_scores))
     faces = detector.detect(np.zeros((64, 96, 3), np.uint8))
     assert [tuple(f) for f in faces] == [(0.0, 20.0, 40.0, 64.0, 0.95), (5.0, 40.0, 45.0, 64.0, 0.8)]
     detector.max_faces = 10
@@ -280,6 +280,34 @@ def test_detect_faces_reads_images_as_the_app_does(
     x, y, w, h, _ = max(results["wide"], key=lambda row: row[4])
     shifted = (ASTRONAUT_FACE[0] + 6000, ASTRONAUT_FACE[1] + 200, ASTRONAUT_FACE[2] + 6000, ASTRONAUT_FACE[3] + 200)
     assert iou((x, y, x + w, y + h), shifted) > 0.5
+
+
+def test_the_smallest_face_side_is_meant_in_the_files_pixels(
+    tmp_path: Path, astronaut: np.ndarray, fake_weights: Path
+) -> None:
+    """A photo over 4096 px is analysed shrunk, and the minimum face size applied to the shrunk copy: a 200 px face
+    in an 8400 px photo is about 97 px there, so a 150 px limit dropped it in the app, `predict` and
+    `detect_faces`."""
+    from fer_core.ensemble import Ensemble
+    from fer_core.imageio import load_image_sized
+    from fer_core.pipeline import Pipeline
+
+    wide = np.zeros((1200, 8400, 3), np.uint8)
+    wide[50:1074, 6000:7024] = cv2.resize(astronaut, (1024, 1024))  # the face: about 200 px
+    path = tmp_path / "images" / "wide.png"
+    path.parent.mkdir()
+    cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
+    image, file_size = load_image_sized(path)
+    assert image.shape[1] == 4096 and file_size == (8400, 1200)
+    ensemble = Ensemble.load(fake_weights)
+    for limit, found in ((150, 1), (300, 0)):  # a 300 px limit still drops the 200 px face
+        pipe = Pipeline(FaceDetector(backend="haar", min_face=limit, max_faces=1), ensemble)
+        assert len(pipe(image, file_size).faces) == found, limit
+        out = tmp_path / f"out{limit}"
+        argv = [str(path.parent), "--out", str(out), "--backend", "haar", "--no-progress", "--min-face", str(limit)]
+        assert detect_faces.main([*argv, "--max-faces", "1"]) == 0
+        assert len(read_wider_results(out)["wide"]) == found, limit
+    assert len(Pipeline(FaceDetector(backend="haar", min_face=150, max_faces=1), ensemble)(image).faces) == 0
 
 
 def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yolo_was_asked_for(

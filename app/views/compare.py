@@ -28,8 +28,9 @@ UPLOAD, SNAPSHOT = "Upload a photo", "Webcam snapshot"
 MAX_FACES = 6
 
 
-def pick_image() -> tuple[str, np.ndarray, str] | None:
-    """(name, RGB image, cache key) from the upload or the webcam snapshot, or None with a message shown."""
+def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
+    """(name, RGB image, cache key, the file's (width, height): a photo over 4096 px is analysed shrunk) from the
+    upload or the webcam snapshot, or None with a message shown."""
     snapshot = st.session_state.get(ui.SNAPSHOT_KEY)
     options = [UPLOAD, SNAPSHOT] if snapshot else [UPLOAD]
     if snapshot and snapshot.pop("fresh", False):
@@ -37,7 +38,7 @@ def pick_image() -> tuple[str, np.ndarray, str] | None:
     source = st.radio("Photo", options, horizontal=True, key=SOURCE_KEY) if len(options) > 1 else UPLOAD
     if source == SNAPSHOT:
         image = snapshot["image"]
-        return snapshot["name"], image, ui.file_digest(image.tobytes())
+        return snapshot["name"], image, ui.file_digest(image.tobytes()), (image.shape[1], image.shape[0])
     upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
     if upload is None:
         st.info("Upload a photo, or take a snapshot on the Webcam page.")
@@ -45,7 +46,8 @@ def pick_image() -> tuple[str, np.ndarray, str] | None:
     data = upload.getvalue()
     digest = ui.file_digest(data)
     try:
-        return upload.name, ui.decoded_upload(upload.name, data, digest)[0], digest
+        image, file_size = ui.decoded_upload(upload.name, data, digest)
+        return upload.name, image, digest, file_size
     except ImageLoadError as err:
         st.error(str(err), icon=":material/error:")
     except Exception as err:  # never a traceback for a bad file
@@ -220,9 +222,9 @@ def main() -> None:
     ui.sidebar_info(pipe)
     picked = pick_image()
     if picked is not None:
-        name, image, digest = picked
+        name, image, digest, file_size = picked
         try:
-            result = ui.session_memo("compare", (digest, *settings.key), lambda: pipe(image))
+            result = ui.session_memo("compare", (digest, *settings.key), lambda: pipe(image, file_size))
         except Exception as err:
             st.error(f"{name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
         else:

@@ -107,7 +107,7 @@ def analyse_upload(
         log.exception("decoding %s failed", name)
         return Analysed(label, error=f"{label}: cannot read this file ({type(err).__name__})")
     try:
-        result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image), reads.results)
+        result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image, file_size), reads.results)
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(label, image, error=f"{label}: analysis failed ({type(err).__name__}: {err})")
