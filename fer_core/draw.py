@@ -159,7 +159,7 @@ def _fit_caption(text: str, box: Rect, image_size: tuple[int, int], font_scale: 
         (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     pad = max(2, round(text_h * 0.3))
     if text_w + 2 * pad > width:  # a small image: shrink the caption to fit rather than cut its end (the %) off
-        font_scale *= (width - 2 * pad) / text_w
+        font_scale *= max(width - 2 * pad, 1) / max(text_w, 1)  # an image 1 px wide: text_w may already be 0
         (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     box_h = text_h + baseline + 2 * pad
     top = y1 - box_h if y1 - box_h >= 0 else min(y1, max(height - box_h, 0))

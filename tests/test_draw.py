@@ -54,6 +54,16 @@ def test_a_caption_wider_than_a_small_image_is_shrunk_not_cut(side: int) -> None
     assert not letters[:, -1].any()  # the text ends inside its caption box, which ends inside the image
 
 
+def test_captions_on_an_image_one_pixel_wide_do_not_fail() -> None:
+    """A review's fuzzing: three boxes on a 1x100 image raised ZeroDivisionError while fitting a caption."""
+    boxes = [(1.59, 140.2, 2.45, 186.3), (0.51, 72.2, 1.19, 152.7), (-0.13, 170.3, 0.29, 267.6)]
+    faces = [
+        (box, label, 0.6, number)
+        for box, label, number in zip(boxes, ("surprise", "disgust", "neutral"), (1000, None, None), strict=True)
+    ]
+    assert draw_faces(np.zeros((100, 1, 3), np.uint8), faces).shape == (100, 1, 3)
+
+
 def test_gray_and_rgba_inputs_and_unknown_label() -> None:
     gray = draw_faces(np.full((60, 80), 7, np.uint8), [((5, 5, 40, 40), "sad", 0.4, None)])
     assert gray.shape == (60, 80, 3) and tuple(gray[55, 70]) == (7, 7, 7)  # gray spread to three equal channels
