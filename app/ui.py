@@ -320,6 +320,9 @@ def sidebar_info(pipe: Pipeline) -> None:
 #: Streamlit shrinks a displayed image to the column (1460 px at most) and rounds the other side down; a side under
 #: 1/700 of the other would become 0 px, which PIL refuses with an exception that takes the rest of the page with it.
 MAX_DISPLAY_RATIO = 700
+#: Shown at the column's width, a picture taller than this many widths (a 2x5000 strip, a long screenshot) became an
+#: element hundreds of screens tall that pushed every other result off the page: it gets white columns instead.
+MAX_TALL_RATIO = 3
 #: Streamlit sends no image wider than this (`image_utils.MAXIMUM_CONTENT_WIDTH`), but it first encodes the whole
 #: array, then decodes and shrinks it: 0.17 s for a 12 MP photo on a 2-core CPU, on every rerun, against 0.04 s to
 #: shrink it here (with area averaging, sharper than Streamlit's bilinear).
@@ -327,16 +330,17 @@ MAX_DISPLAY_WIDTH = 1460
 
 
 def displayable(image: np.ndarray) -> np.ndarray:
-    """`image` as Streamlit will show it: shrunk to `MAX_DISPLAY_WIDTH`, then padded with white until neither side is
-    under 1/`MAX_DISPLAY_RATIO` of the other (a 3000x2 strip). In that order, so that Streamlit's own shrinking to a
-    narrower column never rounds a side down to 0 px. For the screen only: downloads use the full image."""
+    """`image` as Streamlit will show it: shrunk to `MAX_DISPLAY_WIDTH`, then padded with white until its height is
+    under 1/`MAX_DISPLAY_RATIO` of its width (a 3000x2 strip) and its width at least 1/`MAX_TALL_RATIO` of its height.
+    In that order, so that Streamlit's own shrinking to a narrower column never rounds a side down to 0 px. For the
+    screen only: downloads use the full image."""
     height, width = image.shape[:2]
     if width > MAX_DISPLAY_WIDTH:
         size = (MAX_DISPLAY_WIDTH, max(1, round(height * MAX_DISPLAY_WIDTH / width)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         height, width = image.shape[:2]
     pad_rows = max(0, -(-width // MAX_DISPLAY_RATIO) - height)
-    pad_cols = max(0, -(-height // MAX_DISPLAY_RATIO) - width)
+    pad_cols = max(0, -(-height // MAX_TALL_RATIO) - width)
     if not (pad_rows or pad_cols):
         return image
     return np.pad(image, ((0, pad_rows), (0, pad_cols)) + ((0, 0),) * (image.ndim - 2), constant_values=255)

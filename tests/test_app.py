@@ -213,7 +213,10 @@ def test_displayable_pads_extreme_strips_and_shrinks_to_what_streamlit_sends() -
     strip = ui.displayable(np.zeros((2, 3000, 3), np.uint8))  # shrunk to 1 row, then padded to 1460 / 700
     assert strip.shape == (3, 1460, 3)
     assert int(strip.shape[0] * 720 / strip.shape[1]) >= 1  # shrunk again to a 720 px column, it keeps a row
-    assert ui.displayable(np.zeros((3000, 2, 3), np.uint8)).shape == (3000, 5, 3)
+    tall = ui.displayable(np.zeros((3000, 2, 3), np.uint8))  # at a 720 px column it was 1,080,000 px tall
+    assert tall.shape == (3000, 1000, 3) and tall[:, 2:].min() == 255
+    screenshot = np.zeros((2400, 1080, 3), np.uint8)  # a phone screenshot is left as it is
+    assert ui.displayable(screenshot) is screenshot
 
 
 def test_comparison_page_shows_a_very_wide_strip(app: AppTest) -> None:
