@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import types
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePath
@@ -291,6 +292,21 @@ def test_photos_downloads_speak_of_the_files_own_pixels(app: AppTest, downloads)
     (photo,) = json.loads(downloads(app, "Results as JSON"))["images"]
     assert (photo["width"], photo["height"]) == (4300, 1200)
     assert [round(v) for v in photo["faces"][0]["box"]] == [row["x1"], row["y1"], row["x2"], row["y2"]]
+
+
+def test_an_annotated_photo_drawn_shrunk_says_its_size_in_its_name() -> None:
+    """Over 4096 px the annotated PNG is the shrunk picture while the CSV/JSON boxes are in the file's pixels; both
+    downloads were named `<name>_annotated.png`, so nothing said the boxes would not fit it."""
+    from app.views.photos import Analysed, annotated_name, annotated_zip
+    from fer_core.pipeline import ImageResult
+
+    pixels = np.zeros((1143, 4096, 3), np.uint8)
+    shrunk = Analysed("pano.jpg", pixels, ImageResult([], 4096, 1143), file_size=(4300, 1200))
+    whole = Analysed("face.png", pixels[:100, :100], ImageResult([], 100, 100), file_size=(100, 100))
+    assert annotated_name(shrunk) == "pano_annotated_4096x1143.png"
+    assert annotated_name(whole) == "face_annotated.png"
+    with zipfile.ZipFile(io.BytesIO(annotated_zip([shrunk, whole], "ensemble"))) as archive:
+        assert archive.namelist() == ["000_pano_annotated_4096x1143.png", "001_face_annotated.png"]
 
 
 def test_two_photos_sharing_a_name_are_told_apart_everywhere(app: AppTest, downloads) -> None:

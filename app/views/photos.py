@@ -197,7 +197,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
             st.download_button(
                 "Download annotated image",
                 data=partial(annotated_png, item, views),
-                file_name=f"{PurePath(item.name).stem}_annotated.png",
+                file_name=annotated_name(item),
                 mime="image/png",
                 key=f"photos_png_{slot}",
                 on_click="ignore",
@@ -234,6 +234,15 @@ def results_json(items: list[Analysed], errors: list[str]) -> str:
     return json.dumps({"images": images, "errors": errors}, indent=2)
 
 
+def annotated_name(item: Analysed) -> str:
+    """`<name>_annotated.png`, with the size it is drawn at when the photo was analysed shrunk (over 4096 px): the
+    CSV/JSON boxes are in the file's own pixels, and would not fit that picture."""
+    assert item.result is not None
+    shown = (item.result.width, item.result.height)
+    size = "" if item.file_size in (None, shown) else f"_{shown[0]}x{shown[1]}"
+    return f"{PurePath(item.name).stem}_annotated{size}.png"
+
+
 def annotated_png(item: Analysed, views: list[ModelView]) -> bytes:
     """The annotated download, drawn when asked for: the page's drawn copy is not kept for it until the next run
     (a copy per photo, on top of the decoded pixels, for as long as the session sits idle)."""
@@ -247,7 +256,7 @@ def annotated_zip(items: list[Analysed], model: str) -> bytes:
         for index, item in enumerate(items):
             assert item.result is not None
             png = annotated_png(item, face_views(item.result, model))
-            archive.writestr(f"{index:03d}_{PurePath(item.name).stem}_annotated.png", png)
+            archive.writestr(f"{index:03d}_{annotated_name(item)}", png)
     return buffer.getvalue()
 
 
