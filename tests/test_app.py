@@ -466,6 +466,12 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
     app.file_uploader(key="photos_upload").set_value([one, one]).run()  # the same file twice: two sets of pickers
     assert not app.exception, app.exception
     assert [box.value for box in cam_pickers(app, "Class")] == ["sad", "predicted"]
+    same_as_one = ("copy.png", one[1], "image/png")  # the same photo under another name, each with its choice
+    app.file_uploader(key="photos_upload").set_value([one, same_as_one]).run()
+    cam_pickers(app, "Class")[1].set_value("angry").run()
+    assert [box.value for box in cam_pickers(app, "Class")] == ["sad", "angry"]
+    app.file_uploader(key="photos_upload").set_value([same_as_one]).run()  # copy.png was handed one.png's "sad"
+    assert [box.value for box in cam_pickers(app, "Class")] == ["angry"]
 
 
 def test_detection_sliders_reach_the_detector(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -210,14 +210,11 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
 
 
 def photo_slots(items: list[Analysed]) -> list[str]:
-    """Widget-key names for the photos: the file's digest and which copy of it this is, not its place in the list,
-    so removing a file neither hands its chosen face and class to the photo that moves up nor resets that one's."""
-    seen: Counter[str] = Counter()
-    slots = []
-    for item in items:
-        seen[item.digest] += 1
-        slots.append(f"{item.digest[:16]}_{seen[item.digest]}")
-    return slots
+    """Widget-key names for the photos: the file's digest and its shown name (`distinct_names`), not its place in
+    the list, so removing a file neither hands its chosen face and class to the photo that moves up nor resets that
+    one's. Not the copy's number either: of the same photo dropped as x.png and y.png, removing x.png handed its
+    choices to y.png."""
+    return [f"{item.digest[:16]}_{ui.file_digest(item.name.encode())[:12]}" for item in items]
 
 
 def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
