@@ -725,8 +725,8 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
         training = state["training"]
         changed = []
         planned = training.get("planned_epochs")
-        fitted = training["config"].get("time_budget") or planned not in (None, training["config"]["epochs"])
-        if fitted and not reschedule:
+        length_was_fitted = training["config"].get("time_budget") or planned not in (None, training["config"]["epochs"])
+        if length_was_fitted and not reschedule:
             # a budgeted run already fitted its length: keep it, but a new --epochs is a change, not a no-op
             # (runs saved before `planned_epochs` was recorded accept any). Known by the plan, not only by the
             # budget: a resume without --time-budget saves none, and the same command was refused the next time.
