@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.detection import BACKENDS, FaceBox, FaceDetector
-from fer_core.imageio import ImageLoadError, load_image_sized, min_face_in_analysed
+from fer_core.imageio import ImageLoadError, load_image_sized
 from fer_core.predict import iter_inputs
 
 
@@ -62,8 +62,7 @@ def run(
             bad.append(path)
             tqdm.write(f"skipping unreadable image: {err}", file=sys.stderr)
             continue
-        smallest = min_face_in_analysed(detector.min_face, rgb.shape[1], full_size[0])
-        boxes = in_file_pixels(detector.detect(rgb, smallest), (rgb.shape[1], rgb.shape[0]), full_size)
+        boxes = in_file_pixels(detector.detect(rgb, full_size), (rgb.shape[1], rgb.shape[0]), full_size)
         cli.write_text_atomically(target, format_result(path.stem, boxes))
         done += 1
     return done, bad, time.perf_counter() - start

@@ -339,14 +339,16 @@ class FaceDetector:
             raise RuntimeError(f"cannot load the Haar cascade {HAAR_CASCADE}")
         return cascade
 
-    def detect(self, image_rgb: np.ndarray, min_face: float | None = None) -> list[FaceBox]:
-        """Faces in an HxWx3 uint8 RGB image, best first, at most `max_faces`, none smaller than `min_face` (this
-        call's, else the detector's: a photo analysed shrunk passes its limit in the shrunk picture's pixels)."""
+    def detect(self, image_rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> list[FaceBox]:
+        """Faces in an HxWx3 uint8 RGB image, best first, at most `max_faces`, none smaller than `min_face` pixels of
+        the file: `file_size` is the (width, height) of the file a picture over 4096 px was shrunk from, and a 284 px
+        face was dropped by a 180 px limit applied to the shrunk copy."""
         rgb = _as_rgb(image_rgb)
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             return []
-        smallest = self.min_face if min_face is None else min_face
+        shrunk = file_size is not None and file_size[0] > w
+        smallest = self.min_face * w / file_size[0] if shrunk else self.min_face
         if self.backend != "yolo":
             with self._lock:
                 boxes, scores = self._detect_haar(rgb, smallest)

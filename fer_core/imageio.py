@@ -65,12 +65,6 @@ def load_image(
     return load_image_sized(source, name=name, max_side=max_side)[0]
 
 
-def min_face_in_analysed(min_face: float, analysed_width: int, file_width: int) -> float:
-    """A smallest face side meant in the file's pixels, in those of the picture analysed: a photo over 4096 px is
-    analysed shrunk, and a 284 px face was dropped by a 180 px limit applied to the shrunk copy."""
-    return min_face * analysed_width / file_width if file_width > analysed_width else min_face
-
-
 def load_image_sized(
     source: str | Path | bytes | BinaryIO, *, name: str | None = None, max_side: int = MAX_SIDE
 ) -> tuple[np.ndarray, tuple[int, int]]:

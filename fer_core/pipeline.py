@@ -20,7 +20,7 @@ import numpy as np
 
 from fer_core.classifier import prepare_batch, to_gray
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
-from fer_core.imageio import min_face_in_analysed, to_8bit
+from fer_core.imageio import to_8bit
 from fer_core.labels import EMOTIONS
 
 if TYPE_CHECKING:
@@ -148,14 +148,10 @@ class Pipeline:
         return self.analyse(image_rgb, file_size=file_size)
 
     def detect(self, image_rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> list[FaceBox]:
-        """Faces in `image_rgb`; `file_size`: the (width, height) of the file it was shrunk from, whose pixels the
-        detector's smallest face side is meant in."""
+        """Faces in `image_rgb`; `file_size`: see `FaceDetector.detect`."""
         if self.detector is None:
             raise RuntimeError("this pipeline was loaded without a face detector")
-        if file_size is None:
-            return self.detector.detect(image_rgb)
-        width = np.asarray(image_rgb).shape[1]
-        return self.detector.detect(image_rgb, min_face_in_analysed(self.detector.min_face, width, file_size[0]))
+        return self.detector.detect(image_rgb, file_size)
 
     def with_tta(self, enabled: bool | str) -> Pipeline:
         """The same detector and models with the ensemble's TTA set switched (`Ensemble.with_tta`)."""

@@ -478,9 +478,9 @@ def test_detection_sliders_reach_the_detector(app: AppTest, monkeypatch: pytest.
     used: list[tuple[float, int]] = []
     real_detect = FaceDetector.detect
 
-    def recording_detect(self: FaceDetector, rgb: np.ndarray, min_face: float | None = None) -> list:
-        used.append((self.conf, self.min_face if min_face is None else min_face))
-        return real_detect(self, rgb, min_face)
+    def recording_detect(self: FaceDetector, rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> list:
+        used.append((self.conf, self.min_face))
+        return real_detect(self, rgb, file_size)
 
     monkeypatch.setattr(FaceDetector, "detect", recording_detect)
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
