@@ -648,7 +648,8 @@ def analyse_video(
                         annotations = scale_annotations(annotations, sx, sy)
                     size = image.shape[:2]
                     if frame.index % every == 0:
-                        tracked = tracker.update(pipe(image).faces)
+                        source_size = (frame.image.shape[1], frame.image.shape[0])  # the minimum face is in these
+                        tracked = tracker.update(pipe(image, source_size).faces)
                         annotations = to_annotations(tracked)
                         rows.extend(face_rows(frame, tracked, scale))
                         analysed += 1

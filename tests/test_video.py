@@ -241,6 +241,16 @@ def test_analyse_video_tracks_one_face(face_video: Path, haar_pipe: Pipeline, tm
     assert not list((tmp_path / "out").glob(".*partial"))
 
 
+def test_the_minimum_face_size_is_in_the_videos_own_pixels(tmp_path: Path, fake_weights: Path) -> None:
+    """Frames over 1920 px are analysed shrunk: a face about 700 px wide in a 2400 px clip was dropped by a 640 px
+    minimum applied to the shrunk copy, where it measures under 600 (the Video page's help says the clip's own
+    pixels)."""
+    clip = write_video(tmp_path / "big.mp4", [cv2.resize(f, (2400, 1800)) for f in face_frames(2)], "libx264")
+    pipe = Pipeline.load(fake_weights, runtime="torch", detector_backend="haar", conf=0.3, min_face=640)
+    table = pd.read_csv(analyse_video(clip, pipe, tmp_path / "out").csv_path)
+    assert len(table) == 2 and (table["x2"] - table["x1"]).min() >= 640
+
+
 def test_a_resolution_change_is_fitted_whole(tmp_path: Path) -> None:
     small = np.zeros((48, 64, 3), np.uint8)
     large = np.zeros((96, 128, 3), np.uint8)
