@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -279,7 +279,17 @@ FLAG_HELP = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool, bool]:
+class Invocation(NamedTuple):
+    """What one `python -m fer_core.train` call asks for: the run's config and how this call treats it."""
+
+    config: TrainConfig
+    resume: bool = False
+    reschedule: bool = False
+    overwrite: bool = False
+    deadline: float | None = None  # wall-clock time (time.time()) by which this call's epochs must end
+
+
+def parse_args(argv: list[str] | None = None) -> Invocation:
     parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="YAML/JSON file of TrainConfig fields; flags override it")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
@@ -289,6 +299,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool, 
         help="with --resume: accept a changed --epochs by stretching/shrinking the LR schedule (not an exact resume)",
     )
     parser.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        help="end this call's epochs by this wall-clock time (seconds since 1970, as `date +%%s` prints): unlike "
+        "--time-budget it counts the start-up (data loading, CUDA) too; with both, the earlier end wins "
+        "(fer_core.train_pair gives both members one)",
+    )
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
         kind = field_type(option)
@@ -317,7 +334,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool, bool, 
         parser.error("--reschedule changes the schedule of a run being resumed: add --resume")
     if args.overwrite and args.resume:
         parser.error("--overwrite starts the run again and --resume continues it: choose one")
-    return config, args.resume, args.reschedule, args.overwrite
+    if args.deadline is not None and not np.isfinite(args.deadline):
+        parser.error(f"--deadline {args.deadline}: must be a finite time")
+    return Invocation(config, args.resume, args.reschedule, args.overwrite, args.deadline)
 
 
 @dataclass
@@ -577,10 +596,28 @@ def epochs_within_budget(planned: int, done: int, budget_s: float, elapsed_s: fl
 BUDGET_SLACK = 0.05
 
 
+def invocation_budget(time_budget: float, deadline: float | None, now: float) -> float:
+    """Seconds this call's epochs may take from `now`: `--time-budget`, or less when `--deadline` comes first.
+
+    0 means no budget, so a deadline already past gives the smallest positive budget instead (the plan is then cut
+    to one epoch beyond the second, the least that still anneals).
+    """
+    if deadline is None:
+        return time_budget
+    left = max(deadline - now, 1e-3)
+    return min(time_budget, left) if time_budget else left
+
+
 def budget_decision(
-    cfg: TrainConfig, done: int, elapsed_s: float, epoch_times: list[float], stop_at: int, dist_info: Distributed
+    cfg: TrainConfig,
+    budget_s: float,
+    done: int,
+    elapsed_s: float,
+    epoch_times: list[float],
+    stop_at: int,
+    dist_info: Distributed,
 ) -> int:
-    """The epoch count that fits `cfg.time_budget`, rank 0's for every rank.
+    """The epoch count that fits `budget_s` (see `invocation_budget`), rank 0's for every rank.
 
     The 2nd epoch of this invocation fits the plan. It can time an epoch faster than the rest: runs started side by
     side on one GPU (session 27) share it only once each is past its start-up, and a run fitted to 161 epochs that
@@ -590,10 +627,10 @@ def budget_decision(
     """
     first = len(epoch_times) == 2
     epoch_s = 1.05 * epoch_times[-1] if first else float(np.median(epoch_times[-3:]))
-    allowed = cfg.time_budget * (1.0 if first else 1.0 + BUDGET_SLACK)
+    allowed = budget_s * (1.0 if first else 1.0 + BUDGET_SLACK)
     fitted = cfg.epochs
     if elapsed_s + (stop_at - done) * epoch_s > allowed:
-        fitted = epochs_within_budget(cfg.epochs, done, cfg.time_budget, elapsed_s, epoch_s)
+        fitted = epochs_within_budget(cfg.epochs, done, budget_s, elapsed_s, epoch_s)
     if dist_info.world_size > 1:  # every rank must follow rank 0's decision
         decision = torch.tensor([fitted], device=dist_info.device)
         dist.broadcast(decision, src=0)
@@ -657,9 +694,16 @@ def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, t
     return changed
 
 
-def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwrite: bool = False) -> Path:
+def run(
+    cfg: TrainConfig,
+    resume: bool = False,
+    reschedule: bool = False,
+    overwrite: bool = False,
+    deadline: float | None = None,
+) -> Path:
     """Train (or resume) a run; returns the path of `best.pt`. A folder that already holds a run is continued with
-    `resume`, started again with `overwrite`, and otherwise refused: a forgotten --resume wiped hours of training."""
+    `resume`, started again with `overwrite`, and otherwise refused: a forgotten --resume wiped hours of training.
+    `deadline` (a `time.time()`) shortens the plan like `cfg.time_budget`, counting from now instead of the loop."""
     out = Path(cfg.out)
     try:
         cli.out_folder(str(out))  # a file, a path under a file, a folder we may not write in: before any work
@@ -794,6 +838,7 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
         **({"distilled_from": {**teacher, "alpha": cfg.distill_alpha}} if teacher else {}),
         **({"fine_tuned_from": parent} if parent else {}),
     }
+    budget_s = invocation_budget(cfg.time_budget, deadline, time.time())
     loop_began = last_decision = time.perf_counter()
     epoch_times: list[float] = []  # this invocation's, decision to decision (checkpoint writing included)
     epoch = start_epoch
@@ -831,12 +876,12 @@ def run(cfg: TrainConfig, resume: bool = False, reschedule: bool = False, overwr
         now = time.perf_counter()
         epoch_times.append(now - last_decision)
         last_decision = now
-        if cfg.time_budget and epoch - start_epoch >= 1:  # not on the 1st epoch: it carries the start-up
+        if budget_s and epoch - start_epoch >= 1:  # not on the 1st epoch: it carries the start-up
             end = invocation_end(cfg, start_epoch)
-            fitted = budget_decision(cfg, epoch + 1, now - loop_began, epoch_times, end, dist_info)
+            fitted = budget_decision(cfg, budget_s, epoch + 1, now - loop_began, epoch_times, end, dist_info)
             if fitted != cfg.epochs:
                 if dist_info.is_main:
-                    log.warning("time budget %.0fs: %d epochs instead of %d", cfg.time_budget, fitted, cfg.epochs)
+                    log.warning("time budget %.0fs: %d epochs instead of %d", budget_s, fitted, cfg.epochs)
                 cfg.epochs = fitted
                 retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
         stop_if_diverged(row, epoch, dist_info)
@@ -904,8 +949,7 @@ def stop_if_diverged(row: dict[str, float], epoch: int, dist_info: Distributed) 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg, resume, reschedule, overwrite = parse_args(argv)
-    run(cfg, resume, reschedule, overwrite)
+    run(*parse_args(argv))
 
 
 if __name__ == "__main__":

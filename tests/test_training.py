@@ -24,7 +24,14 @@ from fer_core.cli import UserInputError
 from fer_core.data import load_fer2013
 from fer_core.export import file_sha256
 from fer_core.models import ModelConfig, build_model
-from fer_core.train import TrainConfig, epoch_seed, epochs_within_budget, parse_args, recalibrate_batchnorm
+from fer_core.train import (
+    TrainConfig,
+    epoch_seed,
+    epochs_within_budget,
+    invocation_budget,
+    parse_args,
+    recalibrate_batchnorm,
+)
 from fer_core.train import main as train_main
 from tests.conftest import REPO
 from tests.fer_fixtures import write_fer_folder
@@ -231,11 +238,34 @@ def test_time_budget_shortens_the_run_and_anneals(tmp_path, tiny_csv):
     assert state["scheduler"]["last_epoch"] == state["scheduler"]["total_steps"]  # the LR curve ran to its end
 
 
+@pytest.mark.parametrize(
+    ("time_budget", "deadline", "now", "expected"),
+    [
+        (0.0, None, 100.0, 0.0),  # neither: no budget
+        (30.0, None, 100.0, 30.0),
+        (0.0, 160.0, 100.0, 60.0),  # a deadline alone: what is left of it
+        (30.0, 160.0, 100.0, 30.0),  # both: the earlier end
+        (90.0, 160.0, 100.0, 60.0),
+        (0.0, 90.0, 100.0, 1e-3),  # already past: the least budget, not 0 ("none")
+    ],
+)
+def test_invocation_budget(time_budget, deadline, now, expected):
+    assert invocation_budget(time_budget, deadline, now) == expected
+
+
+def test_the_deadline_flag():
+    assert parse_args(["--data", "d", "--deadline", "1790000000.5"]).deadline == 1790000000.5
+    assert parse_args(["--data", "d"]).deadline is None
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--deadline", "nan"])
+
+
 def fake_clock(monkeypatch: pytest.MonkeyPatch, epoch_s: Callable[[int], float], save_s: float = 0.0) -> dict:
     """Replace the training loop's clock: epoch N (0-based) takes `epoch_s(N)` seconds and writing last.pt
     `save_s`, so time-budget decisions can be tested without slow or flaky real timings."""
     clock = {"now": 0.0}
-    monkeypatch.setattr(train, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: clock["now"])}))
+    now = staticmethod(lambda: clock["now"])
+    monkeypatch.setattr(train, "time", type("FakeTime", (), {"perf_counter": now, "time": now}))
     real_epoch, real_save = train.train_one_epoch, train.save_checkpoint
 
     def timed_epoch(*args, epoch, **kwargs):
