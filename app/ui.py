@@ -23,7 +23,7 @@ from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
-from fer_core.imageio import IMAGE_SUFFIXES, load_image_sized
+from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
 from fer_core.model_card import read_checked_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING
@@ -280,6 +280,22 @@ def face_count_notes(name: str, n_faces: int, pipe: Pipeline) -> None:
         st.info(
             f"{name}: no face found. Try a lower detection confidence or minimum face size.",
             icon=":material/search_off:",
+        )
+
+
+def upload_frames(data: bytes, digest: str) -> int:
+    """`frame_count` of an upload, remembered for this session."""
+    return session_memo("frames", (digest,), lambda: frame_count(data))
+
+
+def first_frame_note(name: str, frames: int) -> None:
+    """An animation or a multi-page file is analysed by its first frame only: said, so that no face found in a
+    fade-in's blank first frame is not taken for a detector's miss."""
+    if frames > 1:
+        st.info(
+            f"{name}: an animation or multi-page file of {frames} frames; only the first is analysed. Save the "
+            "frame you want as a picture of its own to analyse it.",
+            icon=":material/burst_mode:",
         )
 
 

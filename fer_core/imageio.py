@@ -121,6 +121,16 @@ def load_image_sized(
     return np.asarray(rgb, dtype=np.uint8), full_size
 
 
+def frame_count(data: bytes) -> int:
+    """Frames of an animation (GIF, WebP, APNG) or pages of a TIFF; 1 for a still or a count that cannot be read.
+    `load_image` reads only the first, and a page that finds no face in a fade-in's blank first frame says why."""
+    try:
+        with Image.open(io.BytesIO(data), formats=READ_FORMATS) as img:
+            return max(1, int(getattr(img, "n_frames", 1)))
+    except Exception:  # the count is a courtesy: a file that decoded but miscounts is still one picture
+        return 1
+
+
 def too_large(label: str, pixels: int | None) -> ImageLoadError:
     """The refusal of a picture over `MAX_PIXELS`, in one wording wherever it is caught."""
     size = f"{pixels / 1e6:.1f} megapixels" if pixels else "the picture"

@@ -191,6 +191,11 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert captions["blank.png"].startswith("0 face(s)") and captions["strip.png"].startswith("0 face(s)")
     assert captions["crowd.png"].startswith("60 face(s)")
     assert any("blank.png: no face found" in i.value for i in app.info)
+    frame_notes = [i.value for i in app.info if "only the first is analysed" in i.value]
+    assert frame_notes == [
+        "animated.gif: an animation or multi-page file of 2 frames; only the first is analysed. "
+        "Save the frame you want as a picture of its own to analyse it."
+    ]
     table = app.dataframe[0].value
     assert len(table) == len(good) + 60 and set(table["ensemble_label"]) <= set(EMOTIONS)
     assert any("probability columns are the ensemble's" in c.value for c in app.caption)  # whatever model is picked

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from skimage.data import astronaut
 
 from fer_core import imageio
-from fer_core.imageio import MAX_SIDE, ImageLoadError, load_image, load_image_sized, to_8bit
+from fer_core.imageio import MAX_SIDE, ImageLoadError, frame_count, load_image, load_image_sized, to_8bit
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -151,6 +151,14 @@ def test_animated_gif_gives_the_first_frame():
     frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue")]
     payload = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
     assert tuple(load_image(payload)[0, 0]) == (255, 0, 0)
+    assert frame_count(payload) == 2
+
+
+def test_frame_count_of_stills_pages_and_damage():
+    pages = [Image.new("L", (8, 8), level) for level in (0, 128, 255)]
+    assert frame_count(encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:])) == 3
+    assert frame_count(encoded(pages[0], "PNG")) == 1
+    assert frame_count(b"not an image") == 1  # only ever asked of a decoded file; a count it cannot read is one
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
     digest = ui.file_digest(data)
     try:
         image, file_size = ui.decoded_upload(upload.name, data, digest)
+        ui.first_frame_note(upload.name, ui.upload_frames(data, digest))
         return upload.name, image, digest, file_size
     except ImageLoadError as err:
         st.error(str(err), icon=":material/error:")

@@ -44,6 +44,8 @@ class Analysed:
     digest: str = ""
     #: (width, height) of the upright file itself; larger than the result's when `load_image` shrank it (over 4096 px).
     file_size: tuple[int, int] | None = None
+    #: Frames (animation) or pages (TIFF) in the file: only the first is analysed.
+    frames: int = 1
 
     def reported(self) -> ImageResult:
         """The result in the file's own pixels, as the downloads give it (the page draws on the shrunk copy)."""
@@ -111,7 +113,8 @@ def analyse_upload(
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(label, image, error=f"{label}: analysis failed ({type(err).__name__}: {err})")
-    return Analysed(label, image, result, digest=digest, file_size=file_size)
+    frames = ui.upload_frames(data, digest)
+    return Analysed(label, image, result, digest=digest, file_size=file_size, frames=frames)
 
 
 def face_views(result: ImageResult, model: str) -> list[ModelView]:
@@ -191,6 +194,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
             size = f"{item.file_size[0]}×{item.file_size[1]} px (analysed and shown at {size})"
         st.caption(f"{len(result.faces)} face(s) · {size} · {ui.model_title(model)}")
         ui.face_count_notes(item.name, len(result.faces), pipe)
+        ui.first_frame_note(item.name, item.frames)
         left, right = st.columns([3, 2])
         with left:
             st.image(ui.displayable(annotated), width="stretch")
