@@ -31,6 +31,13 @@ def run(main: Callable[[], int | None]) -> None:
     raise SystemExit(status or 0)
 
 
+def printable(text: str | os.PathLike[str]) -> str:
+    """`text` (often a path) as UTF-8 a results file can hold: a file name in bytes no encoding decodes (a Latin-1
+    `café.jpg` on a UTF-8 system) reaches Python as lone surrogates, which pandas, pyarrow and UTF-8 writers refuse
+    with a traceback after all the work; its bytes are written as `\\xe9` escapes instead, as `ls -b` shows them."""
+    return os.fspath(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def out_folder(text: str) -> Path:
     """argparse `type` of an output folder: one that exists as a file, or lies under a file or a folder we may not
     write in, is refused before any work, not after it."""

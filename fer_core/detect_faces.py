@@ -63,7 +63,7 @@ def run(
             tqdm.write(f"skipping unreadable image: {err}", file=sys.stderr)
             continue
         boxes = in_file_pixels(detector.detect(rgb, full_size), (rgb.shape[1], rgb.shape[0]), full_size)
-        cli.write_text_atomically(target, format_result(path.stem, boxes))
+        cli.write_text_atomically(target, format_result(cli.printable(path.stem), boxes))
         done += 1
     return done, bad, time.perf_counter() - start
 

@@ -77,7 +77,7 @@ def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.nd
     table = pd.DataFrame(ensemble, columns=list(EMOTIONS))
     table.insert(0, "predicted", [EMOTIONS[i] for i in ensemble.argmax(1)])
     table.insert(0, "label", [EMOTIONS[i] for i in split.labels])
-    table.insert(0, "source", split.sources)
+    table.insert(0, "source", [cli.printable(source) for source in split.sources])
     cli.write_text_atomically(out / "predictions.csv", table.to_csv(index=False))
     cli.write_text_atomically(out / "metrics.json", json.dumps(report, indent=2) + "\n")
 

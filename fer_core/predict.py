@@ -104,8 +104,8 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             print(f"error: {err}", file=sys.stderr)
             records.append(
                 {
-                    "image": str(file),
-                    "error": str(err),
+                    "image": cli.printable(file),
+                    "error": cli.printable(str(err)),
                     "width": None,
                     "height": None,
                     "faces": [],
@@ -118,7 +118,7 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
         if limited := pipe.at_face_limit(n_faces := len(result.faces)):
             print(f"warning: {file}: labelled the {n_faces} most confident faces (--max-faces)", file=sys.stderr)
         result = result.in_pixels_of(*file_size)  # analysed downscaled (over 4096 px): the file's size and pixels
-        records.append({"image": str(file), **result.to_dict(), "face_limit_reached": limited})
+        records.append({"image": cli.printable(file), **result.to_dict(), "face_limit_reached": limited})
     return records
 
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             except FerDataError as err:  # the whole file is unreadable: say so in its one row, go on with the rest
                 print(f"error: {err}", file=sys.stderr)
                 table = pd.DataFrame([{"error": str(err)}])
-            table.insert(0, "source", str(path))
+            table.insert(0, "source", cli.printable(path))
             tables.append(table)
         merged = pd.concat(tables, ignore_index=True).reindex(columns=["source", *CSV_COLUMNS])
         merged["line"] = merged["line"].astype("Int64")  # an unreadable file's row has none; keep the rest integers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_report, summary_metrics
 from fer_core.predict import iter_inputs
 from fer_core.predict import main as predict_main
-from tests.fer_fixtures import synthetic_faces, write_fer_csv
+from tests.fer_fixtures import synthetic_faces, write_fer_csv, write_fer_folder
 
 
 def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
@@ -148,6 +149,41 @@ def write_crop_folder(root):
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
     (root / "notes.png").write_text("not an image")
     return root
+
+
+def latin1_named(path: Path) -> Path:
+    """`path` renamed with the Latin-1 byte of "café" in its name, as old archives hold on UTF-8 systems (Python
+    reads it as a lone surrogate); skipped where the file system refuses names that are not UTF-8."""
+    target = path.with_name(path.stem + os.fsdecode(b"_caf\xe9") + path.suffix)
+    try:
+        path.rename(target)
+    except OSError:
+        pytest.skip("this file system keeps only UTF-8 names")
+    return target
+
+
+def test_file_names_that_are_not_utf8_are_written_as_escapes_not_a_traceback(tmp_path, fake_weights):
+    """evaluate wrote predictions.csv with pyarrow, which refused the name after the whole split was predicted (and
+    an earlier metrics.json was already gone); predict's CSV did the same."""
+    root = write_fer_folder(tmp_path / "fer", per_class=1)
+    private = next((root / "test").rglob("PrivateTest_*.png"))
+    latin1_named(private)
+    out = tmp_path / "report"
+    evaluate_main(["--data", str(root), "--split", "PrivateTest", "--out", str(out), "--weights", str(fake_weights)])
+    assert pd.read_csv(out / "predictions.csv")["source"].str.contains("_caf\\xe9.png", regex=False).sum() == 1
+
+    crop = tmp_path / "crops" / "face.png"
+    crop.parent.mkdir()
+    Image.fromarray(data.astronaut()[60:170, 170:280]).save(crop)
+    (tmp_path / "crops" / "broken.jpg").write_bytes(b"not an image")
+    latin1_named(crop), latin1_named(tmp_path / "crops" / "broken.jpg")
+    json_out = tmp_path / "out.json"
+    assert predict_main([str(crop.parent), "--crops", "--json", str(json_out), "--weights", str(fake_weights)]) == 1
+    images = sorted(Path(r["image"]).name for r in json.loads(json_out.read_text(encoding="utf-8")))
+    assert images == ["broken_caf\\xe9.jpg", "face_caf\\xe9.png"]
+    rows = latin1_named(write_fer_csv(tmp_path / "rows.csv", n_train=2, n_public=0, n_private=0))
+    assert predict_main([str(rows), "--csv-out", str(tmp_path / "p.csv"), "--weights", str(fake_weights)]) == 0
+    assert set(pd.read_csv(tmp_path / "p.csv")["source"]) == {str(rows.parent / "rows_caf\\xe9.csv")}
 
 
 def test_predict_crops_reports_bad_files_and_keeps_the_rest(tmp_path, fake_weights, capsys):

@@ -254,6 +254,20 @@ def test_detect_faces_cli_writes_wider_results(
     assert not (out / "0--Event" / "broken.txt").exists()
 
 
+def test_detect_faces_writes_a_name_that_is_not_utf8_as_escapes(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """The result file's first line (the image's name) raised UnicodeEncodeError and ended the run there."""
+    root = tmp_path / "images"
+    root.mkdir()
+    name = os.fsdecode(b"astro_caf\xe9")  # a Latin-1 name on a UTF-8 system
+    try:
+        (root / f"{name}.jpg").write_bytes(cv2.imencode(".jpg", astronaut[:, :, ::-1])[1].tobytes())
+    except OSError:
+        pytest.skip("this file system keeps only UTF-8 names")
+    out = tmp_path / "out"
+    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 0
+    assert (out / f"{name}.txt").read_text(encoding="utf-8").splitlines()[0] == "astro_caf\\xe9"
+
+
 def test_detect_faces_reads_images_as_the_app_does(
     tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
 ) -> None:
