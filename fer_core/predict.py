@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-faces must be at least 1")
     options = {"conf": args.conf, "max_faces": args.max_faces} if detector else {}
     pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
+    found = pipe.detector
+    if detector == "yolo" and found is not None and found.backend != "yolo":  # by name: Haar boxes would be wrong
+        parser.error(f"--detector yolo: {found.warning}")
     if args.tta == "off":
         pipe = pipe.with_tta(False)
 

@@ -262,6 +262,24 @@ def test_predict_csv_keeps_the_rows_before_a_damaged_part_and_names_empty_or_mis
     assert "missing.csv" in absent and "cannot read" in absent
 
 
+def test_predict_refuses_haar_boxes_when_yolo_is_asked_for_by_name(tmp_path, fake_weights, capsys):
+    """With unusable YOLO weights, --detector yolo ran the Haar cascade and exited 0: a wrong answer for a user who
+    named the detector (detect_faces --backend yolo already refused)."""
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)
+    (weights / "face_yolo.pt").write_bytes(b"garbage")
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(photo)
+    out = tmp_path / "out.json"
+    argv = [str(photo), "--json", str(out), "--weights", str(weights)]
+    with pytest.raises(SystemExit) as stopped, pytest.warns(RuntimeWarning, match="YOLO face weights unusable"):
+        predict_main([*argv, "--detector", "yolo"])
+    assert stopped.value.code == 2 and "--detector yolo: YOLO face weights unusable" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.warns(RuntimeWarning, match="falling back to the OpenCV Haar cascade"):
+        assert predict_main(argv) == 0  # auto: the fallback, said in a warning
+
+
 def test_predict_tta_off_classifies_one_view(tmp_path, fake_weights):
     weights = shutil.copytree(fake_weights, tmp_path / "weights")
     spec = json.loads((weights / "ensemble.json").read_text())
