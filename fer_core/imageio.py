@@ -114,6 +114,8 @@ def load_image_sized(
             raise ImageLoadError(f"{label}: the image is corrupt or truncated (its header is unreadable)") from err
         raise ImageLoadError(f"{label}: not an image file, or a format we cannot read") from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
+        if isinstance(err, OSError) and err.filename is not None:  # the file could not be read: no sign of damage
+            raise ImageLoadError(f"{label}: cannot read the file ({err.strerror or err})") from err
         raise ImageLoadError(f"{label}: the image is corrupt or truncated ({err})") from err
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

@@ -154,6 +154,19 @@ def test_animated_gif_gives_the_first_frame():
     assert frame_count(payload) == 2
 
 
+def test_a_file_we_may_not_read_is_not_called_corrupt(tmp_path, monkeypatch):
+    """A permission error read "the image is corrupt or truncated ([Errno 13] Permission denied)"."""
+    path = tmp_path / "locked.png"
+    path.write_bytes(encoded(Image.new("RGB", (4, 4)), "PNG"))
+
+    def denied(fp, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(Image, "open", denied)  # as root, chmod 000 would not stop the read
+    with pytest.raises(ImageLoadError, match=r"locked\.png: cannot read the file \(Permission denied\)$"):
+        load_image(path)
+
+
 def test_frame_count_of_stills_pages_and_damage():
     pages = [Image.new("L", (8, 8), level) for level in (0, 128, 255)]
     assert frame_count(encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:])) == 3
