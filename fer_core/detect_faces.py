@@ -19,14 +19,23 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.detection import BACKENDS, FaceBox, FaceDetector
 from fer_core.imageio import ImageLoadError, load_image_sized
-from fer_core.predict import iter_inputs
+from fer_core.predict import UnreadableFolder, iter_inputs
 
 
-def iter_images(root: Path) -> list[Path]:
+def iter_images(root: Path, unreadable: list[UnreadableFolder] | None = None) -> list[Path]:
     """Image files under `root` as `predict` finds them: every type the app reads, linked folders followed, hidden
-    files (macOS `._x.jpg`) skipped and other files named in a warning. A list of its own silently left out TIFFs
-    with a `.jfif`, `.pgm` or `.gif` name, and `rglob` left out linked folders."""
-    return list(iter_inputs([root]))
+    files (macOS `._x.jpg`) skipped and other files named in a warning, folders that cannot be listed added to
+    `unreadable`. A list of its own silently left out TIFFs with a `.jfif`, `.pgm` or `.gif` name, and `rglob` left
+    out linked folders."""
+    return list(iter_inputs([root], unreadable))
+
+
+def forget_results_under(out_dir: Path, root: Path, folders: list[UnreadableFolder]) -> None:
+    """Remove an earlier run's result files for folders that could not be listed now: their faces would be scored
+    as this run's, as for an image that became unreadable."""
+    for folder in folders:
+        for stale in (out_dir / folder.path.relative_to(root)).rglob("*.txt"):
+            stale.unlink(missing_ok=True)
 
 
 def in_file_pixels(boxes: Sequence[FaceBox], shown: tuple[int, int], full: tuple[int, int]) -> list[FaceBox]:
@@ -90,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.image_root.is_dir():
         parser.error(f"not a folder: {args.image_root}")
-    images = list(iter_images(args.image_root))
+    unreadable: list[UnreadableFolder] = []
+    images = iter_images(args.image_root, unreadable)
     if not images:  # exit 0 with no result file would read as "done"
         parser.error(f"no images under {args.image_root}")
     by_result: dict[Path, list[Path]] = {}
@@ -120,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
     if detector.warning:
         print(f"warning: {detector.warning}", file=sys.stderr)
+    forget_results_under(args.out, args.image_root, unreadable)
     done, bad, seconds = run(detector, images, args.image_root, args.out, progress=not args.no_progress)
     rate = done / seconds if seconds > 0 else float("inf")
     mode = f"backend {detector.backend}, {detector.runtime}, imgsz {detector.imgsz}" + (", TTA" if detector.tta else "")
-    print(f"{done} images in {seconds:.1f} s ({rate:.2f} images/s, {mode}); {len(bad)} unreadable")
-    return cli.PARTIAL_FAILURE if bad else 0
+    folders = f", {len(unreadable)} folder(s) unreadable" if unreadable else ""
+    print(f"{done} images in {seconds:.1f} s ({rate:.2f} images/s, {mode}); {len(bad)} unreadable{folders}")
+    return cli.PARTIAL_FAILURE if bad or unreadable else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,16 @@ from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 
 
-def iter_inputs(paths: list[Path]) -> Iterator[Path]:
+def iter_inputs(paths: list[Path], unreadable: list[UnreadableFolder] | None = None) -> Iterator[Path]:
     """Files as given; folders walked recursively for images (sorted, hidden files skipped). Other files in a
     folder (documents, CSVs) are named in one warning, so none is left out unnoticed. Linked folders are followed
     (each real folder once, so a link loop ends); a broken link with an image's name is yielded, to be reported
-    as unreadable like any other bad image."""
+    as unreadable like any other bad image. Folders that cannot be listed are warned about and added to
+    `unreadable`, for the caller's results and exit status: their images are missing from the output."""
     for path in paths:
         if path.is_dir():
             found, passed_over = 0, []
-            for file in _walk_files(path):
+            for file in _walk_files(path, unreadable if unreadable is not None else []):
                 if is_image_path(file):
                     found += 1
                     yield file
@@ -59,19 +61,27 @@ def iter_inputs(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def _walk_files(root: Path) -> list[Path]:
-    """Every non-hidden entry under `root` that is not a folder, sorted, through linked folders too.
+@dataclass(frozen=True)
+class UnreadableFolder:
+    """A folder under an input that could not be listed, and why."""
+
+    path: Path
+    message: str
+
+
+def _walk_files(root: Path, unreadable: list[UnreadableFolder]) -> list[Path]:
+    """Every non-hidden entry under `root` that is not a folder, sorted, through linked folders too; folders that
+    cannot be listed go to `unreadable`.
 
     `Path.rglob` does not enter linked folders before Python 3.13, so a folder of links to albums gave nothing."""
     files, seen = [], set()
 
-    def unreadable(err: OSError) -> None:
-        print(
-            f"warning: {err.filename}: cannot read this folder ({err.strerror}); its files are left out",
-            file=sys.stderr,
-        )
+    def cannot_list(err: OSError) -> None:
+        folder = UnreadableFolder(Path(err.filename), f"{err.filename}: cannot read this folder ({err.strerror})")
+        print(f"warning: {folder.message}; its files are left out", file=sys.stderr)
+        unreadable.append(folder)
 
-    for folder, dir_names, file_names in os.walk(root, onerror=unreadable, followlinks=True):
+    for folder, dir_names, file_names in os.walk(root, onerror=cannot_list, followlinks=True):
         info = os.stat(folder)
         if (info.st_dev, info.st_ino) in seen:  # a link back up the tree, or a second link to the same folder
             dir_names.clear()
@@ -95,6 +105,18 @@ def is_csv(path: Path) -> bool:
     return path.name.lower().endswith(CSV_SUFFIXES) and not is_image_path(path)
 
 
+def error_record(path: Path, message: str) -> dict[str, Any]:
+    """The JSON record of an input that gave no result: an unreadable image, or a folder that could not be listed."""
+    return {
+        "image": cli.printable(path),
+        "error": cli.printable(message),
+        "width": None,
+        "height": None,
+        "faces": [],
+        "face_limit_reached": False,
+    }
+
+
 def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[str, Any]]:
     records = []
     for file in tqdm(files, desc="images", disable=len(files) < 2):
@@ -102,16 +124,7 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             image, file_size = load_image_sized(file)
         except ImageLoadError as err:
             print(f"error: {err}", file=sys.stderr)
-            records.append(
-                {
-                    "image": cli.printable(file),
-                    "error": cli.printable(str(err)),
-                    "width": None,
-                    "height": None,
-                    "faces": [],
-                    "face_limit_reached": False,
-                }
-            )
+            records.append(error_record(file, str(err)))
             continue
         height, width = image.shape[:2]
         result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image, file_size)
@@ -205,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.conf <= 1.0:
         parser.error(f"--conf must be between 0 and 1, got {args.conf}")
     csv_inputs = [p for p in args.paths if is_csv(p) and not p.is_dir()]  # a missing one becomes its error row
-    image_inputs = list(iter_inputs([p for p in args.paths if p not in csv_inputs]))
-    if not csv_inputs and not image_inputs:
+    unreadable_folders: list[UnreadableFolder] = []
+    image_inputs = list(iter_inputs([p for p in args.paths if p not in csv_inputs], unreadable_folders))
+    if unreadable_folders and not args.json:
+        parser.error(f"{unreadable_folders[0].message}, and without --json the missing images would go unrecorded")
+    if not csv_inputs and not image_inputs and not unreadable_folders:
         parser.error("no images or CSV files found in " + ", ".join(map(str, args.paths)))
     if csv_inputs and not args.csv_out:
         parser.error("CSV inputs need --csv-out")
@@ -227,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         pipe = pipe.with_tta(False)
 
     unusable = 0
-    if image_inputs:
+    if image_inputs or unreadable_folders:
         records = predict_images(pipe, image_inputs, args.crops)
+        records += [
+            error_record(folder.path, f"{folder.message}; its images are missing") for folder in unreadable_folders
+        ]
         cli.write_text_atomically(args.json, json.dumps(records, indent=2) + "\n")
         errors = sum("error" in r for r in records)
         unusable += errors

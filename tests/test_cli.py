@@ -280,6 +280,22 @@ def test_predict_refuses_haar_boxes_when_yolo_is_asked_for_by_name(tmp_path, fak
         assert predict_main(argv) == 0  # auto: the fallback, said in a warning
 
 
+def test_predict_records_a_folder_it_cannot_list_and_exits_1(tmp_path, fake_weights, deny_listing, capsys):
+    """Only a warning said a folder's images were left out, and the exit status was 0."""
+    root = tmp_path / "crops"
+    (root / "locked").mkdir(parents=True)
+    face = data.astronaut()[60:170, 170:280]
+    Image.fromarray(face).save(root / "ok.png")
+    Image.fromarray(face).save(root / "locked" / "hidden_from_us.png")
+    deny_listing(root / "locked")
+    out = tmp_path / "out.json"
+    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 1
+    records = {Path(r["image"]).name: r for r in json.loads(out.read_text())}
+    assert set(records) == {"ok.png", "locked"} and records["ok.png"]["faces"]
+    assert records["locked"]["error"].endswith("cannot read this folder (Permission denied); its images are missing")
+    assert "locked: cannot read this folder" in capsys.readouterr().err
+
+
 def test_predict_tta_off_classifies_one_view(tmp_path, fake_weights):
     weights = shutil.copytree(fake_weights, tmp_path / "weights")
     spec = json.loads((weights / "ensemble.json").read_text())

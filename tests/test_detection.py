@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,22 @@ def test_detect_faces_writes_a_name_that_is_not_utf8_as_escapes(tmp_path: Path, 
     out = tmp_path / "out"
     assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 0
     assert (out / f"{name}.txt").read_text(encoding="utf-8").splitlines()[0] == "astro_caf\\xe9"
+
+
+def test_detect_faces_counts_a_folder_it_cannot_list_and_forgets_its_old_results(
+    tmp_path: Path, astronaut: np.ndarray, deny_listing: Callable[[Path], None]
+) -> None:
+    """Only a warning said the folder was left out: exit 0, and an earlier run's results for it stayed to be
+    scored as this run's."""
+    root, out = tmp_path / "images", tmp_path / "out"
+    (root / "locked").mkdir(parents=True)
+    cv2.imwrite(str(root / "astro.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "locked" / "astro.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 0
+    assert (out / "locked" / "astro.txt").is_file()
+    deny_listing(root / "locked")
+    assert detect_faces.main([str(root), "--out", str(out), "--backend", "haar", "--no-progress"]) == 1
+    assert (out / "astro.txt").is_file() and not (out / "locked" / "astro.txt").exists()
 
 
 def test_detect_faces_reads_images_as_the_app_does(
