@@ -13,6 +13,7 @@ import io
 import logging
 import lzma
 import re
+import tarfile
 import warnings
 import zipfile
 import zlib
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -71,7 +72,7 @@ class FerDataset:
     """The three FER-2013 splits plus a note of rows or files skipped on request.
 
     `skipped` holds one message per thing left out, which may be a whole folder; `skipped_count` counts the rows
-    and files it held, the figure `evaluate` reports."""
+    and files it held, the figure `evaluate` reports (a folder that cannot be listed counts as at least one)."""
 
     splits: dict[str, FerSplit]
     skipped: tuple[str, ...] = ()
@@ -94,6 +95,15 @@ class FerDataset:
         return digest.hexdigest()
 
 
+class _Skipped(NamedTuple):
+    """One thing `skip_bad` left out and how many rows/files that was; not `exact` when a folder could not be listed
+    to count its files."""
+
+    message: str
+    count: int
+    exact: bool = True
+
+
 def load_fer2013(
     path: str | Path,
     *,
@@ -113,13 +123,19 @@ def load_fer2013(
         raise FerDataError(f"{source}: no such file or folder")
     if source.is_dir():
         images, labels, usages, sources, skipped = _read_folder(source, skip_bad)
+    elif _is_tar_archive(source):
+        raise FerDataError(
+            f"{source}: a tar archive, which is not read directly; extract it first (tar -xf {source.name}) and pass "
+            "the CSV or folder it holds (FER-2013 is read as a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder)"
+        )
     elif source.name.lower().endswith(CSV_SUFFIXES):
         images, labels, usages, sources, skipped = _read_csv(source, skip_bad)
     else:
         raise FerDataError(f"{source}: not a FER-2013 source (expected a folder or a .csv/.csv.gz/.xz/.zip file)")
-    skipped_count = sum(count for _, count in skipped)
+    skipped_count = sum(skip.count for skip in skipped)
     if skipped:
-        log.warning("skipped %d bad rows/files in %s (first: %s)", skipped_count, source, skipped[0][0])
+        at_least = "" if all(skip.exact for skip in skipped) else "at least "  # a folder that could not be listed
+        log.warning("skipped %s%d bad rows/files in %s (first: %s)", at_least, skipped_count, source, skipped[0][0])
     if not labels:
         raise FerDataError(f"{source}: no usable samples found")
     usages_arr = np.asarray(usages)
@@ -132,7 +148,16 @@ def load_fer2013(
         idx = np.flatnonzero(usages_arr == name)
         if len(idx):
             splits[name] = FerSplit(name, image_arr[idx], label_arr[idx], tuple(sources[i] for i in idx))
-    return FerDataset(splits, tuple(message for message, _ in skipped), skipped_count)
+    return FerDataset(splits, tuple(skip.message for skip in skipped), skipped_count)
+
+
+def _is_tar_archive(path: Path) -> bool:
+    """Kaggle's `fer2013.tar.gz` holds fer2013/fer2013.csv; read as a gzipped CSV its tar header made the advice
+    "not UTF-8 text". `tarfile` recognises .tar/.tar.gz/.tgz/.tar.xz by content, reading only the first header."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (*_READ_ERRORS, tarfile.TarError):  # unreadable or damaged: reading it as a CSV names the problem
+        return False
 
 
 def _carve_validation(usages: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -330,7 +355,7 @@ def _read_csv(path: Path, skip_bad: bool):
         except FerDataError as err:
             if not skip_bad:
                 raise
-            skipped.append((str(err), 1))
+            skipped.append(_Skipped(str(err), 1))
             continue
         images.append(pixels)
         labels.append(label)
@@ -365,7 +390,7 @@ def read_gray_face(path: Path) -> np.ndarray:
 def _read_folder(root: Path, skip_bad: bool):
     """Kaggle layout: `<split dir>/<class>/<file>`; Usage from the file-name prefix, else from the split folder's
     name (train*, val*/dev*, test*); any other folder is an error, not silently a test split."""
-    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    split_dirs = [d for d in _list_folder(root) if d.is_dir() and not d.name.startswith(".")]
     if not split_dirs:
         raise FerDataError(f"{root}: expected train/ and test/ folders with one folder per class")
     images, labels, usages, sources, skipped = [], [], [], [], []
@@ -377,7 +402,14 @@ def _read_folder(root: Path, skip_bad: bool):
                 raise FerDataError(message)
             skipped.append(_left_out(split_dir, message))
             continue
-        for class_dir in sorted(d for d in split_dir.iterdir() if not d.name.startswith(".")):
+        try:
+            class_dirs = [d for d in _list_folder(split_dir) if not d.name.startswith(".")]
+        except FerDataError as err:
+            if not skip_bad:
+                raise
+            skipped.append(_left_out(split_dir, str(err)))
+            continue
+        for class_dir in class_dirs:
             name = class_dir.name.lower()
             if not class_dir.is_dir() or name not in EMOTIONS:
                 kind = "folder name" if class_dir.is_dir() else "a file beside the class folders: its name"
@@ -386,7 +418,14 @@ def _read_folder(root: Path, skip_bad: bool):
                     raise FerDataError(message)
                 skipped.append(_left_out(class_dir, message))
                 continue
-            for file in sorted(class_dir.iterdir()):
+            try:
+                files = _list_folder(class_dir)
+            except FerDataError as err:
+                if not skip_bad:
+                    raise
+                skipped.append(_left_out(class_dir, str(err)))
+                continue
+            for file in files:
                 if file.name.startswith("."):
                     continue
                 try:
@@ -400,7 +439,7 @@ def _read_folder(root: Path, skip_bad: bool):
                 except FerDataError as err:
                     if not skip_bad:
                         raise
-                    skipped.append((str(err), 1))
+                    skipped.append(_Skipped(str(err), 1))
                     continue
                 match = _USAGE_PREFIX.match(file.name)
                 usage = _canonical_usage(match.group(1)) if match else default_usage
@@ -411,17 +450,39 @@ def _read_folder(root: Path, skip_bad: bool):
     return images, labels, usages, sources, skipped
 
 
-def _left_out(path: Path, message: str) -> tuple[str, int]:
+def _list_folder(folder: Path) -> list[Path]:
+    """A folder's entries, sorted. One we may not list, or list but not enter (no x bit, so every file in it fails),
+    is a `FerDataError` naming the folder instead of a PermissionError traceback from somewhere inside it."""
+    try:
+        entries = sorted(folder.iterdir())
+        if entries:
+            entries[0].lstat()
+    except OSError as err:
+        raise FerDataError(f"{folder}: cannot list it: {(err.strerror or str(err)).lower()}") from err
+    return entries
+
+
+def _left_out(path: Path, message: str) -> _Skipped:
     """A skipped folder's message with the number of files it held (hidden ones aside), so `skipped` counts files
-    as the docs say; a stray file counts as one."""
+    as the docs say; a stray file counts as one, and so does a folder that cannot be listed (the message says so)."""
     if not path.is_dir():
-        return message, 1
-    count = sum(
-        1
-        for file in path.rglob("*")
-        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
-    )
-    return f"{message} ({count} file(s) left out)", count
+        return _Skipped(message, 1)
+    count, unlisted, folders = 0, [], [path]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = [entry for entry in _list_folder(folder) if not entry.name.startswith(".")]
+        except FerDataError:
+            unlisted.append(folder)
+            continue
+        folders += [entry for entry in entries if entry.is_dir() and not entry.is_symlink()]
+        count += sum(1 for entry in entries if entry.is_file())
+    if not unlisted:
+        return _Skipped(f"{message} ({count} file(s) left out)", count)
+    if unlisted[0] == path:
+        return _Skipped(f"{message} (its files could not be counted)", 1, exact=False)
+    note = f"at least {count} file(s) left out; {unlisted[0]} cannot be listed to count its files"
+    return _Skipped(f"{message} ({note})", max(count, 1), exact=False)
 
 
 def folder_usage(name: str) -> str | None:

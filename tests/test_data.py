@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import logging
+import os
 import re
 import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -353,3 +357,68 @@ def test_skipped_counts_the_files_of_a_skipped_folder(tmp_path):
     dataset = load_fer2013(root, skip_bad=True)
     assert len(dataset.skipped) == 3 and dataset.skipped_count == 5
     assert any("extra: split folder name" in m and "(3 file(s) left out)" in m for m in dataset.skipped)
+
+
+def deny(monkeypatch, folder: Path, *, enter_only: bool = False) -> None:
+    """Root ignores chmod, so fake the PermissionError a user gets from a folder with mode 000 (cannot list it) or,
+    with `enter_only`, mode r-- (can list it, but not look at anything inside it)."""
+    iterdir, stat = Path.iterdir, Path.stat
+
+    def refused(path: Path) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def listing(self):
+        if self == folder and not enter_only:
+            raise refused(self)
+        return iterdir(self)
+
+    def looking(self, *, follow_symlinks=True):
+        if self.parent == folder and enter_only:
+            raise refused(self)
+        return stat(self, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(Path, "iterdir", listing)
+    monkeypatch.setattr(Path, "stat", looking)
+
+
+@pytest.mark.parametrize(("folder", "enter_only"), [("train/happy", False), ("train/happy", True), ("test", False)])
+def test_a_folder_that_cannot_be_listed_is_named_or_skipped(tmp_path, monkeypatch, caplog, folder, enter_only):
+    """A split or class folder without read rights gave a PermissionError traceback, --skip-bad or not."""
+    root = write_fer_folder(tmp_path / "fer")
+    denied = root / folder
+    deny(monkeypatch, denied, enter_only=enter_only)
+    with pytest.raises(FerDataError) as refused:
+        load_fer2013(root)
+    assert str(refused.value) == f"{denied}: cannot list it: permission denied"
+    with caplog.at_level(logging.WARNING, logger="fer_core.data"):
+        dataset = load_fer2013(root, skip_bad=True)
+    assert dataset.skipped == (f"{denied}: cannot list it: permission denied (its files could not be counted)",)
+    assert dataset.skipped_count == 1 and "skipped at least 1 bad rows/files" in caplog.text
+    kept = [source for split in dataset.splits.values() for source in split.sources]
+    assert len(kept) == 56 - (4 if folder == "train/happy" else 28) and not any(str(denied) in s for s in kept)
+
+
+def test_a_skipped_folder_holding_one_that_cannot_be_listed_counts_what_it_can(tmp_path, monkeypatch):
+    root = write_fer_folder(tmp_path / "fer")
+    extra = root / "extra"
+    shutil.copytree(root / "train", extra)
+    deny(monkeypatch, extra / "happy")
+    dataset = load_fer2013(root, skip_bad=True)
+    assert dataset.skipped_count == 24
+    assert dataset.skipped[0].endswith(
+        f"(at least 24 file(s) left out; {extra / 'happy'} cannot be listed to count its files)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"), [("a.tar", "w"), ("fer2013.tar.gz", "w:gz"), ("b.tgz", "w:gz"), ("c.tar.xz", "w:xz")]
+)
+def test_a_tar_archive_is_named_as_one_to_extract(tmp_path, name, mode):
+    """Kaggle's fer2013.tar.gz (fer2013/fer2013.csv inside) got the advice to save it as CSV UTF-8."""
+    path = tmp_path / name
+    with tarfile.open(path, mode) as archive:
+        archive.add(write_fer_csv(tmp_path / "fer2013.csv"), arcname="fer2013/fer2013.csv")
+    with pytest.raises(FerDataError) as refused:
+        load_fer2013(path, skip_bad=True)
+    assert str(refused.value).startswith(f"{path}: a tar archive, which is not read directly; extract it first")
+    assert "a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder" in str(refused.value)
