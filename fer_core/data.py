@@ -77,6 +77,18 @@ class FerDataset:
     splits: dict[str, FerSplit]
     skipped: tuple[str, ...] = ()
     skipped_count: int = 0
+    #: When the source had no PublicTest, the share of its Training images carved into that split
+    #: (`_carve_validation`): a model trained on this source has seen them, so scores on them say little.
+    carved_share: float = 0.0
+
+    def validation_warning(self, source: str | Path) -> str | None:
+        """What a tool that reads PublicTest (evaluate, fit_ensemble) prints when that split was carved."""
+        if not self.carved_share:
+            return None
+        return (
+            f"{source} has no {VAL_SPLIT} images: {VAL_SPLIT} here is a seeded {self.carved_share:.0%} of its "
+            "Training images, which models trained on this source have already seen"
+        )
 
     def __getitem__(self, name: str) -> FerSplit:
         if name not in self.splits:
@@ -139,7 +151,8 @@ def load_fer2013(
     if not labels:
         raise FerDataError(f"{source}: no usable samples found")
     usages_arr = np.asarray(usages)
-    if not np.any(usages_arr == VAL_SPLIT):
+    carved_share = 0.0 if np.any(usages_arr == VAL_SPLIT) else val_fraction
+    if carved_share:
         usages_arr = _carve_validation(usages_arr, np.asarray(labels), val_fraction, seed)
     image_arr = np.stack(images).astype(np.uint8)
     label_arr = np.asarray(labels, dtype=np.int64)
@@ -148,7 +161,7 @@ def load_fer2013(
         idx = np.flatnonzero(usages_arr == name)
         if len(idx):
             splits[name] = FerSplit(name, image_arr[idx], label_arr[idx], tuple(sources[i] for i in idx))
-    return FerDataset(splits, tuple(skip.message for skip in skipped), skipped_count)
+    return FerDataset(splits, tuple(skip.message for skip in skipped), skipped_count, carved_share)
 
 
 def _is_tar_archive(path: Path) -> bool:

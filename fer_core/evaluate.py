@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.data import FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, weights_used
-from fer_core.labels import EMOTIONS, SPLITS, TEST_SPLIT
+from fer_core.labels import EMOTIONS, SPLITS, TEST_SPLIT, VAL_SPLIT
 from fer_core.metrics import classification_report
 from fer_core.pipeline import DEFAULT_WEIGHTS
 
@@ -99,11 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     ensemble = Ensemble.load(args.weights, runtime=args.runtime)
     if args.tta == "off":
         ensemble = ensemble.with_tta(False)
+    carved = dataset.validation_warning(args.data) if args.split == VAL_SPLIT else None
+    if carved:
+        print(f"warning: {carved}", file=sys.stderr)
     probs = predict_split(ensemble, split)
     report = {
         **evaluate_probs(split, probs),
         "skipped": dataset.skipped_count,  # --skip-bad: rows/files of the source left out (all splits)
         "weights": weights_used(ensemble.spec, args.weights, ensemble.tta),
+        **({"warning": carved} if carved else {}),
     }
     write_report(report, split, probs, args.out)
     for name, scores in report["models"].items():

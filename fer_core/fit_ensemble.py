@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,21 +45,30 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{source}: its model name {loaded.name!r} {problem}; train it with another --name")
     if loaded_models[0].name == loaded_models[1].name:  # one file name and one probability column for both
         parser.error(f"both checkpoints are named {loaded_models[0].name!r}; train one with --name to tell them apart")
-    val = load_fer2013(args.data)[VAL_SPLIT]  # before anything is written: a wrong --data changes nothing
+    dataset = load_fer2013(args.data)  # before anything is written: a wrong --data changes nothing
+    val = dataset[VAL_SPLIT]
+    if carved := dataset.validation_warning(args.data):
+        print(
+            f"warning: {carved}; the weight and TTA set fitted on it may favour the member that overfits most",
+            file=sys.stderr,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     # Fitted in a staging folder beside the output and moved in at the end, so an interrupted refit (many
     # minutes on a CPU) never leaves new checkpoints with an unfitted ensemble.json in a folder the app reads.
     with tempfile.TemporaryDirectory(prefix=".fit_ensemble_", dir=args.out) as staging_dir:
         staging = Path(staging_dir)
-        spec = fit(args.models, [loaded.name for loaded in loaded_models], val, staging, args.runtime)
+        spec = fit(args.models, [loaded.name for loaded in loaded_models], val, staging, args.runtime, carved)
         for member in spec["models"]:
             os.replace(staging / member["file"], args.out / member["file"])
         os.replace(staging / ENSEMBLE_FILE, args.out / ENSEMBLE_FILE)
     print(json.dumps({"tta": spec["tta"], "weights": {m["name"]: m["weight"] for m in spec["models"]}}))
 
 
-def fit(sources: list[Path], names: list[str], val: FerSplit, folder: Path, runtime: str) -> dict[str, Any]:
-    """Copy the two checkpoints into `folder`, fit weight and TTA set on `val`, write and return ensemble.json."""
+def fit(
+    sources: list[Path], names: list[str], val: FerSplit, folder: Path, runtime: str, warning: str | None = None
+) -> dict[str, Any]:
+    """Copy the two checkpoints into `folder`, fit weight and TTA set on `val`, write and return ensemble.json
+    (with `warning` when `val` is not a real PublicTest)."""
     members = []
     for source, name in zip(sources, names, strict=True):
         target = folder / f"{name}.pt"
@@ -84,6 +94,7 @@ def fit(sources: list[Path], names: list[str], val: FerSplit, folder: Path, runt
     chosen = results[chosen_tta]
     members[0]["weight"], members[1]["weight"] = round(chosen["weight"], 4), round(1 - chosen["weight"], 4)
     spec.update(
+        **({"warning": warning} if warning else {}),
         tta=chosen_tta,
         public_test={
             "ensemble_accuracy": chosen["accuracy"],

@@ -22,6 +22,7 @@ from fer_core.classifier import EmotionClassifier
 from fer_core.ensemble import Ensemble
 from fer_core.evaluate import main as evaluate_main
 from fer_core.export import file_sha256
+from fer_core.fit_ensemble import main as fit_ensemble_main
 from fer_core.labels import EMOTIONS
 from fer_core.metrics import classification_report, summary_metrics
 from fer_core.predict import iter_inputs
@@ -62,6 +63,28 @@ def test_evaluate_matches_scikit_learn(tmp_path, fake_weights):
     mix = {"A_crp": 0.5, "B_mixcut": 0.5}
     assert metrics["weights"] == {"tta": "none", "members": hashes, "mix": mix}  # what the model card checks
     assert metrics["skipped"] == 0
+
+
+def test_a_publictest_carved_from_training_is_said_in_the_output(tmp_path, fake_weights, capsys):
+    """Without PublicTest images the loader carves a seeded share of Training; evaluate reported "PublicTest"
+    accuracy on training images and fit_ensemble fitted on them, saying so only in a log line no CLI shows."""
+    root = write_fer_folder(tmp_path / "fer", per_class=2, prefixes=False)
+    shutil.rmtree(root / "test")
+    out = tmp_path / "report"
+    evaluate_main(["--data", str(root), "--split", "PublicTest", "--out", str(out), "--weights", str(fake_weights)])
+    warning = f"{root} has no PublicTest images: PublicTest here is a seeded 10% of its Training images"
+    assert warning in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["warning"].startswith(warning)
+    fit_ensemble_main(
+        ["--data", str(root), "--models", *map(str, sorted(fake_weights.glob("*.pt"))), "--out", str(tmp_path / "w")]
+    )
+    assert warning in capsys.readouterr().err
+    assert json.loads((tmp_path / "w" / "ensemble.json").read_text())["warning"].startswith(warning)
+    write_fer_folder(tmp_path / "real", per_class=2)
+    evaluate_main(
+        ["--data", str(tmp_path / "real"), "--split", "PublicTest", "--out", str(out), "--weights", str(fake_weights)]
+    )
+    assert "warning" not in capsys.readouterr().err and "warning" not in json.loads((out / "metrics.json").read_text())
 
 
 def test_evaluate_writes_each_confusion_plot_whole_or_not_at_all(tmp_path, fake_weights, monkeypatch, capsys):
