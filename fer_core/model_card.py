@@ -224,11 +224,19 @@ def render(weights: Path) -> str:
             out += [f"## {split} (n = {metrics['n']}), from `{command}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
     for extra in sorted((weights / "card").glob("*.md")) if (weights / "card").is_dir() else []:
-        out += [extra.read_text().rstrip(), ""]
+        out += [read_card_section(extra), ""]
     out += [INTENDED_USE, "## Files (sha256)", "", "| file | bytes | sha256 |", "|---|---|---|"]
     for path in sorted(p for p in weights.iterdir() if p.is_file() and p.name != "MODEL_CARD.md"):
         out.append(f"| `{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |")
     return "\n".join(out) + "\n"
+
+
+def read_card_section(path: Path) -> str:
+    """A hand-written section of the card (`weights/card/*.md`), which must be UTF-8 like the card itself."""
+    try:
+        return path.read_text(encoding="utf-8").rstrip()
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
 
 
 def read_checked_metrics(

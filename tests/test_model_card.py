@@ -74,6 +74,18 @@ def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
             assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
 
 
+def test_a_card_section_that_is_not_utf8_is_named(tmp_path, fake_weights):
+    """A Latin-1 `weights/card/*.md` raised UnicodeDecodeError (a traceback) from the card's renderer."""
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)
+    (weights / "card").mkdir()
+    (weights / "card" / "10_notes.md").write_text("## Notes\n\ncaf\u00e9\n", encoding="utf-8")
+    assert "café" in render(weights)
+    (weights / "card" / "20_latin1.md").write_bytes("## Notes\n\ncaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserInputError, match=r"20_latin1\.md: not UTF-8 text \(byte 13\); save it as UTF-8"):
+        render(weights)
+
+
 @pytest.mark.parametrize("stale", ["other TTA", "other network", "other mix", "unrecorded", "other split"])
 def test_render_refuses_metrics_of_other_weights(tmp_path, fake_weights, stale):
     weights = shutil.copytree(fake_weights, tmp_path / "weights")
