@@ -577,13 +577,16 @@ def face_rows(frame: Frame, tracked: list[Any], scale: float = 1.0) -> list[dict
     return rows
 
 
-def prepare_output(out: Path) -> Path:
-    """Refuse an output path that cannot hold the results before the first frame is decoded, not after the last."""
+def prepare_output(out: Path, source: Path) -> Path:
+    """Refuse an output path that cannot hold the results before the first frame is decoded, not after the last;
+    also one whose results would replace the video being read (`vs/annotated.mp4 --out vs` did, with exit 0)."""
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out}: exists and is not a folder")
     for name in (ANNOTATED_NAME, CSV_NAME):
         if (out / name).is_dir():
             raise UserInputError(f"{out / name}: is a folder, so the result cannot be written there")
+        if (out / name).exists() and source.exists() and (out / name).samefile(source):
+            raise UserInputError(f"{out / name}: is the input video; writing the results there would overwrite it")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -623,7 +626,7 @@ def analyse_video(
             f"{source}: {info.width}x{info.height} frames are too large (over {MAX_PIXELS // 1_000_000} megapixels "
             "each); please resize the video"
         )
-    out = prepare_output(Path(out_dir))
+    out = prepare_output(Path(out_dir), source)
     annotated, partial = out / ANNOTATED_NAME, out / f".{ANNOTATED_NAME}.partial"
     csv_path, partial_csv = out / CSV_NAME, out / f".{CSV_NAME}.partial"
     tracker = tracker or FaceTracker()
@@ -767,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     probe_video(args.video)  # a missing or unreadable input fails now, not after the models have loaded
-    prepare_output(args.out)
+    prepare_output(args.out, args.video)
     pipe = Pipeline.load(
         args.weights,
         runtime=args.runtime,

@@ -193,6 +193,26 @@ def test_an_unusable_output_folder_is_refused_before_decoding(tmp_path: Path) ->
             analyse_video(source, None, out)  # type: ignore[arg-type]  # no pipeline: nothing may be analysed
 
 
+@pytest.mark.parametrize("name", [video.ANNOTATED_NAME, video.CSV_NAME])
+def test_an_input_that_is_one_of_the_outputs_is_refused_before_any_work(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`video vs/annotated.mp4 --out vs` replaced the video it read with its annotated copy, with exit 0."""
+    source = write_video(tmp_path / "in.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264").rename(tmp_path / name)
+    before = source.read_bytes()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / name).symlink_to(source)  # the same file under another path
+    for out in (tmp_path, linked):
+        with pytest.raises(UserInputError, match=f"{name}: is the input video; writing the results there would"):
+            analyse_video(source, None, out)  # type: ignore[arg-type]  # no pipeline: nothing may be analysed
+    monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: pytest.fail("models loaded for a refused run"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(lambda: video.main([str(source), "--out", str(tmp_path)]))
+    assert stopped.value.code == 2 and "is the input video" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
 @pytest.mark.parametrize("cover_art", [False, True])
 def test_audio_only_file_has_no_video_stream(tmp_path: Path, cover_art: bool) -> None:
     """With or without a cover picture: FFmpeg shows the picture as a one-frame video stream."""
@@ -627,7 +647,7 @@ def test_a_stop_event_ends_the_analysis_at_the_next_frame(tmp_path: Path) -> Non
     stop = threading.Event()
 
     class StoppedAtThird(StubPipeline):
-        def __call__(self, image: np.ndarray) -> ImageResult:
+        def __call__(self, image: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
             if self.calls == 2:
                 stop.set()  # as the page's Cancel does, from another thread
             return super().__call__(image)
@@ -644,7 +664,7 @@ class StubPipeline:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, image: np.ndarray) -> ImageResult:
+    def __call__(self, image: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
         self.calls += 1
         probs = {name: 1 / len(EMOTIONS) for name in EMOTIONS}
         face = FaceResult((8.0, 8.0, 40.0, 40.0), 0.9, "angry", 1 / 7, probs, {"ensemble": probs})
@@ -654,7 +674,7 @@ class StubPipeline:
 class AlternatingPipeline(StubPipeline):
     """The same face, sure it is happy on even calls and sad on odd ones: smoothing shows in every row."""
 
-    def __call__(self, image: np.ndarray) -> ImageResult:
+    def __call__(self, image: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
         label = "happy" if self.calls % 2 == 0 else "sad"
         self.calls += 1
         probs = dict.fromkeys(EMOTIONS, 0.0) | {label: 1.0}
@@ -678,7 +698,7 @@ def test_a_very_large_video_is_analysed_at_a_playable_size(tmp_path: Path, monke
     seen: list[tuple[int, ...]] = []
     stub = StubPipeline()
 
-    def record(image: np.ndarray) -> ImageResult:
+    def record(image: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
         seen.append(image.shape)
         return stub(image)
 
@@ -723,7 +743,7 @@ def raw_h264(frames: list[np.ndarray]) -> bytes:
 class CentredFacePipeline(StubPipeline):
     """One face over the middle half of whatever frame it is given."""
 
-    def __call__(self, image: np.ndarray) -> ImageResult:
+    def __call__(self, image: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
         result = super().__call__(image)
         height, width = image.shape[:2]
         box = (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
