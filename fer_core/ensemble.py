@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,17 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 def combine(probs_by_model: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """sum_i w_i p_i / sum_i w_i: still a probability distribution for any non-negative weights."""
-    total = sum(weights[name] for name in probs_by_model)
-    if total <= 0:
+    """sum_i w_i p_i / sum_i w_i: still a probability distribution for any non-negative weights.
+
+    The weights are normalised in float64 before they meet the float32 probabilities: weights of 1e-50 or 1e39
+    underflowed or overflowed there, and every face came out NaN, labelled angry."""
+    largest = max((weights[name] for name in probs_by_model), default=0.0)
+    if not largest > 0:
         raise ValueError(f"ensemble weights must have a positive sum, got {dict(weights)}")
-    return sum(weights[name] * probs for name, probs in probs_by_model.items()) / total
+    exponent = math.frexp(largest)[1]  # scaling by a power of two is exact, and keeps the sum of 1e308s finite
+    scaled = {name: math.ldexp(weights[name], -exponent) for name in probs_by_model}
+    total = sum(scaled.values())
+    return sum((scaled[name] / total) * probs for name, probs in probs_by_model.items())
 
 
 def fit_weight(
@@ -145,6 +152,11 @@ def read_spec(folder: Path, *, check_files: bool = True) -> dict[str, Any]:
         ):
             raise CheckpointError(
                 f"{spec_path}: model {number} needs a 'file', a 'name' and a numeric 'weight', got {json.dumps(entry)}"
+            )
+        if entry.get("sha256") is not None and not isinstance(entry["sha256"], str):  # was a TypeError traceback
+            raise CheckpointError(
+                f"{spec_path}: model {number} ({entry['name']}) has sha256 {json.dumps(entry['sha256'])}; expected "
+                f"the hex digest of {entry['file']} as a string: run python -m fer_core.fit_ensemble again"
             )
     weights = [float(entry["weight"]) for entry in spec["models"]]
     if not all(np.isfinite(w) and w >= 0 for w in weights) or not sum(weights) > 0:

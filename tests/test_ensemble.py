@@ -14,7 +14,7 @@ from fer_core import classifier, fit_ensemble
 from fer_core import ensemble as ensemble_module
 from fer_core.checkpoint import CheckpointError
 from fer_core.data import FerDataError, load_fer2013
-from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, write_spec
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, fit_weight, read_spec, write_spec
 from fer_core.export import file_sha256
 from fer_core.fit_ensemble import main as fit_ensemble_main
 from fer_core.tta import TTA_SETS, View, tta_from_spec
@@ -149,6 +149,37 @@ def test_loading_refuses_a_member_replaced_after_the_fit(tmp_path, fake_weights)
     shutil.copyfile(folder / "B_mixcut.pt", folder / "A_crp.pt")  # a new stage dropped in without a refit
     with pytest.raises(CheckpointError, match=r"A_crp\.pt: sha256 .* run python -m fer_core.fit_ensemble again"):
         Ensemble.load(folder, runtime="torch")
+
+
+def test_a_recorded_sha256_that_is_not_a_string_is_named(tmp_path, fake_weights):
+    """`"sha256": 5` in a hand-edited ensemble.json was a TypeError traceback ('int' object is not subscriptable)."""
+    folder = copy_with_hashes(fake_weights, tmp_path)
+    spec = json.loads((folder / "ensemble.json").read_text())
+    for recorded in (5, 0, False):
+        spec["models"][1]["sha256"] = recorded
+        write_spec(folder / "ensemble.json", spec)
+        named = rf"ensemble\.json: model 2 \(B_mixcut\) has sha256 {json.dumps(recorded)}; expected"
+        for load in (lambda: Ensemble.load(folder, runtime="torch"), lambda: read_spec(folder)):
+            with pytest.raises(CheckpointError, match=named):
+                load()
+
+
+@pytest.mark.parametrize("weight", [1e-50, 1e39, 1e308])
+def test_extreme_weights_mix_as_their_ratio(tmp_path, fake_weights, weight):
+    """Equal weights of 1e-50 or 1e39 passed the checks, then underflowed or overflowed against the float32
+    probabilities: NaN for every face, each labelled angry."""
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    for member in spec["models"]:
+        member["weight"] = weight
+    write_spec(folder / "ensemble.json", spec)
+    batch = np.random.default_rng(5).integers(0, 256, size=(4, 1, 48, 48), dtype=np.uint8)
+    halves = Ensemble.load(fake_weights, runtime="torch").predict_batch(batch)[ENSEMBLE_KEY]  # 0.5 each
+    np.testing.assert_array_equal(Ensemble.load(folder, runtime="torch").predict_batch(batch)[ENSEMBLE_KEY], halves)
+    a, b = random_probs(5, 0).astype(np.float32), random_probs(5, 1).astype(np.float32)
+    uneven = combine({"a": a, "b": b}, {"a": weight, "b": 3 * weight if weight < 1e300 else weight / 3})
+    expected = 0.25 * a + 0.75 * b if weight < 1e300 else 0.75 * a + 0.25 * b
+    np.testing.assert_allclose(uneven, expected, rtol=1e-6)
 
 
 def test_loading_refuses_members_whose_names_would_collide(tmp_path, fake_weights):
