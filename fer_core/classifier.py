@@ -6,6 +6,7 @@ file exists). Crops of any size, colour or gray, go through the same preprocessi
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from fer_core.cli import UserInputError
 from fer_core.imageio import over_white, to_8bit
 from fer_core.models import ModelConfig, normalise
 from fer_core.tta import NO_TTA, average_views, expand, tta_views
+
+log = logging.getLogger(__name__)
 
 #: Largest batch handed to a runtime in one call (memory, not speed: larger batches are no faster on CPU).
 MAX_RUNTIME_BATCH = 512
@@ -90,6 +93,27 @@ class OnnxRuntime:
         return self.session.run(None, {self.input_name: x})[0]
 
 
+def cached_onnx_runtime(loaded: LoadedClassifier) -> OnnxRuntime:
+    """onnxruntime on this network's cached export, exported again once when the cached file does not load: a
+    damaged cache (a full disk, a copy cut short) was an InvalidProtobuf traceback on every run until deleted."""
+    from fer_core.export import classifier_onnx_path, export_classifier
+    from fer_core.onnx_session import OnnxLoadError
+
+    path = classifier_onnx_path(loaded)
+    try:
+        return OnnxRuntime(path, loaded.config)
+    except OnnxLoadError as err:
+        log.warning("%s; exporting %s again", err, loaded.path)
+    try:
+        export_classifier(loaded, path)  # replaces the file atomically, as the first export wrote it
+        return OnnxRuntime(path, loaded.config)
+    except OnnxLoadError as err:
+        raise OnnxLoadError(
+            f"{loaded.path}: its fresh ONNX export does not load either ({err}); run the classifiers on PyTorch "
+            "(--runtime torch, or FER_RUNTIME=torch for the app)"
+        ) from err
+
+
 class EmotionClassifier:
     """A named classifier: metadata from its checkpoint plus the runtime that executes it."""
 
@@ -116,10 +140,10 @@ class EmotionClassifier:
         if chosen_for_us:
             runtime = "torch" if use_cuda else "onnxruntime"
         if runtime == "onnxruntime":
-            from fer_core.export import cache_dir, classifier_onnx_path
+            from fer_core.export import cache_dir
 
             try:
-                onnx_path = classifier_onnx_path(loaded)
+                onnx_runtime = cached_onnx_runtime(loaded)
             except OSError as err:  # a read-only home or cache folder: the export has nowhere to go
                 problem = f"cannot write its ONNX export under {cache_dir()} ({err.strerror or err})"
                 if not chosen_for_us:
@@ -128,7 +152,7 @@ class EmotionClassifier:
                 classifier.runtime_warning = f"{classifier.name}: {problem}; running it on PyTorch instead."
                 warnings.warn(classifier.runtime_warning, RuntimeWarning, stacklevel=2)
                 return classifier
-            return cls(loaded, OnnxRuntime(onnx_path, loaded.config))
+            return cls(loaded, onnx_runtime)
         if runtime == "torch":
             return cls(loaded, TorchRuntime(loaded, device if use_cuda else "cpu"))
         raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")

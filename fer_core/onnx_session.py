@@ -17,6 +17,10 @@ THREADS_ENV = "FER_ORT_THREADS"
 STOP_SPINNING_KEY = "session.force_spinning_stop"
 
 
+class OnnxLoadError(UserInputError):
+    """An ONNX file onnxruntime cannot load (cut short, damaged, not ONNX), named: its own error was a traceback."""
+
+
 def threads(requested: int = 0) -> int:
     """Intra-op threads for a new session: `requested`, else `$FER_ORT_THREADS`, else 0 (onnxruntime decides)."""
     if requested:
@@ -47,4 +51,7 @@ def cpu_session(path: str | Path, intra_threads: int = 0) -> Any:
         options.intra_op_num_threads = chosen
     options.log_severity_level = 3
     options.add_session_config_entry(STOP_SPINNING_KEY, "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...) share no narrower base
+        raise OnnxLoadError(f"{path}: onnxruntime cannot load this ONNX file ({type(err).__name__}: {err})") from err

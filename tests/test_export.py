@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from fer_core import cli, onnx_session
+from fer_core import cli, export, onnx_session
 from fer_core.checkpoint import load_classifier
 from fer_core.classifier import EmotionClassifier
 from fer_core.detection import import_ultralytics
@@ -174,6 +176,27 @@ def test_an_unwritable_cache_costs_speed_not_the_models(tmp_path, monkeypatch):
     assert member.runtime_name == "torch" and "running it on PyTorch instead" in member.runtime_warning
     with pytest.raises(cli.UserInputError, match="set FER_CACHE_DIR to a writable folder"):
         EmotionClassifier.load(path, runtime="onnxruntime")
+
+
+def test_a_damaged_cached_export_is_exported_again_once(tmp_path, monkeypatch, caplog):
+    """A cached export cut short (a full disk, a copy) was an InvalidProtobuf traceback on every run until the user
+    found and deleted the cache; a fresh export that does not load either is one clear error."""
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
+    path = make_classifier_checkpoint(tmp_path / "A_crp.pt", "A_crp", seed=0)
+    cached = classifier_onnx_path(load_classifier(path))
+    os.truncate(cached, cached.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="fer_core.classifier"):
+        member = EmotionClassifier.load(path)
+    assert f"{cached}: onnxruntime cannot load this ONNX file (InvalidProtobuf" in caplog.text
+    assert "exporting" in caplog.text and member.runtime_name == "onnxruntime"
+    crops = [np.random.default_rng(i).integers(0, 256, size=(48, 48), dtype=np.uint8) for i in range(4)]
+    eager = EmotionClassifier.load(path, runtime="torch").predict(crops)
+    np.testing.assert_allclose(member.predict(crops), eager, atol=MAX_PROB_DIFF)
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # replaced in place, no scratch file left
+    os.truncate(cached, 1000)
+    monkeypatch.setattr(export, "export_classifier", lambda loaded, out: out.write_bytes(b"not onnx"))
+    with pytest.raises(onnx_session.OnnxLoadError, match=r"A_crp\.pt: its fresh ONNX export does not load either"):
+        EmotionClassifier.load(path)
 
 
 def test_an_empty_or_tilde_cache_setting_stays_out_of_the_working_folder(monkeypatch):
