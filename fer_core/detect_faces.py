@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fer_core import cli
-from fer_core.detection import BACKENDS, FaceBox, FaceDetector
+from fer_core.detection import BACKENDS, FaceBox, FaceDetector, refusal_of_fallback
 from fer_core.imageio import ImageLoadError, load_image_sized
 from fer_core.predict import UnreadableFolder, iter_inputs
 
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as err:  # an out-of-range --conf, --iou or --max-faces
         parser.error(str(err))
-    if args.backend == "yolo" and detector.backend != "yolo":  # asked for by name: Haar boxes would be a wrong answer
-        parser.error(f"--backend yolo: {detector.warning}")
+    if refusal := refusal_of_fallback(args.backend, detector):
+        parser.error(f"--backend yolo: {refusal}")
     if args.tta and detector.backend != "yolo":
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
     if detector.warning:

@@ -236,6 +236,14 @@ def fuse_views(
     return np.asarray(fused, np.float64) * scale, np.asarray(scores, np.float64)
 
 
+def refusal_of_fallback(requested: str | None, detector: FaceDetector | None) -> str | None:
+    """Why a tool must stop when YOLO was asked for by name but the Haar cascade was loaded in its place: its boxes
+    would be a wrong answer to that request (`auto` accepts the fallback, with the detector's warning)."""
+    if requested != "yolo" or detector is None or detector.backend == "yolo":
+        return None
+    return f"its weights are unusable ({detector.yolo_problem}), and the Haar cascade would not be what was asked for"
+
+
 class FaceDetector:
     """Finds faces in RGB images; `backend` says which engine is in use and `warning` why it is not YOLO."""
 
@@ -273,6 +281,8 @@ class FaceDetector:
         self.device = device
         self.weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
         self.warning: str | None = None
+        #: Why the YOLO weights did not load (the Haar cascade runs instead).
+        self.yolo_problem: str | None = None
         #: Why the YOLO model runs on PyTorch although onnxruntime was wanted (it still runs: not a Haar fallback).
         self.runtime_warning: str | None = None
         #: What executes detection: "onnxruntime" or "torch" for YOLO, "opencv" for the Haar cascade.
@@ -289,8 +299,9 @@ class FaceDetector:
                 self.backend = "yolo"
                 return
             except Exception as exc:  # any load failure must degrade to Haar, not crash the app
+                self.yolo_problem = f"{self.weights}: {type(exc).__name__}: {exc}"
                 self.warning = (
-                    f"YOLO face weights unusable ({self.weights}: {type(exc).__name__}: {exc}); "
+                    f"YOLO face weights unusable ({self.yolo_problem}); "
                     "falling back to the OpenCV Haar cascade, which misses small, profile and occluded faces. "
                     "Train them with `python -m fer_core.train_detector`."
                 )

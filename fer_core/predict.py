@@ -33,6 +33,7 @@ from fer_core.data import (
     parse_pixels,
     read_csv_records,
 )
+from fer_core.detection import refusal_of_fallback
 from fer_core.imageio import IMAGE_SUFFIXES, ImageLoadError, is_image_path, load_image_sized
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
@@ -236,9 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-faces must be at least 1")
     options = {"conf": args.conf, "max_faces": args.max_faces} if detector else {}
     pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
-    found = pipe.detector
-    if detector == "yolo" and found is not None and found.backend != "yolo":  # by name: Haar boxes would be wrong
-        parser.error(f"--detector yolo: {found.warning}")
+    if refusal := refusal_of_fallback(detector, pipe.detector):
+        parser.error(f"--detector yolo: {refusal}")
     if args.tta == "off":
         pipe = pipe.with_tta(False)
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.cli import UserInputError
-from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
+from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
 from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
@@ -779,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
         imgsz=args.imgsz,
         min_face=args.min_face,
     )
+    if refusal := refusal_of_fallback(args.detector, pipe.detector):
+        parser.error(f"--detector yolo: {refusal}")
     if args.tta == "off":
         pipe = pipe.with_tta(False)
     summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)

@@ -297,7 +297,7 @@ def test_predict_refuses_haar_boxes_when_yolo_is_asked_for_by_name(tmp_path, fak
     argv = [str(photo), "--json", str(out), "--weights", str(weights)]
     with pytest.raises(SystemExit) as stopped, pytest.warns(RuntimeWarning, match="YOLO face weights unusable"):
         predict_main([*argv, "--detector", "yolo"])
-    assert stopped.value.code == 2 and "--detector yolo: YOLO face weights unusable" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "--detector yolo: its weights are unusable" in capsys.readouterr().err
     assert not out.exists()
     with pytest.warns(RuntimeWarning, match="falling back to the OpenCV Haar cascade"):
         assert predict_main(argv) == 0  # auto: the fallback, said in a warning

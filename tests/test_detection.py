@@ -365,7 +365,7 @@ def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yol
     (tmp_path / "images" / "a.jpg").unlink()
     with pytest.warns(RuntimeWarning), pytest.raises(SystemExit) as done:
         detect_faces.main([*argv, "--backend", "yolo", "--weights", str(tmp_path / "missing.pt")])
-    assert done.value.code == 2 and "--backend yolo: YOLO face weights unusable" in capsys.readouterr().err
+    assert done.value.code == 2 and "--backend yolo: its weights are unusable" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -888,3 +888,16 @@ def test_cli_tta_off_analyses_with_one_view(
         with pytest.raises(VideoError):
             video.main([*args, "--tta", tta])
     assert used == ["flip", "none"]
+
+
+def test_cli_refuses_haar_boxes_when_yolo_is_asked_for_by_name(
+    face_video: Path, fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With unusable YOLO weights, --detector yolo analysed the clip with the Haar cascade and exited 0."""
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    (weights / "face_yolo.pt").write_bytes(b"garbage")
+    args = [str(face_video), "--out", str(tmp_path / "out"), "--weights", str(weights), "--detector", "yolo"]
+    with pytest.raises(SystemExit) as stopped, pytest.warns(RuntimeWarning, match="YOLO face weights unusable"):
+        video.main(args)
+    assert stopped.value.code == 2 and "--detector yolo: its weights are unusable" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "faces.csv").exists()
