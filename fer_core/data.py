@@ -415,14 +415,10 @@ def _read_folder(root: Path, skip_bad: bool):
                 raise FerDataError(message)
             skipped.append(_left_out(split_dir, message))
             continue
-        try:
-            class_dirs = [d for d in _list_folder(split_dir) if not d.name.startswith(".")]
-        except FerDataError as err:
-            if not skip_bad:
-                raise
-            skipped.append(_left_out(split_dir, str(err)))
+        class_dirs = _listed_or_skipped(split_dir, skip_bad, skipped)
+        if class_dirs is None:
             continue
-        for class_dir in class_dirs:
+        for class_dir in (d for d in class_dirs if not d.name.startswith(".")):
             name = class_dir.name.lower()
             if not class_dir.is_dir() or name not in EMOTIONS:
                 kind = "folder name" if class_dir.is_dir() else "a file beside the class folders: its name"
@@ -431,12 +427,8 @@ def _read_folder(root: Path, skip_bad: bool):
                     raise FerDataError(message)
                 skipped.append(_left_out(class_dir, message))
                 continue
-            try:
-                files = _list_folder(class_dir)
-            except FerDataError as err:
-                if not skip_bad:
-                    raise
-                skipped.append(_left_out(class_dir, str(err)))
+            files = _listed_or_skipped(class_dir, skip_bad, skipped)
+            if files is None:
                 continue
             for file in files:
                 if file.name.startswith("."):
@@ -473,6 +465,17 @@ def _list_folder(folder: Path) -> list[Path]:
     except OSError as err:
         raise FerDataError(f"{folder}: cannot list it: {(err.strerror or str(err)).lower()}") from err
     return entries
+
+
+def _listed_or_skipped(folder: Path, skip_bad: bool, skipped: list[_Skipped]) -> list[Path] | None:
+    """`_list_folder`, or, when it cannot be listed and `skip_bad` is on, None with the folder noted in `skipped`."""
+    try:
+        return _list_folder(folder)
+    except FerDataError as err:
+        if not skip_bad:
+            raise
+        skipped.append(_left_out(folder, str(err)))
+        return None
 
 
 def _left_out(path: Path, message: str) -> _Skipped:
