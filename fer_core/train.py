@@ -302,9 +302,9 @@ def parse_args(argv: list[str] | None = None) -> Invocation:
     parser.add_argument(
         "--deadline",
         type=float,
-        help="end this call's epochs by this wall-clock time (seconds since 1970, as `date +%%s` prints): unlike "
-        "--time-budget it counts the start-up (data loading, CUDA) too; with both, the earlier end wins "
-        "(fer_core.train_pair gives both members one)",
+        help="fit the plan to end this call's epochs by this wall-clock time (seconds since 1970, as `date +%%s` "
+        "prints; like --time-budget, at least 3 epochs): unlike --time-budget it counts the start-up (data loading, "
+        "CUDA) too; with both, the earlier end wins (fer_core.train_pair gives both members one)",
     )
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +15,7 @@ import pytest
 from fer_core import train_pair
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.cli import UserInputError
+from tests.conftest import REPO
 from tests.fer_fixtures import write_fer_folder
 
 TINY = ["--set", "epochs=2", "--set", "batch_size=8", "--set", "stem_stride=2", "--set", "eval_batch_size=64"]
@@ -37,6 +42,7 @@ def test_the_pair_trains_both_recipes_and_fits_their_ensemble(tmp_path, fer_fold
     assert [m["name"] for m in spec["models"]] == list(train_pair.MEMBERS)
     summary = json.loads((out / "pair.json").read_text())
     assert set(summary["members"]) == set(train_pair.MEMBERS)
+    assert summary["members"]["A_crp"]["epochs_done"] == summary["members"]["A_crp"]["epochs_planned"] == 2
     assert summary["ensemble"]["tta"] == spec["tta"]
     assert summary["ensemble"]["public_test_accuracy"] == spec["public_test"]["ensemble_accuracy"]
 
@@ -44,6 +50,11 @@ def test_the_pair_trains_both_recipes_and_fits_their_ensemble(tmp_path, fer_fold
         train_pair.main([*call, "--no-fit"])
     train_pair.main([*call, "--no-fit", "--resume"])
     assert list(pd.read_csv(out / "A_crp" / "history.csv")["epoch"]) == [1, 2]  # finished: nothing to add
+    resumed = json.loads((out / "pair.json").read_text())  # the first call's time is kept, not replaced
+    assert [c["resume"] for c in resumed["calls"]] == [False, True]
+    assert resumed["wall_s_all_calls"] == pytest.approx(sum(c["wall_s"] for c in resumed["calls"]), abs=0.11)
+    assert resumed["members"]["A_crp"]["train_s"] == summary["members"]["A_crp"]["train_s"]
+    assert (out / "A_crp.log").read_text().count("=== train_pair call at") == 2  # appended, not wiped
 
 
 def test_the_deadline_counts_start_up_and_cuts_both_plans(tmp_path, fer_folder):
@@ -55,17 +66,65 @@ def test_the_deadline_counts_start_up_and_cuts_both_plans(tmp_path, fer_folder):
     )
     for name in train_pair.MEMBERS:
         assert read_checkpoint(out / name / "last.pt")["training"]["config"]["epochs"] == 3
-        assert json.loads((out / "pair.json").read_text())["members"][name]["epochs"] == 3
+        record = json.loads((out / "pair.json").read_text())["members"][name]
+        assert record["epochs_planned"] == record["epochs_done"] == 3
 
 
-def test_a_failed_member_is_named_with_the_end_of_its_log(tmp_path, fer_folder):
+def test_a_failed_member_is_named_and_the_other_stopped(tmp_path, fer_folder):
+    """B trained on to the deadline after A had failed at once (a refused resume), before anyone was told."""
     out = tmp_path / "pair"
     missing = tmp_path / "nowhere.pt"
+    argv = ["--data", str(fer_folder), "--out", str(out), *TINY, "--set", "B_mixcut.epochs=200"]
     with pytest.raises(UserInputError, match=r"A_crp failed \(exit 2\)") as raised:
-        train_pair.main(["--data", str(fer_folder), "--out", str(out), *TINY, "--set", f"A_crp.init_from={missing}"])
+        train_pair.main([*argv, "--set", f"A_crp.init_from={missing}"])
     assert "nowhere.pt" in str(raised.value)  # train's own message, from the log
-    assert (out / "B_mixcut" / "best.pt").is_file()  # the other member finished
-    assert not (out / "weights").exists()
+    assert f"remove {out / 'A_crp'} and run with --resume" in str(raised.value)
+    assert len(pd.read_csv(out / "B_mixcut" / "history.csv")) < 200  # stopped, not trained to its end
+    assert not (out / "weights").exists() and not list(out.rglob(".partial.*"))
+
+
+def start_pair(out: Path, fer_folder: Path) -> subprocess.Popen:
+    """A long pair in a process of its own; returns once both members have finished an epoch."""
+    argv = ["--data", str(fer_folder), "--out", str(out), *TINY, "--set", "epochs=500", "--no-fit"]
+    pair = subprocess.Popen([sys.executable, "-m", "fer_core.train_pair", *argv], cwd=REPO, stderr=subprocess.PIPE)
+    ends = time.time() + 120
+    while not all((out / name / "last.pt").is_file() for name in train_pair.MEMBERS):
+        assert pair.poll() is None and time.time() < ends, pair.stderr.read().decode() if pair.stderr else ""
+        time.sleep(0.5)
+    return pair
+
+
+def members_still_training(out: Path) -> bool:
+    """Whether a last.pt changes within 3 s (a tiny epoch takes well under a second)."""
+    stamps = [(out / name / "last.pt").stat().st_mtime_ns for name in train_pair.MEMBERS]
+    time.sleep(3)
+    return stamps != [(out / name / "last.pt").stat().st_mtime_ns for name in train_pair.MEMBERS]
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_members_stop_with_the_pair_and_resume(tmp_path, fer_folder, how):
+    """After a kill of the pair both members trained on, and the next --resume ran a second trainer in each
+    folder. SIGTERM stops them as Ctrl-C does; even SIGKILL, which the pair cannot catch, reaches them (Linux)."""
+    out = tmp_path / "pair"
+    pair = start_pair(out, fer_folder)
+    pair.send_signal(how)
+    pair.wait(timeout=90)
+    if how == signal.SIGTERM:
+        assert pair.returncode == 130 and b"continue with --resume" in pair.stderr.read()
+    assert not members_still_training(out)
+    assert not list(out.rglob(".partial.*"))
+    done = {name: read_checkpoint(out / name / "last.pt")["training"]["epoch"] + 1 for name in train_pair.MEMBERS}
+    argv = ["--data", str(fer_folder), "--out", str(out), *TINY, "--set", "epochs=500", "--no-fit", "--resume"]
+    train_pair.main([*argv, "--set", "stop_after=1"])  # one more epoch each, after the last one saved
+    for name, epochs in done.items():
+        assert list(pd.read_csv(out / name / "history.csv")["epoch"]) == list(range(1, epochs + 2))
+
+
+def test_one_pair_call_per_folder_at_a_time(tmp_path, fer_folder):
+    out = tmp_path / "pair"
+    out.mkdir()
+    with train_pair.locked(out), pytest.raises(UserInputError, match="another train_pair call"):
+        train_pair.main(["--data", str(fer_folder), "--out", str(out), *TINY])
 
 
 @pytest.mark.parametrize(
@@ -75,6 +134,7 @@ def test_a_failed_member_is_named_with_the_end_of_its_log(tmp_path, fer_folder):
         (["lr=1e-3"], {"A_crp": {"lr": 1e-3}, "B_mixcut": {"lr": 1e-3}}),  # YAML reads 1e-3 as text: typed here
         (["B_mixcut.lr=5e-4", "lr=1e-3"], {"A_crp": {"lr": 1e-3}, "B_mixcut": {"lr": 5e-4}}),  # a member's wins
         (["channels-last=false"], {"A_crp": {"channels_last": False}, "B_mixcut": {"channels_last": False}}),
+        (["A_crp.init_from=#1 0123.pt"], {"A_crp": {"init_from": "#1 0123.pt"}, "B_mixcut": {}}),  # text as typed
     ],
 )
 def test_overrides_go_to_both_members_or_one(items, expected):
@@ -102,5 +162,6 @@ def test_an_out_of_range_option_stops_the_pair_before_any_process(tmp_path, fer_
     with pytest.raises(UserInputError, match=r"A_crp: lr -1\.0 must be a positive number"):
         train_pair.main(["--data", str(fer_folder), "--out", str(tmp_path / "pair"), "--set", "lr=-1"])
     assert not (tmp_path / "pair").exists()
-    with pytest.raises(SystemExit):
-        train_pair.main(["--data", str(fer_folder), "--out", str(tmp_path / "pair"), "--time-budget", "0"])
+    for budget in ("0", "1e20"):  # 1e20 started both members, then time.ctime overflowed
+        with pytest.raises(SystemExit):
+            train_pair.main(["--data", str(fer_folder), "--out", str(tmp_path / "pair"), "--time-budget", budget])
