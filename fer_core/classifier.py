@@ -6,7 +6,6 @@ file exists). Crops of any size, colour or gray, go through the same preprocessi
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +20,6 @@ from fer_core.cli import UserInputError
 from fer_core.imageio import over_white, to_8bit
 from fer_core.models import ModelConfig, normalise
 from fer_core.tta import NO_TTA, average_views, expand, tta_views
-
-log = logging.getLogger(__name__)
 
 #: Largest batch handed to a runtime in one call (memory, not speed: larger batches are no faster on CPU).
 MAX_RUNTIME_BATCH = 512
@@ -94,24 +91,15 @@ class OnnxRuntime:
 
 
 def cached_onnx_runtime(loaded: LoadedClassifier) -> OnnxRuntime:
-    """onnxruntime on this network's cached export, exported again once when the cached file does not load: a
-    damaged cache (a full disk, a copy cut short) was an InvalidProtobuf traceback on every run until deleted."""
-    from fer_core.export import classifier_onnx_path, export_classifier
-    from fer_core.onnx_session import OnnxLoadError
+    """onnxruntime on this network's cached export (`export.open_cached_export`: exported again if damaged)."""
+    from fer_core.export import classifier_onnx_path, export_classifier, open_cached_export
 
-    path = classifier_onnx_path(loaded)
-    try:
-        return OnnxRuntime(path, loaded.config)
-    except OnnxLoadError as err:
-        log.warning("%s; exporting %s again", err, loaded.path)
-    try:
-        export_classifier(loaded, path)  # replaces the file atomically, as the first export wrote it
-        return OnnxRuntime(path, loaded.config)
-    except OnnxLoadError as err:
-        raise OnnxLoadError(
-            f"{loaded.path}: its fresh ONNX export does not load either ({err}); run the classifiers on PyTorch "
-            "(--runtime torch, or FER_RUNTIME=torch for the app)"
-        ) from err
+    return open_cached_export(
+        classifier_onnx_path(loaded),
+        lambda path: OnnxRuntime(path, loaded.config),
+        lambda path: export_classifier(loaded, path),
+        Path(loaded.path),
+    )
 
 
 class EmotionClassifier:

@@ -323,9 +323,14 @@ class FaceDetector:
         onnx_error: Exception | None = None
         if runtime == "onnxruntime":
             try:
-                from fer_core.export import detector_onnx_path
+                from fer_core.export import detector_onnx_path, export_detector, open_cached_export
 
-                self._onnx = OnnxYolo(detector_onnx_path(path, self.imgsz))
+                self._onnx = open_cached_export(
+                    detector_onnx_path(path, self.imgsz),
+                    OnnxYolo,
+                    lambda onnx_path: export_detector(path, onnx_path, self.imgsz),
+                    path,
+                )
                 self._face_class = face_class(self._onnx.names)
                 self.runtime = "onnxruntime"
                 return

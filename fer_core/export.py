@@ -13,11 +13,14 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +29,10 @@ from torch import nn
 from fer_core import cli
 from fer_core.checkpoint import LoadedClassifier, load_classifier
 from fer_core.models import ModelConfig
+from fer_core.onnx_session import OnnxLoadError
+
+log = logging.getLogger(__name__)
+Opened = TypeVar("Opened")
 
 #: Largest allowed |p_onnx - p_torch| on the same inputs.
 MAX_PROB_DIFF = 1e-4
@@ -195,6 +202,25 @@ def check_detector_loads(pt_path: Path) -> None:
         import_ultralytics().YOLO(str(pt_path), task="detect")
     except Exception as err:
         raise cli.UserInputError(f"{pt_path}: not a YOLO detector checkpoint ({type(err).__name__}: {err})") from err
+
+
+def open_cached_export(
+    path: Path, open_export: Callable[[Path], Opened], export_again: Callable[[Path], object], source: Path
+) -> Opened:
+    """`open_export(path)` on a cached export of `source`, exported again once when it does not load: a damaged
+    cache file (a full disk, a copy cut short) was an onnxruntime traceback on every run until found and deleted."""
+    try:
+        return open_export(path)
+    except OnnxLoadError as err:
+        log.warning("%s; exporting %s again", err, source)
+    export_again(path)  # replaces the file atomically, as the first export wrote it
+    try:
+        return open_export(path)
+    except OnnxLoadError as err:
+        raise OnnxLoadError(
+            f"{source}: its fresh ONNX export does not load either ({err}); run it on PyTorch (--runtime torch, or "
+            "FER_RUNTIME=torch for the app)"
+        ) from err
 
 
 def detector_onnx_path(pt_path: str | Path, imgsz: int) -> Path:

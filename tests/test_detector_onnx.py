@@ -6,6 +6,8 @@ make its outputs depend on the image, so a wrong letterbox, colour order or box 
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -185,3 +187,19 @@ def test_cached_export_loads_without_ultralytics_model(stand_in: Path, monkeypat
         warnings.simplefilter("error")
         detector = FaceDetector(weights=stand_in, imgsz=160, runtime="onnxruntime")
     assert detector.runtime == "onnxruntime" and detector._yolo is None
+
+
+def test_a_damaged_cached_export_is_exported_again(
+    stand_in: Path, astronaut: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cut-short cached detector export ran detection on PyTorch, with a warning, on every start until deleted."""
+    from fer_core.export import detector_onnx_path
+
+    FaceDetector(weights=stand_in, imgsz=160, runtime="onnxruntime")  # builds the cache entry
+    cached = detector_onnx_path(stand_in, 160)
+    os.truncate(cached, cached.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="fer_core.export"), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to PyTorch, which warns so
+        detector = FaceDetector(weights=stand_in, imgsz=160, runtime="onnxruntime", conf=0.0)
+    assert "onnxruntime cannot load this ONNX file" in caplog.text and "exporting" in caplog.text
+    assert detector.runtime == "onnxruntime" and isinstance(detector.detect(astronaut), list)

@@ -185,7 +185,7 @@ def test_a_damaged_cached_export_is_exported_again_once(tmp_path, monkeypatch, c
     path = make_classifier_checkpoint(tmp_path / "A_crp.pt", "A_crp", seed=0)
     cached = classifier_onnx_path(load_classifier(path))
     os.truncate(cached, cached.stat().st_size // 2)
-    with caplog.at_level(logging.WARNING, logger="fer_core.classifier"):
+    with caplog.at_level(logging.WARNING, logger="fer_core.export"):
         member = EmotionClassifier.load(path)
     assert f"{cached}: onnxruntime cannot load this ONNX file (InvalidProtobuf" in caplog.text
     assert "exporting" in caplog.text and member.runtime_name == "onnxruntime"
