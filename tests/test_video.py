@@ -661,6 +661,8 @@ def test_a_stop_event_ends_the_analysis_at_the_next_frame(tmp_path: Path) -> Non
 class StubPipeline:
     """Finds one fixed face on every frame; counts calls."""
 
+    detector = None  # as a Pipeline for face crops: no detector to have fallen back
+
     def __init__(self) -> None:
         self.calls = 0
 
