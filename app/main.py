@@ -21,7 +21,8 @@ import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
 
-st.set_page_config(page_title="Facial expressions", page_icon=":material/mood:", layout="wide")
+# A file of our own: for a ":material/...:" icon the browser fetched the favicon from fonts.gstatic.com.
+st.set_page_config(page_title="Facial expressions", page_icon=str(REPO_ROOT / "app/assets/favicon.png"), layout="wide")
 
 PAGES = [
     st.Page(ui.PHOTOS_PAGE, title="Photos", icon=":material/photo_library:", default=True),

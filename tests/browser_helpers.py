@@ -105,4 +105,5 @@ def chromium(profile_dir: Path, fake_video: Path, size: tuple[int, int] = (1400,
         f"--window-size={size[0]},{size[1]}",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for driver.get_log("browser")
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)

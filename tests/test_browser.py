@@ -156,6 +156,11 @@ def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshot
     time.sleep(1.0)  # let plotly finish drawing before the screenshot
     assert not page_texts(driver, "stException")
     driver.save_screenshot(str(screenshots / "photos.png"))
+    # Everything comes from this server: a ":material/mood:" page icon sent the browser to fonts.gstatic.com.
+    icons = driver.execute_script("return [...document.querySelectorAll('link[rel~=icon]')].map(l => l.href)")
+    assert icons and all(href.startswith((server, "data:")) for href in icons), icons
+    outside = [e["message"] for e in driver.get_log("browser") if re.search(OUTSIDE_URL, e["message"])]
+    assert not outside, outside
 
     # Streamlit drops an uploader's files when another page is shown; the page keeps them itself.
     open_page(driver, "Ensemble comparison")
@@ -169,6 +174,10 @@ def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshot
     wait_for(lambda: any(t.startswith("1 face(s)") for t in page_texts(driver, "stCaptionContainer")), what="result")
     assert not page_texts(driver, "stException")
     driver.save_screenshot(str(screenshots / "photos_kept.png"))
+
+
+#: A URL of another host than the test server's (whose requests the console logs when they fail offline).
+OUTSIDE_URL = r"https?://(?!localhost[:/]|127\.0\.0\.1[:/])"
 
 
 def open_page(driver: Any, title: str) -> None:
