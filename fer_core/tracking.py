@@ -4,8 +4,12 @@ Per-frame predictions of a 48x48 classifier jump between neighbouring classes; t
 video CLI show a face's *smoothed* ensemble probabilities instead. Faces are linked between frames by box
 overlap (IoU) with an optimal one-to-one assignment (Hungarian), which is cheap for the handful of faces a
 frame holds and, unlike greedy matching, keeps the pairing of most total overlap when neighbours' boxes touch.
-There is no motion model: two faces that cross can swap ids (and smoothed probabilities) for a while, and a new
-face that appears where one vanished less than `max_missed` frames ago continues that track.
+Faces and tracks left over are then paired by how far the face moved, up to `MAX_JUMP` widths of the track's box
+for a box of similar size (`MAX_AREA_RATIO`): analysed at a few frames a second (a busy machine, a video read every
+3rd frame), a face crossing the picture overlapped its last box too little and took a new id, and with it a
+fresh, unsmoothed label, on every analysed frame. There is no motion model: two faces that cross can swap ids (and
+smoothed probabilities) for a while, and a new face that appears near where one vanished less than `max_missed`
+frames ago continues that track.
 
 Smoothing, per track, over the frames in which the face was seen:
 
@@ -31,6 +35,10 @@ from fer_core.labels import EMOTIONS
 from fer_core.pipeline import Box, FaceResult
 
 SMOOTHING = ("ema", "window", "none")
+#: How far (centre to centre, in widths of the track's box) a face may move between analysed frames and keep its
+#: track when its boxes no longer overlap enough; and how much larger or smaller (area) its box may be.
+MAX_JUMP = 1.5
+MAX_AREA_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,23 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def jump_matrix(tracks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Centre-to-centre distance from each track's box (N, 4) to each box (M, 4), in widths of the track's box;
+    infinite where the areas differ more than `MAX_AREA_RATIO` times or a box is degenerate."""
+    tracks = np.asarray(tracks, dtype=np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centres_t = (tracks[:, :2] + tracks[:, 2:]) / 2
+    centres_b = (boxes[:, :2] + boxes[:, 2:]) / 2
+    distance = np.linalg.norm(centres_t[:, None, :] - centres_b[None, :, :], axis=2)
+    width = np.clip(tracks[:, 2] - tracks[:, 0], 0, None)[:, None]
+    area_t = width[:, 0] * np.clip(tracks[:, 3] - tracks[:, 1], 0, None)
+    area_b = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    low, high = np.minimum.outer(area_t, area_b), np.maximum.outer(area_t, area_b)
+    alike = (low > 0) & (high <= MAX_AREA_RATIO * low)
+    jumps = np.divide(distance, width, out=np.full_like(distance, np.inf), where=width > 0)
+    return np.where(alike, jumps, np.inf)
 
 
 def probs_vector(probs: dict[str, float]) -> np.ndarray:
@@ -153,6 +178,7 @@ class FaceTracker:
                 if usable[r, c] > 0.0:
                     assigned[c] = self._tracks[r]
                     matched_tracks.add(r)
+            self._pair_by_distance(boxes, assigned, matched_tracks)
 
         survivors = []
         for index, track in enumerate(self._tracks):
@@ -172,6 +198,21 @@ class FaceTracker:
                 self._advance(track, face, box, probs)
             output.append(self._snapshot(track))
         return output
+
+    def _pair_by_distance(self, boxes: np.ndarray, assigned: list[_Track | None], matched: set[int]) -> None:
+        """Faces the overlap left without a track and tracks left without a face, paired by the shortest total
+        move up to `MAX_JUMP` (see the module's docstring)."""
+        faces = [index for index, track in enumerate(assigned) if track is None]
+        free = [index for index in range(len(self._tracks)) if index not in matched]
+        if not faces or not free:
+            return
+        jumps = jump_matrix(np.stack([self._tracks[index].box for index in free]), boxes[faces])
+        allowed = jumps <= MAX_JUMP
+        rows, cols = linear_sum_assignment(np.where(allowed, jumps, MAX_JUMP * 1e3))  # finite: always solvable
+        for r, c in zip(rows, cols, strict=True):
+            if allowed[r, c]:
+                assigned[faces[c]] = self._tracks[free[r]]
+                matched.add(free[r])
 
     def _new_track(self, face: FaceResult, box: np.ndarray, probs: np.ndarray) -> _Track:
         track = _Track(self._next_id, box, face, probs, deque([probs], maxlen=self.window))

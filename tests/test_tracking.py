@@ -7,7 +7,7 @@ import pytest
 
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult
-from fer_core.tracking import FaceTracker, iou_matrix
+from fer_core.tracking import FaceTracker, iou_matrix, jump_matrix
 
 
 def face(box: tuple[float, float, float, float], label: str = "happy", p: float = 1.0) -> FaceResult:
@@ -60,11 +60,29 @@ def test_matching_is_optimal_not_greedy() -> None:
 def test_a_pairing_under_the_threshold_does_not_take_a_face_from_its_own_track() -> None:
     """P moves a little (IoU 0.80 with its own box); Q beside it is not found; a newcomer appears on P's other side
     (IoU 0.28 with P). Maximising the raw overlap sum pairs P with the newcomer (0.28 + Q-P's 0.60 = 0.88 > 0.80 +
-    0.04), rejects that pairing as under 0.3, and gives P's face to Q: #2 with Q's smoothed 'angry'."""
-    tracker = FaceTracker(iou_threshold=0.3)
+    0.04), rejects that pairing as under 0.3, and gives P's face to Q: #2 with Q's smoothed 'angry'. P keeps #1;
+    the newcomer, 0.9 of Q's widths from Q's last box, continues Q's track (the module's stated limit)."""
+    tracker = FaceTracker(iou_threshold=0.3, alpha=1.0)
     tracker.update([face((0, 0, 100, 100), "happy"), face((36, 0, 136, 100), "angry")])
     moved = tracker.update([face((11, 0, 111, 100), "happy"), face((-56, 0, 44, 100), "sad")])
-    assert [(t.track_id, t.label) for t in moved] == [(1, "happy"), (3, "sad")]
+    assert [(t.track_id, t.label) for t in moved] == [(1, "happy"), (2, "sad")]
+
+
+@pytest.mark.parametrize(("step", "ids"), [(0.6, {1}), (1.4, {1}), (1.6, {1, 2, 3, 4})])
+def test_a_face_that_moved_past_its_box_keeps_its_track_up_to_max_jump(step: float, ids: set[int]) -> None:
+    """The webcam page analysing 1-3 frames a second: a face crossing the picture gave 8 ids in 20 s (IoU under
+    0.3 on every analysed frame), each starting its smoothing again."""
+    tracker = FaceTracker()
+    seen = {tracker.update([face((x, 50, x + 70, 140))])[0].track_id for x in 100 + 70 * step * np.arange(4)}
+    assert seen == ids
+
+
+def test_distance_pairs_only_boxes_of_a_similar_size() -> None:
+    tracker = FaceTracker()
+    tracker.update([face((100, 100, 150, 150))])
+    assert tracker.update([face((130, 80, 250, 200))])[0].track_id == 2  # 5.8x the area: someone nearer
+    np.testing.assert_allclose(jump_matrix(np.array([[0, 0, 10, 10]]), np.array([[15, 0, 25, 10]])), [[1.5]])
+    assert jump_matrix(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 30, 30]]))[0, 0] == np.inf
 
 
 def test_far_box_gets_new_id_and_two_faces_do_not_swap() -> None:
