@@ -6,9 +6,11 @@ never module-global), configures it on every run, and gives the callback a closu
 the results back with `status()`. One lock guards every field. All image work is fer_core's.
 
 The callback never waits for the models: it hands the newest frame to this session's analysis thread and
-returns at once with the latest known boxes drawn on the current frame. So the video keeps the camera's frame
-rate however slow the models are, frames arriving while the models are busy are skipped rather than queued,
-and streamlit-webrtc never kills the stream for a callback that took too long (it allows 10 s).
+returns at once with the latest known boxes drawn on the current frame. So slow models never slow the video
+(only a machine too busy to draw every frame does: streamlit-webrtc then passes the callback only the newest and
+drops the rest, and the page's video FPS, counted here, shows it), frames arriving while the models are busy are
+skipped rather than queued, and streamlit-webrtc never kills the stream for a callback that took too long (it
+allows 10 s).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class LiveStatus:
 
     faces: list[TrackedFace] = field(default_factory=list)
     fps: float = 0.0
-    camera_fps: float = 0.0
+    video_fps: float = 0.0
     frames: int = 0
     error: str | None = None
 

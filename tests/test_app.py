@@ -635,12 +635,12 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     for _ in range(10):
         counter.process(frame)
         now[0] += 0.1
-    assert counter.status().camera_fps == pytest.approx(10.0)
+    assert counter.status().video_fps == pytest.approx(10.0)
     now[0] += 10 * STALE_AFTER_S  # STOP, a pause, START
     for _ in range(2):
         counter.process(frame)
         now[0] += 0.1
-    assert counter.status().camera_fps == pytest.approx(10.0)  # not 11 frames over 51 s
+    assert counter.status().video_fps == pytest.approx(10.0)  # not 11 frames over 51 s
 
     store = LiveStore(clock=lambda: now[0])
     store.configure(Pipeline.load(app_weights, runtime="torch", detector_backend="haar"), TrackerSettings())
@@ -664,7 +664,7 @@ def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) ->
     assert max(face.box) <= 256  # in the new frame's pixels
     status = one_analysed_frame()
     store.end_stream()  # STOP then START at once (or another camera): the browser says the track ended
-    assert store.latest_frame() is None and store.status().camera_fps == 0.0
+    assert store.latest_frame() is None and store.status().video_fps == 0.0
     status = one_analysed_frame()
     assert [(f.track_id, f.age) for f in status.faces] == [(1, 1)]  # not the previous stream's track at age 3
 
@@ -883,7 +883,7 @@ def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path, caplog
     while np.array_equal(store.process(frame), frame) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not np.array_equal(store.process(frame), frame)
-    assert np.array_equal(store.latest_frame(), frame) and store.status().camera_fps > 0
+    assert np.array_equal(store.latest_frame(), frame) and store.status().video_fps > 0
 
     def broken(image: np.ndarray) -> None:
         raise RuntimeError("model crashed")

@@ -47,11 +47,12 @@ def ice_servers() -> list[dict]:
 def live_panel(store: LiveStore) -> None:
     """Re-drawn twice a second from the store; the callback itself never calls Streamlit.
 
-    FPS is frames analysed per second; the video itself runs at the camera's rate with the latest boxes.
+    FPS is frames analysed per second; the video's FPS counts the frames drawn with the latest boxes, which is the
+    camera's rate unless the machine is too busy to draw them all (streamlit-webrtc then drops the surplus).
     """
     status = store.status()
     st.text(status.text())
-    st.caption(f"{status.frames} frames analysed in this session · camera {status.camera_fps:.1f} FPS")
+    st.caption(f"{status.frames} frames analysed in this session · video {status.video_fps:.1f} FPS")
     if status.error:
         st.warning(f"Frame analysis failed: {status.error}")
     face = status.largest
