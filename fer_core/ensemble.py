@@ -25,18 +25,22 @@ ENSEMBLE_KEY = "ensemble"
 ENSEMBLE_FILE = "ensemble.json"
 
 
-def combine(probs_by_model: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """sum_i w_i p_i / sum_i w_i: still a probability distribution for any non-negative weights.
-
-    The weights are normalised in float64 before they meet the float32 probabilities: weights of 1e-50 or 1e39
-    underflowed or overflowed there, and every face came out NaN, labelled angry."""
-    largest = max((weights[name] for name in probs_by_model), default=0.0)
+def normalised(weights: Mapping[str, float]) -> dict[str, float]:
+    """Non-negative weights scaled to sum to 1, in float64 and by a power of two first (exact), so that weights of
+    1e-50 or 1e308 neither underflow nor overflow: mixed in float32 as they were, every face came out NaN."""
+    largest = max(weights.values(), default=0.0)
     if not largest > 0:
         raise ValueError(f"ensemble weights must have a positive sum, got {dict(weights)}")
-    exponent = math.frexp(largest)[1]  # scaling by a power of two is exact, and keeps the sum of 1e308s finite
-    scaled = {name: math.ldexp(weights[name], -exponent) for name in probs_by_model}
+    exponent = math.frexp(largest)[1]
+    scaled = {name: math.ldexp(weight, -exponent) for name, weight in weights.items()}
     total = sum(scaled.values())
-    return sum((scaled[name] / total) * probs for name, probs in probs_by_model.items())
+    return {name: weight / total for name, weight in scaled.items()}
+
+
+def combine(probs_by_model: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """sum_i w_i p_i / sum_i w_i: still a probability distribution for any non-negative weights (`normalised`)."""
+    shares = normalised({name: weights[name] for name in probs_by_model})
+    return sum(shares[name] * probs for name, probs in probs_by_model.items())
 
 
 def fit_weight(

@@ -1022,6 +1022,23 @@ def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path
     assert f"measured on {measured['n']} PrivateTest faces, but `A_crp` was trained beside" in shown
 
 
+def test_compare_slider_starts_at_the_share_of_huge_weights(app_weights: Path, tmp_path: Path, monkeypatch) -> None:
+    """ensemble.json's weights are mixed by their ratio however large; the slider summed them raw (inf) and started
+    at 0."""
+    folder = shutil.copytree(app_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    spec["models"][0]["weight"], spec["models"][1]["weight"] = 1.5e308, 4.5e307  # their sum overflows a float
+    (folder / "ensemble.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, app.exception
+    assert app.slider(key="compare_weight").value == 0.77  # 1.5 / 1.95
+
+
 def clip(frames: int = 8) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:

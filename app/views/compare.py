@@ -14,7 +14,7 @@ import streamlit as st
 
 from app import charts, ui
 from fer_core.draw import draw_faces
-from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, normalised
 from fer_core.explain import disagreement, model_view
 from fer_core.imageio import ImageLoadError
 from fer_core.labels import EMOTIONS
@@ -63,14 +63,11 @@ def reset_weight(fitted: float) -> None:
 def weight_controls(ens: Ensemble) -> tuple[dict[str, float], float | None]:
     """Slider(s) starting at the fitted weights; returns the mix and, for two models, the first one's share."""
     names = ens.names
-    total = sum(ens.weights.values()) or 1.0
+    shares = normalised(ens.weights)  # a raw sum of 1e308s overflowed and started the slider at 0
     if len(names) != 2:
-        return {
-            n: st.slider(f"Weight of {n}", 0.0, 1.0, ens.weights[n] / total, 0.01, key=f"{WEIGHT_KEY}_{n}")
-            for n in names
-        }, None
+        return {n: st.slider(f"Weight of {n}", 0.0, 1.0, shares[n], 0.01, key=f"{WEIGHT_KEY}_{n}") for n in names}, None
     first, second = names
-    fitted = round(ens.weights[first] / total, 2)
+    fitted = round(shares[first], 2)
     left, right = st.columns([4, 1])
     weight = left.slider(
         f"Ensemble weight of **{first}** (the rest, 1 − w, goes to **{second}**)",
@@ -155,7 +152,7 @@ def show_faces(name: str, digest: str, image: np.ndarray, result: ImageResult, p
         show_face(i + 1, result.faces[i], crop, ens.names, mixes[i])
     curve = ens.spec.get("public_test", {}).get("weight_curve")
     if weight is not None and curve:
-        fitted = ens.weights[ens.names[0]] / sum(ens.weights.values())
+        fitted = normalised(ens.weights)[ens.names[0]]
         with st.expander("PublicTest accuracy against the weight"):
             st.plotly_chart(charts.weight_curve(curve, weight, fitted, ens.names[0]), config=charts.figure_config())
 
