@@ -94,6 +94,19 @@ def start_pair(out: Path, fer_folder: Path) -> subprocess.Popen:
     return pair
 
 
+def members_running(out: Path) -> list[str]:
+    """Command lines of the processes still training in `out` (their --config lies there), from /proc."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended while we looked
+            continue
+        if "fer_core.train " in text and str(out) in text:
+            found.append(text)
+    return found
+
+
 def members_still_training(out: Path) -> bool:
     """Whether a last.pt changes within 3 s (a tiny epoch takes well under a second)."""
     stamps = [(out / name / "last.pt").stat().st_mtime_ns for name in train_pair.MEMBERS]
@@ -101,7 +114,12 @@ def members_still_training(out: Path) -> bool:
     return stamps != [(out / name / "last.pt").stat().st_mtime_ns for name in train_pair.MEMBERS]
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+
+
+@pytest.mark.parametrize(
+    "how", [pytest.param(signal.SIGTERM, marks=LINUX_ONLY), pytest.param(signal.SIGKILL, marks=LINUX_ONLY)]
+)
 def test_the_members_stop_with_the_pair_and_resume(tmp_path, fer_folder, how):
     """After a kill of the pair both members trained on, and the next --resume ran a second trainer in each
     folder. SIGTERM stops them as Ctrl-C does; even SIGKILL, which the pair cannot catch, reaches them (Linux)."""
@@ -111,6 +129,10 @@ def test_the_members_stop_with_the_pair_and_resume(tmp_path, fer_folder, how):
     pair.wait(timeout=90)
     if how == signal.SIGTERM:
         assert pair.returncode == 130 and b"continue with --resume" in pair.stderr.read()
+    ends = time.time() + 60  # SIGKILL: the members get their SIGINT as the pair dies and finish their epoch's write
+    while members_running(out) and time.time() < ends:
+        time.sleep(0.5)
+    assert not members_running(out)
     assert not members_still_training(out)
     assert not list(out.rglob(".partial.*"))
     done = {name: read_checkpoint(out / name / "last.pt")["training"]["epoch"] + 1 for name in train_pair.MEMBERS}
