@@ -84,6 +84,7 @@ class Member:
     log_path: Path
     process: subprocess.Popen | None = None
     wall_s: float | None = None
+    stopped: bool = False  # by the pair (Ctrl-C, a kill, the other member failing), not by a failure of its own
 
     @property
     def run_dir(self) -> Path:
@@ -179,6 +180,7 @@ def stop(members: list[Member], grace_s: float = STOP_GRACE_S) -> None:
     then kill what is still running after `grace_s`."""
     for member in members:
         if member.running:
+            member.stopped = True
             member.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
     ends = time.time() + grace_s
     for member in members:
@@ -267,11 +269,14 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 def failure_report(failed: list[Member], out: Path) -> str:
+    """Each failed member with the end of its log; one the pair stopped because of the other is only named."""
     reports = [
         f"{m.name} failed (exit {m.process.returncode if m.process else '?'}), the end of {m.log_path}:\n"
         f"{log_tail(m.log_path)}\n(to train {m.name} again from scratch, remove {out / m.name} and run with --resume)"
         for m in failed
+        if not m.stopped
     ]
+    reports += [f"{m.name} was stopped at its last finished epoch (--resume continues it)" for m in failed if m.stopped]
     return "; ".join(reports)
 
 

@@ -79,6 +79,8 @@ def test_a_failed_member_is_named_and_the_other_stopped(tmp_path, fer_folder):
         train_pair.main([*argv, "--set", f"A_crp.init_from={missing}"])
     assert "nowhere.pt" in str(raised.value)  # train's own message, from the log
     assert f"remove {out / 'A_crp'} and run with --resume" in str(raised.value)
+    assert "B_mixcut was stopped at its last finished epoch" in str(raised.value)
+    assert "B_mixcut failed" not in str(raised.value)
     assert len(pd.read_csv(out / "B_mixcut" / "history.csv")) < 200  # stopped, not trained to its end
     assert not (out / "weights").exists() and not list(out.rglob(".partial.*"))
 
