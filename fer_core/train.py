@@ -352,11 +352,16 @@ class Distributed:
         return self.rank == 0
 
 
+def cuda_wanted(requested: str) -> bool:
+    """Whether a run asking for device `requested` (auto, cpu or cuda) trains on CUDA: auto takes it when present."""
+    return torch.cuda.is_available() and requested in ("auto", "cuda")
+
+
 def setup_distributed(requested: str) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserInputError("--device cuda: no CUDA device is available here (use auto or cpu)")
-    use_cuda = torch.cuda.is_available() and requested in ("auto", "cuda")
+    use_cuda = cuda_wanted(requested)
     if world_size > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")

@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 import yaml
 
 import fer_core
 from fer_core import cli, fit_ensemble
 from fer_core.checkpoint import read_checkpoint
 from fer_core.cli import UserInputError
-from fer_core.train import TrainConfig, field_type, typed_config_values
+from fer_core.train import TrainConfig, cuda_wanted, field_type, typed_config_values
 
 log = logging.getLogger("fer_core.train_pair")
 
@@ -83,7 +82,6 @@ class Member:
     config: TrainConfig
     log_path: Path
     process: subprocess.Popen | None = None
-    wall_s: float | None = None
     stopped: bool = False  # by the pair (Ctrl-C, a kill, the other member failing), not by a failure of its own
 
     @property
@@ -129,7 +127,7 @@ def member_configs(data: str, out: Path, budget_s: float, overrides: dict[str, d
     for name, recipe in MEMBERS.items():
         values = {**SHARED, **recipe, **overrides[name]}
         values.update(data=data, out=str(out / name), name=name, time_budget=budget_s)
-        if "threads" not in overrides[name] and not uses_cuda(values.get("device", "auto")):
+        if "threads" not in overrides[name] and not cuda_wanted(values.get("device", "auto")):
             values["threads"] = max(1, (os.cpu_count() or 2) // len(MEMBERS))  # side by side: half the cores each
         try:
             config = TrainConfig(**values)
@@ -137,10 +135,6 @@ def member_configs(data: str, out: Path, budget_s: float, overrides: dict[str, d
             raise UserInputError(f"{name}: {error}") from None
         members.append(Member(name, config, out / f"{name}.log"))
     return members
-
-
-def uses_cuda(device: str) -> bool:
-    return device != "cpu" and torch.cuda.is_available()
 
 
 def stop_with_parent() -> None:
@@ -230,8 +224,8 @@ def progress_line(members: list[Member], elapsed_s: float) -> str:
     for member in members:
         history_path = member.run_dir / "history.csv"
         state = "starting"
-        if member.wall_s is not None:
-            state = f"done (exit {member.process.returncode if member.process else '?'})"
+        if member.process is not None and member.process.poll() is not None:
+            state = f"done (exit {member.process.returncode})"
         elif history_path.is_file():
             try:
                 history = pd.read_csv(history_path)
@@ -246,13 +240,11 @@ def wait_for(members: list[Member], began: float, report_every_s: float) -> None
     """Wait for both processes, logging progress. When one fails the other is stopped at once: the pair needs both,
     and a member whose resume was refused left the other training to the deadline before anyone was told."""
     next_report = began + report_every_s
-    while any(member.wall_s is None for member in members):
-        for member in members:
-            if member.wall_s is None and member.process is not None and member.process.poll() is not None:
-                member.wall_s = time.time() - began
-                if member.process.returncode != 0 and any(other.running for other in members):
-                    log.error("%s failed: stopping the other member at its last finished epoch", member.name)
-                    stop(members)
+    while any(member.running for member in members):
+        failed = [m for m in members if m.process is not None and m.process.poll() not in (None, 0)]
+        if failed and any(member.running for member in members):
+            log.error("%s failed: stopping the other member at its last finished epoch", failed[0].name)
+            stop(members)
         now = time.time()
         if now >= next_report:
             log.info(progress_line(members, now - began))
@@ -427,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_fit:
         runtime = args.runtime
         if runtime == "auto":
-            runtime = "torch" if uses_cuda(members[0].config.device) else "onnxruntime"
+            runtime = "torch" if cuda_wanted(members[0].config.device) else "onnxruntime"
         summary["ensemble"] = fit_pair(members, args.data, args.out / "weights", runtime)
         cli.write_text_atomically(args.out / "pair.json", json.dumps(summary, indent=1))
 
