@@ -152,11 +152,12 @@ class LiveStore:
         now = self._clock()
         with self._lock:
             paused = bool(self._received_at) and now - self._received_at[-1] > STALE_AFTER_S
-            resized = self._frame is not None and image_rgb.shape != self._frame.shape
-            if paused or (resized and not same_view(self._frame.shape, image_rgb.shape)):
+            old_shape = None if self._frame is None else self._frame.shape
+            resized = old_shape is not None and image_rgb.shape != old_shape
+            if paused or (old_shape is not None and resized and not same_view(old_shape, image_rgb.shape)):
                 self._restart()  # a new stream, or another camera picked (its frames come on the same track)
-            elif resized:
-                self._resize(self._frame.shape, image_rgb.shape)  # WebRTC adapting to bandwidth
+            elif old_shape is not None and resized:
+                self._resize(old_shape, image_rgb.shape)  # WebRTC adapting to bandwidth
             self._frame = self._pending = image_rgb
             self._received_at.append(now)
             fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
@@ -228,6 +229,7 @@ class LiveStore:
                     self._worker = None
                     return
                 image, stream, self._pending = self._pending, self._stream, None
+            assert image is not None  # the wait above returned because a frame was pending
             try:
                 self.analyse(image, stream)
             except Exception as err:  # a failure past the models (the tracker) must not end live analysis unseen

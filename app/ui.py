@@ -394,7 +394,7 @@ KEPT_PREFIXES = (
 def keep_settings() -> None:
     """Re-store every kept setting in this run, so leaving a page does not reset it (Streamlit's documented way)."""
     for key in list(st.session_state.keys()):
-        if key in KEPT_SETTINGS or key.startswith(KEPT_PREFIXES):
+        if key in KEPT_SETTINGS or (isinstance(key, str) and key.startswith(KEPT_PREFIXES)):
             st.session_state[key] = st.session_state[key]
 
 

@@ -62,7 +62,7 @@ def time_steps(
 
 def run(batch_size: int, steps: int, stem_stride: int, warmup: int = 1) -> list[dict[str, Any]]:
     config = ModelConfig(stem_stride=stem_stride)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, channels_last, bf16 in SETTINGS:
         median = statistics.median(time_steps(config, batch_size, steps, channels_last, bf16, warmup))
         rows.append({"setting": label, "seconds_per_step": median, "images_per_second": batch_size / median})

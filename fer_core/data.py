@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -112,7 +112,7 @@ class _Skipped(NamedTuple):
     to count its files."""
 
     message: str
-    count: int
+    items: int
     exact: bool = True
 
 
@@ -144,10 +144,12 @@ def load_fer2013(
         images, labels, usages, sources, skipped = _read_csv(source, skip_bad)
     else:
         raise FerDataError(f"{source}: not a FER-2013 source (expected a folder or a .csv/.csv.gz/.xz/.zip file)")
-    skipped_count = sum(skip.count for skip in skipped)
+    skipped_count = sum(skip.items for skip in skipped)
     if skipped:
         at_least = "" if all(skip.exact for skip in skipped) else "at least "  # a folder that could not be listed
-        log.warning("skipped %s%d bad rows/files in %s (first: %s)", at_least, skipped_count, source, skipped[0][0])
+        log.warning(
+            "skipped %s%d bad rows/files in %s (first: %s)", at_least, skipped_count, source, skipped[0].message
+        )
     if not labels:
         raise FerDataError(f"{source}: no usable samples found")
     usages_arr = np.asarray(usages)
@@ -246,7 +248,7 @@ _READ_ERRORS = (
 def _open_csv_bytes(path: Path, stack: ExitStack) -> IO[bytes]:
     name = path.name.lower()
     if name.endswith(".gz"):
-        return stack.enter_context(gzip.open(path, "rb"))
+        return stack.enter_context(cast(IO[bytes], gzip.open(path, "rb")))
     if name.endswith(".xz"):
         return stack.enter_context(lzma.open(path, "rb"))
     if name.endswith(".zip"):
@@ -382,8 +384,8 @@ def read_gray_face(path: Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a 100 MP "face" is not one
-            with Image.open(path, formats=READ_FORMATS) as img:
-                img = upright(img)  # as the app and the CLIs see the same file
+            with Image.open(path, formats=READ_FORMATS) as opened:
+                img = upright(opened)  # as the app and the CLIs see the same file
                 gray = (
                     img.convert("L") if img.mode in ("L", "RGB") else to_rgb(tiff_as_8bit(img, str(path))).convert("L")
                 )

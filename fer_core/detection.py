@@ -36,7 +36,7 @@ from fer_core.yolo_onnx import OnnxYolo
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Where `train_detector` exports the face model and where the app looks for it.
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "face_yolo.pt"
-HAAR_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+HAAR_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
 BACKENDS = ("auto", "yolo", "haar")
 #: "auto" is onnxruntime on CPU and PyTorch (ultralytics) when CUDA is there and the device is not the CPU.
 RUNTIMES = ("auto", "onnxruntime", "torch")
@@ -189,7 +189,7 @@ def face_class(names: dict[int, str]) -> int | None:
     return faces[0] if faces and len(names) > 1 else None
 
 
-def haar_scores(level_weights: np.ndarray) -> np.ndarray:
+def haar_scores(level_weights: np.ndarray | Sequence[float]) -> np.ndarray:
     """Map OpenCV's unbounded Haar level weights to 0..1 with the documented logistic."""
     w = np.asarray(level_weights, dtype=np.float64).reshape(-1)
     return 1.0 / (1.0 + np.exp(-(w - HAAR_WEIGHT_CENTER) / HAAR_WEIGHT_SCALE))
@@ -364,7 +364,7 @@ class FaceDetector:
         if h == 0 or w == 0:
             return []
         shrunk = file_size is not None and file_size[0] > w
-        smallest = self.min_face * w / file_size[0] if shrunk else self.min_face
+        smallest = self.min_face * w / file_size[0] if file_size is not None and shrunk else self.min_face
         if self.backend != "yolo":
             with self._lock:
                 boxes, scores = self._detect_haar(rgb, smallest)
@@ -444,7 +444,11 @@ class FaceDetector:
         keep = (scores >= self.conf) & (bw >= min_face) & (bh >= min_face) & (bw > 0) & (bh > 0)
         boxes, scores = boxes[keep], scores[keep]
         order = np.argsort(-scores, kind="stable")[: self.max_faces]
-        return [FaceBox(*(float(v) for v in boxes[i]), float(scores[i])) for i in order]
+        faces = []
+        for i in order:
+            x1, y1, x2, y2 = boxes[i].tolist()  # Python floats
+            faces.append(FaceBox(x1, y1, x2, y2, float(scores[i])))
+        return faces
 
     def __repr__(self) -> str:
         return (

@@ -40,16 +40,16 @@ def normalised(weights: Mapping[str, float]) -> dict[str, float]:
 def combine(probs_by_model: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
     """sum_i w_i p_i / sum_i w_i: still a probability distribution for any non-negative weights (`normalised`)."""
     shares = normalised({name: weights[name] for name in probs_by_model})
-    return sum(shares[name] * probs for name, probs in probs_by_model.items())
+    return np.asarray(sum(shares[name] * probs for name, probs in probs_by_model.items()))
 
 
 def fit_weight(
     probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, grid: Sequence[float] | None = None
 ) -> tuple[float, list[dict[str, float]]]:
     """Grid-search w in p = w p_a + (1-w) p_b for accuracy (ties: lower NLL, then w nearest 0.5)."""
-    grid = np.round(np.linspace(0.0, 1.0, 21), 4) if grid is None else np.asarray(grid)
+    weights = np.round(np.linspace(0.0, 1.0, 21), 4) if grid is None else np.asarray(grid)
     curve = []
-    for w in grid:
+    for w in weights:
         probs = w * probs_a + (1 - w) * probs_b
         accuracy = float((probs.argmax(1) == labels).mean())
         nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())

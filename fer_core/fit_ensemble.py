@@ -69,7 +69,7 @@ def fit(
 ) -> dict[str, Any]:
     """Copy the two checkpoints into `folder`, fit weight and TTA set on `val`, write and return ensemble.json
     (with `warning` when `val` is not a real PublicTest)."""
-    members = []
+    members: list[dict[str, Any]] = []
     for source, name in zip(sources, names, strict=True):
         target = folder / f"{name}.pt"
         shutil.copyfile(source, target)
@@ -78,7 +78,7 @@ def fit(
     write_spec(folder / ENSEMBLE_FILE, spec)
 
     loaded = Ensemble.load(folder, runtime=runtime)
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for tta in TTA_SETS:
         probs = predict_split(loaded.with_tta(tta), val)
         a, b = (probs[m["name"]] for m in members)

@@ -192,9 +192,10 @@ class Pipeline:
             per_model = {name: to_probs_dict(p[i]) for name, p in probs.items()}
             ensemble = probs[ENSEMBLE_KEY][i]
             best = int(ensemble.argmax())
+            x1, y1, x2, y2 = box
             results.append(
                 FaceResult(
-                    tuple(float(v) for v in box),
+                    (float(x1), float(y1), float(x2), float(y2)),
                     float(score),
                     EMOTIONS[best],
                     float(ensemble[best]),

@@ -86,7 +86,10 @@ def jpeg(images: np.ndarray, quality: float, rng: np.random.Generator) -> np.nda
         ok, buffer = cv2.imencode(".jpg", np.ascontiguousarray(gray), params)
         if not ok:
             raise RuntimeError("JPEG encoding failed")
-        return cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+        decoded = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+        if decoded is None:
+            raise RuntimeError("JPEG decoding failed")
+        return decoded
 
     if n == 0:
         return images.copy()

@@ -190,13 +190,13 @@ class FaceTracker:
         self._tracks = survivors
 
         output = []
-        for face, box, track in zip(faces, boxes, assigned, strict=True):
+        for face, box, known in zip(faces, boxes, assigned, strict=True):
             probs = probs_vector(face.probs)
-            if track is None:
-                track = self._new_track(face, box, probs)
+            if known is None:
+                known = self._new_track(face, box, probs)
             else:
-                self._advance(track, face, box, probs)
-            output.append(self._snapshot(track))
+                self._advance(known, face, box, probs)
+            output.append(self._snapshot(known))
         return output
 
     def _pair_by_distance(self, boxes: np.ndarray, assigned: list[_Track | None], matched: set[int]) -> None:

@@ -313,7 +313,11 @@ def parse_args(argv: list[str] | None = None) -> Invocation:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
-            extra = {"recipe": {"choices": sorted(RECIPES)}, "schedule": {"choices": SCHEDULES}}.get(option.name, {})
+            choices: dict[str, dict[str, Any]] = {
+                "recipe": {"choices": sorted(RECIPES)},
+                "schedule": {"choices": SCHEDULES},
+            }
+            extra = choices.get(option.name, {})
             parser.add_argument(flag, type=kind, default=None, help=shown, **extra)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
@@ -849,7 +853,7 @@ def run(
     epoch = start_epoch
     while epoch < invocation_end(cfg, start_epoch):
         began = time.perf_counter()
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": float(scheduler.get_last_lr()[0])}
         row.update(
             train_one_epoch(
                 model,

@@ -41,7 +41,7 @@ class View:
             return out
         n, c, h, w = out.shape
         matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), self.angle_deg, self.scale)
-        matrix[:, 2] += self.shift_px
+        matrix[:, 2] += np.asarray(self.shift_px)
         planes = out.reshape(n * c, h, w)
         warped = np.empty_like(planes)
         for i, plane in enumerate(planes):

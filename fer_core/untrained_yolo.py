@@ -48,10 +48,8 @@ def build_untrained_yolo(path: str | Path, images: Sequence[np.ndarray] = (), se
     rng = np.random.default_rng(seed)
     side = CALIBRATION_SIDE
     noise = rng.integers(0, 256, (2, side, side, 3), dtype=np.uint8)
-    smooth = [
-        cv2.normalize(cv2.GaussianBlur(n, (0, 0), sigma), None, 0, 255, cv2.NORM_MINMAX)
-        for n, sigma in zip(noise, (2, 8), strict=True)
-    ]
+    blurred = [cv2.GaussianBlur(n, (0, 0), sigma) for n, sigma in zip(noise, (2, 8), strict=True)]
+    smooth = [cv2.normalize(b, np.empty_like(b), 0, 255, cv2.NORM_MINMAX) for b in blurred]
     pictures = [cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA) for img in images]
     frames = [*pictures, *(p[:, ::-1] for p in pictures), *noise, *smooth]
     batch = torch.from_numpy(np.stack(frames).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -138,8 +138,9 @@ class VideoSummary:
         (for an AVI, its header's span) tells. Without a stored count (WebM, MKV) only the time counts: a count
         estimated from the duration and the opening rate would call a recording whose rate drops part-way (a
         webcam in low light) truncated. The 10 % margin allows for containers' rounding."""
-        enough_frames = bool(self.announced_frames) and self.frames >= 0.9 * self.announced_frames
-        enough_time = bool(self.announced_duration_s) and self.duration_s >= 0.9 * self.announced_duration_s
+        announced_frames, announced_s = self.announced_frames or 0, self.announced_duration_s or 0.0
+        enough_frames = bool(announced_frames) and self.frames >= 0.9 * announced_frames
+        enough_time = bool(announced_s) and self.duration_s >= 0.9 * announced_s
         time_decides = not self.announced_frames or self.count_may_exceed_play
         if enough_frames or (enough_time and time_decides) or not (self.announced_frames or self.announced_duration_s):
             return None
@@ -361,7 +362,9 @@ class DecodeLog:
     decoded: int = 0
 
 
-def iter_frames(path: str | Path, log: DecodeLog | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
+def iter_frames(
+    path: str | Path, log: DecodeLog | None = None, stop: threading.Event | None = None
+) -> Generator[Frame, None, None]:
     """Decode frames one at a time as upright RGB. A packet the decoder refuses is skipped and counted in `log`:
     raising there threw away the analysis of every frame before one flipped byte. A file in which no frame decodes
     raises `VideoError` with the first error. `stop`, set from another thread, raises `VideoCancelled` at the next
@@ -720,7 +723,7 @@ class _Progress:
         if self.callback is None:
             return
         total = self.total if self.total and done < self.total else None
-        step = max(1, self.total // 100) if total else UNKNOWN_TOTAL_STEP
+        step = max(1, total // 100) if total else UNKNOWN_TOTAL_STEP
         if done - self.reported >= step:
             self.callback(done, total)
             self.reported = done

@@ -36,7 +36,7 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
     if snapshot and snapshot.pop("fresh", False):
         st.session_state[SOURCE_KEY] = SNAPSHOT  # just sent from the webcam page: show it
     source = st.radio("Photo", options, horizontal=True, key=SOURCE_KEY) if len(options) > 1 else UPLOAD
-    if source == SNAPSHOT:
+    if snapshot and source == SNAPSHOT:
         image = snapshot["image"]
         return snapshot["name"], image, ui.file_digest(image.tobytes()), (image.shape[1], image.shape[0])
     upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")

@@ -183,7 +183,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
 
 def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipeline) -> None:
     """`slot` names the photo in its widget keys (see `photo_slots`)."""
-    assert item.result is not None and item.image is not None
+    assert item.result is not None and item.image is not None and item.file_size is not None
     result = item.result
     views = face_views(result, model)
     annotated = annotated_image(item, views)
