@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from fer_core.labels import EMOTIONS
 
 COLOR_MAP = {name: f"rgb{EMOTION_COLORS[name]}" for name in EMOTIONS}
 HIGHLIGHT = "#d62728"
+#: Pixels the weight curve's "slider" label sits below its "fitted" one: a line of the default 12 px font.
+SLIDER_LABEL_DROP = 18
 
 
 def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260, alert: bool = False) -> go.Figure:
@@ -67,12 +70,60 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], title: str) -> go.Figure:
     return fig
 
 
+def finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number (not a bool, a string or None), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def weight_curve_points(curve: Any) -> list[dict[str, float]] | None:
+    """ensemble.json's `weight_curve` as points to plot, or None when it is not a list of {"weight", "accuracy"}
+    numbers: the file can be edited by hand, and a malformed curve must not take the page with it."""
+    if not isinstance(curve, list) or not curve:
+        return None
+    points = []
+    for point in curve:
+        if not isinstance(point, Mapping):
+            return None
+        weight, accuracy = finite(point.get("weight")), finite(point.get("accuracy"))
+        if weight is None or accuracy is None:
+            return None
+        points.append({"weight": weight, "accuracy": accuracy})
+    return points
+
+
 def weight_curve(curve: Sequence[Mapping[str, float]], current: float, fitted: float, first: str) -> go.Figure:
-    """PublicTest accuracy against the ensemble weight, with the fitted and the slider's weight marked."""
+    """PublicTest accuracy against the ensemble weight, with the fitted and the slider's weight marked.
+
+    The slider starts at the fitted weight, so the two marks first coincide: one line then says both (two labels
+    were printed over each other on every first view). Apart, the slider's label sits a line lower, and each label
+    on the side of its line that faces the middle, so neither leaves the plot."""
     frame = pd.DataFrame(curve)
     fig = px.line(frame, x="weight", y="accuracy", markers=True)
-    fig.add_vline(x=fitted, line_dash="dot", annotation_text="fitted")
-    fig.add_vline(x=current, line_color=HIGHLIGHT, annotation_text="slider")
+
+    def side(x: float) -> str:
+        return "top left" if x > 0.5 else "top right"
+
+    if round(current, 2) == round(fitted, 2):  # the slider's 0.01 steps: it cannot sit nearer the fitted weight
+        fig.add_vline(
+            x=fitted,
+            line_dash="dot",
+            line_color=HIGHLIGHT,
+            annotation_text="fitted = slider",
+            annotation_position=side(fitted),
+            annotation_font_color=HIGHLIGHT,
+        )
+    else:
+        fig.add_vline(x=fitted, line_dash="dot", annotation_text="fitted", annotation_position=side(fitted))
+        fig.add_vline(
+            x=current,
+            line_color=HIGHLIGHT,
+            annotation_text="slider",
+            annotation_position=side(current),
+            annotation_yshift=-SLIDER_LABEL_DROP,
+            annotation_font_color=HIGHLIGHT,
+        )
     fig.update_layout(
         height=280,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},

@@ -25,7 +25,7 @@ from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_use
 from fer_core.explain import FaceExplainer
 from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
 from fer_core.model_card import read_checked_metrics
-from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
+from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 from fer_core.tracking import SMOOTHING
 from fer_core.tta import NO_TTA, tta_set
 
@@ -150,6 +150,41 @@ class DetectorSettings:
         folder = weights_dir()
         stamps = weights_stamps(folder)  # every .pt: a member swapped in place must not serve its old results
         return (str(folder), *stamps, self.backend, self.conf, self.min_face, self.max_faces, self.imgsz, self.tta)
+
+
+#: `session_memo` namespace of photo results, shared by the Photos and Compare pages: the same photo with the same
+#: settings was analysed again (seconds for a crowd) on moving from one page to the other.
+IMAGE_RESULTS = "image_results"
+
+
+def image_result_key(digest: str, settings: DetectorSettings, pipe: Pipeline) -> tuple[Any, ...]:
+    """What a photo's result depends on: its bytes, the detector settings and weights (`DetectorSettings.key`) and
+    what the page's pipeline adds to them (the classifiers' TTA set, the crop margin), so pages that share the
+    results never serve one another a result computed otherwise."""
+    return (digest, *settings.key, pipe.ensemble.tta, pipe.face_margin)
+
+
+def image_result(
+    digest: str,
+    image: np.ndarray,
+    file_size: tuple[int, int],
+    settings: DetectorSettings,
+    pipe: Pipeline,
+    needed: Collection[tuple[Any, ...]] = (),
+) -> ImageResult:
+    """`pipe(image, file_size)`, remembered for this session under `image_result_key` in the shared namespace
+    (`needed`: see `remember`)."""
+    key = image_result_key(digest, settings, pipe)
+    return session_memo(IMAGE_RESULTS, key, lambda: pipe(image, file_size), needed)
+
+
+def size_note(file_size: tuple[int, int], result: ImageResult) -> str:
+    """ "W×H px", and the size it was analysed and shown at when that differs (a photo over 4096 px is shrunk):
+    the pages word it alike."""
+    size = f"{result.width}×{result.height} px"
+    if file_size != (result.width, result.height):
+        size = f"{file_size[0]}×{file_size[1]} px (analysed and shown at {size})"
+    return size
 
 
 def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:

@@ -1042,6 +1042,162 @@ def test_compare_slider_starts_at_the_share_of_huge_weights(app_weights: Path, t
     assert app.slider(key="compare_weight").value == 0.77  # 1.5 / 1.95
 
 
+def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page kept its results in a memo of its own under the same key: a 20-face photo took 9 s on Photos, then
+    10 s again on Compare with the same settings. A setting that changes the result still analyses it again."""
+    from app import ui
+
+    analysed: list[tuple[int, ...]] = []
+    original = Pipeline.analyse
+
+    def counting(self: Pipeline, image_rgb: np.ndarray, *args: Any, **kwargs: Any) -> ImageResult:
+        analysed.append(image_rgb.shape)
+        return original(self, image_rgb, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "analyse", counting)
+    photo = ("ten.png", encode(face_grid(2, 5), "PNG"), "image/png")
+    app.file_uploader(key="photos_upload").set_value(photo).run()
+    assert not app.exception, app.exception
+    assert len(analysed) == 1
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(photo).run()
+    assert not app.exception, app.exception
+    assert len(analysed) == 1  # old code: analysed again
+    assert len(app.session_state[f"_memo_{ui.IMAGE_RESULTS}"]) == 1
+    assert chart_titles(app)[2].startswith("Ensemble: ")
+    app.slider(key="compare_conf").set_value(0.5).run()  # Compare's own detector settings: another result
+    assert not app.exception, app.exception
+    assert len(analysed) == 2
+
+
+def test_the_shared_result_key_covers_what_the_pages_pipeline_adds(
+    app_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos and Compare share results by this key: any setting that changes a result must be in it."""
+    from app import ui
+
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(app_weights))
+
+    def pipe(tta: str = "none", margin: float = 0.1) -> Any:
+        return types.SimpleNamespace(ensemble=types.SimpleNamespace(tta=tta), face_margin=margin)
+
+    settings = ui.DetectorSettings()
+    key = ui.image_result_key("digest", settings, pipe())
+    assert key == ui.image_result_key("digest", ui.DetectorSettings(), pipe())
+    for other in (
+        ui.image_result_key("other", settings, pipe()),
+        ui.image_result_key("digest", settings, pipe(tta="flip")),  # the classifiers' TTA set
+        ui.image_result_key("digest", settings, pipe(margin=0.2)),
+        ui.image_result_key("digest", ui.DetectorSettings(tta=True), pipe()),  # multi-scale detection
+        ui.image_result_key("digest", ui.DetectorSettings(backend="haar"), pipe()),
+        ui.image_result_key("digest", ui.DetectorSettings(conf=0.5), pipe()),
+        ui.image_result_key("digest", ui.DetectorSettings(min_face=20), pipe()),
+        ui.image_result_key("digest", ui.DetectorSettings(max_faces=7), pipe()),
+    ):
+        assert other != key
+
+
+def test_the_weight_curve_labels_its_two_marks_apart() -> None:
+    """Both labels were drawn at the same spot while the slider sat at the fitted weight: every first view."""
+    from app import charts
+
+    curve = [{"weight": w / 4, "accuracy": 0.6 + w / 100} for w in range(5)]
+
+    def labels(current: float, fitted: float) -> list[tuple[str, float, str, int]]:
+        layout = json.loads(charts.weight_curve(curve, current, fitted, "A_crp").to_json())["layout"]
+        return [(a["text"], a["x"], a["xanchor"], a.get("yshift", 0)) for a in layout["annotations"]]
+
+    assert [text for text, *_ in labels(0.3, 0.30000000000000004)] == ["fitted = slider"]  # the slider's 0.01 steps
+    for current, fitted in ((0.31, 0.3), (0.3, 0.31), (0.95, 0.9), (0.0, 1.0)):
+        marks = labels(current, fitted)
+        assert [text for text, *_ in marks] == ["fitted", "slider"]
+        assert marks[0][3] != marks[1][3]  # a line apart, however near the two weights
+        assert all(anchor == ("right" if x > 0.5 else "left") for _, x, anchor, _ in marks)  # inside the plot
+    assert charts.weight_curve_points([{"weight": 0, "accuracy": 0.6, "nll": 1.0}]) == [
+        {"weight": 0.0, "accuracy": 0.6}
+    ]
+    for malformed in (None, "curve", [], [1], [{"weight": 0.5}], [{"weight": "0.5", "accuracy": 0.6}]):
+        assert charts.weight_curve_points(malformed) is None
+
+
+def weight_curve_marks(app: AppTest) -> list[str]:
+    """The labels of the weight curve's marks (the one chart with annotations)."""
+    layouts = [json.loads(chart.proto.spec)["layout"] for chart in app.get("plotly_chart")]
+    (marks,) = [layout["annotations"] for layout in layouts if layout.get("annotations")]
+    return [mark["text"] for mark in marks]
+
+
+def test_compare_metrics_say_they_are_of_the_fitted_mix(app: AppTest) -> None:
+    """The table's Ensemble row is of ensemble.json's weight and TTA set; it stood beside the slider unexplained."""
+    mix = "Ensemble = A_crp × 0.30 + B_mixcut × 0.70, no TTA"
+    note = f"{mix}: the fitted mix; the slider does not change these figures."
+    app.switch_page("views/compare.py").run()
+    assert note in [c.value for c in app.caption]
+    app.file_uploader(key="compare_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.run()
+    assert not app.exception, app.exception
+    assert weight_curve_marks(app) == ["fitted = slider"]
+    app.slider(key="compare_weight").set_value(0.8).run()
+    assert weight_curve_marks(app) == ["fitted", "slider"]
+    assert note in [c.value for c in app.caption]  # still the fitted mix
+
+
+def compare_with_spec(folder: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> AppTest:
+    """The Compare page, an upload analysed, on a copy of the app weights whose ensemble.json has `changes`."""
+    spec = json.loads((folder / "ensemble.json").read_text())
+    write_spec(folder / "ensemble.json", spec | changes)
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    return app.run()
+
+
+def test_compare_takes_a_hand_edited_public_test(app_weights: Path, tmp_path: Path, monkeypatch) -> None:
+    """`"public_test": null` raised an AttributeError on every upload; a malformed curve or figure is left out."""
+    app = compare_with_spec(shutil.copytree(app_weights, tmp_path / "null"), monkeypatch, public_test=None)
+    assert not app.exception, app.exception
+    assert chart_titles(app)[2].startswith("Ensemble: ")
+    assert "PublicTest accuracy against the weight" not in [e.label for e in app.expander]
+    assert "PublicTest accuracy" not in app.dataframe[0].value.columns  # PrivateTest only, from metrics_*.json
+
+    malformed = {"ensemble_accuracy": 0.7, "singles": [0.68], "weight_curve": [{"weight": 0.5}]}
+    folder = shutil.copytree(app_weights, tmp_path / "malformed")
+    app = compare_with_spec(folder, monkeypatch, public_test=malformed, tta="flip")
+    assert not app.exception, app.exception
+    assert any("weight_curve` is not a list" in c.value for c in app.caption)
+    assert app.dataframe[0].value.loc["Ensemble", "PublicTest accuracy"] == 0.7  # the metrics file is of TTA none
+    assert any(c.value.startswith("Ensemble = A_crp × 0.30 + B_mixcut × 0.70, TTA flip: ") for c in app.caption)
+    app = compare_with_spec(folder, monkeypatch, public_test={"ensemble_accuracy": "high", "weight_curve": "up"})
+    assert not app.exception, app.exception
+    assert any("weight_curve` is not a list" in c.value for c in app.caption)
+
+
+def test_compare_says_when_a_photo_was_analysed_shrunk(app: AppTest) -> None:
+    """Photos said "W×H px (analysed and shown at …)" of a photo over 4096 px; Compare said nothing."""
+    app.switch_page("views/compare.py").run()
+    wide = ("wide.png", encode(np.zeros((60, 5000, 3), np.uint8), "PNG"), "image/png")
+    app.file_uploader(key="compare_upload").set_value(wide).run()
+    assert not app.exception, app.exception
+    caption = app.main.get("image")[0].proto.imgs[0].caption
+    assert "0 face(s) · 5000×60 px (analysed and shown at 4096×" in caption
+    app.file_uploader(key="compare_upload").set_value(("small.png", encode(astronaut(), "PNG"), "image/png")).run()
+    assert "· 512×512 px ·" in app.main.get("image")[0].proto.imgs[0].caption
+
+
+def test_compare_hints_at_the_picker_when_no_face_is_picked(app: AppTest) -> None:
+    app.switch_page("views/compare.py").run()
+    app.file_uploader(key="compare_upload").set_value(("ten.png", encode(face_grid(2, 5), "PNG"), "image/png"))
+    app.run()
+    (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
+    assert not [i.value for i in app.info if "pick faces above" in i.value]
+    picker.set_value([]).run()
+    assert not app.exception, app.exception
+    assert [i.value for i in app.info if "pick faces above" in i.value]
+    assert not [t for t in chart_titles(app) if t.startswith("Ensemble:") and "accuracy" not in t]
+
+
 def clip(frames: int = 8) -> bytes:
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
@@ -1461,7 +1617,8 @@ def test_uploads_that_do_not_all_fit_the_session_stores_are_not_all_redone_on_a_
     assert not app.exception, app.exception
 
     def stored() -> dict[str, list[int]]:
-        return {name: [id(v) for v in app.session_state[name].values()] for name in ("_memo_photos", "_memo_decoded")}
+        stores = (f"_memo_{ui.IMAGE_RESULTS}", "_memo_decoded")
+        return {name: [id(v) for v in app.session_state[name].values()] for name in stores}
 
     before = stored()
     assert [len(ids) for ids in before.values()] == [3, 3]
@@ -1500,13 +1657,16 @@ def test_the_uploader_takes_every_file_the_decoder_reads() -> None:
 
 
 def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:
+    from app import ui
+
     other = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.run()
     other.run()
     assert app.subheader[0].value == "astronaut.png"
     assert "astronaut.png" not in [s.value for s in other.subheader]
-    assert "_memo_photos" in app.session_state and "_memo_photos" not in other.session_state
+    results = f"_memo_{ui.IMAGE_RESULTS}"
+    assert results in app.session_state and results not in other.session_state
 
 
 def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:

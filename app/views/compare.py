@@ -20,6 +20,7 @@ from fer_core.imageio import ImageLoadError
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline, crop_faces
 from fer_core.tracking import probs_vector
+from fer_core.tta import NO_TTA
 
 SOURCE_KEY = "compare_source"
 WEIGHT_KEY = "compare_weight"
@@ -38,7 +39,10 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
     source = st.radio("Photo", options, horizontal=True, key=SOURCE_KEY) if len(options) > 1 else UPLOAD
     if snapshot and source == SNAPSHOT:
         image = snapshot["image"]
-        return snapshot["name"], image, ui.file_digest(image.tobytes()), (image.shape[1], image.shape[0])
+        # raw pixels do not say their shape (a 2x6 and a 6x2 snapshot would share a result), nor are they a file's
+        # bytes as the upload digests are (both key the results shared with the Photos page)
+        digest = ui.file_digest(f"{image.shape} {image.dtype}".encode() + image.tobytes())
+        return snapshot["name"], image, digest, (image.shape[1], image.shape[0])
     upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
     if upload is None:
         st.info("Upload a photo, or take a snapshot on the Webcam page.")
@@ -117,7 +121,30 @@ def show_face(number: int, face: FaceResult, crop: np.ndarray, names: list[str],
             st.success(f"Face #{number}: the models agree on **{ensemble.label}** (distance {verdict.distance:.2f}).")
 
 
-def show_faces(name: str, digest: str, image: np.ndarray, result: ImageResult, pipe: Pipeline) -> None:
+def public_test(ens: Ensemble) -> dict[str, Any]:
+    """ensemble.json's PublicTest figures from the fit, {} when absent or not an object (a hand-edited file may hold
+    `"public_test": null`, which raised an AttributeError on every upload)."""
+    public = ens.spec.get("public_test")
+    return public if isinstance(public, dict) else {}
+
+
+def show_weight_curve(ens: Ensemble, weight: float) -> None:
+    """The fit's accuracy against the weight, when ensemble.json has a curve; a malformed one is named, not drawn."""
+    curve = public_test(ens).get("weight_curve")
+    if not curve:
+        return
+    points = charts.weight_curve_points(curve)
+    with st.expander("PublicTest accuracy against the weight"):
+        if points is None:
+            st.caption("ensemble.json's `public_test.weight_curve` is not a list of weight/accuracy pairs: not drawn.")
+            return
+        fitted = normalised(ens.weights)[ens.names[0]]
+        st.plotly_chart(charts.weight_curve(points, weight, fitted, ens.names[0]), config=charts.figure_config())
+
+
+def show_faces(
+    name: str, digest: str, image: np.ndarray, file_size: tuple[int, int], result: ImageResult, pipe: Pipeline
+) -> None:
     ens = pipe.ensemble
     mix, weight = weight_controls(ens)
     try:
@@ -132,7 +159,8 @@ def show_faces(name: str, digest: str, image: np.ndarray, result: ImageResult, p
     shown = ui.displayable(annotated)
     st.image(
         shown,
-        caption=f"{name}: {len(result.faces)} face(s), labelled by the ensemble as mixed above",
+        caption=f"{name}: {len(result.faces)} face(s) · {ui.size_note(file_size, result)} · labelled by the "
+        "ensemble as mixed above",
         width=min(shown.shape[1], 720),
     )
     ui.face_count_notes(name, len(result.faces), pipe)
@@ -147,31 +175,42 @@ def show_faces(name: str, digest: str, image: np.ndarray, result: ImageResult, p
             format_func=lambda i: f"#{i + 1}",
             key=f"compare_faces_{digest}_{len(numbers)}",
         )
+    if not numbers:  # the picker emptied: say why nothing follows
+        st.info("No face picked: pick faces above to compare them.", icon=":material/arrow_upward:")
     crops = crop_faces(image, [result.faces[i].box for i in numbers], pipe.face_margin)
     for i, crop in zip(numbers, crops, strict=True):
         show_face(i + 1, result.faces[i], crop, ens.names, mixes[i])
-    curve = ens.spec.get("public_test", {}).get("weight_curve")
-    if weight is not None and curve:
-        fitted = normalised(ens.weights)[ens.names[0]]
-        with st.expander("PublicTest accuracy against the weight"):
-            st.plotly_chart(charts.weight_curve(curve, weight, fitted, ens.names[0]), config=charts.figure_config())
+    if weight is not None:
+        show_weight_curve(ens, weight)
 
 
 def metrics_table(ens: Ensemble, found: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Accuracy and macro-F1 per model and split; PublicTest from the ensemble fit when no file has it."""
-    table: dict[str, dict[str, float]] = {}
-    public = ens.spec.get("public_test") or {}
+    table: dict[str, dict[str, float | None]] = {}
+    public = public_test(ens)
     if "PublicTest" not in found and public:
-        for name, scores in (public.get("singles") or {}).items():
-            table.setdefault(name, {})["PublicTest accuracy"] = scores.get("accuracy")
-            table[name]["PublicTest macro-F1"] = scores.get("macro_f1")
-        if "ensemble_accuracy" in public:
-            table.setdefault(ENSEMBLE_KEY, {})["PublicTest accuracy"] = public["ensemble_accuracy"]
+        singles = public.get("singles")
+        for name, scores in (singles if isinstance(singles, dict) else {}).items():
+            if isinstance(scores, dict):
+                table.setdefault(name, {})["PublicTest accuracy"] = charts.finite(scores.get("accuracy"))
+                table[name]["PublicTest macro-F1"] = charts.finite(scores.get("macro_f1"))
+        if charts.finite(public.get("ensemble_accuracy")) is not None:
+            table.setdefault(ENSEMBLE_KEY, {})["PublicTest accuracy"] = charts.finite(public["ensemble_accuracy"])
     for split, data in found.items():
         for name, scores in data["models"].items():
             table.setdefault(name, {})[f"{split} accuracy"] = scores.get("accuracy")
             table[name][f"{split} macro-F1"] = scores.get("macro_f1")
     return pd.DataFrame.from_dict(table, orient="index").rename(index=ui.model_title)
+
+
+def fitted_mix_note(ens: Ensemble) -> str:
+    """What the table's Ensemble row measured: the mix and TTA set in ensemble.json, not the slider's (the metrics
+    files are checked to be of that mix, `ui.load_metrics`), which the table beside the slider did not say."""
+    shares = normalised(ens.weights)
+    mix = " + ".join(f"{name} × {shares[name]:.2f}" for name in ens.names)
+    tta = "no TTA" if ens.shipped_tta == NO_TTA else f"TTA {ens.shipped_tta}"
+    sliders = "the slider does" if len(ens.names) == 2 else "the sliders do"
+    return f"Ensemble = {mix}, {tta}: the fitted mix; {sliders} not change these figures."
 
 
 def show_metrics(ens: Ensemble) -> None:
@@ -187,6 +226,8 @@ def show_metrics(ens: Ensemble) -> None:
         )
         return
     st.dataframe(table.style.format("{:.3f}", na_rep="–"))
+    if ui.model_title(ENSEMBLE_KEY) in table.index:
+        st.caption(fitted_mix_note(ens))
     if not found:
         st.caption("Only PublicTest numbers from the ensemble fit are available; no confusion matrices.")
         return
@@ -222,11 +263,11 @@ def main() -> None:
     if picked is not None:
         name, image, digest, file_size = picked
         try:
-            result = ui.session_memo("compare", (digest, *settings.key), lambda: pipe(image, file_size))
+            result = ui.image_result(digest, image, file_size, settings, pipe)  # shared with Photos
         except Exception as err:
             st.error(f"{name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
         else:
-            show_faces(name, digest, image, result, pipe)
+            show_faces(name, digest, image, file_size, result, pipe)
     show_metrics(pipe.ensemble)
 
 

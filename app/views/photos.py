@@ -62,11 +62,11 @@ class PageReads:
     results: frozenset[tuple[Any, ...]] = frozenset()
 
     @classmethod
-    def of(cls, uploads: list[tuple[str, str]], settings: ui.DetectorSettings) -> PageReads:
-        """From each upload's (name, digest)."""
+    def of(cls, uploads: list[tuple[str, str]], settings: ui.DetectorSettings, pipe: Pipeline) -> PageReads:
+        """From each upload's (name, digest); the result keys as `ui.image_result` stores them."""
         return cls(
             frozenset((digest, name) for name, digest in uploads),
-            frozenset((digest, *settings.key) for _, digest in uploads),
+            frozenset(ui.image_result_key(digest, settings, pipe) for _, digest in uploads),
         )
 
 
@@ -109,7 +109,7 @@ def analyse_upload(
         log.exception("decoding %s failed", name)
         return Analysed(label, error=f"{label}: cannot read this file ({type(err).__name__})")
     try:
-        result = ui.session_memo("photos", (digest, *settings.key), lambda: pipe(image, file_size), reads.results)
+        result = ui.image_result(digest, image, file_size, settings, pipe, reads.results)  # shared with Compare
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(label, image, error=f"{label}: analysis failed ({type(err).__name__}: {err})")
@@ -189,10 +189,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
     annotated = annotated_image(item, views)
     with st.container(border=True):
         st.subheader(item.name)
-        size = f"{result.width}×{result.height} px"
-        if item.file_size != (result.width, result.height):
-            size = f"{item.file_size[0]}×{item.file_size[1]} px (analysed and shown at {size})"
-        st.caption(f"{len(result.faces)} face(s) · {size} · {ui.model_title(model)}")
+        st.caption(f"{len(result.faces)} face(s) · {ui.size_note(item.file_size, result)} · {ui.model_title(model)}")
         ui.face_count_notes(item.name, len(result.faces), pipe)
         ui.first_frame_note(item.name, item.frames)
         left, right = st.columns([3, 2])
@@ -289,7 +286,8 @@ def main() -> None:
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
     analysed: list[Analysed] = []
     digests = [ui.file_digest(upload.getvalue()) for upload in files]
-    reads = PageReads.of([(upload.name, digest) for upload, digest in zip(files, digests, strict=True)], settings)
+    uploads = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
+    reads = PageReads.of(uploads, settings, pipe)
     shown = distinct_names([upload.name for upload in files])
     for n, (upload, digest, label) in enumerate(zip(files, digests, shown, strict=True), start=1):
         analysed.append(analyse_upload(upload.name, upload.getvalue(), digest, pipe, settings, reads, label))
