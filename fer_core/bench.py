@@ -16,7 +16,6 @@ since this is the per-frame path of the webcam and video pages, and TTA is off a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -321,7 +320,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.bench", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("bench", __doc__)
     parser.add_argument("--json", type=cli.out_file, required=True, help="where to write the report")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
     parser.add_argument("--detector", type=Path, default=None, help="face detector .pt (default: WEIGHTS/face_yolo.pt)")
@@ -331,9 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         "--imgsz",
         type=int,
         default=VIDEO_IMGSZ,
-        help=f"detector input size (default {VIDEO_IMGSZ}, the live-video one)",
+        help=f"detector input size in px ({VIDEO_IMGSZ} is the live-video one)",
     )
-    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=None, help="default: all available")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=list(BACKENDS),
+        default=None,
+        help="frame paths to time (default: all available)",
+    )
     parser.add_argument(
         "--tta",
         choices=("off", "shipped"),

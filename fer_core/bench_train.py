@@ -14,7 +14,6 @@ figures match the real run's steps; at batch 256 a fresh process here took about
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -73,12 +72,14 @@ def run(batch_size: int, steps: int, stem_stride: int, warmup: int = 1) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.bench_train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = cli.argument_parser("bench_train", __doc__)
+    parser.add_argument("--batch-size", type=int, default=64, help="training images per timed step")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--stem-stride", type=int, default=1, choices=[1, 2])
+    parser.add_argument(
+        "--stem-stride", type=int, default=1, choices=[1, 2], help="stride of the first convolution, as train's"
+    )
     parser.add_argument("--json", type=cli.out_file, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.threads < 0:

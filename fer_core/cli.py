@@ -1,5 +1,5 @@
-"""How every `python -m fer_core.<tool>` ends (input a user can fix is one line on stderr, not a traceback) and
-writes the results other tools read (whole or not at all)."""
+"""How every `python -m fer_core.<tool>` explains its flags (each with its default), ends (input a user can fix
+is one line on stderr, not a traceback) and writes the results other tools read (whole or not at all)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,64 @@ from pathlib import Path
 PARTIAL_FAILURE = 1
 
 
+#: The runtimes of every tool's `--runtime` (see `add_runtime_option`).
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
 class UserInputError(ValueError):
     """Input a user can fix (a malformed CSV row, a damaged image or video, a foreign checkpoint); says which."""
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, so a user need not read the code to learn it; left out where it
+    says nothing (a switch that is off, no value, an empty list, a required option) or where the help already
+    speaks of its default in words. Unlike argparse's `ArgumentDefaultsHelpFormatter`, which printed
+    "(default: None)" and "(default: False)" beside half the flags and a second default beside those that name
+    theirs."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        says_nothing = (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or (isinstance(default, list | tuple) and not default)
+        )
+        if not action.option_strings or action.required or says_nothing or "default" in text.lower():
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"  # argparse fills in %(...)s: a literal % is %%
+
+
+def argument_parser(tool: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of `python -m fer_core.<tool>`: its module docstring's first paragraph as the description, and
+    every option's default in --help (`DefaultsHelpFormatter`), alike in all tools."""
+    return argparse.ArgumentParser(
+        prog=f"python -m fer_core.{tool}",
+        description=(doc or "").split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
+
+
+#: Help texts of the tools that run the whole photo pipeline (`predict`, `video`).
+PIPELINE_WEIGHTS_HELP = "folder with ensemble.json, its classifiers and face_yolo.pt"
+PIPELINE_RUNTIME_SUBJECT = "the emotion classifiers and the YOLO face detector"
+DETECTOR_HELP = (
+    "face detector: yolo (WEIGHTS/face_yolo.pt), haar (OpenCV's cascade), or auto: yolo, or haar with a warning "
+    "where the YOLO weights are missing or unusable"
+)
+
+
+def add_runtime_option(parser: argparse.ArgumentParser, subject: str = "the emotion classifiers") -> None:
+    """`--runtime`, one help text in every tool that runs the classifiers on the CPU (`EmotionClassifier.load`)."""
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=RUNTIMES,
+        help=f"what runs {subject} (on the CPU): onnxruntime (faster; exported to ONNX once, cached), torch, or "
+        "auto (onnxruntime; torch where the export cannot be cached)",
+    )
 
 
 def run(main: Callable[[], int | None]) -> None:

@@ -8,7 +8,6 @@ low-confidence detections (conf 0.01), small faces (min-face 1) and crowds (max-
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -78,23 +77,37 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.detect_faces")
+    parser = cli.argument_parser("detect_faces", __doc__)
     parser.add_argument("image_root", type=Path, help="folder searched recursively for images")
     parser.add_argument("--out", type=cli.out_folder, required=True, help="folder for the result files")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="yolo (the trained face model), haar (OpenCV's cascade), or auto: yolo, or haar where its weights are "
+        "missing or unusable",
+    )
     parser.add_argument("--weights", type=Path, default=None, help="YOLO .pt (default: weights/face_yolo.pt)")
     parser.add_argument("--conf", type=float, default=0.01, help="score threshold (low, for AP)")
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument(
+        "--imgsz", type=int, default=640, help="YOLO input size in px (longest side); larger finds smaller faces"
+    )
     parser.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
     parser.add_argument("--min-face", type=int, default=1, help="drop boxes narrower/shorter than this (px)")
-    parser.add_argument("--max-faces", type=int, default=1000)
-    parser.add_argument("--device", default=None, help="e.g. cpu, 0 (YOLO only)")
+    parser.add_argument(
+        "--max-faces", type=int, default=1000, help="keep at most this many boxes per image (the most confident)"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="YOLO's device, e.g. cpu or 0 (default: the first GPU if there is one, else the CPU)",
+    )
     parser.add_argument(
         "--tta",
         action="store_true",
         help="multi-scale + mirror test-time augmentation fused by WBF (YOLO only; about 6x slower)",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, scripts)")
     args = parser.parse_args(argv)
 
     if not args.image_root.is_dir():

@@ -11,7 +11,6 @@ refuse labels made for other data. Only Training is read: PublicTest still selec
 
 from __future__ import annotations
 
-import argparse
 import json
 import zipfile
 from dataclasses import dataclass
@@ -50,6 +49,8 @@ class SoftLabels:
 
     @classmethod
     def load(cls, path: str | Path) -> SoftLabels:
+        if not Path(path).exists():  # not "not a soft-label file": the name was mistyped, or the file is elsewhere
+            raise ValueError(f"{path}: no such file (soft labels are made by `python -m fer_core.distill --out`)")
         try:
             with np.load(path, allow_pickle=False) as stored:
                 return cls(stored["probs"], str(stored["fingerprint"]), json.loads(str(stored["teacher"])))
@@ -90,18 +91,29 @@ def teacher_identity(ensemble: Ensemble) -> dict:
     }
 
 
+def one_view_named_off(text: str) -> str:
+    """--tta's one view is `off`, as in evaluate and predict; the set's own name `none` (offered too, once) is
+    still read, but not shown: two spellings of one choice read as two choices."""
+    return "off" if text == NO_TTA else text
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.distill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True)
+    parser = cli.argument_parser("distill", __doc__)
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="FER-2013 CSV or Kaggle-style folder: the one the student trains on (its Training split is labelled)",
+    )
     parser.add_argument("--teacher", type=Path, default=Path("weights"), help="folder with ensemble.json")
     parser.add_argument("--out", type=cli.out_file, required=True, help="soft-label file to write (.npz)")
     parser.add_argument(
         "--tta",
         default="shipped",
-        choices=("shipped", "off", *TTA_SETS),
+        type=one_view_named_off,
+        choices=("shipped", "off", *(name for name in TTA_SETS if name != NO_TTA)),
         help="teacher TTA set: shipped (ensemble.json's), off (one view, as in the other tools) or a named set",
     )
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
+    cli.add_runtime_option(parser, "the teacher's classifiers")
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip (and count) malformed rows/files, as train --skip-bad does"
     )

@@ -9,7 +9,6 @@ one confusion-matrix PNG per model and DIR/predictions.csv (per-image ensemble p
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from functools import partial
@@ -84,15 +83,24 @@ def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.nd
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="FER-2013 folder or CSV")
-    parser.add_argument("--split", default=TEST_SPLIT, choices=SPLITS)
-    parser.add_argument("--out", type=cli.out_folder, required=True)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
-    parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
+    parser = cli.argument_parser("evaluate", __doc__)
+    parser.add_argument("--data", required=True, help="FER-2013 CSV (.csv, .gz, .xz, .zip) or Kaggle-style folder")
     parser.add_argument(
-        "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or none (live)"
+        "--split",
+        default=TEST_SPLIT,
+        choices=SPLITS,
+        help=f"split to score: {TEST_SPLIT} for the final figures; {VAL_SPLIT} selected the models and weights",
+    )
+    parser.add_argument(
+        "--out", type=cli.out_folder, required=True, help="folder for metrics.json, predictions.csv and the plots"
+    )
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
+    cli.add_runtime_option(parser)
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip (and count) malformed rows/files instead of stopping"
+    )
+    parser.add_argument(
+        "--tta", choices=("shipped", "off"), default="shipped", help="shipped: ensemble.json's TTA set; off: one view"
     )
     args = parser.parse_args(argv)
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)

@@ -9,7 +9,6 @@ never be paired with a stale graph. Every export is compared with PyTorch on the
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
@@ -235,7 +234,7 @@ def detector_onnx_path(pt_path: str | Path, imgsz: int) -> Path:
 def main(argv: list[str] | None = None) -> None:
     from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
 
-    parser = argparse.ArgumentParser(prog="python -m fer_core.export", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("export", __doc__)
     parser.add_argument(
         "--weights", type=Path, default=Path("weights"), help="folder with ensemble.json and the .pt files"
     )

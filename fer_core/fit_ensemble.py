@@ -11,7 +11,6 @@ PrivateTest is never read here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from fer_core import cli
-from fer_core.checkpoint import load_classifier, model_name_problem
-from fer_core.data import FerSplit, load_fer2013
+from fer_core.checkpoint import CheckpointError, LoadedClassifier, load_classifier, model_name_problem
+from fer_core.cli import UserInputError
+from fer_core.data import CSV_SUFFIXES, FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, fit_weight, write_spec
 from fer_core.evaluate import predict_split
 from fer_core.export import file_sha256
@@ -32,20 +32,42 @@ from fer_core.tta import NO_TTA, TTA_SETS
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.fit_ensemble", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--models", nargs=2, type=Path, required=True, metavar="CHECKPOINT")
-    parser.add_argument("--out", type=cli.out_folder, default=Path("weights"))
-    parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    parser = cli.argument_parser("fit_ensemble", __doc__)
+    parser.add_argument(
+        "--data", required=True, help=f"FER-2013 CSV or Kaggle-style folder; only its {VAL_SPLIT} split is used"
+    )
+    parser.add_argument(
+        "--models",
+        nargs=2,
+        type=Path,
+        required=True,
+        metavar="CHECKPOINT",
+        help="the two members: classifier checkpoints from python -m fer_core.train (such as runs/A/best.pt), "
+        "copied into --out under their model names",
+    )
+    parser.add_argument(
+        "--out",
+        type=cli.out_folder,
+        default=Path("weights"),
+        help="weights folder that receives both checkpoints and ensemble.json",
+    )
+    cli.add_runtime_option(parser)
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and count) malformed rows/files instead of stopping, as train --skip-bad does",
+    )
     args = parser.parse_args(argv)
 
-    loaded_models = [load_classifier(source) for source in args.models]
+    loaded_models = [load_member(source) for source in args.models]
     for source, loaded in zip(args.models, loaded_models, strict=True):
         if problem := model_name_problem(loaded.name):
             parser.error(f"{source}: its model name {loaded.name!r} {problem}; train it with another --name")
     if loaded_models[0].name == loaded_models[1].name:  # one file name and one probability column for both
         parser.error(f"both checkpoints are named {loaded_models[0].name!r}; train one with --name to tell them apart")
-    dataset = load_fer2013(args.data)  # before anything is written: a wrong --data changes nothing
+    # Before anything is written: a wrong --data changes nothing. Skipped rows are logged by the loader and, when
+    # any were, recorded in ensemble.json beside the accuracy they change.
+    dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
     val = dataset[VAL_SPLIT]
     if carved := dataset.validation_warning(args.data):
         print(
@@ -57,18 +79,45 @@ def main(argv: list[str] | None = None) -> None:
     # minutes on a CPU) never leaves new checkpoints with an unfitted ensemble.json in a folder the app reads.
     with tempfile.TemporaryDirectory(prefix=".fit_ensemble_", dir=args.out) as staging_dir:
         staging = Path(staging_dir)
-        spec = fit(args.models, [loaded.name for loaded in loaded_models], val, staging, args.runtime, carved)
+        names = [loaded.name for loaded in loaded_models]
+        spec = fit(args.models, names, val, staging, args.runtime, carved, dataset.skipped_count)
         for member in spec["models"]:
             os.replace(staging / member["file"], args.out / member["file"])
         os.replace(staging / ENSEMBLE_FILE, args.out / ENSEMBLE_FILE)
     print(json.dumps({"tta": spec["tta"], "weights": {m["name"]: m["weight"] for m in spec["models"]}}))
 
 
+def load_member(source: Path) -> LoadedClassifier:
+    """One --models checkpoint. A file of another kind (the data CSV given to --models by mistake) is named with
+    what --models takes: the loader's own words were an unpickling error ("IndexError: pop from empty list")."""
+    try:
+        return load_classifier(source)
+    except CheckpointError as err:
+        if not source.is_file():  # "no such checkpoint file" says it all
+            raise
+        takes = (
+            "--models takes two classifier checkpoints written by python -m fer_core.train, such as "
+            "runs/A_crp/best.pt runs/B_mixcut/best.pt"
+        )
+        if source.name.lower().endswith(CSV_SUFFIXES):
+            raise UserInputError(
+                f"--models {source}: FER-2013 data, not a checkpoint; {takes} (the data goes to --data)"
+            ) from err
+        raise UserInputError(f"--models {source}: not a classifier checkpoint; {takes} ({err})") from err
+
+
 def fit(
-    sources: list[Path], names: list[str], val: FerSplit, folder: Path, runtime: str, warning: str | None = None
+    sources: list[Path],
+    names: list[str],
+    val: FerSplit,
+    folder: Path,
+    runtime: str,
+    warning: str | None = None,
+    skipped: int = 0,
 ) -> dict[str, Any]:
     """Copy the two checkpoints into `folder`, fit weight and TTA set on `val`, write and return ensemble.json
-    (with `warning` when `val` is not a real PublicTest)."""
+    (with `warning` when `val` is not a real PublicTest, and with `skipped` when --skip-bad left bad rows/files of
+    the source out: the accuracy recorded is of the rest)."""
     members: list[dict[str, Any]] = []
     for source, name in zip(sources, names, strict=True):
         target = folder / f"{name}.pt"
@@ -95,6 +144,7 @@ def fit(
     members[0]["weight"], members[1]["weight"] = round(chosen["weight"], 4), round(1 - chosen["weight"], 4)
     spec.update(
         **({"warning": warning} if warning else {}),
+        **({"skipped": skipped} if skipped else {}),  # as evaluate's metrics.json: rows/files of the whole source
         tta=chosen_tta,
         public_test={
             "ensemble_accuracy": chosen["accuracy"],

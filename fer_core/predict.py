@@ -33,6 +33,7 @@ from fer_core.data import (
     parse_pixels,
     read_csv_records,
 )
+from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
 from fer_core.detection import refusal_of_fallback
 from fer_core.imageio import IMAGE_SUFFIXES, ImageLoadError, is_image_path, load_image_sized
 from fer_core.labels import EMOTIONS
@@ -201,14 +202,14 @@ def holds_predictions(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.predict", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("predict", __doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="images, folders, or FER-2013 CSV files")
     parser.add_argument("--crops", action="store_true", help="inputs are face crops: skip detection")
     parser.add_argument("--json", type=cli.out_file, help="write image results here (a JSON list)")
     parser.add_argument("--csv-out", type=cli.out_file, help="write predictions for CSV inputs here")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
-    parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=cli.PIPELINE_WEIGHTS_HELP)
+    cli.add_runtime_option(parser, cli.PIPELINE_RUNTIME_SUBJECT)
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_BACKENDS, help=cli.DETECTOR_HELP)
     parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
     parser.add_argument("--max-faces", type=int, default=100, help="label at most this many faces per photo")
     parser.add_argument(

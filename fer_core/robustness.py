@@ -15,7 +15,6 @@ not depend on which other conditions ran.
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from collections.abc import Callable
@@ -406,14 +405,14 @@ def write_outputs(table: pd.DataFrame, conf: pd.DataFrame, out: Path, meta: dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.robustness", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("robustness", __doc__)
     parser.add_argument("--data", required=True, help="FER-2013 folder or CSV")
-    parser.add_argument("--out", type=cli.out_folder, required=True)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
+    parser.add_argument("--out", type=cli.out_folder, required=True, help=f"folder for {', '.join(OUTPUT_NAMES)}")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
+    cli.add_runtime_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="seeds the random perturbations and --limit")
-    parser.add_argument("--limit", type=int, default=0, help="use a seeded random subset of N test faces")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--limit", type=int, default=0, help="use a seeded random subset of N test faces (0: all)")
+    parser.add_argument("--batch-size", type=int, default=512, help="faces per classifier call")
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.seed < 0 or args.limit < 0:

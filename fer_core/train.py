@@ -261,8 +261,8 @@ FLAG_HELP = {
     "dropout": "dropout before the classifier, in [0, 1)",
     "stochastic_depth": "EfficientNet's stochastic depth probability, in [0, 1)",
     "seed": "seed of initialisation, shuffling and augmentation",
-    "limit": "use only the first N Training images (0: all; for quick trials)",
-    "val_limit": "use only the first N PublicTest images for validation (0: all)",
+    "limit": "train on a random subset of N Training images, drawn with --seed (0: all; for quick trials)",
+    "val_limit": "validate on a random subset of N PublicTest images, drawn with --seed (0: all)",
     "threads": "PyTorch CPU threads (0: PyTorch's default)",
     "device": "auto (CUDA when present), cpu or cuda; pick a GPU with CUDA_VISIBLE_DEVICES",
     "channels_last": "NHWC memory layout (1.8x faster steps on a 2-core CPU)",
@@ -279,6 +279,17 @@ FLAG_HELP = {
 }
 
 
+def shown_default(option: Field) -> str:
+    """What --help says of a TrainConfig field's default: the dataclass's (the flag's own is None, so a --config
+    value is not overridden); nothing where FLAG_HELP says it in words, "required" for --data (its "" meant none
+    was given), and "none" for an empty path (no parent weights, no soft labels)."""
+    if option.name == "data":
+        return " (required, here or in --config)"
+    if "(default:" in FLAG_HELP[option.name]:
+        return ""
+    return f" (default: {option.default if option.default != '' else 'none'})"
+
+
 class Invocation(NamedTuple):
     """What one `python -m fer_core.train` call asks for: the run's config and how this call treats it."""
 
@@ -290,7 +301,7 @@ class Invocation(NamedTuple):
 
 
 def parse_args(argv: list[str] | None = None) -> Invocation:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.train", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("train", __doc__)
     parser.add_argument("--config", type=Path, help="YAML/JSON file of TrainConfig fields; flags override it")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     parser.add_argument(
@@ -309,7 +320,7 @@ def parse_args(argv: list[str] | None = None) -> Invocation:
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
         kind = field_type(option)
-        shown = f"{FLAG_HELP[option.name]} (default: {option.default!r})"  # the dataclass default, not None
+        shown = f"{FLAG_HELP[option.name]}{shown_default(option)}"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
@@ -657,9 +668,13 @@ def load_initial_weights(model: nn.Module, requested: ModelConfig, path: str | P
     checkpoint = read_checkpoint(path)
     source = ModelConfig.from_dict(checkpoint["model_config"])
     fixed = ("arch", "input_size", "in_channels", "stem_stride", "num_classes", "class_names", "mean", "std")
-    differ = [k for k in fixed if getattr(source, k) != getattr(requested, k)]
-    if differ:
-        raise UserInputError(f"{path}: cannot fine-tune from it, {', '.join(differ)} differ from this run")
+    differ = [
+        f"{k} differs ({getattr(source, k)} there, {getattr(requested, k)} in this run)"
+        for k in fixed
+        if getattr(source, k) != getattr(requested, k)
+    ]
+    if differ:  # with both values: the user can then set e.g. --stem-stride to the parent's
+        raise UserInputError(f"{path}: cannot fine-tune from it: {'; '.join(differ)}")
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:  # missing or reshaped tensors: not a checkpoint of this network

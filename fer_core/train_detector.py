@@ -35,19 +35,19 @@ LICENSE_NOTE = "Trained on WIDER FACE (non-commercial research use only) and Fac
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.train_detector")
+    p = cli.argument_parser("train_detector", __doc__)
     p.add_argument("--data-root", type=Path, required=True, help="folder holding widerface/ and facemask/")
     p.add_argument(
         "--work", type=cli.out_folder, required=True, help="work folder (outside the repo): dataset/ and runs/"
     )
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (see also --time)")
+    p.add_argument("--imgsz", type=int, default=640, help="training image size in px (longest side)")
     p.add_argument("--model", default="yolo11n.yaml", help="ultralytics model YAML (or a local .pt to fine-tune)")
     p.add_argument("--resume", action="store_true", help="continue WORK/runs/face/weights/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start over even if a previous run exists")
     p.add_argument("--device", default=None, help="e.g. 0, cpu (default: ultralytics picks)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--batch", type=int, default=16, help="images per training batch")
+    p.add_argument("--workers", type=int, default=8, help="data-loading worker processes (0: load in the main one)")
     p.add_argument("--cache", choices=("ram", "disk"), default=None, help="cache decoded images (faster epochs)")
     # ultralytics' val set is the dev-val that AP is reported on: early stopping (and its best.pt) would select on
     # it, so both are off by default and the last epoch is what gets exported.
@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-val", action="store_true", help="validate only after the last epoch (short GPU leases)")
     p.add_argument("--seed", type=int, default=0, help="training seed and WIDER event split seed")
     p.add_argument("--min-face-px", type=float, default=ConversionConfig.min_face_px, help="tiny-face cut at 640 px")
-    p.add_argument("--train-fraction", type=float, default=ConversionConfig.train_event_fraction)
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=ConversionConfig.train_event_fraction,
+        help="share of WIDER FACE events on the training side; the val images of the others are the dev-val set "
+        "AP is reported on",
+    )
     p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--export-to", type=Path, default=DEFAULT_WEIGHTS, help="where the last epoch's weights go")

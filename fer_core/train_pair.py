@@ -310,9 +310,14 @@ def record_call(out: Path, call: dict[str, Any], members: list[Member], resume: 
 
 
 def fit_pair(members: list[Member], data: str, weights: Path, runtime: str) -> dict[str, Any]:
-    """`fer_core.fit_ensemble` on both best.pt files into `weights`; what it chose, for pair.json."""
+    """`fer_core.fit_ensemble` on both best.pt files into `weights`; what it chose, for pair.json. The data is read
+    as the members read it: with `--set skip_bad=true` they trained past bad rows, and the fit stopped at the first
+    one after both trainings, with no weights/ written."""
     checkpoints = [str(member.run_dir / "best.pt") for member in members]
-    fit_ensemble.main(["--data", data, "--models", *checkpoints, "--out", str(weights), "--runtime", runtime])
+    argv = ["--data", data, "--models", *checkpoints, "--out", str(weights), "--runtime", runtime]
+    if any(member.config.skip_bad for member in members):  # one without it stopped at a bad row, and failed the pair
+        argv.append("--skip-bad")
+    fit_ensemble.main(argv)
     spec = json.loads((weights / "ensemble.json").read_text())
     accuracy = spec["public_test"]["ensemble_accuracy"]
     log.info("ensemble in %s: PublicTest %.4f with tta %s", weights, accuracy, spec["tta"])
@@ -325,7 +330,7 @@ def fit_pair(members: list[Member], data: str, weights: Path, runtime: str) -> d
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.train_pair", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("train_pair", __doc__)
     parser.add_argument("--data", required=True, help="FER-2013 CSV or Kaggle-style folder")
     parser.add_argument(
         "--out",
@@ -353,7 +358,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-fit", action="store_true", help="train only; do not fit the ensemble")
     parser.add_argument(
         "--runtime",
-        choices=["auto", "torch", "onnxruntime"],
+        choices=cli.RUNTIMES,
         default="auto",
         help="runtime of the ensemble fit (auto: torch on a GPU, onnxruntime on a CPU)",
     )

@@ -17,7 +17,6 @@ fitted into the first frame's size in the annotated video, and their CSV boxes a
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.cli import UserInputError
+from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
 from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
 from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations
 from fer_core.imageio import MAX_PIXELS
@@ -743,13 +743,19 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.video", description=__doc__.split("\n\n")[0])
+    parser = cli.argument_parser("video", __doc__)
     parser.add_argument("video", type=Path, help="input video (mp4, mov, webm, avi, mkv)")
     parser.add_argument("--out", type=cli.out_folder, required=True, help="folder for annotated.mp4 and faces.csv")
-    parser.add_argument("--every", type=int, default=1, help="analyse every Nth frame (others reuse its boxes)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"])
-    parser.add_argument("--detector", default="auto", choices=["auto", "yolo", "haar"])
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="analyse every Nth frame; the frames between reuse its boxes and labels (1: every frame; higher is "
+        "faster)",
+    )
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=cli.PIPELINE_WEIGHTS_HELP)
+    cli.add_runtime_option(parser, cli.PIPELINE_RUNTIME_SUBJECT)
+    parser.add_argument("--detector", default="auto", choices=DETECTOR_BACKENDS, help=cli.DETECTOR_HELP)
     parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
     parser.add_argument(
         "--imgsz", type=int, default=PHOTO_IMGSZ, help=f"detector input size (the app's Video page: {VIDEO_IMGSZ})"
@@ -758,7 +764,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or one view (faster)"
     )
-    parser.add_argument("--smoothing", default="ema", choices=SMOOTHING)
+    parser.add_argument(
+        "--smoothing",
+        default="ema",
+        choices=SMOOTHING,
+        help="how a tracked face's probabilities are smoothed over analysed frames: ema (see --alpha), window (the "
+        "mean of the last --window) or none",
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="EMA weight of the newest frame (1 = none)")
     parser.add_argument("--window", type=int, default=5, help="frames averaged with --smoothing window")
     parser.add_argument("--iou", type=float, default=0.3, help="minimum box overlap to continue a track")

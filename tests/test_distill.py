@@ -80,6 +80,29 @@ def test_distill_refuses_an_out_it_would_not_write_and_reads_tta_off(tmp_path, t
     assert SoftLabels.load(tmp_path / "t.npz").teacher["tta"] == "none"
 
 
+def test_distill_tta_offers_one_spelling_of_one_view_and_still_reads_none(tmp_path, tiny_csv, fake_weights, capsys):
+    """--tta listed both `off` and `none`, two names of the same single view."""
+    with pytest.raises(SystemExit):
+        distill_main(["--help"])
+    choices = capsys.readouterr().out.split("--tta {", 1)[1].split("}", 1)[0].split(",")
+    assert "off" in choices and "none" not in choices and "flip" in choices
+    out = tmp_path / "t.npz"
+    distill_main(["--data", str(tiny_csv), "--teacher", str(fake_weights), "--out", str(out), "--tta", "none"])
+    assert SoftLabels.load(out).teacher["tta"] == "none"
+
+
+def test_a_missing_soft_label_file_is_called_missing(tmp_path, tiny_csv):
+    """It was "not a soft-label file from `python -m fer_core.distill`", as if the file were of the wrong kind."""
+    missing = tmp_path / "teacher.npz"
+    with pytest.raises(ValueError, match=r"teacher\.npz: no such file \(soft labels are made by"):
+        SoftLabels.load(missing)
+    args = ["--data", str(tiny_csv), "--out", str(tmp_path / "x"), "--epochs", "1", *TINY]
+    with pytest.raises(UserInputError, match=r"teacher\.npz: no such file") as raised:
+        train_main([*args, "--soft-labels", str(missing)])
+    assert "not a soft-label file" not in str(raised.value)
+    assert not (tmp_path / "x").exists()
+
+
 def test_distill_skips_bad_rows_as_train_does(tmp_path, fake_weights):
     csv = write_fer_csv(tmp_path / "fer.csv", n_train=12, n_public=7, n_private=7)
     lines = csv.read_text().splitlines()

@@ -15,8 +15,9 @@ import pytest
 from fer_core import train_pair
 from fer_core.checkpoint import load_classifier, read_checkpoint
 from fer_core.cli import UserInputError
-from tests.conftest import REPO
-from tests.fer_fixtures import write_fer_folder
+from fer_core.data import FerDataError, load_fer2013
+from tests.conftest import REPO, make_classifier_checkpoint
+from tests.fer_fixtures import write_fer_csv, write_fer_folder
 
 TINY = ["--set", "epochs=2", "--set", "batch_size=8", "--set", "stem_stride=2", "--set", "eval_batch_size=64"]
 
@@ -83,6 +84,46 @@ def test_a_failed_member_is_named_and_the_other_stopped(tmp_path, fer_folder):
     assert "B_mixcut failed" not in str(raised.value)
     assert len(pd.read_csv(out / "B_mixcut" / "history.csv")) < 200  # stopped, not trained to its end
     assert not (out / "weights").exists() and not list(out.rglob(".partial.*"))
+
+
+def with_a_bad_row(csv: Path) -> Path:
+    """`csv` with a row of 3 pixel values inserted as its 6th line (`--set skip_bad=true` trains past it)."""
+    lines = csv.read_text().splitlines()
+    lines.insert(5, "4,1 2 3,PublicTest")
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+@pytest.mark.parametrize("items", [["skip_bad=true"], ["A_crp.skip_bad=true", "B_mixcut.skip_bad=true"]])
+def test_the_fit_reads_the_data_as_the_members_did(tmp_path, items):
+    """With `--set skip_bad=true` both members trained past a bad row, then the fit stopped at it ("line 6: expected
+    2304 pixel values"), exit 2 and no weights/, after the whole training budget. Members stand in for trained ones
+    here (their best.pt made directly): the fit is what is checked."""
+    csv = with_a_bad_row(write_fer_csv(tmp_path / "bad.csv", n_train=14, n_public=7, n_private=7))
+    out = tmp_path / "pair"
+    members = train_pair.member_configs(str(csv), out, 60.0, train_pair.parse_overrides(items))
+    for seed, member in enumerate(members):
+        member.run_dir.mkdir(parents=True)
+        make_classifier_checkpoint(member.run_dir / "best.pt", member.name, seed)
+    with pytest.raises(FerDataError, match="line 6: expected 2304 pixel values"):  # what the members would meet
+        load_fer2013(csv)
+    summary = train_pair.fit_pair(members, str(csv), out / "weights", "torch")
+    spec = json.loads((out / "weights" / "ensemble.json").read_text())
+    assert [m["name"] for m in spec["models"]] == list(train_pair.MEMBERS) and spec["skipped"] == 1
+    assert summary["public_test_accuracy"] == spec["public_test"]["ensemble_accuracy"]
+
+
+def test_the_fit_still_stops_at_a_bad_row_the_members_did_not_skip(tmp_path):
+    """Without skip_bad the members would have stopped at the row themselves: the fit does not hide it either."""
+    csv = with_a_bad_row(write_fer_csv(tmp_path / "bad.csv", n_train=14, n_public=7, n_private=7))
+    out = tmp_path / "pair"
+    members = train_pair.member_configs(str(csv), out, 60.0, train_pair.parse_overrides([]))
+    for seed, member in enumerate(members):
+        member.run_dir.mkdir(parents=True)
+        make_classifier_checkpoint(member.run_dir / "best.pt", member.name, seed)
+    with pytest.raises(FerDataError, match="line 6"):
+        train_pair.fit_pair(members, str(csv), out / "weights", "torch")
+    assert not (out / "weights" / "ensemble.json").exists()
 
 
 def start_pair(out: Path, fer_folder: Path) -> subprocess.Popen:

@@ -33,7 +33,7 @@ from fer_core.train import (
     recalibrate_batchnorm,
 )
 from fer_core.train import main as train_main
-from tests.conftest import REPO
+from tests.conftest import REPO, make_classifier_checkpoint
 from tests.fer_fixtures import write_fer_folder
 
 
@@ -463,6 +463,35 @@ def test_every_setting_is_explained_by_help(capsys):
     for explanation in train.FLAG_HELP.values():
         assert " ".join(explanation.split()) in text
     assert "after the 2nd epoch (again if epochs slow down), --epochs shrinks to end in time (default: 0.0)" in text
+    assert "Kaggle-style folder (required, here or in --config)" in text  # not "(default: '')"
+    assert "(default: a parent's name, else OUT's folder name) --recipe" in text  # one default, not a second ''
+    assert (
+        "--init-from INIT_FROM fine-tune: start from this classifier checkpoint's weights with a fresh optimiser "
+        "and schedule (default: none)" in text
+    )
+    assert "(default: '')" not in text
+
+
+def test_limit_help_says_the_subset_is_random_as_it_is(capsys):
+    """--help said "the first N images" while `subset_indices` draws a seeded random subset."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "first N" not in text
+    assert "train on a random subset of N Training images, drawn with --seed" in text
+    assert "validate on a random subset of N PublicTest images, drawn with --seed" in text
+    picked = train.subset_indices(100, 10, seed=0)
+    assert list(picked) != list(range(10)) and list(picked) == list(train.subset_indices(100, 10, seed=0))
+
+
+def test_init_from_names_both_values_of_what_differs(tmp_path):
+    """The message said "stem_stride differ from this run" without saying which stride either side has."""
+    parent = make_classifier_checkpoint(tmp_path / "parent.pt", "parent", seed=0)  # stem stride 2
+    requested = ModelConfig(stem_stride=1)
+    with pytest.raises(
+        UserInputError, match=r"parent\.pt: cannot fine-tune from it: stem_stride differs \(2 there, 1 in "
+    ):
+        train.load_initial_weights(build_model(requested), requested, parent)
 
 
 def test_unreadable_config_files_are_one_clear_error(tmp_path):
@@ -620,7 +649,7 @@ def test_init_from_starts_at_the_given_weights_and_checks_the_architecture(tmp_p
     parent = tuned_meta["fine_tuned_from"]  # the lineage the model card reports
     assert parent["epoch"] == 1 and parent["file"] == "best.pt" and parent["sha256"] == file_sha256(first / "best.pt")
     assert load_classifier(tuned / "best.pt").name == "first"  # a later stage keeps its model's name, not OUT's
-    with pytest.raises(UserInputError, match="stem_stride differ"):
+    with pytest.raises(UserInputError, match=r"stem_stride differs \(2 there, 1 in this run\)"):
         train_main(
             [
                 "--data",
