@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, NamedTuple, cast
 
@@ -227,6 +227,14 @@ class CsvRecord:
     where: str
     fields: dict[str, str]
     error: str = ""
+    #: The non-blank file lines the record spans: a FER-2013 row never holds a newline, so a record over several
+    #: lines is rows a stray quote merged, and skipping it loses that many rows, not one.
+    rows: int = 1
+
+    @property
+    def span(self) -> str:
+        """`where`, plus how many rows it holds when more than one (the figure `--skip-bad` counts)."""
+        return self.where if self.rows == 1 else f"{self.where} ({self.rows} rows)"
 
 
 #: What a damaged or mislabelled compressed file raises while it is being read.
@@ -290,7 +298,8 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
         # row holding it now fails its own checks (or keeps an unused column's U+FFFD) and the rest are read
         raw = _open_csv_bytes(path, stack)
         text = stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=""))
-        reader = csv.reader(text)
+        lines = _LineCounter(text)
+        reader = csv.reader(lines)
         header = next(reader, None)
     except FerDataError:
         stack.close()
@@ -309,7 +318,7 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
     except FerDataError:
         stack.close()
         raise
-    return columns, _records(path, reader, columns, stack)
+    return columns, _records(path, reader, lines, columns, stack)
 
 
 def missing_columns_error(path: Path, columns: list[str], missing: Iterable[str]) -> FerDataError:
@@ -324,9 +333,27 @@ def missing_columns_error(path: Path, columns: list[str], missing: Iterable[str]
     return FerDataError(f"{path}: missing column(s) {sorted(missing)}; the header has {shown}{more}")
 
 
-def _records(path: Path, reader: Any, columns: list[str], stack: ExitStack) -> Iterator[CsvRecord]:
+class _LineCounter:
+    """The text lines `csv.reader` takes, counting those that hold anything, so a record knows how many rows it
+    spans (blank lines inside a stray quote's span were never rows)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.filled = 0
+
+    def __iter__(self) -> _LineCounter:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        if line.strip("\r\n"):
+            self.filled += 1
+        return line
+
+
+def _records(path: Path, reader: Any, lines: _LineCounter, columns: list[str], stack: ExitStack) -> Iterator[CsvRecord]:
     with stack:
-        last_line = reader.line_num
+        last_line, last_filled = reader.line_num, lines.filled
         while True:
             try:
                 fields = next(reader)
@@ -338,16 +365,15 @@ def _records(path: Path, reader: Any, columns: list[str], stack: ExitStack) -> I
             except _READ_ERRORS as err:
                 raise FerDataError(f"{path}: cannot read past line {last_line} ({err})") from err
             first_line, last_line = last_line + 1, reader.line_num
+            rows, last_filled = max(lines.filled - last_filled, 1), lines.filled
             if not fields and not error:
                 continue  # a blank line holds no record
-            lines = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
-            where = f"{path.name} {lines}"
+            lines_named = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
+            where = f"{path.name} {lines_named}"
             if not error and len(fields) != len(columns):
                 error = f"a row has {len(fields)} fields, expected {len(columns)} ({','.join(columns)})"
-            if error:
-                yield CsvRecord(first_line, where, {}, f"{where}: {error}")
-            else:
-                yield CsvRecord(first_line, where, dict(zip(columns, fields, strict=True)))
+            record = CsvRecord(first_line, where, {} if error else dict(zip(columns, fields, strict=True)), rows=rows)
+            yield replace(record, error=f"{record.span}: {error}") if error else record
 
 
 def _read_csv(path: Path, skip_bad: bool):
@@ -361,16 +387,16 @@ def _read_csv(path: Path, skip_bad: bool):
         try:
             if record.error:
                 raise FerDataError(record.error)
-            label = parse_emotion(record.fields["emotion"], record.where)
-            pixels = parse_pixels(record.fields["pixels"], record.where)
+            label = parse_emotion(record.fields["emotion"], record.span)
+            pixels = parse_pixels(record.fields["pixels"], record.span)
             usage = record.fields["Usage"].strip() if has_usage else TRAIN_SPLIT
             if usage.lower() not in _SPLITS_LOWER:
-                raise FerDataError(f"{record.where}: Usage {usage!r} is not one of {', '.join(SPLITS)}")
+                raise FerDataError(f"{record.span}: Usage {usage!r} is not one of {', '.join(SPLITS)}")
             usage = _canonical_usage(usage)
         except FerDataError as err:
             if not skip_bad:
                 raise
-            skipped.append(_Skipped(str(err), 1))
+            skipped.append(_Skipped(str(err), record.rows))  # a stray quote's record: every row it swallowed
             continue
         images.append(pixels)
         labels.append(label)

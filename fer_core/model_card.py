@@ -4,13 +4,17 @@
 
 Reads ensemble.json, metrics_<split>.json (from `fer_core.evaluate`), each checkpoint's metadata
 and the sha256 of every shipped file; sections in `weights/card/*.md` (hand-written notes such as
-the detector's) are appended as they are.
+the detector's) are appended as they are. A section may name the files it tells about on a line of
+its own, `<!-- describes: A_crp.pt 91446317e524, B_mixcut.pt acfec09e3cf7 -->` (file, first hex
+digits of its sha256): when the folder's files differ, as after a user fits their own members, the
+section is marked out of date in the card and a warning says so (the line itself is left out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -223,11 +227,18 @@ def render(weights: Path) -> str:
             command = f"python -m fer_core.evaluate --data FER2013 --split {split} --out DIR"
             out += [f"## {split} (n = {metrics['n']}), from `{command}`", ""]
             out += [*metrics_table(metrics), "", weakest_classes(metrics), ""]
+    digests: dict[Path, str] = {}
+
+    def sha256(path: Path) -> str:  # a section's check and the files table hash each file once
+        if path not in digests:
+            digests[path] = file_sha256(path)
+        return digests[path]
+
     for extra in sorted((weights / "card").glob("*.md")) if (weights / "card").is_dir() else []:
-        out += [read_card_section(extra), ""]
+        out += [checked_card_section(extra, weights, sha256), ""]
     out += [INTENDED_USE, "## Files (sha256)", "", "| file | bytes | sha256 |", "|---|---|---|"]
     for path in sorted(p for p in weights.iterdir() if p.is_file() and p.name != "MODEL_CARD.md"):
-        out.append(f"| `{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |")
+        out.append(f"| `{path.name}` | {path.stat().st_size} | `{sha256(path)}` |")
     return "\n".join(out) + "\n"
 
 
@@ -237,6 +248,72 @@ def read_card_section(path: Path) -> str:
         return path.read_text(encoding="utf-8").rstrip()
     except UnicodeDecodeError as err:
         raise UserInputError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+
+
+#: A card section's record of the files it tells about: `<!-- describes: FILE SHA256-PREFIX, ... -->` on a line of its
+#: own (an HTML comment, which markdown viewers hide), each FILE in the weights folder with 8 or more hex digits of its
+#: sha256.
+DESCRIBES_LINE = re.compile(r"<!--\s*describes:(?P<files>.*?)-->")
+_DESCRIBED_FILE = re.compile(r"(?P<file>\S+)\s+(?P<sha>[0-9a-fA-F]{8,64})")
+
+
+def split_describes_line(path: Path, text: str) -> tuple[str, dict[str, str]]:
+    """A section's text without its describes line, and the files that line names with their sha256 prefixes
+    (empty when it has none: such a section is not checked)."""
+    lines = text.split("\n")
+    found = [(i, match) for i, line in enumerate(lines) if (match := DESCRIBES_LINE.fullmatch(line.strip()))]
+    if not found:
+        return text, {}
+    if len(found) > 1:
+        raise UserInputError(f"{path}: {len(found)} `<!-- describes: ... -->` lines; keep one")
+    index, match = found[0]
+    files: dict[str, str] = {}
+    for entry in match["files"].split(","):
+        named = _DESCRIBED_FILE.fullmatch(entry.strip())
+        if named is None:
+            raise UserInputError(
+                f"{path}:{index + 1}: {entry.strip()!r} in its describes line is not `FILE SHA256-PREFIX` (a file "
+                "of the weights folder and 8 or more hex digits of its sha256)"
+            )
+        files[named["file"]] = named["sha"].lower()
+    del lines[index]
+    return "\n".join(lines).strip("\n"), files
+
+
+def checked_card_section(path: Path, weights: Path, sha256: Callable[[Path], str]) -> str:
+    """A hand-written section as the card prints it: marked out of date, with a warning on stderr, when the files it
+    names are no longer those of the folder. The card's generated parts (hashes, metrics) follow the files, so a
+    user's own members got the shipped members' training story and robustness table under their sha256."""
+    text, files = split_describes_line(path, read_card_section(path))
+    if not files:
+        print(
+            f"note: {path} names no files it describes (a line <!-- describes: FILE SHA256-PREFIX, ... -->): "
+            "not checked against this folder",
+            file=sys.stderr,
+        )
+        return text
+    stale = []
+    for name, prefix in files.items():
+        current = sha256(weights / name) if (weights / name).is_file() else None
+        if current is None:
+            stale.append(f"`{name}` sha256 {prefix} (no such file here now)")
+        elif not current.startswith(prefix):
+            stale.append(f"`{name}` sha256 {prefix} (now {current[: len(prefix)]})")
+    if not stale:
+        return text
+    print(
+        f"warning: {path} was written for {', '.join(stale)}: MODEL_CARD.md marks it out of date; update the section "
+        "and its describes line",
+        file=sys.stderr,
+    )
+    note = (
+        f"> **Out of date**: this section was written for {', '.join(stale)}; what it says of those files describes "
+        "the earlier ones, not the files this card lists."
+    )
+    heading, _, rest = text.partition("\n")
+    if not heading.startswith("#"):
+        return f"{note}\n\n{text}"
+    return f"{heading}\n\n{note}\n{rest}" if rest.startswith("\n") else f"{heading}\n\n{note}\n\n{rest}"
 
 
 def read_checked_metrics(
@@ -294,8 +371,14 @@ def check_metrics_belong(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_core.model_card", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=Path("weights"))
+    parser = cli.argument_parser("model_card", __doc__)
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=Path("weights"),
+        help="the weights folder: ensemble.json, its members, metrics_<split>.json and card/*.md are read there and "
+        "MODEL_CARD.md is written there",
+    )
     args = parser.parse_args(argv)
     cli.write_text_atomically(args.weights / "MODEL_CARD.md", render(args.weights))
     print(f"wrote {args.weights / 'MODEL_CARD.md'}")

@@ -17,12 +17,11 @@ benchmark computes it, quirks included. Following the official `evaluation.m` / 
 
 Degenerate cases the official code leaves as NaN are defined here: 0/0 precision counts as 0 (it only occurs at
 zero recall, so AP is unchanged), and if all normalised scores coincide every detection counts at every threshold.
-A set without any face has AP NaN (printed as null).
+A set without any face has AP NaN (printed as null, with a warning); the CLI refuses to print only nulls.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -32,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from fer_core import cli
-from fer_core.widerface import WIDER_SETS, AnnotationError, load_wider_sets, parse_wider_gt, read_annotation_text
+from fer_core.widerface import (
+    DEVVAL_SETS_NAME,
+    SETS_ABOUT,
+    WIDER_SETS,
+    AnnotationError,
+    load_wider_sets,
+    parse_wider_gt,
+    read_annotation_text,
+)
 
 THRESH_NUM = 1000
 IOU_THRESH = 0.5
@@ -212,21 +219,21 @@ def read_image_list(path: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m fer_core.wider_eval")
+    parser = cli.argument_parser("wider_eval", __doc__)
     parser.add_argument("--gt", required=True, help="a *_bbx_gt.txt file or the folder holding it")
     parser.add_argument("--pred", required=True, help="folder of result files <event>/<name>.txt")
     parser.add_argument("--sets", help="wider_eval_sets.json (default: next to the gt file)")
     parser.add_argument("--images", help="evaluate only the images listed in this file (e.g. the dev-val list)")
-    parser.add_argument("--iou", type=float, default=IOU_THRESH, help="IoU threshold (official: 0.5)")
+    parser.add_argument("--iou", type=float, default=IOU_THRESH, help="IoU threshold (the official one)")
     parser.add_argument("--no-plus-one", action="store_true", help="continuous IoU instead of the official +1 px")
     args = parser.parse_args(argv)
     if not 0.0 < args.iou <= 1.0:  # 0 or less counted every miss as a hit; over 1 or NaN, no hit at all
         parser.error(f"--iou must lie in (0, 1], got {args.iou}")
 
     gt_file = resolve_ground_truth(args.gt)
-    sets_file = Path(args.sets) if args.sets else gt_file.parent / "wider_eval_sets.json"
-    if not sets_file.is_file():
-        parser.error(f"sets file not found: {sets_file} (pass --sets)")
+    sets_file = Path(args.sets) if args.sets else gt_file.parent / DEVVAL_SETS_NAME
+    if not sets_file.exists():  # a folder or a damaged file is named by load_wider_sets
+        parser.error(f"sets file not found: {sets_file} (pass --sets); {SETS_ABOUT}")
     gt = parse_wider_gt(gt_file)
     all_keys = {image_key(k) for k in gt}
     sets = load_wider_sets(sets_file)
@@ -240,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.images or gt_file}: no images to evaluate")
     set_keys = {image_key(k) for k in sets}
     missing_sets = [k for k in gt if image_key(k) not in set_keys]
+    if len(missing_sets) == len(gt):  # every AP would be null, printed with exit 0
+        parser.error(f"{sets_file} names none of the {len(gt)} evaluated images of {gt_file} (another split's?)")
     if missing_sets:
         print(f"warning: {len(missing_sets)} images have no entry in {sets_file} and are skipped", file=sys.stderr)
     preds = read_wider_results(args.pred)
@@ -258,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         example = unknown_preds[0]
         print(f"warning: {len(unknown_preds)} result files name no image of {gt_file}, e.g. {example}", file=sys.stderr)
     aps = evaluate_wider(gt, preds, sets, iou_thresh=args.iou, plus_one=not args.no_plus_one)
+    empty = [name for name, ap in aps.items() if math.isnan(ap)]
+    if len(empty) == len(aps):
+        parser.error(f"{sets_file} puts no face of the evaluated images in any set: there is no AP to report")
+    if empty:
+        print(f"warning: no evaluated face is in the {'/'.join(empty)} set(s) of {sets_file}: AP null", file=sys.stderr)
     print(json.dumps({k: (None if math.isnan(v) else round(v, 6)) for k, v in aps.items()}))
     return 0
 

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,14 @@ DEVVAL_GT_NAME = "wider_face_devval_bbx_gt.txt"
 DEVVAL_SETS_NAME = "wider_eval_sets.json"
 DEVVAL_LIST_NAME = "devval_images.txt"
 _MARKER = ".fer_core_yolo_dataset"
+#: What a sets file holds and where it comes from, for the messages of a missing or empty one: without it the
+#: easy/medium/hard APs are nothing but nulls.
+SETS_ABOUT = (
+    f"{DEVVAL_SETS_NAME} maps each WIDER val image (<event>/<name>.jpg) to "
+    '{"easy": [...], "medium": [...], "hard": [...]}, the 0-based indices of its faces in the *_bbx_gt.txt that '
+    "count in each official set (from the official wider_{easy,medium,hard}_val.mat, which fer_core does not "
+    "read); the data bundle holds it as widerface/val/wider_eval_sets.json (see ../shared/data/README.md)"
+)
 
 
 class AnnotationError(UserInputError):
@@ -149,14 +158,21 @@ def write_wider_gt(path: str | Path, gt: Mapping[str, np.ndarray]) -> Path:
     return path
 
 
-def load_wider_sets(path: str | Path) -> dict[str, dict[str, list[int]]]:
-    """Read `wider_eval_sets.json`: image -> {"easy"|"medium"|"hard": 0-based face indices in that set}."""
+def load_wider_sets(path: str | Path, *, allow_empty: bool = False) -> dict[str, dict[str, list[int]]]:
+    """Read `wider_eval_sets.json`: image -> {"easy"|"medium"|"hard": 0-based face indices in that set}.
+
+    A missing file, or one without images unless `allow_empty` (a caller that goes on without the split and says
+    so), is an error saying what it should hold: evaluated with it, every AP was null and the run "succeeded"."""
+    if not Path(path).exists():
+        raise AnnotationError(f"{path}: no such file; {SETS_ABOUT}")
     try:
         data = json.loads(read_annotation_text(path))
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a JSON object of image -> sets")
+    if not data and not allow_empty:
+        raise AnnotationError(f"{path}: holds no image; {SETS_ABOUT}")
     sets: dict[str, dict[str, list[int]]] = {}
     for key, value in data.items():
         lists = [value.get(name, []) for name in WIDER_SETS] if isinstance(value, dict) else None
@@ -201,7 +217,9 @@ def write_devval_ground_truth(
 ) -> dict[str, Path]:
     """Write the dev-val subset for `fer_core.wider_eval`: gt file, sets JSON and image list, all official layout.
 
-    Face indices in the sets stay valid because every face (invalid ones included) is written unchanged.
+    Face indices in the sets stay valid because every face (invalid ones included) is written unchanged. No sets
+    file is written (and no "sets" path returned) when `sets` covers none of the images: an empty one made
+    `wider_eval` print null APs; a missing one is an error naming the file.
     """
     out_dir = Path(out_dir)
     keys = sorted(images)
@@ -210,11 +228,12 @@ def write_devval_ground_truth(
         raise KeyError(f"{len(missing)} dev-val images are not in the ground truth, e.g. {missing[0]!r}")
     paths = {
         "gt": write_wider_gt(out_dir / DEVVAL_GT_NAME, {k: gt[k] for k in keys}),
-        "sets": out_dir / DEVVAL_SETS_NAME,
         "images": out_dir / DEVVAL_LIST_NAME,
     }
     subset = {k: {s: list(sets[k].get(s, [])) for s in WIDER_SETS} for k in keys if k in sets}
-    paths["sets"].write_text(json.dumps(subset), encoding="utf-8")
+    if subset:
+        paths["sets"] = out_dir / DEVVAL_SETS_NAME
+        paths["sets"].write_text(json.dumps(subset), encoding="utf-8")
     paths["images"].write_text("".join(f"{k}\n" for k in keys), encoding="utf-8")
     return paths
 
@@ -298,6 +317,9 @@ class ConversionResult:
     boxes: dict[str, int] = field(default_factory=dict)
     #: Boxes or images left out, by split ("train", "val") and reason: the model card quotes the training ones.
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The sets file the dev-val's easy/medium/hard split came from, or "unknown: <why>" when there is none (then
+    #: no dev-val sets file is written, and `wider_eval` refuses the dev-val until one is given with --sets).
+    eval_sets: str = ""
 
     def drop(self, split: str, reason: str, count: int = 1) -> None:
         counts = self.dropped.setdefault(split, {})
@@ -412,6 +434,31 @@ def _add_wider(
     return placed
 
 
+def _eval_sets_note(sets_file: Path, sets: Mapping[str, object], dev_keys: Sequence[str]) -> str:
+    """`ConversionResult.eval_sets`, with a warning on stderr when the dev-val's easy/medium/hard split is unknown
+    or partial: the conversion wrote `{}` without a word, and `wider_eval` then printed null APs with exit 0."""
+    uncovered = [key for key in dev_keys if key not in sets]
+    if not uncovered:
+        return str(sets_file)
+    if len(uncovered) < len(dev_keys):
+        print(
+            f"warning: {len(uncovered)} of {len(dev_keys)} dev-val images have no entry in {sets_file}, e.g. "
+            f"{uncovered[0]}; wider_eval leaves them out",
+            file=sys.stderr,
+        )
+        return str(sets_file)
+    if not sets_file.exists():
+        why = f"{sets_file} not found"
+    else:
+        why = f"{sets_file} {'holds no image' if not sets else 'names none of the dev-val images'}"
+    print(
+        f"warning: {why}: the dev-val's easy/medium/hard split is unknown, so no {DEVVAL_SETS_NAME} is written "
+        f"beside its ground truth and wider_eval cannot score it until you pass --sets; {SETS_ABOUT}",
+        file=sys.stderr,
+    )
+    return f"unknown: {why}"
+
+
 def convert_to_yolo(
     data_root: str | Path, out_dir: str | Path, config: ConversionConfig | None = None
 ) -> ConversionResult:
@@ -427,8 +474,9 @@ def convert_to_yolo(
     if not val_gt_file.is_file():
         raise FileNotFoundError(f"WIDER FACE val ground truth not found: {val_gt_file}")
     val_gt = parse_wider_gt(val_gt_file)
-    sets_file = wider_val / "wider_eval_sets.json"
-    sets = load_wider_sets(sets_file) if sets_file.is_file() else {}
+    sets_file = wider_val / DEVVAL_SETS_NAME
+    # training goes on without the split: a missing or empty sets file is a warning (`_eval_sets_note`)
+    sets = load_wider_sets(sets_file, allow_empty=True) if sets_file.exists() else {}
     train_gt_file = wider_train / "wider_face_train_bbx_gt.txt"
     train_gt = parse_wider_gt(train_gt_file) if train_gt_file.is_file() else {}
     train_events, dev_events = split_events(
@@ -479,6 +527,7 @@ def convert_to_yolo(
             )
     # Only the images placed: a missing one in the dev-val ground truth would count its faces as misses in AP.
     result.devval = write_devval_ground_truth(val_gt, sets, dev_placed, out_dir / "devval")
+    result.eval_sets = _eval_sets_note(sets_file, sets, dev_placed)
     data = {
         "path": str(out_dir.resolve()),
         "train": "images/train",

@@ -270,13 +270,51 @@ def insert_lines(path, index, *rows):
 def test_stray_quote_is_an_error_naming_the_lines_it_swallowed(tmp_path, at, problem):
     """Early in the file the quote runs into the csv size limit; near the end into the end of the file."""
     path = insert_lines(write_fer_csv(tmp_path / "fer.csv"), at, '3,"' + " ".join(["7"] * 2304) + ",Training")
-    with pytest.raises(FerDataError, match=rf"fer\.csv lines \d+-\d+: {problem}") as err:
+    with pytest.raises(FerDataError, match=rf"fer\.csv lines \d+-\d+ \(\d+ rows\): {problem}") as err:
         load_fer2013(path)
     first, last = map(int, re.search(r"lines (\d+)-(\d+)", str(err.value)).groups())
     assert first == (at + 1 if at > 0 else 71)
     dataset = load_fer2013(path, skip_bad=True)
     assert len(dataset.skipped) == 1
     assert sum(len(split) for split in dataset.splits.values()) == 70 - (last - first)  # the records it swallowed
+    assert dataset.skipped_count == last - first + 1  # its own row and each it swallowed
+
+
+def data_lines(path: Path) -> int:
+    """The rows of a CSV as a person counts them: its non-blank lines after the header."""
+    return sum(1 for line in path.read_text().splitlines()[1:] if line.strip())
+
+
+def test_skip_bad_counts_every_row_a_stray_quote_swallowed(tmp_path, caplog):
+    """An unclosed quote swallowing lines 13-32 counted as one skipped row: "skipped 3" when 22 of 56 were gone."""
+    pixels = " ".join(["7"] * 2304)
+    path = write_fer_csv(tmp_path / "bad.csv", n_train=36, n_public=10, n_private=10)
+    insert_lines(path, 12, f'3,"{pixels},Training')  # file line 13: its quote never closes
+    insert_lines(path, 14, "")  # a blank line inside the quote's span is no row
+    insert_lines(path, 40, "3,1 2 3,Training", "4,5")  # two plain bad rows after the span
+    with caplog.at_level(logging.WARNING, logger="fer_core.data"):
+        dataset = load_fer2013(path, skip_bad=True)
+    kept = sum(len(split) for split in dataset.splits.values())
+    assert kept < 56 - 10  # the quote really swallowed many rows
+    assert dataset.skipped_count == data_lines(path) - kept
+    assert len(dataset.skipped) == 3  # one message per bad record, as before
+    first, last = map(int, re.search(r"lines (\d+)-(\d+)", dataset.skipped[0]).groups())
+    assert first == 13 and f"lines 13-{last} ({last - 13} rows): cannot parse this record" in dataset.skipped[0]
+    assert f"skipped {dataset.skipped_count} bad rows/files" in caplog.text
+
+
+def test_a_bad_record_over_several_lines_counts_and_names_its_rows(tmp_path):
+    """A stray quote closed by a later one merges rows into a record with the right field count; its bad pixels
+    cost every row it merged."""
+    path = write_fer_csv(tmp_path / "fer.csv", n_train=6, n_public=0, n_private=0)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace(",", ',"', 1)  # opens in line 3's pixels ...
+    lines[4] = lines[4].replace(",Training", '",Training')  # ... and closes in line 5's
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FerDataError, match=r"fer\.csv lines 3-5 \(3 rows\): expected 2304 pixel values"):
+        load_fer2013(path)
+    dataset = load_fer2013(path, skip_bad=True)
+    assert sum(len(split) for split in dataset.splits.values()) == 3 and dataset.skipped_count == 3
 
 
 def test_line_numbers_are_file_lines_past_blank_lines_and_quoted_newlines(tmp_path):

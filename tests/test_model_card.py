@@ -13,7 +13,8 @@ from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.cli import UserInputError
 from fer_core.export import file_sha256
 from fer_core.labels import EMOTIONS
-from fer_core.model_card import effort, metrics_table, render, weakest_classes
+from fer_core.model_card import effort, main, metrics_table, render, weakest_classes
+from tests.conftest import SHIPPED_WEIGHTS, shipped_weights_present
 
 
 def weights_of(folder: Path, tta: str = "none") -> dict:
@@ -220,3 +221,95 @@ def test_render_refuses_figures_of_other_data_and_names_a_damaged_metrics_file(t
         path.write_text(text)
         with pytest.raises(UserInputError, match=rf"metrics_PrivateTest\.json: {problem}"):
             render(weights)
+
+
+def describes(weights: Path, *files: str, digits: int = 12) -> str:
+    """The line a card section names its files with, for the files as they are now."""
+    named = ", ".join(f"{name} {file_sha256(weights / name)[:digits]}" for name in files)
+    return f"<!-- describes: {named} -->"
+
+
+SECTION = "## How these classifiers were trained\n\nA_crp: 3 device calls on an H200; B_mixcut on the CPU.\n"
+
+
+def test_a_card_section_written_for_other_members_is_marked_out_of_date(tmp_path, fake_weights, capsys):
+    """A user's own members got the shipped members' training story under their own sha256, without a word."""
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    (weights / "card").mkdir()
+    section = weights / "card" / "10_training.md"
+    section.write_text(describes(weights, "A_crp.pt", "B_mixcut.pt") + "\n" + SECTION)
+    card = render(weights)
+    assert SECTION.rstrip() in card and "describes:" not in card and "Out of date" not in card
+    assert capsys.readouterr().err == ""
+    old_b = file_sha256(weights / "B_mixcut.pt")
+    checkpoint = read_checkpoint(weights / "B_mixcut.pt")
+    checkpoint["meta"]["recipe"] = "the user's own B"
+    save_checkpoint(weights / "B_mixcut.pt", checkpoint)  # a member trained anew and fitted into the folder
+    new_b = file_sha256(weights / "B_mixcut.pt")
+    card = render(weights)
+    stale = f"`B_mixcut.pt` sha256 {old_b[:12]} (now {new_b[:12]})"
+    assert f"## How these classifiers were trained\n\n> **Out of date**: this section was written for {stale}" in card
+    assert "`A_crp.pt`" not in card.split("Out of date")[1].split("\n")[0]  # A is unchanged: not named
+    err = capsys.readouterr().err
+    assert err == (
+        f"warning: {section} was written for {stale}: MODEL_CARD.md marks it out of date; update the section and its "
+        "describes line\n"
+    )
+    section.write_text(SECTION + "\n<!-- describes: A_crp.pt 0123456789ab, gone.pt 89abcdef -->\n")
+    card = render(weights)
+    assert "sha256 0123456789ab (now " in card and "`gone.pt` sha256 89abcdef (no such file here now)" in card
+    assert card.count("Out of date") == 1 and "warning: " in capsys.readouterr().err
+
+
+def test_a_card_section_naming_no_files_is_kept_as_it_is_with_a_note(tmp_path, fake_weights, capsys):
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    (weights / "card").mkdir()
+    (weights / "card" / "10_training.md").write_text(SECTION)
+    assert f"\n{SECTION}\n" in render(weights)
+    assert "10_training.md names no files it describes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("<!-- describes: A_crp.pt -->", r"10_training\.md:1: 'A_crp\.pt' in its describes line is not"),
+        ("<!-- describes: A_crp.pt 1234 -->", "8 or more hex digits"),
+        ("<!-- describes: -->", "is not `FILE SHA256-PREFIX`"),
+        ("<!-- describes: A_crp.pt 12345678 -->\n<!-- describes: B_mixcut.pt 12345678 -->", "2 `<!-- describes"),
+    ],
+)
+def test_a_malformed_describes_line_is_named(tmp_path, fake_weights, line, problem):
+    weights = shutil.copytree(fake_weights, tmp_path / "weights")
+    (weights / "card").mkdir()
+    (weights / "card" / "10_training.md").write_text(f"{line}\n{SECTION}")
+    with pytest.raises(UserInputError, match=problem):
+        render(weights)
+
+
+def test_the_weights_flag_says_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--weights WEIGHTS the weights folder" in help_text and "(default: weights)" in help_text
+
+
+#: The files each shipped card section tells about: its describes line (the first line of the file) names them.
+SHIPPED_DESCRIBES = {
+    "10_training_notes.md": ("A_crp.pt", "B_mixcut.pt"),
+    "20_detector.md": ("face_yolo.pt",),
+    "30_robustness.md": ("A_crp.pt", "B_mixcut.pt"),
+}
+
+
+@pytest.mark.skipif(not shipped_weights_present(), reason="no shipped weights in weights/")
+def test_the_shipped_card_is_up_to_date_with_or_without_describes_lines(tmp_path, capsys):
+    assert render(SHIPPED_WEIGHTS) == (SHIPPED_WEIGHTS / "MODEL_CARD.md").read_text(encoding="utf-8")
+    capsys.readouterr()
+    weights = shutil.copytree(SHIPPED_WEIGHTS, tmp_path / "weights")
+    for name, files in SHIPPED_DESCRIBES.items():
+        section = weights / "card" / name
+        text = section.read_text(encoding="utf-8")
+        if "<!-- describes:" not in text:
+            section.write_text(describes(weights, *files) + "\n" + text, encoding="utf-8")
+    assert render(weights) == (SHIPPED_WEIGHTS / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert capsys.readouterr().err == ""  # every section checked, none out of date

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,41 @@ def test_cli_prints_json_and_honours_the_image_list(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as done:
         main(["--gt", str(gt_file), "--pred", str(pred), "--images", str(tmp_path / "list.txt")])
     assert done.value.code == 2 and "list.txt: no images to evaluate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("sets", "problem"),
+    [
+        (None, r"sets file not found: .*wider_eval_sets\.json \(pass --sets\); wider_eval_sets\.json maps each"),
+        ({}, r"wider_eval_sets\.json: holds no image; wider_eval_sets\.json maps each WIDER val image"),
+        ({"e9/z.jpg": ALL}, r"names none of the 1 evaluated images"),
+        ({"e1/a.jpg": {"easy": [], "medium": [], "hard": []}}, "puts no face of the evaluated images in any set"),
+    ],
+)
+def test_a_missing_empty_or_foreign_sets_file_is_an_error_not_null_aps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sets: dict | None, problem: str
+) -> None:
+    """Each printed {"easy": null, "medium": null, "hard": null} and exited 0 (the missing one said only its name)."""
+    gt_file = write_wider_gt(tmp_path / "gt" / "wider_face_val_bbx_gt.txt", {"e1/a.jpg": gt_rows(FACE_A)})
+    if sets is not None:
+        (tmp_path / "gt" / "wider_eval_sets.json").write_text(json.dumps(sets))
+    (tmp_path / "pred" / "e1").mkdir(parents=True)
+    (tmp_path / "pred" / "e1" / "a.txt").write_text("a\n1\n10 10 40 40 0.8\n")
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred")]))
+    captured = capsys.readouterr()
+    assert done.value.code == 2 and captured.out == "" and re.search(problem, captured.err), captured.err
+
+
+def test_a_set_without_faces_is_null_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt_file = write_wider_gt(tmp_path / "gt" / "wider_face_val_bbx_gt.txt", {"e1/a.jpg": gt_rows(FACE_A)})
+    (tmp_path / "gt" / "wider_eval_sets.json").write_text(json.dumps({"e1/a.jpg": {"hard": [0]}}))
+    (tmp_path / "pred" / "e1").mkdir(parents=True)
+    (tmp_path / "pred" / "e1" / "a.txt").write_text("a\n1\n10 10 40 40 0.8\n")
+    assert main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"easy": None, "medium": None, "hard": 1.0}
+    assert "warning: no evaluated face is in the easy/medium set(s)" in captured.err
 
 
 def test_a_sets_file_naming_faces_the_ground_truth_lacks_is_an_error_not_an_index_crash() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fer_core import cli, train_detector
+from fer_core import cli, train_detector, wider_eval
 from fer_core.detection import import_ultralytics
 from fer_core.widerface import (
     COL_INVALID,
@@ -409,12 +409,65 @@ def test_export_keeps_working_weights_when_the_new_file_does_not_load(tmp_path: 
         ('{"e/a.jpg": {"easy": [0.7]}}', "whole face indices"),  # was read as face 0
         ('{"e/a.jpg": {"easy": ["x"]}}', "whole face indices"),
         ('{"e/a.jpg": {"easy": [0]', "not valid JSON"),
+        ("{}", r"sets\.json: holds no image; wider_eval_sets\.json maps each WIDER val image"),  # APs were null
     ],
 )
 def test_malformed_sets_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "sets.json").write_text(text)
     with pytest.raises(AnnotationError, match=message):
         load_wider_sets(tmp_path / "sets.json")
+
+
+def test_a_missing_sets_file_is_named_with_what_it_holds(tmp_path: Path) -> None:
+    with pytest.raises(AnnotationError, match=r"absent\.json: no such file; .*\"easy\".*data bundle holds it"):
+        load_wider_sets(tmp_path / "absent.json")
+
+
+def test_without_a_sets_file_the_dev_val_split_is_unknown_not_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--prepare-only wrote `{}` without a word; wider_eval then printed three null APs with exit 0."""
+    bundle = make_bundle(tmp_path / "data")
+    sets_file = bundle / "widerface" / "val" / "wider_eval_sets.json"
+    sets_file.unlink()
+    argv = ["--data-root", str(bundle), "--work", str(tmp_path / "work"), "--prepare-only"]
+    assert train_detector.train(train_detector.parse_args(argv)) is None
+    err = capsys.readouterr().err
+    assert f"warning: {sets_file} not found: the dev-val's easy/medium/hard split is unknown" in err
+    assert "wider_eval_sets.json maps each WIDER val image" in err  # what the file holds and where it comes from
+    dataset = tmp_path / "work" / "dataset"
+    assert not (dataset / "devval" / "wider_eval_sets.json").exists()
+    conversion = json.loads((dataset / "conversion.json").read_text())
+    assert conversion["eval_sets"] == f"unknown: {sets_file} not found"
+    (tmp_path / "pred" / "e").mkdir(parents=True)
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: wider_eval.main(["--gt", str(dataset / "devval"), "--pred", str(tmp_path / "pred")]))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "sets file not found" in err and "wider_eval_sets.json maps each" in err
+
+
+def test_a_sets_file_for_other_images_leaves_the_split_unknown_and_a_partial_one_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = make_bundle(tmp_path / "data")
+    sets_file = bundle / "widerface" / "val" / "wider_eval_sets.json"
+    sets = json.loads(sets_file.read_text())
+    result = convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+    assert result.eval_sets == str(sets_file) and capsys.readouterr().err == ""
+    dev_keys = sorted(parse_wider_gt(result.devval["gt"]))
+    sets_file.write_text(json.dumps({k: v for k, v in sets.items() if k not in dev_keys}))
+    result = convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+    assert result.eval_sets == f"unknown: {sets_file} names none of the dev-val images" and "sets" not in result.devval
+    assert "split is unknown" in capsys.readouterr().err
+    assert not (tmp_path / "yolo" / "devval" / "wider_eval_sets.json").exists()
+    sets_file.write_text("{}")
+    result = convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+    assert result.eval_sets == f"unknown: {sets_file} holds no image" and "sets" not in result.devval
+    assert f"warning: {sets_file} holds no image: the dev-val's easy/medium/hard split" in capsys.readouterr().err
+    sets_file.write_text(json.dumps({k: v for k, v in sets.items() if k != dev_keys[0]}))
+    result = convert_to_yolo(bundle, tmp_path / "yolo", ConversionConfig(min_face_px=5, seed=1))
+    assert result.eval_sets == str(sets_file) and len(json.loads(result.devval["sets"].read_text())) == 3
+    assert f"warning: 1 of 4 dev-val images have no entry in {sets_file}, e.g. {dev_keys[0]}" in capsys.readouterr().err
 
 
 class _TouchesWhenUnpickled:
