@@ -109,13 +109,13 @@ def load_detector(
     )
 
 
-@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=4)
+@st.cache_resource(show_spinner="Loading the model for the heat maps…", max_entries=4)
 def _load_explainer(checkpoint: str, stamp: float | None) -> FaceExplainer:
     return FaceExplainer.load(checkpoint)
 
 
 def load_explainer(checkpoint: str) -> FaceExplainer:
-    """Grad-CAM needs the PyTorch model even when classification runs on onnxruntime."""
+    """Heat maps need the PyTorch model (gradients) even when classification runs on onnxruntime."""
     return _load_explainer(checkpoint, file_stamp(Path(checkpoint)))
 
 

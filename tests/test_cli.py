@@ -602,3 +602,114 @@ def test_cli_run_passes_the_status_of_main_through():
     assert exit_.value.code == 0
     with pytest.raises(RuntimeError):  # a bug is not a user's mistake: its traceback stays
         cli.run(lambda: (_ for _ in ()).throw(RuntimeError("bug")))
+
+
+#: Every tool whose flags --help must explain, with arguments that get past argparse's required ones.
+HELP_TOOLS = (
+    "train",
+    "train_pair",
+    "evaluate",
+    "predict",
+    "video",
+    "fit_ensemble",
+    "distill",
+    "detect_faces",
+    "train_detector",
+    "bench_train",
+    "bench",
+    "export",
+    "explain",
+    "model_card",
+    "robustness",
+    "wider_eval",
+)
+
+
+class _ParserSeen(Exception):
+    """Raised in place of parsing, carrying the parser a tool built."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        super().__init__(parser.prog)
+        self.parser = parser
+
+
+def tool_parser(tool: str, monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
+    """The parser `python -m fer_core.<tool>` builds, taken as it starts to parse (nothing runs)."""
+
+    def seen(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        raise _ParserSeen(self)
+
+    module = __import__(f"fer_core.{tool}", fromlist=["main"])
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", seen)
+        with pytest.raises(_ParserSeen) as caught:
+            module.main([])
+    return caught.value.parser
+
+
+@pytest.mark.parametrize("tool", HELP_TOOLS)
+def test_every_flag_says_what_it_is_for_and_its_default(tool, monkeypatch):
+    """evaluate --split (default PrivateTest), fit_ensemble's flags, --runtime and --detector everywhere, ... had
+    no help and no default in --help."""
+    parser = tool_parser(tool, monkeypatch)
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help and action.help.strip(), f"{tool} {name}: no help"
+        shown = formatter._get_help_string(action) or ""
+        default = action.default
+        says_nothing = default is None or default is False or default == []  # not `in`: 0 == False
+        has_default = bool(action.option_strings) and not action.required and not says_nothing
+        if has_default and tool != "train":  # train's flags default to None: their defaults are TrainConfig's
+            assert "default" in shown.lower(), f"{tool} {name}: default {default!r} not shown"
+        assert "(default: None)" not in shown, f"{tool} {name}"
+        if not isinstance(action, argparse.BooleanOptionalAction):  # --x/--no-x: False says which one is the default
+            assert "(default: False)" not in shown, f"{tool} {name}"
+        assert shown.count("(default") <= 1, f"{tool} {name}: two defaults"
+    text = parser.format_help()
+    assert text.count("(default") >= 1
+
+
+def test_the_runtime_flag_is_one_and_the_same_in_every_tool(monkeypatch):
+    """fit_ensemble alone had no `auto` and defaulted to torch; every tool now takes the same three, auto first."""
+    for tool in ("evaluate", "predict", "video", "fit_ensemble", "distill"):
+        (runtime,) = [a for a in tool_parser(tool, monkeypatch)._actions if "--runtime" in a.option_strings]
+        assert runtime.default == "auto" and tuple(runtime.choices) == cli.RUNTIMES, tool
+
+
+def test_fit_ensemble_skips_bad_rows_on_request_and_records_how_many(tmp_path, fake_weights, capsys, caplog):
+    """train and evaluate had --skip-bad, fit_ensemble not: a pair trained with skip_bad failed in its fit."""
+    csv = write_fer_csv(tmp_path / "bad.csv", n_train=7, n_public=14, n_private=7)
+    lines = csv.read_text().splitlines()
+    lines.insert(5, "4,1 2 3,PublicTest")
+    csv.write_text("\n".join(lines) + "\n")
+    argv = ["--data", str(csv), "--models", *map(str, sorted(fake_weights.glob("*.pt"))), "--out", str(tmp_path / "w")]
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: fit_ensemble_main(argv))
+    assert done.value.code == 2 and "line 6: expected 2304 pixel values, got 3" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "ensemble.json").exists()
+    fit_ensemble_main([*argv, "--skip-bad"])  # the default runtime, auto: onnxruntime here
+    assert "skipped 1 bad rows/files" in caplog.text  # the loader's warning (on stderr outside pytest)
+    spec = json.loads((tmp_path / "w" / "ensemble.json").read_text())
+    assert spec["skipped"] == 1 and [m["name"] for m in spec["models"]] == ["A_crp", "B_mixcut"]
+    assert Ensemble.load(tmp_path / "w", runtime="torch").names == ["A_crp", "B_mixcut"]
+    clean = write_fer_csv(tmp_path / "clean.csv", n_train=7, n_public=14, n_private=7)
+    fit_ensemble_main(["--data", str(clean), *argv[2:-1], str(tmp_path / "clean"), "--skip-bad"])
+    assert "skipped" not in json.loads((tmp_path / "clean" / "ensemble.json").read_text())  # none left out
+
+
+def test_fit_ensemble_says_what_models_takes_when_given_data(tmp_path, fake_weights, capsys):
+    """A CSV given to --models was "(IndexError: pop from empty list)"."""
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=7)
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a checkpoint")
+    for wrong, kind in ((csv, "FER-2013 data, not a checkpoint"), (notes, "not a classifier checkpoint")):
+        argv = ["--data", str(csv), "--models", str(wrong), str(fake_weights / "A_crp.pt"), "--out", str(tmp_path)]
+        with pytest.raises(SystemExit) as done:
+            cli.run(lambda argv=argv: fit_ensemble_main(argv))
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and f"error: --models {wrong}: {kind}; --models takes two classifier" in err
+        assert "IndexError" not in err or wrong == notes
+    assert not (tmp_path / "ensemble.json").exists()

@@ -23,7 +23,7 @@ import streamlit as st
 from app import charts, ui
 from fer_core.draw import draw_faces
 from fer_core.ensemble import ENSEMBLE_KEY
-from fer_core.explain import ModelView, model_view
+from fer_core.explain import SHOWN_CAM, ModelView, model_view
 from fer_core.imageio import ImageLoadError, encode_png
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
@@ -151,7 +151,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
     """Heat maps of the chosen face for the chosen model (both members when the ensemble is chosen)."""
     assert item.result is not None and item.image is not None
     faces = item.result.faces
-    st.markdown("**Grad-CAM**: where the model looked")
+    st.markdown(f"**Heat maps** ({SHOWN_CAM.method}): what in the face raised the model's score for the class")
     left, right = st.columns(2)
     face_index = left.selectbox(
         "Face",
@@ -167,7 +167,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
     columns[0].image(crop, caption="face crop", width=160)
     for column, member in zip(columns[1:], members, strict=True):
         # The class and probability the charts show (with the ensemble's test-time views), not those of the one
-        # view Grad-CAM runs on: "predicted" must explain the label beside it.
+        # view the heat map runs on: "predicted" must explain the label beside it.
         shown = face.model_probs[member.name]
         cam_target = model_view(shown).label if target == "predicted" else target
         key = (item.digest, tuple(face.box), cam_target, str(member.path), ui.file_stamp(member.path))  # replaced
@@ -175,8 +175,8 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
             explain = partial(ui.load_explainer(str(member.path)).explain, crop, cam_target)
             result = ui.session_memo("gradcam", key, explain)
         except Exception as err:
-            log.exception("Grad-CAM failed")
-            column.error(f"Grad-CAM failed for {member.name}: {err}")
+            log.exception("heat map failed")
+            column.error(f"Heat map failed for {member.name}: {err}")
             continue
         column.image(result.overlay, caption=f"{member.name}: {cam_target} ({shown[cam_target]:.2f})", width=160)
 
@@ -265,9 +265,10 @@ def main() -> None:
     st.sidebar.subheader("Emotion model")
     model = st.sidebar.selectbox("Model", ui.model_names(ens), format_func=ui.model_title, key="photos_model")
     show_cam = st.sidebar.toggle(
-        "Show Grad-CAM",
+        "Show heat maps",
         key="photos_gradcam",
-        help="Heat map of the face regions that drove the chosen model's decision.",
+        help=f"{SHOWN_CAM.method} maps of the face regions that raised the chosen model's score for a class: of the "
+        "maps measured, the most faithful that still shows regions (`python -m fer_core.explain`).",
     )
     pipe = ui.pipeline(settings)
     ui.sidebar_info(pipe)
