@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,6 +116,11 @@ def read_checkpoint_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
         data = source.read_bytes()
     except OSError as err:
         raise CheckpointError(f"{source}: cannot read ({err.strerror})") from err
+    if not zipfile.is_zipfile(io.BytesIO(data)):  # torch.save's archive: a CSV's unpickling error said nothing
+        raise CheckpointError(
+            f"{source}: not a fer_core classifier checkpoint (those are torch.save zip archives; this file begins "
+            f"with {data[:12]!r}); `python -m fer_core.train` writes them"
+        )
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign or corrupt files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,18 @@ def test_round_trip_gives_identical_outputs(tmp_path):
 def test_garbage_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(CheckpointError, match="not a readable fer_core classifier checkpoint"):
+    with pytest.raises(CheckpointError, match="not a fer_core classifier checkpoint"):
         load_classifier(path)
+    data = tmp_path / "fer2013.csv"  # given to --init-from by mistake: "(IndexError: pop from empty list)"
+    data.write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")
+    with pytest.raises(CheckpointError, match=r"zip archives; this file begins with b'emotion,pixe'") as refused:
+        load_classifier(data)
+    assert "IndexError" not in str(refused.value)
+    damaged = tmp_path / "damaged.pt"  # a zip, but not torch's: torch's own words, on one line
+    with zipfile.ZipFile(damaged, "w") as archive:
+        archive.writestr("x.txt", "not a tensor")
+    with pytest.raises(CheckpointError, match="not a readable fer_core classifier checkpoint"):
+        load_classifier(damaged)
     foreign = tmp_path / "foreign.pt"
     torch.save(argparse.Namespace(weights=1), foreign)  # a pickle weights_only refuses: torch's text is 7 lines
     with pytest.raises(CheckpointError) as refused:
