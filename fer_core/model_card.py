@@ -211,9 +211,9 @@ def render(weights: Path) -> str:
     tta = tta_from_spec(spec)
     chosen = tta_set(tta)
     out.append(f"- test-time augmentation: `{tta}`, {len(chosen.views)} views per face ({chosen.description})")
-    public = spec.get("public_test", {})
-    by_tta = public.get("ensemble_accuracy_by_tta", {})
-    if by_tta:
+    public = spec.get("public_test")  # a hand-edited `null` or list is no figures, not an AttributeError
+    by_tta = public.get("ensemble_accuracy_by_tta") if isinstance(public, dict) else None
+    if isinstance(by_tta, dict) and by_tta:
         out.append(
             "- PublicTest ensemble accuracy by TTA set: " + ", ".join(f"`{k}` {pct(v)}" for k, v in by_tta.items())
         )

@@ -75,6 +75,17 @@ def test_render_lists_every_file_with_its_hash(tmp_path, fake_weights):
             assert f"`{path.name}` | {path.stat().st_size} | `{file_sha256(path)}` |" in card
 
 
+@pytest.mark.parametrize("public", [None, [], {"ensemble_accuracy_by_tta": None}])
+def test_a_hand_edited_public_test_entry_gives_a_card_without_its_figures(tmp_path, fake_weights, public):
+    """`"public_test": null` in ensemble.json raised an AttributeError (the Compare page had the same bug)."""
+    weights = tmp_path / "weights"
+    shutil.copytree(fake_weights, weights)
+    spec = json.loads((weights / "ensemble.json").read_text())
+    (weights / "ensemble.json").write_text(json.dumps(spec | {"public_test": public}))
+    card = render(weights)
+    assert "test-time augmentation: `none`" in card and "PublicTest ensemble accuracy by TTA set" not in card
+
+
 def test_a_card_section_that_is_not_utf8_is_named(tmp_path, fake_weights):
     """A Latin-1 `weights/card/*.md` raised UnicodeDecodeError (a traceback) from the card's renderer."""
     weights = tmp_path / "weights"
