@@ -108,9 +108,10 @@ class FaceExplainer:
     def road_scores(self, faces_uint8: np.ndarray, cam: CamChoice | None = None, batch_size: int = 32) -> np.ndarray:
         """pytorch-grad-cam's ROAD score of a kind of map for each (N, 48, 48) face, explaining the model's own top
         class: half the fall in its probability when the pixels the map ranks most relevant are removed, minus the
-        fall when the least relevant are, averaged over `ROAD_PERCENTILES`. Faithful maps score high, random ones ~0."""
+        fall when the least relevant are, averaged over `ROAD_PERCENTILES`. Faithful maps score high, random ones ~0.
+        The maps are made as `explain` makes them (for the class score), so the score is of the map the app shows."""
         from pytorch_grad_cam.metrics.road import ROADCombined
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
         road = ROADCombined(percentiles=list(ROAD_PERCENTILES))
         scores = []
@@ -120,9 +121,9 @@ class FaceExplainer:
             with self._lock:
                 with torch.no_grad():
                     predicted = self.model(x).argmax(1).tolist()
-                targets = [ClassifierOutputSoftmaxTarget(index) for index in predicted]
-                maps = self.heatmaps(x, targets, cam)
-                scores.append(np.asarray(road(x, maps, targets, self.model), dtype=np.float64).reshape(-1))
+                maps = self.heatmaps(x, [ClassifierOutputTarget(index) for index in predicted], cam)
+                measured = [ClassifierOutputSoftmaxTarget(index) for index in predicted]
+                scores.append(np.asarray(road(x, maps, measured, self.model), dtype=np.float64).reshape(-1))
         return np.concatenate(scores)
 
     def explain(self, face_crop: np.ndarray, target: str | None = None, size: int = OVERLAY_SIZE) -> Explanation:
