@@ -15,8 +15,6 @@ from fer_core.labels import EMOTIONS
 
 COLOR_MAP = {name: f"rgb{EMOTION_COLORS[name]}" for name in EMOTIONS}
 HIGHLIGHT = "#d62728"
-#: Pixels the weight curve's "slider" label sits below its "fitted" one: a line of the default 12 px font.
-SLIDER_LABEL_DROP = 18
 
 
 def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260, alert: bool = False) -> go.Figure:
@@ -96,35 +94,20 @@ def weight_curve_points(curve: Any) -> list[dict[str, float]] | None:
 def weight_curve(curve: Sequence[Mapping[str, float]], current: float, fitted: float, first: str) -> go.Figure:
     """PublicTest accuracy against the ensemble weight, with the fitted and the slider's weight marked.
 
-    The slider starts at the fitted weight, so the two marks first coincide: one line then says both (two labels
-    were printed over each other on every first view). Apart, the slider's label sits a line lower, and each label
-    on the side of its line that faces the middle, so neither leaves the plot."""
+    The marks are named in the title, not beside their lines: labels there were printed over each other while the
+    slider sat at the fitted weight (every first view), and within a few steps of it each line struck through the
+    other's label. The slider's 0.01 steps cannot sit nearer the fitted weight than equal to two decimals."""
     frame = pd.DataFrame(curve)
     fig = px.line(frame, x="weight", y="accuracy", markers=True)
-
-    def side(x: float) -> str:
-        return "top left" if x > 0.5 else "top right"
-
-    if round(current, 2) == round(fitted, 2):  # the slider's 0.01 steps: it cannot sit nearer the fitted weight
-        fig.add_vline(
-            x=fitted,
-            line_dash="dot",
-            line_color=HIGHLIGHT,
-            annotation_text="fitted = slider",
-            annotation_position=side(fitted),
-            annotation_font_color=HIGHLIGHT,
-        )
+    if round(current, 2) == round(fitted, 2):
+        fig.add_vline(x=fitted, line_dash="dot", line_color=HIGHLIGHT)
+        title = f"fitted weight = slider: {fitted:.2f}"
     else:
-        fig.add_vline(x=fitted, line_dash="dot", annotation_text="fitted", annotation_position=side(fitted))
-        fig.add_vline(
-            x=current,
-            line_color=HIGHLIGHT,
-            annotation_text="slider",
-            annotation_position=side(current),
-            annotation_yshift=-SLIDER_LABEL_DROP,
-            annotation_font_color=HIGHLIGHT,
-        )
+        fig.add_vline(x=fitted, line_dash="dot")
+        fig.add_vline(x=current, line_color=HIGHLIGHT)
+        title = f"dotted: fitted weight {fitted:.2f} · <span style='color:{HIGHLIGHT}'>red: slider {current:.2f}</span>"
     fig.update_layout(
+        title={"text": title, "font": {"size": 13}},
         height=280,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis_title=f"weight of {first}",

@@ -152,6 +152,10 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
     assert item.result is not None and item.image is not None
     faces = item.result.faces
     st.markdown(f"**Heat maps** ({SHOWN_CAM.method}): what in the face raised the model's score for the class")
+    st.caption(
+        "Each map is scaled to its own peak: it shows where, not how much. How sure the model is of the class is "
+        "the figure under the map."
+    )
     left, right = st.columns(2)
     face_index = left.selectbox(
         "Face",
@@ -268,7 +272,7 @@ def main() -> None:
         "Show heat maps",
         key="photos_gradcam",
         help=f"{SHOWN_CAM.method} maps of the face regions that raised the chosen model's score for a class: of the "
-        "maps measured, the most faithful that still shows regions (`python -m fer_core.explain`).",
+        'maps measured, the most faithful that still shows regions (README, "Heat maps").',
     )
     pipe = ui.pipeline(settings)
     ui.sidebar_info(pipe)
