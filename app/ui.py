@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 import cv2
@@ -452,12 +452,36 @@ def kept_file_uploader(label: str, *, key: str, **kwargs: Any) -> Any:
     kept = st.session_state.get(kept_key)
     if not kept:
         return files
-    names = [upload.name for upload in (kept if isinstance(kept, list) else [kept])]
+    names = [upload.name for upload in kept_files(key)]
     left, right = st.columns([4, 1], vertical_alignment="center")
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     left.caption(f"Showing {shown}, dropped earlier (the uploader empties while hidden): drop files to replace them.")
     right.button("Forget", key=f"{key}_forget", on_click=forget, icon=":material/close:")
     return kept
+
+
+def distinct_names(names: list[str]) -> list[str]:
+    """The uploads' names, a repeated one numbered as a file manager would ("a.png", "a (2).png"): the page, the
+    table, the JSON and the zip then tell two different photos that share a name apart."""
+    taken, out = set(names), []
+    seen: Counter[str] = Counter()
+    for name in names:
+        seen[name] += 1
+        if seen[name] == 1:
+            out.append(name)
+            continue
+        path, copy = PurePath(name), seen[name]
+        while (numbered := f"{path.stem} ({copy}){path.suffix}") in taken:
+            copy += 1
+        taken.add(numbered)
+        out.append(numbered)
+    return out
+
+
+def kept_files(key: str) -> list[Any]:
+    """The files `kept_file_uploader(key=key)` holds (another page's too), as a list; empty when none."""
+    kept = st.session_state.get(f"_kept_{key}")
+    return [] if not kept else kept if isinstance(kept, list) else [kept]
 
 
 def file_digest(data: bytes) -> str:

@@ -316,7 +316,7 @@ def test_an_annotated_photo_drawn_shrunk_says_its_size_in_its_name() -> None:
 
 def test_two_photos_sharing_a_name_are_told_apart_everywhere(app: AppTest, downloads) -> None:
     """Phones name photos IMG_0001.jpg in every folder: two such uploads gave two identical groups of rows."""
-    from app.views.photos import distinct_names
+    from app.ui import distinct_names
 
     assert distinct_names(["a.png", "a.png", "a (2).png", "b"]) == ["a.png", "a (3).png", "a (2).png", "b"]
     face = encode(astronaut(), "PNG")
@@ -441,6 +441,7 @@ def test_a_click_does_not_decode_the_uploads_again(app: AppTest, monkeypatch: py
     image = app.session_state["_memo_decoded"][next(iter(app.session_state["_memo_decoded"]))][0]
     assert not image.flags.writeable  # shared between reruns: an in-place edit would show in the next run
     app.switch_page("views/compare.py").run()
+    app.radio(key="compare_source").set_value("Upload a photo").run()  # not the Photos page's copy: dropped again
     app.file_uploader(key="compare_upload").set_value(photo).run()
     app.slider(key="compare_weight").set_value(0.9).run()
     assert not app.exception and decoded == ["astronaut.png"]  # the same file on another page: decoded once
@@ -1060,6 +1061,7 @@ def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, monkey
     assert not app.exception, app.exception
     assert len(analysed) == 1
     app.switch_page("views/compare.py").run()
+    app.radio(key="compare_source").set_value("Upload a photo").run()  # the same file dropped again on Compare
     app.file_uploader(key="compare_upload").set_value(photo).run()
     assert not app.exception, app.exception
     assert len(analysed) == 1  # old code: analysed again
@@ -1068,6 +1070,37 @@ def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, monkey
     app.slider(key="compare_conf").set_value(0.5).run()  # Compare's own detector settings: another result
     assert not app.exception, app.exception
     assert len(analysed) == 2
+
+
+def test_compare_offers_the_photos_the_photos_page_holds(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo dropped on Photos had to be dropped again on Compare (a browser review); now Compare starts on it,
+    under the name Photos gives it, and reuses its result. The page's own uploader is one choice away."""
+    from app.views import compare
+
+    analysed: list[tuple[int, ...]] = []
+    original = Pipeline.analyse
+
+    def counting(self: Pipeline, image_rgb: np.ndarray, *args: Any, **kwargs: Any) -> ImageResult:
+        analysed.append(image_rgb.shape)
+        return original(self, image_rgb, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "analyse", counting)
+    photos = [("face.png", encode(astronaut(), "PNG"), "image/png"), ("face.png", encode(face_grid(1, 2), "PNG"), "")]
+    app.file_uploader(key="photos_upload").set_value(photos).run()
+    assert not app.exception, app.exception
+    assert len(analysed) == 2
+    app.switch_page("views/compare.py").run()
+    assert not app.exception, app.exception
+    assert app.radio(key="compare_source").value == compare.FROM_PHOTOS
+    (picker,) = [box for box in app.selectbox if box.label == "Photo from the Photos page"]
+    assert picker.options == ["face.png", "face (2).png"]
+    assert len(analysed) == 2 and chart_titles(app)[2].startswith("Ensemble: ")  # the Photos page's result
+    picker.set_value(1).run()
+    assert not app.exception, app.exception
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert len(analysed) == 2 and captions[0].startswith("face (2).png: 2 face(s)"), captions
+    app.radio(key="compare_source").set_value(compare.UPLOAD).run()
+    assert [c.value for c in app.info] == ["Upload a photo, or take a snapshot on the Webcam page."]
 
 
 def test_the_shared_result_key_covers_what_the_pages_pipeline_adds(

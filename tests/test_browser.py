@@ -162,9 +162,14 @@ def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshot
     outside = [e["message"] for e in driver.get_log("browser") if re.search(OUTSIDE_URL, e["message"])]
     assert not outside, outside
 
-    # Streamlit drops an uploader's files when another page is shown; the page keeps them itself.
+    # Streamlit drops an uploader's files when another page is shown; the page keeps them itself, and the
+    # comparison page starts on the photo dropped there (it had to be dropped again).
     open_page(driver, "Ensemble comparison")
-    wait_for(lambda: "Upload a photo" in " ".join(page_texts(driver, "stAlert")), what="the comparison page")
+    compared = wait_for(
+        lambda: next((t for t in page_texts(driver, "stImageCaption") if "face(s)" in t), None),
+        what="the comparison page's result for the Photos page's photo",
+    )
+    assert compared.startswith("astronaut.png: 1 face(s)")
     open_page(driver, "Photos")
     kept = wait_for(
         lambda: next((t for t in page_texts(driver, "stCaptionContainer") if "dropped earlier" in t), None),

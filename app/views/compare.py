@@ -24,16 +24,22 @@ from fer_core.tta import NO_TTA
 
 SOURCE_KEY = "compare_source"
 WEIGHT_KEY = "compare_weight"
-UPLOAD, SNAPSHOT = "Upload a photo", "Webcam snapshot"
+UPLOAD, SNAPSHOT, FROM_PHOTOS = "Upload a photo", "Webcam snapshot", "A photo from the Photos page"
+PHOTOS_UPLOAD_KEY = "photos_upload"
 #: Faces shown at once; more can be picked (each face is a row of three charts).
 MAX_FACES = 6
 
 
 def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
-    """(name, RGB image, cache key, the file's (width, height): a photo over 4096 px is analysed shrunk) from the
-    upload or the webcam snapshot, or None with a message shown."""
+    """(name, RGB image, cache key, the file's (width, height): a photo over 4096 px is analysed shrunk) from an
+    upload here, one of the Photos page's (a photo dropped there had to be dropped again here), or the webcam
+    snapshot; or None with a message shown."""
     snapshot = st.session_state.get(ui.SNAPSHOT_KEY)
-    options = [UPLOAD, SNAPSHOT] if snapshot else [UPLOAD]
+    from_photos = ui.kept_files(PHOTOS_UPLOAD_KEY)
+    options = [UPLOAD, *([FROM_PHOTOS] if from_photos else []), *([SNAPSHOT] if snapshot else [])]
+    if st.session_state.get(SOURCE_KEY) not in options:  # a kept choice whose photo is gone, or a first visit
+        own_upload = ui.kept_files("compare_upload")
+        st.session_state[SOURCE_KEY] = FROM_PHOTOS if from_photos and not own_upload else UPLOAD
     if snapshot and snapshot.pop("fresh", False):
         st.session_state[SOURCE_KEY] = SNAPSHOT  # just sent from the webcam page: show it
     source = st.radio("Photo", options, horizontal=True, key=SOURCE_KEY) if len(options) > 1 else UPLOAD
@@ -43,20 +49,27 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
         # bytes as the upload digests are (both key the results shared with the Photos page)
         digest = ui.file_digest(f"{image.shape} {image.dtype}".encode() + image.tobytes())
         return snapshot["name"], image, digest, (image.shape[1], image.shape[0])
-    upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
-    if upload is None:
-        st.info("Upload a photo, or take a snapshot on the Webcam page.")
-        return None
+    if source == FROM_PHOTOS:
+        shown = ui.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
+        index = st.selectbox("Photo from the Photos page", range(len(from_photos)), format_func=shown.__getitem__)
+        upload = from_photos[index if index is not None else 0]
+        name = shown[index if index is not None else 0]
+    else:
+        upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
+        if upload is None:
+            st.info("Upload a photo, or take a snapshot on the Webcam page.")
+            return None
+        name = upload.name
     data = upload.getvalue()
     digest = ui.file_digest(data)
     try:
-        image, file_size = ui.decoded_upload(upload.name, data, digest)
-        ui.first_frame_note(upload.name, ui.upload_frames(data, digest))
-        return upload.name, image, digest, file_size
+        image, file_size = ui.decoded_upload(upload.name, data, digest)  # the upload's own suffix picks the decoder
+        ui.first_frame_note(name, ui.upload_frames(data, digest))
+        return name, image, digest, file_size
     except ImageLoadError as err:
         st.error(str(err), icon=":material/error:")
     except Exception as err:  # never a traceback for a bad file
-        st.error(f"{upload.name}: cannot read this file ({type(err).__name__})", icon=":material/error:")
+        st.error(f"{name}: cannot read this file ({type(err).__name__})", icon=":material/error:")
     return None
 
 

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import zipfile
-from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePath
@@ -70,24 +69,6 @@ class PageReads:
         )
 
 
-def distinct_names(names: list[str]) -> list[str]:
-    """The uploads' names, a repeated one numbered as a file manager would ("a.png", "a (2).png"): the page, the
-    table, the JSON and the zip then tell two different photos that share a name apart."""
-    taken, out = set(names), []
-    seen: Counter[str] = Counter()
-    for name in names:
-        seen[name] += 1
-        if seen[name] == 1:
-            out.append(name)
-            continue
-        path, copy = PurePath(name), seen[name]
-        while (numbered := f"{path.stem} ({copy}){path.suffix}") in taken:
-            copy += 1
-        taken.add(numbered)
-        out.append(numbered)
-    return out
-
-
 def analyse_upload(
     name: str,
     data: bytes,
@@ -99,7 +80,7 @@ def analyse_upload(
 ) -> Analysed:
     """Decode and analyse one file (`digest`: its `ui.file_digest`); every failure becomes a message about this file
     only. `name` is the upload's own (its suffix picks the decoder), `shown_as` what the page and the downloads
-    call it (`distinct_names`)."""
+    call it (`ui.distinct_names`)."""
     label = shown_as or name
     try:
         image, file_size = ui.decoded_upload(name, data, digest, reads.decoded)
@@ -215,7 +196,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
 
 
 def photo_slots(items: list[Analysed]) -> list[str]:
-    """Widget-key names for the photos: the file's digest and its shown name (`distinct_names`), not its place in
+    """Widget-key names for the photos: the file's digest and its shown name (`ui.distinct_names`), not its place in
     the list, so removing a file neither hands its chosen face and class to the photo that moves up nor resets that
     one's. Not the copy's number either: of the same photo dropped as x.png and y.png, removing x.png handed its
     choices to y.png."""
@@ -293,7 +274,7 @@ def main() -> None:
     digests = [ui.file_digest(upload.getvalue()) for upload in files]
     uploads = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
     reads = PageReads.of(uploads, settings, pipe)
-    shown = distinct_names([upload.name for upload in files])
+    shown = ui.distinct_names([upload.name for upload in files])
     for n, (upload, digest, label) in enumerate(zip(files, digests, shown, strict=True), start=1):
         analysed.append(analyse_upload(upload.name, upload.getvalue(), digest, pipe, settings, reads, label))
         if progress is not None:
