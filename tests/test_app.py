@@ -1043,19 +1043,25 @@ def test_compare_slider_starts_at_the_share_of_huge_weights(app_weights: Path, t
     assert app.slider(key="compare_weight").value == 0.77  # 1.5 / 1.95
 
 
-def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def analysed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shape of every image `Pipeline.analyse` is called on: how often a page really analysed a photo."""
+    calls: list[tuple[int, ...]] = []
+    original = Pipeline.analyse
+
+    def counting(self: Pipeline, image_rgb: np.ndarray, *args: Any, **kwargs: Any) -> ImageResult:
+        calls.append(image_rgb.shape)
+        return original(self, image_rgb, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "analyse", counting)
+    return calls
+
+
+def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, analysed: list[tuple[int, ...]]) -> None:
     """Each page kept its results in a memo of its own under the same key: a 20-face photo took 9 s on Photos, then
     10 s again on Compare with the same settings. A setting that changes the result still analyses it again."""
     from app import ui
 
-    analysed: list[tuple[int, ...]] = []
-    original = Pipeline.analyse
-
-    def counting(self: Pipeline, image_rgb: np.ndarray, *args: Any, **kwargs: Any) -> ImageResult:
-        analysed.append(image_rgb.shape)
-        return original(self, image_rgb, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "analyse", counting)
     photo = ("ten.png", encode(face_grid(2, 5), "PNG"), "image/png")
     app.file_uploader(key="photos_upload").set_value(photo).run()
     assert not app.exception, app.exception
@@ -1072,19 +1078,11 @@ def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, monkey
     assert len(analysed) == 2
 
 
-def test_compare_offers_the_photos_the_photos_page_holds(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_offers_the_photos_the_photos_page_holds(app: AppTest, analysed: list[tuple[int, ...]]) -> None:
     """A photo dropped on Photos had to be dropped again on Compare (a browser review); now Compare starts on it,
     under the name Photos gives it, and reuses its result. The page's own uploader is one choice away."""
     from app.views import compare
 
-    analysed: list[tuple[int, ...]] = []
-    original = Pipeline.analyse
-
-    def counting(self: Pipeline, image_rgb: np.ndarray, *args: Any, **kwargs: Any) -> ImageResult:
-        analysed.append(image_rgb.shape)
-        return original(self, image_rgb, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "analyse", counting)
     photos = [("face.png", encode(astronaut(), "PNG"), "image/png"), ("face.png", encode(face_grid(1, 2), "PNG"), "")]
     app.file_uploader(key="photos_upload").set_value(photos).run()
     assert not app.exception, app.exception
