@@ -76,6 +76,15 @@ def add_runtime_option(parser: argparse.ArgumentParser, subject: str = "the emot
     )
 
 
+def add_skip_bad_option(parser: argparse.ArgumentParser) -> None:
+    """`--skip-bad`, one help text in every tool that reads FER-2013 (`load_fer2013(skip_bad=...)`), as train's."""
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and count) malformed rows/files instead of stopping, as train --skip-bad does",
+    )
+
+
 def run(main: Callable[[], int | None]) -> None:
     """Exit with `main`'s status; on a `UserInputError` or a missing file, print `error: <message>` and exit 2 (as
     argparse does): a path the user typed wrong deserves the same one line as a malformed row."""

@@ -363,8 +363,8 @@ class FaceDetector:
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             return []
-        shrunk = file_size is not None and file_size[0] > w
-        smallest = self.min_face * w / file_size[0] if file_size is not None and shrunk else self.min_face
+        shrunk_from = file_size[0] if file_size is not None and file_size[0] > w else None  # the file's width
+        smallest = self.min_face * w / shrunk_from if shrunk_from else self.min_face
         if self.backend != "yolo":
             with self._lock:
                 boxes, scores = self._detect_haar(rgb, smallest)

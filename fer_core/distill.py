@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         help="teacher TTA set: shipped (ensemble.json's), off (one view, as in the other tools) or a named set",
     )
     cli.add_runtime_option(parser, "the teacher's classifiers")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="skip (and count) malformed rows/files, as train --skip-bad does"
-    )
+    cli.add_skip_bad_option(parser)
     args = parser.parse_args(argv)
     if args.out.suffix != ".npz":  # numpy would add it, and the file written would not be the one named
         parser.error(f"--out {args.out}: give a .npz file name (the soft labels are a NumPy .npz archive)")

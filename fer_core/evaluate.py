@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
     cli.add_runtime_option(parser)
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="skip (and count) malformed rows/files instead of stopping"
-    )
+    cli.add_skip_bad_option(parser)
     parser.add_argument(
         "--tta", choices=("shipped", "off"), default="shipped", help="shipped: ensemble.json's TTA set; off: one view"
     )

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faces", type=int, default=256, help="how many faces of the split, drawn with --seed")
     parser.add_argument("--seed", type=int, default=1, help="which faces; also RandomCAM's and ROAD's noise")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
-    parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
+    cli.add_skip_bad_option(parser)
     args = parser.parse_args(argv)
     if args.faces < 1:
         parser.error("--faces must be at least 1")

@@ -52,11 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         help="weights folder that receives both checkpoints and ensemble.json",
     )
     cli.add_runtime_option(parser)
-    parser.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="skip (and count) malformed rows/files instead of stopping, as train --skip-bad does",
-    )
+    cli.add_skip_bad_option(parser)
     args = parser.parse_args(argv)
 
     loaded_models = [load_member(source) for source in args.models]
@@ -89,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def load_member(source: Path) -> LoadedClassifier:
     """One --models checkpoint. A file of another kind (the data CSV given to --models by mistake) is named with
-    what --models takes: the loader's own words were an unpickling error ("IndexError: pop from empty list")."""
+    what --models takes, which the loader's own words ("not a fer_core classifier checkpoint") cannot say."""
     try:
         return load_classifier(source)
     except CheckpointError as err:

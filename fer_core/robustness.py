@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the random perturbations and --limit")
     parser.add_argument("--limit", type=int, default=0, help="use a seeded random subset of N test faces (0: all)")
     parser.add_argument("--batch-size", type=int, default=512, help="faces per classifier call")
-    parser.add_argument("--skip-bad", action="store_true", help="skip (and count) malformed rows/files")
+    cli.add_skip_bad_option(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
         parser.error("--batch-size must be at least 1, --seed and --limit at least 0")

@@ -317,6 +317,7 @@ def parse_args(argv: list[str] | None = None) -> Invocation:
         "prints; like --time-budget, at least 3 epochs): unlike --time-budget it counts the start-up (data loading, "
         "CUDA) too; with both, the earlier end wins (fer_core.train_pair gives both members one)",
     )
+    choices: dict[str, dict[str, Any]] = {"recipe": {"choices": sorted(RECIPES)}, "schedule": {"choices": SCHEDULES}}
     for option in fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
         kind = field_type(option)
@@ -324,10 +325,6 @@ def parse_args(argv: list[str] | None = None) -> Invocation:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
-            choices: dict[str, dict[str, Any]] = {
-                "recipe": {"choices": sorted(RECIPES)},
-                "schedule": {"choices": SCHEDULES},
-            }
             extra = choices.get(option.name, {})
             parser.add_argument(flag, type=kind, default=None, help=shown, **extra)
     args = parser.parse_args(argv)

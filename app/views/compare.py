@@ -51,9 +51,8 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
         return snapshot["name"], image, digest, (image.shape[1], image.shape[0])
     if source == FROM_PHOTOS:
         shown = ui.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
-        index = st.selectbox("Photo from the Photos page", range(len(from_photos)), format_func=shown.__getitem__)
-        upload = from_photos[index if index is not None else 0]
-        name = shown[index if index is not None else 0]
+        index = st.selectbox("Photo from the Photos page", range(len(from_photos)), format_func=shown.__getitem__) or 0
+        upload, name = from_photos[index], shown[index]
     else:
         upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
         if upload is None:
