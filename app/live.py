@@ -6,7 +6,10 @@ never module-global), configures it on every run, and gives the callback a closu
 the results back with `status()`. One lock guards every field. All image work is fer_core's.
 
 The callback never waits for the models: it hands the newest frame to this session's analysis thread and
-returns at once with the latest known boxes drawn on the current frame. So slow models never slow the video
+returns at once with the latest known faces drawn on the current frame, their boxes moved with the faces by optical
+flow (`fer_core.motion`) from the frame they were found in: the callback keeps the last `CATCH_UP_FRAMES` frames'
+grey copies, so a result that comes in late is followed through every frame since, not jumped to the newest one
+(a jump loses a fast face). So slow models never slow the video
 (only a machine too busy to draw every frame does: streamlit-webrtc then passes the callback only the newest and
 drops the rest, and the page's video FPS, counted here, shows it), frames arriving while the models are busy are
 skipped rather than queued, and streamlit-webrtc never kills the stream for a callback that took too long (it
@@ -27,8 +30,9 @@ from typing import Any
 import av
 import numpy as np
 
-from fer_core.draw import draw_faces, to_annotations
-from fer_core.pipeline import Pipeline
+from fer_core.draw import draw_faces, to_annotations, with_boxes
+from fer_core.motion import BoxFollower, FlowFrame
+from fer_core.pipeline import Box, Pipeline
 from fer_core.tracking import FaceTracker, TrackedFace
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,9 @@ FPS_WINDOW = 30
 STALE_AFTER_S = 5.0
 #: The analysis thread ends after this long without a new frame (the stream stopped).
 IDLE_EXIT_S = 5.0
+#: Frames kept (grey, at most 640 px: 300 KB each) to follow a late result through: a second of camera. A result
+#: older than that is drawn where it was found until the next one.
+CATCH_UP_FRAMES = 30
 
 
 def rate(times: list[float]) -> float:
@@ -66,6 +73,8 @@ class TrackerSettings:
     window: int = 5
     iou_threshold: float = 0.3
     max_missed: int = 10
+    #: Boxes move with the faces between analyses (drawing only: tracking and smoothing are the same either way).
+    follow: bool = True
 
     def build(self) -> FaceTracker:
         return FaceTracker(self.iou_threshold, self.max_missed, self.smoothing, self.alpha, self.window)
@@ -138,6 +147,12 @@ class LiveStore:
         self._draw_error: str | None = None  # the callback's own (cleared by the next frame it draws)
         self._worker: threading.Thread | None = None
         self._stream = 0  # counts restarts: an analysis begun before one must not feed the fresh tracker
+        self._frame_number = 0  # of the newest frame received, to name the frame each result was found in
+        self._pending_number = 0
+        self._faces_number: int | None = None  # the frame `_faces` were found in (None: not a camera frame)
+        self._flow_frames: deque[tuple[int, FlowFrame]] = deque(maxlen=CATCH_UP_FRAMES)
+        self._follower = BoxFollower()
+        self._followed: tuple[int, int] | None = None  # (frame anchored on, last frame followed to)
 
     def configure(self, pipe: Pipeline, settings: TrackerSettings) -> None:
         """Called on every page run; a changed smoothing setting applies to the faces already followed."""
@@ -148,8 +163,9 @@ class LiveStore:
                 settings.apply_to(self._tracker)
 
     def process(self, image_rgb: np.ndarray) -> np.ndarray:
-        """The WebRTC callback's work: queue the frame for analysis, return it with the latest boxes drawn."""
+        """The WebRTC callback's work: queue the frame for analysis, return it with the latest faces drawn."""
         now = self._clock()
+        flow_frame = FlowFrame.of(image_rgb) if self._settings.follow else None
         with self._lock:
             paused = bool(self._received_at) and now - self._received_at[-1] > STALE_AFTER_S
             old_shape = None if self._frame is None else self._frame.shape
@@ -159,14 +175,41 @@ class LiveStore:
             elif old_shape is not None and resized:
                 self._resize(old_shape, image_rgb.shape)  # WebRTC adapting to bandwidth
             self._frame = self._pending = image_rgb
+            self._frame_number += 1
+            self._pending_number = self._frame_number
+            if flow_frame is not None:
+                self._flow_frames.append((self._frame_number, flow_frame))
+            else:  # switched off: frames go unkept, so nothing followed so far may be followed across the gap
+                self._forget_motion()
             self._received_at.append(now)
             fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
             faces = self._faces if fresh else []
+            annotations = to_annotations(faces)
+            if faces and self._settings.follow:
+                annotations = with_boxes(annotations, self._followed_boxes(faces))
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="fer-live-analysis", daemon=True)
                 self._worker.start()
             self._lock.notify()
-        return draw_faces(image_rgb, to_annotations(faces)) if faces else image_rgb
+        return draw_faces(image_rgb, annotations) if annotations else image_rgb
+
+    def _followed_boxes(self, faces: list[TrackedFace]) -> list[Box]:
+        """The faces' boxes moved from the frame they were found in to the newest one (lock held). A new result is
+        anchored on its own frame and followed through every kept frame since; after that, one step per frame."""
+        found_in = self._faces_number
+        kept = dict(self._flow_frames)
+        if self._followed is None or self._followed[0] != found_in:
+            if found_in is None or found_in not in kept:  # not a camera frame, or older than the frames kept
+                return [face.box for face in faces]
+            self._follower.anchor(kept[found_in], [face.box for face in faces])
+            self._followed = (found_in, found_in)
+        anchored, last = self._followed
+        for number, flow_frame in self._flow_frames:
+            if number > last:
+                self._follower.follow(flow_frame)
+                last = number
+        self._followed = (anchored, last)
+        return self._follower.boxes
 
     def callback(self, frame: av.VideoFrame) -> av.VideoFrame:
         """streamlit-webrtc's `video_frame_callback`. An exception here would end the video for good (the worker
@@ -209,6 +252,7 @@ class LiveStore:
         drawn so far (old pixels) and a frame in the models now (old size) are dropped."""
         self._stream += 1
         self._faces = []
+        self._forget_motion()
         self._tracker.rescale(new[1] / old[1], new[0] / old[0])
 
     def _restart(self) -> None:
@@ -219,7 +263,15 @@ class LiveStore:
         self._received_at.clear()
         self._analysed_at.clear()
         self._faces = []
+        self._forget_motion()
         self._tracker.reset()
+
+    def _forget_motion(self) -> None:
+        """Frames of another size or stream cannot be followed into: the kept frames and the followed boxes go."""
+        self._flow_frames.clear()
+        self._follower.reset()
+        self._followed = None
+        self._faces_number = None
 
     def _work(self) -> None:
         """Analyse the newest pending frame, again and again; exit when frames stop coming."""
@@ -228,17 +280,18 @@ class LiveStore:
                 if not self._lock.wait_for(lambda: self._pending is not None, timeout=IDLE_EXIT_S):
                     self._worker = None
                     return
-                image, stream, self._pending = self._pending, self._stream, None
+                image, stream, number, self._pending = self._pending, self._stream, self._pending_number, None
             assert image is not None  # the wait above returned because a frame was pending
             try:
-                self.analyse(image, stream)
+                self.analyse(image, stream, number)
             except Exception as err:  # a failure past the models (the tracker) must not end live analysis unseen
                 self._record_error(err, "live frame tracking failed")
 
-    def analyse(self, image_rgb: np.ndarray, stream: int | None = None) -> list[TrackedFace]:
+    def analyse(self, image_rgb: np.ndarray, stream: int | None = None, number: int | None = None) -> list[TrackedFace]:
         """Detect, classify, track and smooth one frame (synchronously); failures are reported, not raised.
         `stream` is the stream the frame arrived in (read with the frame: a restart or resize in between makes it
-        stale); None means the current one."""
+        stale); None means the current one. `number` is the camera frame's (from `process`), for following its
+        boxes to later frames; None draws them where they were found."""
         with self._lock:
             pipe = self._pipe
             stream = self._stream if stream is None else stream
@@ -253,7 +306,7 @@ class LiveStore:
             if stream != self._stream:  # the camera restarted while this frame was in the models: it is stale
                 return []
             tracked = self._tracker.update(faces)
-            self._faces = tracked
+            self._faces, self._faces_number = tracked, number
             self._frames += 1
             self._analysed_at.append(self._clock())
             self._error = None

@@ -292,7 +292,14 @@ def tracker_controls(prefix: str) -> TrackerSettings:
         help="Lower is steadier but slower to follow.",
     )
     window = bar.slider("Window (frames)", 1, 30, 5, key=f"{prefix}_window", disabled=smoothing != "window")
-    return TrackerSettings(smoothing, float(alpha), int(window))
+    follow = bar.toggle(
+        "Boxes follow the faces",
+        True,
+        key=f"{prefix}_follow",
+        help="On the frames the models have not analysed yet, each box moves with its face (optical flow), so a "
+        "moving face does not leave its box behind. The labels come from the last analysis either way.",
+    )
+    return TrackerSettings(smoothing, float(alpha), int(window), follow=bool(follow))
 
 
 def model_names(ens: Ensemble) -> list[str]:
@@ -401,7 +408,18 @@ def displayable(image: np.ndarray) -> np.ndarray:
 #: a widget's value when a run does not draw it, so without re-storing them every slider reset on coming back.
 #: Uploads cannot be restored this way (Streamlit does not allow setting a file uploader): see `kept_file_uploader`.
 _PAGES = ("photos", "webcam", "compare", "video")
-_SIDEBAR_SETTINGS = ("backend", "conf", "min_face", "det_tta", "max_faces", "tta", "smoothing", "alpha", "window")
+_SIDEBAR_SETTINGS = (
+    "backend",
+    "conf",
+    "min_face",
+    "det_tta",
+    "max_faces",
+    "tta",
+    "smoothing",
+    "alpha",
+    "window",
+    "follow",
+)
 KEPT_SETTINGS = (
     *(f"{page}_{name}" for page in _PAGES for name in _SIDEBAR_SETTINGS),
     "photos_model",

@@ -78,6 +78,11 @@ def scale_annotations(annotations: Iterable[Annotation], sx: float, sy: float) -
     ]
 
 
+def with_boxes(annotations: Sequence[Annotation], boxes: Sequence[Box]) -> list[Annotation]:
+    """The same labels on new boxes, in order: the last analysis's faces drawn where they have moved to since."""
+    return [(box, label, conf, track_id) for (_, label, conf, track_id), box in zip(annotations, boxes, strict=True)]
+
+
 #: A caption may be this many times as wide as its face before it is shrunk to fit ...
 MAX_CAPTION_TO_BOX = 1.5
 #: ... but never below this fraction of the image's style, or it would be unreadable once the page shrinks the image.

@@ -4,7 +4,8 @@
 
 Writes DIR/annotated.mp4 (H.264, yuv420p, faststart: plays in browsers; MPEG-4 Part 2 where no H.264
 encoder exists) and DIR/faces.csv (one row per face per analysed frame: frame, time_s, face_id, box, the
-seven smoothed probabilities, label, confidence). Between analysed frames the last boxes are drawn again.
+seven smoothed probabilities, label, confidence). Between analysed frames the last labels are drawn on boxes moved
+with the faces by optical flow (`fer_core.motion`; `--no-follow` draws them where they were found).
 
 Decoding and encoding use PyAV (FFmpeg), which reads mp4, mov, webm, avi and mkv alike and honours the
 rotation phones store in the container. Frames are streamed: no more than one decoded frame is held at a time
@@ -17,6 +18,7 @@ fitted into the first frame's size in the annotated video, and their CSV boxes a
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -37,9 +39,10 @@ from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
 from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
-from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations
+from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations, with_boxes
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
+from fer_core.motion import BoxFollower, FlowFrame
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
 from fer_core.tracking import SMOOTHING, FaceTracker
 
@@ -607,6 +610,7 @@ def analyse_video(
     progress_callback: Callable[[int, int | None], None] | None = None,
     progress: bool = False,
     stop: threading.Event | None = None,
+    follow: bool = True,
 ) -> VideoSummary:
     """Analyse every `every`-th frame, track and smooth faces, write DIR/annotated.mp4 and DIR/faces.csv.
 
@@ -616,7 +620,7 @@ def analyse_video(
     Streamlit progress bar; an exception it raises stops the analysis. `stop`, set from another thread, stops it
     at the next frame with `VideoCancelled` (a cancel waiting for the next 1 % of a long clip ran hundreds of
     frames on). `progress` shows a tqdm bar on stderr. The tracker is reset first, so ids start at 1 for every
-    video.
+    video. `follow` moves the boxes with the faces on the frames between analysed ones (else they stay put).
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -636,6 +640,7 @@ def analyse_video(
     tracker.reset()
     rows: list[dict[str, Any]] = []
     annotations: list[Annotation] = []
+    follower = BoxFollower() if follow and every > 1 else None
     writer: VideoWriter | None = None
     size: tuple[int, ...] | None = None  # of the last fitted frame
     frames = analysed = 0
@@ -659,6 +664,10 @@ def analyse_video(
                         annotations = to_annotations(tracked)
                         rows.extend(face_rows(frame, tracked, scale))
                         analysed += 1
+                        if follower is not None:
+                            follower.anchor(FlowFrame.of(image), [box for box, *_ in annotations])
+                    elif follower is not None and annotations:
+                        annotations = with_boxes(annotations, follower.follow(FlowFrame.of(image)))
                     if writer is None:
                         writer = VideoWriter(partial, image.shape[1], image.shape[0], info.fps)
                     writer.write(draw_faces(image, annotations), frame.time_s)
@@ -750,8 +759,15 @@ def main(argv: list[str] | None = None) -> int:
         "--every",
         type=int,
         default=1,
-        help="analyse every Nth frame; the frames between reuse its boxes and labels (1: every frame; higher is "
-        "faster)",
+        help="analyse every Nth frame; the frames between reuse its labels, on boxes moved with the faces (1: every "
+        "frame; higher is faster)",
+    )
+    parser.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="between analysed frames, move the boxes with the faces by optical flow (--no-follow: draw them where "
+        "they were found)",
     )
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=cli.PIPELINE_WEIGHTS_HELP)
     cli.add_runtime_option(parser, cli.PIPELINE_RUNTIME_SUBJECT)
@@ -798,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--detector yolo: {refusal}")
     if args.tta == "off":
         pipe = pipe.with_tta(False)
-    summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True)
+    summary = analyse_video(args.video, pipe, args.out, args.every, tracker=tracker, progress=True, follow=args.follow)
     print(
         f"{summary.frames} frames ({summary.analysed_frames} analysed), {len(summary.track_ids)} face track(s), "
         f"{len(summary.faces)} rows -> {summary.csv_path}; video ({summary.codec}) -> {summary.annotated_path}"

@@ -515,6 +515,19 @@ def test_settings_survive_a_visit_to_another_page(app: AppTest) -> None:
     assert app.number_input(key="video_every").value == 5
 
 
+def test_the_follow_switch_reaches_the_live_store_and_survives_a_visit(app: AppTest) -> None:
+    app.switch_page("views/webcam.py").run()
+    assert app.toggle(key="webcam_follow").value is True
+    assert app.session_state["webcam_store"]._settings.follow is True
+    app.toggle(key="webcam_follow").set_value(False).run()
+    app.switch_page("views/compare.py").run()
+    app.switch_page("views/photos.py").run()
+    app.switch_page("views/webcam.py").run()
+    assert not app.exception, app.exception
+    assert app.toggle(key="webcam_follow").value is False
+    assert app.session_state["webcam_store"]._settings.follow is False
+
+
 def test_gradcam_predicted_explains_the_label_the_chart_shows(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Grad-CAM runs on one view; with test-time views its own top class can differ from the chart's."""
     from app import ui
@@ -792,6 +805,54 @@ def test_a_drawing_failure_stays_on_the_page_while_frames_are_analysed(
             wait_until(lambda b=before: store.status().frames > b)
     assert store.status().frames >= 9 and store.status().error == "RuntimeError: drawing"
     assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize(("follow", "kept", "followed"), [(True, 30, True), (False, 30, False), (True, 3, False)])
+def test_live_boxes_follow_a_moving_face_while_the_models_lag(
+    monkeypatch: pytest.MonkeyPatch, follow: bool, kept: int, followed: bool
+) -> None:
+    """The callback drew the latest result where it was found: at up to 28 px a frame, a result 7 frames old was
+    drawn about 150 px behind the face. Followed through the kept frames since, it lands on the face; switched off,
+    or older than the frames kept, it is drawn where it was found."""
+    from app import live
+    from fer_core.bench_motion import PATHS, clip
+    from fer_core.tracking import iou_matrix
+
+    monkeypatch.setattr(live, "CATCH_UP_FRAMES", kept)
+    pictures, truth = zip(*clip(next(p for p in PATHS if p.name == "fast"), 8), strict=True)
+    drawn: list[list[Any]] = []
+    draw = live.draw_faces
+    monkeypatch.setattr(
+        live, "draw_faces", lambda image, faces: drawn.append([f[0] for f in faces]) or draw(image, faces)
+    )
+    release, finish = threading.Event(), threading.Event()
+    calls: list[np.ndarray] = []
+
+    def lagging_pipeline(image: np.ndarray) -> ImageResult:
+        calls.append(image)
+        (release if len(calls) == 1 else finish).wait(30)
+        box = truth[next(i for i, picture in enumerate(pictures) if picture is image)]
+        probs = {name: (1.0 if name == "happy" else 0.0) for name in EMOTIONS}
+        return ImageResult([FaceResult(box, 0.9, "happy", 1.0, probs, {"ensemble": probs})], 640, 480)
+
+    store = live.LiveStore()
+    store.configure(lagging_pipeline, live.TrackerSettings(follow=follow))  # type: ignore[arg-type]
+    try:
+        store.process(pictures[0])
+        wait_until(lambda: len(calls) == 1)
+        for picture in pictures[1:7]:
+            store.process(picture)  # frame 0 is in the models for all of these
+        release.set()
+        wait_until(lambda: store.status().frames == 1)
+        store.process(pictures[7])
+    finally:
+        finish.set()
+    assert len(drawn) == 1  # nothing drawn before the first result
+    (box,) = drawn[0]
+    if followed:
+        assert iou_matrix(np.array(box), np.array(truth[7]))[0, 0] > 0.95
+    else:
+        assert box == truth[0]
 
 
 def test_a_moved_smoothing_slider_keeps_the_faces_followed() -> None:

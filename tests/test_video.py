@@ -903,3 +903,45 @@ def test_cli_refuses_haar_boxes_when_yolo_is_asked_for_by_name(
         video.main(args)
     assert stopped.value.code == 2 and "--detector yolo: its weights are unusable" in capsys.readouterr().err
     assert not (tmp_path / "out" / "faces.csv").exists()
+
+
+class PlacedFacePipeline(StubPipeline):
+    """A sure-happy face at the true box of the frame analysed (the k-th call is frame k * every)."""
+
+    def __init__(self, truth: list[tuple[float, float, float, float]], every: int) -> None:
+        super().__init__()
+        self.truth, self.every = truth, every
+
+    def __call__(self, image: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:
+        box = self.truth[self.calls * self.every]
+        self.calls += 1
+        probs = dict.fromkeys(EMOTIONS, 0.0) | {"happy": 1.0}
+        return ImageResult(
+            [FaceResult(box, 0.9, "happy", 1.0, probs, {"ensemble": probs})], image.shape[1], image.shape[0]
+        )
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_boxes_move_with_the_face_between_analysed_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follow: bool
+) -> None:
+    """With --every 4 the frames between drew the last analysed box where it was found: on a face moving up to
+    28 px a frame, up to 80 px behind it. Followed by optical flow, it stays on the face."""
+    from fer_core.bench_motion import PATHS, clip
+    from fer_core.tracking import iou_matrix
+
+    pictures, truth = zip(*clip(next(p for p in PATHS if p.name == "fast"), 12), strict=True)
+    path = write_video(tmp_path / "fast.mp4", list(pictures), "libx264", options={"crf": "18"})
+    drawn: list[Any] = []
+    draw = video.draw_faces
+    monkeypatch.setattr(video, "draw_faces", lambda image, faces: drawn.append(faces[0][0]) or draw(image, faces))
+    summary = analyse_video(path, PlacedFacePipeline(list(truth), 4), tmp_path / "out", 4, follow=follow)  # type: ignore[arg-type]
+    assert (summary.frames, summary.analysed_frames, len(drawn)) == (12, 3, 12)
+    for index, (box, true_box) in enumerate(zip(drawn, truth, strict=True)):
+        analysed = truth[index - index % 4]
+        if index % 4 == 0 or not follow:
+            assert box == analysed
+        else:
+            assert iou_matrix(np.array(box), np.array(true_box))[0, 0] > 0.9, index
+    if not follow:
+        assert iou_matrix(np.array(drawn[3]), np.array(truth[3]))[0, 0] < 0.5  # what following mends

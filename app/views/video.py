@@ -71,6 +71,7 @@ def analyse_upload(
                 tracker=tracking.build(),
                 progress_callback=progress,
                 stop=stop,
+                follow=tracking.follow,
             )
         except VideoError as err:
             raise VideoError(str(err).replace(str(source), name)) from err  # the user's name, not our temp path
@@ -144,7 +145,8 @@ def main() -> None:
         60,
         3,
         key="video_every",
-        help="Frames in between reuse the last boxes: higher is faster, coarser.",
+        help="Frames in between reuse the last labels (their boxes move with the faces when 'Boxes follow the "
+        "faces' is on): higher is faster, coarser.",
     )
     if upload is None:
         abandon_job()  # the user removed the file (or pressed Forget): its result goes too, with its memory

@@ -1,0 +1,188 @@
+"""Carry face boxes from the frame they were found in to the frames after it, by sparse optical flow.
+
+The models take longer than a frame: the webcam page analyses a few frames a second and the video CLI may analyse
+every Nth frame, and in between the latest boxes used to be drawn where the faces *were*, so a moving face left its
+box behind by the analysis's lag. `BoxFollower` moves each box with its face instead: points inside the box are
+followed frame to frame by pyramidal Lucas-Kanade flow (OpenCV), kept only where the flow back lands where it
+started (the forward-backward check of Kalal et al.'s Median Flow), and the box shifts by their median move and
+scales by the median change of their distances to each other. A box whose points are lost (a turned head, a face
+leaving the picture, a cut) stays where it was until the next analysis: never worse than not following.
+
+Flow runs on a grey copy at most `FLOW_SIDE` px on its longer side, so a 1080p frame costs what a 640x480 one does.
+`python -m fer_core.bench_motion` measures how much closer to the face the boxes stay, and what it costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fer_core.pipeline import Box
+
+#: Longer side of the grey copy the flow runs on.
+FLOW_SIDE = 640
+#: Points followed per box, picked as corners (Shi-Tomasi) in the box's inner part, topped up from a grid.
+MAX_POINTS = 40
+#: Fewer surviving points than this and the box stays put this frame (and its points are picked again).
+MIN_POINTS = 5
+#: Fraction of the box's width and height left out on each side when picking points: the box's edges are
+#: background as often as face, and background does not move with the face.
+INNER_MARGIN = 0.15
+#: A point is kept when the flow back lands within this many pixels (of the grey copy) of where it started.
+MAX_ROUND_TRIP_PX = 1.0
+#: Scale change per step accepted from the points; a larger one is noise (a few points on an edge) and is clipped.
+MAX_STEP_SCALE = 1.25
+#: Lucas-Kanade window (px of the grey copy) and pyramid levels: level 3 follows moves of about 60 px per step.
+LK_WINDOW = (21, 21)
+LK_LEVELS = 3
+_LK_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
+
+
+@dataclass(frozen=True)
+class FlowFrame:
+    """A frame as the flow sees it: grey, at most `FLOW_SIDE` px on its longer side, and the factor it was shrunk
+    by. Made once per frame, so a frame kept for catching up later is not converted again."""
+
+    grey: np.ndarray
+    scale: float
+
+    @classmethod
+    def of(cls, image_rgb: np.ndarray) -> FlowFrame:
+        grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
+        height, width = grey.shape[:2]
+        scale = min(1.0, FLOW_SIDE / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        return cls(np.ascontiguousarray(grey), scale)
+
+
+def pick_points(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Up to `MAX_POINTS` points (N, 2) worth following inside the inner part of `box` (grey copy's pixels):
+    corners first, since flat skin gives the flow nothing to hold on to; a grid fills in when there are few."""
+    height, width = grey.shape[:2]
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * INNER_MARGIN, (y2 - y1) * INNER_MARGIN
+    left, top = int(np.clip(x1 + dx, 0, width)), int(np.clip(y1 + dy, 0, height))
+    right, bottom = int(np.clip(x2 - dx, 0, width)), int(np.clip(y2 - dy, 0, height))
+    if right - left < 2 or bottom - top < 2:
+        return np.empty((0, 2), np.float32)
+    mask = np.zeros(grey.shape[:2], np.uint8)
+    mask[top:bottom, left:right] = 255
+    spacing = max(2.0, min(right - left, bottom - top) / 8)
+    corners = cv2.goodFeaturesToTrack(grey, MAX_POINTS, 0.01, spacing, mask=mask)
+    points = np.empty((0, 2), np.float32) if corners is None else corners.reshape(-1, 2)
+    if len(points) < MAX_POINTS // 2:
+        xs = np.linspace(left, right - 1, 5, dtype=np.float32)
+        ys = np.linspace(top, bottom - 1, 5, dtype=np.float32)
+        grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+        points = np.concatenate([points, grid])[:MAX_POINTS]
+    return points.astype(np.float32)
+
+
+def box_move(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, float]:
+    """Median shift (2,) and median scale change of a set of points followed from `before` to `after` (N, 2)."""
+    shift = np.median(after - before, axis=0)
+    first, second = np.triu_indices(len(before), k=1)
+    apart_before = np.linalg.norm(before[first] - before[second], axis=1)
+    apart_after = np.linalg.norm(after[first] - after[second], axis=1)
+    usable = apart_before > 1.0
+    scale = float(np.median(apart_after[usable] / apart_before[usable])) if usable.any() else 1.0
+    return shift, float(np.clip(scale, 1 / MAX_STEP_SCALE, MAX_STEP_SCALE))
+
+
+def moved_box(box: np.ndarray, shift: np.ndarray, scale: float) -> np.ndarray:
+    """`box` with its centre shifted by `shift` and its sides scaled by `scale` about that centre."""
+    centre = (box[:2] + box[2:]) / 2 + shift
+    half = (box[2:] - box[:2]) / 2 * scale
+    return np.concatenate([centre - half, centre + half])
+
+
+class BoxFollower:
+    """Boxes found in one frame, moved with their faces through the frames after it.
+
+    `anchor(frame, boxes)` starts from an analysed frame; `follow(frame)` moves the boxes to the next frame and
+    returns them, in the order given, in that frame's pixels. Follow every frame in between: flow covers a few
+    dozen pixels per step, and a lagging analysis's box followed straight to the newest frame is lost on a fast
+    face (`python -m fer_core.bench_motion`: "jump" against "chain"). Not thread-safe: one caller at a time.
+    """
+
+    def __init__(self) -> None:
+        self._grey: np.ndarray | None = None
+        self._scale = 1.0
+        self._boxes: list[np.ndarray] = []  # in the grey copy's pixels
+        self._points: list[np.ndarray] = []
+
+    @property
+    def boxes(self) -> list[Box]:
+        """The boxes where they were last followed to, in the last frame's pixels."""
+        return [self._to_frame(box) for box in self._boxes]
+
+    def reset(self) -> None:
+        """Forget the boxes and the last frame (a new stream, another camera, another resolution)."""
+        self._grey, self._boxes, self._points = None, [], []
+
+    def anchor(self, frame: FlowFrame, boxes: Sequence[Box]) -> None:
+        """Start following `boxes`, found in `frame`, from that frame."""
+        self._grey, self._scale = frame.grey, frame.scale
+        self._boxes = [np.asarray(box, dtype=np.float64) * self._scale for box in boxes]
+        self._points = [pick_points(self._grey, box) for box in self._boxes]
+
+    def follow(self, frame: FlowFrame) -> list[Box]:
+        """The boxes moved to `frame`, the next frame of the same stream ([] before any `anchor`). A frame of
+        another size is taken as the same view rescaled (WebRTC adapting to bandwidth): the boxes are scaled."""
+        grey, scale = frame.grey, frame.scale
+        if self._grey is None:
+            return []
+        if grey.shape != self._grey.shape:  # the stream changed resolution: same faces, new pixels, no move
+            sy, sx = grey.shape[0] / self._grey.shape[0], grey.shape[1] / self._grey.shape[1]
+            self._boxes = [box * np.array([sx, sy, sx, sy]) for box in self._boxes]
+            self._grey, self._scale = grey, scale
+            self._points = [pick_points(grey, box) for box in self._boxes]
+            return self.boxes
+        counts = [len(points) for points in self._points]
+        if sum(counts):
+            start = np.concatenate(self._points).reshape(-1, 1, 2)
+            end, kept = self._round_trip(self._grey, grey, start)
+            offset = 0
+            for index, count in enumerate(counts):
+                span = slice(offset, offset + count)
+                offset += count
+                self._step(index, start[span, 0], end[span, 0], kept[span])
+        self._grey, self._scale = grey, scale  # the same grey size may come from another frame size
+        for index, points in enumerate(self._points):
+            if len(points) < MIN_POINTS:
+                self._points[index] = pick_points(grey, self._boxes[index])
+        return self.boxes
+
+    def _step(self, index: int, before: np.ndarray, after: np.ndarray, kept: np.ndarray) -> None:
+        """Move box `index` by its surviving points, or leave it and drop its points when too few survive."""
+        if kept.sum() < MIN_POINTS:
+            self._points[index] = np.empty((0, 2), np.float32)
+            return
+        shift, scale = box_move(before[kept].astype(np.float64), after[kept].astype(np.float64))
+        self._boxes[index] = moved_box(self._boxes[index], shift, scale)
+        self._points[index] = after[kept].astype(np.float32)
+
+    @staticmethod
+    def _round_trip(previous: np.ndarray, current: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each point went, and whether its flow is trustworthy (found both ways, back where it began)."""
+        end, found, _ = cv2.calcOpticalFlowPyrLK(
+            previous, current, start, np.empty_like(start), winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=_LK_STOP
+        )
+        back, found_back, _ = cv2.calcOpticalFlowPyrLK(
+            current, previous, end, np.empty_like(start), winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=_LK_STOP
+        )
+        round_trip = np.linalg.norm((back - start).reshape(-1, 2), axis=1)
+        kept = (found.ravel() == 1) & (found_back.ravel() == 1) & (round_trip <= MAX_ROUND_TRIP_PX)
+        return end, kept
+
+    def _to_frame(self, box: np.ndarray) -> Box:
+        x1, y1, x2, y2 = (box / self._scale).tolist()
+        return (x1, y1, x2, y2)
+
+
+__all__ = ["BoxFollower", "FlowFrame", "box_move", "moved_box", "pick_points"]

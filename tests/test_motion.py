@@ -1,0 +1,116 @@
+"""Boxes moved with their faces between analyses (`fer_core.motion`), and the benchmark that measures it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_core import bench_motion
+from fer_core.bench_motion import PATHS, clip
+from fer_core.motion import BoxFollower, FlowFrame, box_move, moved_box
+from fer_core.pipeline import Box
+from fer_core.tracking import iou_matrix
+
+PATH = {path.name: path for path in PATHS}
+
+
+def iou(a: Box, b: Box) -> float:
+    return float(iou_matrix(np.array(a), np.array(b))[0, 0])
+
+
+def fast_clip(frames: int) -> tuple[list[np.ndarray], list[Box]]:
+    """The benchmark's face crossing the picture, up to 28 px a frame (a box of about 90 px)."""
+    pictures, truth = [], []
+    for picture, box in clip(PATH["fast"], frames):
+        pictures.append(picture)
+        truth.append(box)
+    return pictures, truth
+
+
+def test_a_box_followed_frame_by_frame_stays_on_a_fast_face() -> None:
+    pictures, truth = fast_clip(16)
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])
+    for picture, box in zip(pictures[1:], truth[1:], strict=True):
+        (followed,) = follower.follow(FlowFrame.of(picture))
+        assert iou(followed, box) > 0.95
+    assert iou(truth[0], truth[-1]) < 0.1  # where the box was drawn until now: off the face
+
+
+def test_a_late_result_is_followed_through_the_frames_since_not_jumped() -> None:
+    """A result for frame 0 arriving at frame 6: chained through 1..6 it lands on the face; flow straight from
+    frame 0 to 6 (about 150 px) loses it, which is why the webcam keeps the frames in between."""
+    pictures, truth = fast_clip(7)
+    frames = [FlowFrame.of(picture) for picture in pictures]
+    chained, jumped = BoxFollower(), BoxFollower()
+    chained.anchor(frames[0], [truth[0]])
+    jumped.anchor(frames[0], [truth[0]])
+    for frame in frames[1:]:
+        (box,) = chained.follow(frame)
+    (leap,) = jumped.follow(frames[-1])
+    assert iou(box, truth[-1]) > 0.95
+    assert iou(leap, truth[-1]) < 0.5
+
+
+def test_a_face_tilting_and_coming_closer_keeps_its_box() -> None:
+    for name in ("tilt", "approach"):
+        pictures, truth = zip(*clip(PATH[name], 40), strict=True)
+        follower = BoxFollower()
+        follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])
+        boxes = [follower.follow(FlowFrame.of(picture))[0] for picture in pictures[1:]]
+        assert min(iou(b, t) for b, t in zip(boxes, truth[1:], strict=True)) > 0.85, name
+
+
+def test_a_cut_leaves_the_box_where_it_was() -> None:
+    """After a cut (or a turned head) the points fail the round trip: the box stays put rather than fly off."""
+    pictures, truth = fast_clip(2)
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])
+    noise = np.random.default_rng(0).integers(0, 256, pictures[0].shape, dtype=np.uint8)
+    (box,) = follower.follow(FlowFrame.of(noise))
+    np.testing.assert_allclose(box, truth[0], atol=1e-6)
+
+
+def test_odd_boxes_and_frame_sizes() -> None:
+    picture = fast_clip(1)[0][0]
+    assert BoxFollower().follow(FlowFrame.of(picture)) == []  # nothing anchored yet
+    follower = BoxFollower()
+    boxes = [(600.0, 100.0, 700.0, 200.0), (1.0, 1.0, 3.0, 3.0), (50.0, 50.0, 50.0, 80.0)]  # off the edge, tiny, flat
+    follower.anchor(FlowFrame.of(picture), boxes)
+    moved = follower.follow(FlowFrame.of(np.roll(picture, 5, axis=1)))
+    assert len(moved) == 3 and moved[0][0] == pytest.approx(605.0, abs=1.0)
+    assert moved[1:] == boxes[1:]  # nothing to follow inside them: where they were
+    follower.anchor(FlowFrame.of(picture), [boxes[0]])
+    (doubled,) = follower.follow(FlowFrame.of(cv2.resize(picture, (1280, 960))))  # the same view, larger
+    np.testing.assert_allclose(doubled, np.array(boxes[0]) * 2, atol=2.0)
+    (halved,) = follower.follow(FlowFrame.of(cv2.resize(picture, (640, 480))))
+    np.testing.assert_allclose(halved, boxes[0], atol=1.0)
+    grey = FlowFrame.of(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY))
+    assert grey.grey.shape == (480, 640) and grey.scale == 1.0
+
+
+def test_median_move_and_scale() -> None:
+    before = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    shift, scale = box_move(before, before * 1.1 + 3.0)
+    np.testing.assert_allclose(shift, [3.5, 3.5])
+    assert scale == pytest.approx(1.1)
+    assert box_move(before, before * 3)[1] == pytest.approx(1.25)  # clipped: a jump that large is noise
+    np.testing.assert_allclose(moved_box(np.array([0.0, 0.0, 10.0, 20.0]), np.array([1.0, 2.0]), 2.0), [-4, -8, 16, 32])
+
+
+def test_the_benchmark_prints_and_writes_its_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "motion.json"
+    assert bench_motion.main(["--frames", "24", "--lags", "3", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert set(results) == {f"{p.name}/lag3/{s}" for p in PATHS for s in bench_motion.STRATEGIES}
+    assert results["still/lag3/hold"]["mean_iou"] == 1.0
+    assert results["fast/lag3/chain"]["mean_iou"] > 0.95 > 0.5 > results["fast/lag3/hold"]["mean_iou"]
+    assert results["fast/lag3/chain"]["ms_per_frame"]["median"] > 0
+    assert "fast/lag3/chain" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_motion.main(["--frames", "24", "--lags", "30"])
