@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -34,7 +34,7 @@ def make_classifier_checkpoint(path: Path, name: str, seed: int) -> Path:
     torch.manual_seed(seed)
     config = ModelConfig(stem_stride=2)
     model = build_model(config)
-    torch.nn.init.normal_(model.classifier[-1].weight, std=0.01)
+    torch.nn.init.normal_(cast(torch.nn.Linear, cast(torch.nn.Sequential, model.classifier)[-1]).weight, std=0.01)
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = None

@@ -17,7 +17,7 @@ from fer_core import bench, bench_train, cli, export, onnx_session
 from fer_core.bench import FRAME_HEIGHT, FRAME_WIDTH, STAGES, synthetic_frame, time_frame
 from fer_core.detection import FaceDetector
 from fer_core.models import ModelConfig
-from fer_core.pipeline import crop_faces, square_crop_box
+from fer_core.pipeline import Box, crop_faces, square_crop_box
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -43,7 +43,7 @@ def test_synthetic_frames_hold_real_faces_where_they_say(n_faces: int) -> None:
         synthetic_frame(3)
 
 
-def reference_crops(image: np.ndarray, boxes: list[tuple[float, ...]], margin: float) -> list[np.ndarray]:
+def reference_crops(image: np.ndarray, boxes: list[Box], margin: float) -> list[np.ndarray]:
     """The original crop: pad the whole image, then cut (slow for big photos, but obviously right)."""
     height, width = image.shape[:2]
     crops = []
@@ -242,7 +242,7 @@ def test_bench_train_times_every_setting_against_the_first(tmp_path: Path) -> No
 def test_bench_train_warm_up_steps_run_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
     steps_taken = []
     original_step = torch.optim.AdamW.step
-    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps_taken.append(1) or original_step(self))
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps_taken.append(1) or original_step(self))  # type: ignore[func-returns-value]
     config = ModelConfig(stem_stride=2)
     seconds = bench_train.time_steps(config, batch_size=2, steps=2, channels_last=True, bf16=False, warmup=3)
     assert len(seconds) == 2 and len(steps_taken) == 5

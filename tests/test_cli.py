@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -676,6 +678,7 @@ def test_the_runtime_flag_is_one_and_the_same_in_every_tool(monkeypatch):
     """fit_ensemble alone had no `auto` and defaulted to torch; every tool now takes the same three, auto first."""
     for tool in ("evaluate", "predict", "video", "fit_ensemble", "distill"):
         (runtime,) = [a for a in tool_parser(tool, monkeypatch)._actions if "--runtime" in a.option_strings]
+        assert runtime.choices is not None
         assert runtime.default == "auto" and tuple(runtime.choices) == cli.RUNTIMES, tool
 
 
@@ -708,7 +711,7 @@ def test_fit_ensemble_says_what_models_takes_when_given_data(tmp_path, fake_weig
     for wrong, kind in ((csv, "FER-2013 data, not a checkpoint"), (notes, "not a classifier checkpoint")):
         argv = ["--data", str(csv), "--models", str(wrong), str(fake_weights / "A_crp.pt"), "--out", str(tmp_path)]
         with pytest.raises(SystemExit) as done:
-            cli.run(lambda argv=argv: fit_ensemble_main(argv))
+            cli.run(cast(Callable[[], int | None], lambda argv=argv: fit_ensemble_main(argv)))
         err = capsys.readouterr().err
         assert done.value.code == 2 and f"error: --models {wrong}: {kind}; --models takes two classifier" in err
         assert "IndexError" not in err or wrong == notes

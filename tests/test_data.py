@@ -272,7 +272,9 @@ def test_stray_quote_is_an_error_naming_the_lines_it_swallowed(tmp_path, at, pro
     path = insert_lines(write_fer_csv(tmp_path / "fer.csv"), at, '3,"' + " ".join(["7"] * 2304) + ",Training")
     with pytest.raises(FerDataError, match=rf"fer\.csv lines \d+-\d+ \(\d+ rows\): {problem}") as err:
         load_fer2013(path)
-    first, last = map(int, re.search(r"lines (\d+)-(\d+)", str(err.value)).groups())
+    span = re.search(r"lines (\d+)-(\d+)", str(err.value))
+    assert span is not None
+    first, last = map(int, span.groups())
     assert first == (at + 1 if at > 0 else 71)
     dataset = load_fer2013(path, skip_bad=True)
     assert len(dataset.skipped) == 1
@@ -298,7 +300,9 @@ def test_skip_bad_counts_every_row_a_stray_quote_swallowed(tmp_path, caplog):
     assert kept < 56 - 10  # the quote really swallowed many rows
     assert dataset.skipped_count == data_lines(path) - kept
     assert len(dataset.skipped) == 3  # one message per bad record, as before
-    first, last = map(int, re.search(r"lines (\d+)-(\d+)", dataset.skipped[0]).groups())
+    span = re.search(r"lines (\d+)-(\d+)", dataset.skipped[0])
+    assert span is not None
+    first, last = map(int, span.groups())
     assert first == 13 and f"lines 13-{last} ({last - 13} rows): cannot parse this record" in dataset.skipped[0]
     assert f"skipped {dataset.skipped_count} bad rows/files" in caplog.text
 

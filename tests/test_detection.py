@@ -389,7 +389,7 @@ def test_shipped_yolo_finds_the_astronaut_face(
 def test_fuse_views_merges_agreeing_boxes_and_discounts_lonely_ones() -> None:
     face, other = np.array([[10.0, 10.0, 50.0, 60.0]]), np.array([[70.0, 5.0, 90.0, 30.0]])
     views = [(face, np.array([0.9])), (face + 2.0, np.array([0.7])), (other, np.array([0.8])), (np.zeros((0, 4)), [])]
-    boxes, scores = fuse_views(views, width=100, height=80, iou=0.55)
+    boxes, scores = fuse_views(views, width=100, height=80, iou=0.55)  # type: ignore[arg-type]
     assert len(boxes) == 2
     np.testing.assert_allclose(scores, [(0.9 + 0.7) / 4, 0.8 / 4])  # mean score x share of the 4 views
     np.testing.assert_allclose(boxes[0], (0.9 * face[0] + 0.7 * (face[0] + 2.0)) / 1.6)  # score-weighted mean

@@ -10,6 +10,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_letterbox_and_box_mapping_match_ultralytics(shape: tuple[int, int], img
 
     rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
     blob, placement = letterbox(rgb, imgsz)
-    expected = LetterBox(check_imgsz(imgsz, stride=32), auto=True, stride=32)(image=rgb[:, :, ::-1])
+    expected = cast(np.ndarray, LetterBox(check_imgsz(imgsz, stride=32), auto=True, stride=32)(image=rgb[:, :, ::-1]))
     expected = expected[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
     assert blob.shape == expected.shape and blob.dtype == np.float32
     np.testing.assert_allclose(blob, expected, atol=1e-7)
@@ -103,7 +104,7 @@ def test_decode_matches_ultralytics_nms(nc: int, face_class: int | None) -> None
 
 
 def test_onnx_path_finds_the_boxes_ultralytics_finds(stand_in: Path, astronaut: np.ndarray) -> None:
-    options = {"weights": stand_in, "imgsz": 320, "conf": 0.25, "min_face": 0, "max_faces": 300}
+    options: dict[str, Any] = {"weights": stand_in, "imgsz": 320, "conf": 0.25, "min_face": 0, "max_faces": 300}
     fast = FaceDetector(runtime="onnxruntime", **options)
     eager = FaceDetector(runtime="torch", **options)
     assert (fast.backend, fast.runtime, eager.backend, eager.runtime) == ("yolo", "onnxruntime", "yolo", "torch")

@@ -51,7 +51,9 @@ def test_distill_cli_labels_the_training_split_and_train_records_the_teacher(
 
     alphas: list[float] = []
     monkeypatch.setattr(
-        train, "blend_targets", lambda y, soft, alpha: alphas.append(alpha) or blend_targets(y, soft, alpha)
+        train,
+        "blend_targets",
+        lambda y, soft, alpha: alphas.append(alpha) or blend_targets(y, soft, alpha),  # type: ignore[func-returns-value]
     )
 
     out = tmp_path / "student"

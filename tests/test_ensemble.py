@@ -6,6 +6,8 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from types import MethodType
+from typing import cast
 
 import numpy as np
 import pytest
@@ -270,7 +272,7 @@ def test_large_batches_reach_the_runtime_in_chunks(fake_weights, monkeypatch):
     whole = member.predict_batch(batch, "flip_rot8")
     sizes: list[int] = []
     runtime = member.runtime
-    member.runtime = lambda crops: (sizes.append(len(crops)), runtime(crops))[1]
+    member.runtime = lambda crops: (sizes.append(len(crops)), runtime(crops))[1]  # type: ignore[func-returns-value]
     monkeypatch.setattr(classifier, "MAX_RUNTIME_BATCH", 4)
     np.testing.assert_allclose(member.predict_batch(batch, "flip_rot8"), whole, rtol=1e-5, atol=1e-6)
     assert max(sizes) == 4 and sum(sizes) == 10 * len(TTA_SETS["flip_rot8"].views)
@@ -345,7 +347,7 @@ def test_mixing_weights_must_name_the_members(fake_weights):
 def test_loading_checks_the_bytes_each_network_was_built_from(tmp_path, fake_weights, monkeypatch):
     """read_spec hashed the files, then the members were read again: a file replaced in between was run."""
     folder = copy_with_hashes(fake_weights, tmp_path)
-    original = classifier.EmotionClassifier.load.__func__
+    original = cast(MethodType, classifier.EmotionClassifier.load).__func__  # a classmethod, bound to the class
 
     def replaced_first(cls, path, *args, **kwargs):
         if path.name == "A_crp.pt":

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from skimage import data as skdata
 
 from fer_core import cli, export, onnx_session
 from fer_core.checkpoint import load_classifier
-from fer_core.classifier import EmotionClassifier
+from fer_core.classifier import EmotionClassifier, OnnxRuntime
 from fer_core.detection import import_ultralytics
 from fer_core.ensemble import write_spec
 from fer_core.export import (
@@ -70,7 +71,7 @@ def test_auto_runtime_is_onnxruntime_on_cpu_and_agrees(fake_weights):
 
 def test_sessions_stop_spinning_when_a_run_returns(fake_weights):
     """Three sessions take turns per frame: spinning threads of one would starve the next (see cpu_session)."""
-    session = EmotionClassifier.load(fake_weights / "A_crp.pt").runtime.session
+    session = cast(OnnxRuntime, EmotionClassifier.load(fake_weights / "A_crp.pt").runtime).session  # auto on a CPU
     assert session.get_session_options().get_session_config_entry(onnx_session.STOP_SPINNING_KEY) == "1"
 
 
@@ -86,9 +87,11 @@ def test_two_exports_of_one_checkpoint_at_once_both_succeed(
     """The app and a CLI can export the same checkpoint into the shared cache at the same moment."""
     loaded = load_classifier(fake_weights / "A_crp.pt")
     target = tmp_path / "onnx" / "A_crp.onnx"
+    started: list[bool]
+    finished_meanwhile: list[Path]
     real_export, started, finished_meanwhile = torch.onnx.export, [], []
 
-    def export_while_another_process_exports(*args: object, **kwargs: object) -> None:
+    def export_while_another_process_exports(*args: Any, **kwargs: Any) -> None:
         real_export(*args, **kwargs)
         if not started:
             started.append(True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -164,7 +166,7 @@ def test_no_smoothing() -> None:
     "kwargs",
     [{"iou_threshold": 0.0}, {"max_missed": -1}, {"smoothing": "median"}, {"alpha": 0.0}, {"window": 0}],
 )
-def test_bad_settings_rejected(kwargs: dict[str, object]) -> None:
+def test_bad_settings_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         FaceTracker(**kwargs)
 

@@ -171,6 +171,7 @@ def test_the_members_stop_with_the_pair_and_resume(tmp_path, fer_folder, how):
     pair.send_signal(how)
     pair.wait(timeout=90)
     if how == signal.SIGTERM:
+        assert pair.stderr is not None  # start_pair pipes it
         assert pair.returncode == 130 and b"continue with --resume" in pair.stderr.read()
     ends = time.time() + 60  # SIGKILL: the members get their SIGINT as the pair dies and finish their epoch's write
     while members_running(out) and time.time() < ends:

@@ -102,6 +102,7 @@ def test_memory_layout_changes_speed_not_the_result():
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     for (key, a), b in zip(nchw.named_parameters(), nhwc.parameters(), strict=True):
+        assert a.grad is not None  # every parameter took part in the loss
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * float(a.grad.abs().max()), msg=key)
     assert TrainConfig().channels_last
 
@@ -416,8 +417,8 @@ def test_a_notebook_config_with_numpy_numbers_leaves_checkpoints_that_load(tmp_p
     """A grid from np.logspace gives numpy scalars: saved in the checkpoint's config, they made every file refused
     by torch.load(weights_only=True), so the run could neither be loaded nor resumed."""
     cfg = TrainConfig(
-        data=tiny_csv, out=tmp_path / "n", lr=np.logspace(-3, -2, 3)[1], epochs=np.int64(1), batch_size=16,
-        stem_stride=2, threads=1, channels_last=np.bool_(False),
+        data=tiny_csv, out=tmp_path / "n", lr=np.logspace(-3, -2, 3)[1], epochs=np.int64(1), batch_size=16,  # type: ignore[arg-type]
+        stem_stride=2, threads=1, channels_last=np.bool_(False),  # type: ignore[arg-type]
     )  # fmt: skip
     assert [type(v) for v in (cfg.data, cfg.lr, cfg.epochs, cfg.channels_last)] == [str, float, int, bool]
     assert type(TrainConfig(recipe=np.array(["crp", "mixcut"])[0]).recipe) is str  # np.str_ from a grid
@@ -426,7 +427,7 @@ def test_a_notebook_config_with_numpy_numbers_leaves_checkpoints_that_load(tmp_p
     with pytest.raises(
         TypeError, match=r"epochs 2\.5: expected int; lr '3e-3': expected float; seed True: expected int"
     ):
-        TrainConfig(lr="3e-3", epochs=2.5, seed=True)
+        TrainConfig(lr="3e-3", epochs=2.5, seed=True)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import cv2
@@ -40,11 +40,11 @@ def write_video(
     the front, as phones and browsers write mp4; `options` go to the encoder."""
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream = cast(av.VideoStream, container.add_stream(codec, rate=Fraction(fps)))  # `codec` names a video codec
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if rotation:
             stream.set_display_rotation(rotation)
-        stream.options = options or {}
+        stream.options = cast(dict[str, object], options or {})
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
@@ -435,6 +435,7 @@ def damage_packet(path: Path, number: int) -> bytes:
         packets = [(packet.pos, packet.size) for packet in container.demux(container.streams.video[0]) if packet.size]
     data = bytearray(path.read_bytes())
     start, size = packets[number]
+    assert start is not None  # demuxed from a file: every packet has its position
     data[start : start + size] = b"\xff" * size
     return bytes(data)
 
@@ -468,7 +469,7 @@ def test_a_read_error_part_way_keeps_the_frames_before_it_and_says_so(
     failing_after = path.stat().st_size // 2
 
     class FailingHalfWay(io.FileIO):
-        def read(self, size: int = -1) -> bytes:
+        def read(self, size: int | None = -1) -> bytes:
             if self.tell() > failing_after:
                 raise OSError(5, "Input/output error")
             return super().read(size)
@@ -493,6 +494,7 @@ def test_a_file_of_nothing_but_damage_is_given_up_early(tmp_path: Path) -> None:
         packets = [(packet.pos, packet.size) for packet in container.demux(container.streams.video[0]) if packet.size]
     data = bytearray(path.read_bytes())
     for start, size in packets:
+        assert start is not None  # demuxed from a file: every packet has its position
         data[start : start + size] = b"\xff" * size
     path.write_bytes(bytes(data))
     log = video.DecodeLog()
@@ -589,10 +591,12 @@ def test_a_trimmed_mp4_is_not_called_truncated(tmp_path: Path) -> None:
     with av.open(str(source)) as reader, av.open(str(trimmed), "w") as writer:
         original = reader.streams.video[0]
         copy = writer.add_stream_from_template(original)
+        assert original.time_base is not None  # a stream read from a file has its time base
         shift = int(5 / original.time_base)
         for packet in reader.demux(original):
             if packet.dts is None:
                 continue
+            assert packet.pts is not None  # a packet with a dts has a pts
             packet.pts -= shift
             packet.dts -= shift
             packet.stream = copy
@@ -716,7 +720,7 @@ def test_skipped_frames_reuse_last_boxes(tmp_path: Path, monkeypatch: pytest.Mon
     path = write_video(tmp_path / "odd.avi", [np.zeros((47, 65, 3), np.uint8)] * 10, "mpeg4")
     drawn: list[list[Any]] = []
     real_draw = video.draw_faces
-    monkeypatch.setattr(video, "draw_faces", lambda image, boxes: drawn.append(list(boxes)) or real_draw(image, boxes))
+    monkeypatch.setattr(video, "draw_faces", lambda image, boxes: drawn.append(list(boxes)) or real_draw(image, boxes))  # type: ignore[func-returns-value]
     stub = StubPipeline()
     summary = analyse_video(path, stub, tmp_path / "out", every=3, tracker=FaceTracker(alpha=0.2))  # type: ignore[arg-type]
     assert stub.calls == 4  # frames 0, 3, 6, 9
@@ -764,7 +768,7 @@ def test_a_resolution_change_keeps_the_track_and_its_boxes_on_the_face(
     assert [frame.image.shape[:2] for frame in iter_frames(path)] == [(240, 320)] * 4 + [(120, 160)] * 4
     drawn: list[list[Any]] = []
     real_draw = video.draw_faces
-    monkeypatch.setattr(video, "draw_faces", lambda image, boxes: drawn.append(list(boxes)) or real_draw(image, boxes))
+    monkeypatch.setattr(video, "draw_faces", lambda image, boxes: drawn.append(list(boxes)) or real_draw(image, boxes))  # type: ignore[func-returns-value]
     summary = analyse_video(path, CentredFacePipeline(), tmp_path / "out", every=3)  # type: ignore[arg-type]
     boxes = [frame_boxes[0][0] for frame_boxes in drawn]
     assert boxes[:4] == [pytest.approx((80, 60, 240, 180))] * 4
@@ -823,7 +827,7 @@ def test_cli_end_to_end(
 
     monkeypatch.setattr(video.Pipeline, "load", load)
     trackers: list[FaceTracker] = []
-    monkeypatch.setattr(video, "FaceTracker", lambda *args: trackers.append(FaceTracker(*args)) or trackers[-1])
+    monkeypatch.setattr(video, "FaceTracker", lambda *args: trackers.append(FaceTracker(*args)) or trackers[-1])  # type: ignore[func-returns-value]
     out = tmp_path / "cli"
     code = video.main(
         [
@@ -934,7 +938,7 @@ def test_boxes_move_with_the_face_between_analysed_frames(
     path = write_video(tmp_path / "fast.mp4", list(pictures), "libx264", options={"crf": "18"})
     drawn: list[Any] = []
     draw = video.draw_faces
-    monkeypatch.setattr(video, "draw_faces", lambda image, faces: drawn.append(faces[0][0]) or draw(image, faces))
+    monkeypatch.setattr(video, "draw_faces", lambda image, faces: drawn.append(faces[0][0]) or draw(image, faces))  # type: ignore[func-returns-value]
     summary = analyse_video(path, PlacedFacePipeline(list(truth), 4), tmp_path / "out", 4, follow=follow)  # type: ignore[arg-type]
     assert (summary.frames, summary.analysed_frames, len(drawn)) == (12, 3, 12)
     for index, (box, true_box) in enumerate(zip(drawn, truth, strict=True)):

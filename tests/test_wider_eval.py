@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -113,7 +115,7 @@ def test_duplicates_count_as_proposals() -> None:
 
 def test_images_without_faces_do_not_add_false_positives() -> None:
     gt = {"e/a.jpg": gt_rows(FACE_A), "e/empty.jpg": gt_rows()}
-    sets = {"e/a.jpg": ALL, "e/empty.jpg": {"easy": [], "medium": [], "hard": []}}
+    sets: dict[str, dict[str, list[int]]] = {"e/a.jpg": ALL, "e/empty.jpg": {"easy": [], "medium": [], "hard": []}}
     preds = {"e/a": dets((*FACE_A, 0.5)), "e/empty": dets((*FAR, 0.99))}
     assert evaluate_wider(gt, preds, sets)["easy"] == pytest.approx(1.0)
 
@@ -305,7 +307,7 @@ def test_a_binary_ground_truth_or_a_folder_as_image_list_is_one_line(
         (["--gt", str(gt_file), "--images", str(tmp_path / "pred")], "is a folder; give the file"),
     ):
         with pytest.raises(SystemExit) as done:
-            cli.run(lambda argv=argv: main([*argv, "--pred", str(tmp_path / "pred")]))
+            cli.run(cast(Callable[[], int | None], lambda argv=argv: main([*argv, "--pred", str(tmp_path / "pred")])))
         err = capsys.readouterr().err
         assert done.value.code == 2 and err.startswith("error: ") and problem in err and err.count("\n") == 1, err
 

@@ -156,7 +156,7 @@ def make_bundle(root: Path, n_val_events: int = 4) -> Path:
                 key = f"{event}/{event}_{j}.jpg"
                 face = (8 + 30 * j, 20, 30, 36)
                 image(root / "widerface" / split / "images" / key, [face])
-                rows = [[*face, 0, 0, 0, 0, 0, 0]]
+                rows: list[list[float]] = [[*face, 0, 0, 0, 0, 0, 0]]
                 rows.append([90, 10, 0.8, 0.8, 0, 0, 0, 0, 0, 0])  # 4 px at 640 scale: tiny
                 rows.append([60, 60, 20, 20, 0, 0, 0, 1, 0, 0])  # flagged invalid
                 gt[key] = np.array(rows, dtype=float)
@@ -344,7 +344,7 @@ def test_training_is_interruptible_resumable_and_offline(
     argv += ["--workers", "0", "--device", "cpu", "--export-to", str(target), "--quiet"]
     save_model = trainer_mod.BaseTrainer.save_model
 
-    def save_then_stop(self: object) -> None:
+    def save_then_stop(self: trainer_mod.BaseTrainer) -> None:
         save_model(self)
         raise _Interrupted
 
