@@ -182,15 +182,15 @@ class LiveStore:
             else:  # switched off: frames go unkept, so nothing followed so far may be followed across the gap
                 self._forget_motion()
             self._received_at.append(now)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="fer-live-analysis", daemon=True)
+                self._worker.start()
+            self._lock.notify()  # first: drawing this frame may fail, and the analysis must go on regardless
             fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
             faces = self._faces if fresh else []
             annotations = to_annotations(faces)
             if faces and self._settings.follow:
                 annotations = with_boxes(annotations, self._followed_boxes(faces))
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="fer-live-analysis", daemon=True)
-                self._worker.start()
-            self._lock.notify()
         return draw_faces(image_rgb, annotations) if annotations else image_rgb
 
     def _followed_boxes(self, faces: list[TrackedFace]) -> list[Box]:

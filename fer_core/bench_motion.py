@@ -82,7 +82,7 @@ def clip(path: Path2D, frames: int, seed: int = 0) -> Iterator[tuple[np.ndarray,
     for t in range(frames):
         cx, cy, scale, tilt = path.place(t)
         warp = cv2.getRotationMatrix2D((PATCH_SIDE / 2, PATCH_SIDE / 2), tilt, scale)
-        warp[:, 2] += (cx - PATCH_SIDE / 2, cy - PATCH_SIDE / 2)  # the patch's centre lands on (cx, cy)
+        warp[:, 2] += np.array([cx - PATCH_SIDE / 2, cy - PATCH_SIDE / 2])  # the patch's centre lands on (cx, cy)
         frame = cv2.warpAffine(
             patch,
             warp,

@@ -5,8 +5,9 @@ every Nth frame, and in between the latest boxes used to be drawn where the face
 box behind by the analysis's lag. `BoxFollower` moves each box with its face instead: points inside the box are
 followed frame to frame by pyramidal Lucas-Kanade flow (OpenCV), kept only where the flow back lands where it
 started (the forward-backward check of Kalal et al.'s Median Flow), and the box shifts by their median move and
-scales by the median change of their distances to each other. A box whose points are lost (a turned head, a face
-leaving the picture, a cut) stays where it was until the next analysis: never worse than not following.
+scales by the median change of their distances to each other. A box whose points are lost at once (a cut, a turned
+head, a face leaving the picture) stays where it was until the next analysis, rather than follow whatever is under
+it now: never worse than not following. Points that dwindle a few at a time are picked afresh inside the box.
 
 Flow runs on a grey copy at most `FLOW_SIDE` px on its longer side, so a 1080p frame costs what a 640x480 one does.
 `python -m fer_core.bench_motion` measures how much closer to the face the boxes stay, and what it costs.
@@ -14,7 +15,7 @@ Flow runs on a grey copy at most `FLOW_SIDE` px on its longer side, so a 1080p f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -50,9 +51,18 @@ class FlowFrame:
     scale: float
 
     @classmethod
-    def of(cls, image_rgb: np.ndarray) -> FlowFrame:
-        grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY) if image_rgb.ndim == 3 else image_rgb
-        height, width = grey.shape[:2]
+    def of(cls, image: np.ndarray) -> FlowFrame:
+        """From an 8-bit RGB, RGBA or grey frame; ValueError names any other (the flow needs 8-bit pixels)."""
+        if image.dtype != np.uint8 or image.size == 0 or image.ndim not in (2, 3):
+            raise ValueError(f"optical flow needs a non-empty 8-bit frame, got {image.dtype} {image.shape}")
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        if channels not in (1, 3, 4):
+            raise ValueError(f"optical flow needs a grey, RGB or RGBA frame, got {channels} channels")
+        if channels == 1:
+            grey = image.reshape(image.shape[:2]).copy()  # a copy: the caller may draw on its frame afterwards
+        else:
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if channels == 3 else cv2.COLOR_RGBA2GRAY)
+        height, width = image.shape[:2]
         scale = min(1.0, FLOW_SIDE / max(height, width))
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -64,6 +74,8 @@ def pick_points(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Up to `MAX_POINTS` points (N, 2) worth following inside the inner part of `box` (grey copy's pixels):
     corners first, since flat skin gives the flow nothing to hold on to; a grid fills in when there are few."""
     height, width = grey.shape[:2]
+    if not np.isfinite(box).all():  # a box the models got wrong: nothing to follow, and no error
+        return np.empty((0, 2), np.float32)
     x1, y1, x2, y2 = box
     dx, dy = (x2 - x1) * INNER_MARGIN, (y2 - y1) * INNER_MARGIN
     left, top = int(np.clip(x1 + dx, 0, width)), int(np.clip(y1 + dy, 0, height))
@@ -115,6 +127,7 @@ class BoxFollower:
         self._scale = 1.0
         self._boxes: list[np.ndarray] = []  # in the grey copy's pixels
         self._points: list[np.ndarray] = []
+        self._lost: list[bool] = []  # its points failed all at once: it waits for the next anchor
 
     @property
     def boxes(self) -> list[Box]:
@@ -123,13 +136,14 @@ class BoxFollower:
 
     def reset(self) -> None:
         """Forget the boxes and the last frame (a new stream, another camera, another resolution)."""
-        self._grey, self._boxes, self._points = None, [], []
+        self._grey, self._boxes, self._points, self._lost = None, [], [], []
 
     def anchor(self, frame: FlowFrame, boxes: Sequence[Box]) -> None:
         """Start following `boxes`, found in `frame`, from that frame."""
         self._grey, self._scale = frame.grey, frame.scale
         self._boxes = [np.asarray(box, dtype=np.float64) * self._scale for box in boxes]
         self._points = [pick_points(self._grey, box) for box in self._boxes]
+        self._lost = [len(points) < MIN_POINTS for points in self._points]  # flat or tiny: nothing to hold on to
 
     def follow(self, frame: FlowFrame) -> list[Box]:
         """The boxes moved to `frame`, the next frame of the same stream ([] before any `anchor`). A frame of
@@ -141,7 +155,7 @@ class BoxFollower:
             sy, sx = grey.shape[0] / self._grey.shape[0], grey.shape[1] / self._grey.shape[1]
             self._boxes = [box * np.array([sx, sy, sx, sy]) for box in self._boxes]
             self._grey, self._scale = grey, scale
-            self._points = [pick_points(grey, box) for box in self._boxes]
+            self._refill(range(len(self._boxes)))
             return self.boxes
         counts = [len(points) for points in self._points]
         if sum(counts):
@@ -153,15 +167,21 @@ class BoxFollower:
                 offset += count
                 self._step(index, start[span, 0], end[span, 0], kept[span])
         self._grey, self._scale = grey, scale  # the same grey size may come from another frame size
-        for index, points in enumerate(self._points):
-            if len(points) < MIN_POINTS:
-                self._points[index] = pick_points(grey, self._boxes[index])
+        self._refill(index for index, points in enumerate(self._points) if len(points) < MAX_POINTS // 2)
         return self.boxes
 
+    def _refill(self, indices: Iterable[int]) -> None:
+        """Points picked afresh inside these boxes on the current frame, except in boxes that are lost."""
+        assert self._grey is not None
+        for index in indices:
+            if not self._lost[index]:
+                self._points[index] = pick_points(self._grey, self._boxes[index])
+
     def _step(self, index: int, before: np.ndarray, after: np.ndarray, kept: np.ndarray) -> None:
-        """Move box `index` by its surviving points, or leave it and drop its points when too few survive."""
+        """Move box `index` by its surviving points; when too few survive, the box is lost where it is."""
         if kept.sum() < MIN_POINTS:
             self._points[index] = np.empty((0, 2), np.float32)
+            self._lost[index] = True
             return
         shift, scale = box_move(before[kept].astype(np.float64), after[kept].astype(np.float64))
         self._boxes[index] = moved_box(self._boxes[index], shift, scale)

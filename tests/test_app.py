@@ -20,9 +20,9 @@ import time
 import types
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, cast
 
 import av
 import cv2
@@ -33,6 +33,7 @@ from PIL import Image
 from skimage.data import astronaut
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Element
 
 from app.charts import emotion_timeline
 from fer_core import video as fer_video
@@ -202,7 +203,10 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     assert table.groupby("image")["face"].min().eq(1).all()  # face 1 is the box captioned "#1"
     assert table.loc[table["image"] == "crowd.png", "face"].tolist() == list(range(1, 61))
     assert set(table["image"]) == {*good, "crowd.png"}
-    assert {b.label for b in app.get("download_button")} >= {"Results as CSV", "Results as JSON"}
+    assert {b.label for b in cast(Sequence[Element], app.get("download_button"))} >= {
+        "Results as CSV",
+        "Results as JSON",
+    }
 
 
 def test_displayable_pads_extreme_strips_and_shrinks_to_what_streamlit_sends() -> None:
@@ -367,7 +371,7 @@ def test_the_annotated_download_is_drawn_when_asked_not_kept_per_photo(
 
     (decoded, _), *_ = app.session_state["_memo_decoded"].values()
     assert all(held is decoded for held in arrays(make_png))  # old code: the drawn copy, held by the button
-    drawn = np.asarray(Image.open(io.BytesIO(make_png())).convert("RGB"))
+    drawn = np.asarray(Image.open(io.BytesIO(cast(bytes, make_png()))).convert("RGB"))
     assert drawn.shape == decoded.shape and not np.array_equal(drawn, decoded)  # the boxes are drawn
 
 
@@ -386,7 +390,9 @@ def test_photos_multiscale_detection_with_the_shipped_detector(
     multiscale_runs: list[tuple[int, ...]] = []
     real_tta = FaceDetector._detect_yolo_tta
     monkeypatch.setattr(
-        FaceDetector, "_detect_yolo_tta", lambda self, rgb: multiscale_runs.append(rgb.shape) or real_tta(self, rgb)
+        FaceDetector,
+        "_detect_yolo_tta",
+        lambda self, rgb: multiscale_runs.append(rgb.shape) or real_tta(self, rgb),  # type: ignore[func-returns-value]
     )
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     switch = at.checkbox(key="photos_det_tta")
@@ -743,7 +749,7 @@ def test_a_frame_taken_before_a_resize_does_not_feed_the_resized_stream() -> Non
         results.append(analyse(image, *stream))
         return results[-1]
 
-    store.analyse = callback_lands_in_between  # type: ignore[method-assign]
+    store.analyse = callback_lands_in_between  # type: ignore[method-assign, assignment]
     store.configure(centred_face_pipeline, TrackerSettings())  # type: ignore[arg-type]
     store.process(large)
     wait_until(lambda: len(results) >= 2)  # the large frame, then the small one
@@ -780,7 +786,7 @@ def test_a_failing_video_callback_hands_the_frame_back_and_says_why() -> None:
     def broken(image: np.ndarray) -> np.ndarray:
         raise MemoryError("drawing")
 
-    store.process = broken  # type: ignore[method-assign]
+    store.process = broken  # type: ignore[method-assign, assignment]
     assert store.callback(frame) is frame
     assert store.status().error == "MemoryError: drawing"
 
@@ -802,7 +808,7 @@ def test_a_drawing_failure_stays_on_the_page_while_frames_are_analysed(
         for _ in range(10):
             before = store.status().frames
             assert store.callback(frame) is frame or before == 0  # no boxes before the first analysis
-            wait_until(lambda b=before: store.status().frames > b)
+            wait_until(cast(Callable[[], bool], lambda b=before: store.status().frames > b))
     assert store.status().frames >= 9 and store.status().error == "RuntimeError: drawing"
     assert len(caplog.records) == 1
 
@@ -823,7 +829,9 @@ def test_live_boxes_follow_a_moving_face_while_the_models_lag(
     drawn: list[list[Any]] = []
     draw = live.draw_faces
     monkeypatch.setattr(
-        live, "draw_faces", lambda image, faces: drawn.append([f[0] for f in faces]) or draw(image, faces)
+        live,
+        "draw_faces",
+        lambda image, faces: drawn.append([f[0] for f in faces]) or draw(image, faces),  # type: ignore[func-returns-value]
     )
     release, finish = threading.Event(), threading.Event()
     calls: list[np.ndarray] = []
@@ -888,7 +896,7 @@ def test_live_store_survives_a_tracker_failure_and_offers_no_stale_snapshot() ->
             raise failures.pop()
         return []
 
-    store._tracker.update = update_once_broken  # type: ignore[method-assign]
+    store._tracker.update = update_once_broken  # type: ignore[method-assign, assignment]
     frame = np.zeros((48, 64, 3), np.uint8)
     deadline = time.monotonic() + 30
     while store.status().frames == 0 and time.monotonic() < deadline:  # the first frame fails, later ones go on
@@ -945,7 +953,7 @@ def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path, caplog
     while np.array_equal(store.process(frame), frame) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not np.array_equal(store.process(frame), frame)
-    assert np.array_equal(store.latest_frame(), frame) and store.status().video_fps > 0
+    assert np.array_equal(cast(np.ndarray, store.latest_frame()), frame) and store.status().video_fps > 0
 
     def broken(image: np.ndarray) -> None:
         raise RuntimeError("model crashed")
@@ -1416,6 +1424,25 @@ def finish_video(app: AppTest) -> None:
     app.run()
 
 
+def test_the_follow_switch_matters_to_a_video_result_only_between_analysed_frames(
+    app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every frame analysed nothing is followed: switching it off asked for an analysis giving the same video."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app.switch_page("views/video.py").run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4"))
+    app.number_input(key="video_every").set_value(1)
+    app.run()
+    app.button(key="video_analyse").click().run()
+    finish_video(app)
+    app.toggle(key="video_follow").set_value(False).run()
+    assert not app.exception, app.exception
+    stale = "Settings changed: press *Analyse video* to apply them."
+    assert stale not in [c.value for c in app.caption]
+    app.number_input(key="video_every").set_value(2).run()  # frames between: now the switch applies
+    assert stale in [c.value for c in app.caption]
+
+
 def start_held_video(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, Any]:
     """Start analysing a clip on the Video page, held after its first progress report until the gate is set."""
     real_analyse = fer_video.analyse_video
@@ -1562,7 +1589,7 @@ def test_the_video_page_says_when_the_annotated_video_will_not_play_in_a_browser
     finish_video(app)
     assert not app.exception and not app.error, (app.exception, app.error)
     assert any("MPEG-4 Part 2, which browsers do not play" in w.value for w in app.warning)
-    assert "Annotated video (mp4)" in {b.label for b in app.get("download_button")}
+    assert "Annotated video (mp4)" in {b.label for b in cast(Sequence[Element], app.get("download_button"))}
 
 
 def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1585,7 +1612,10 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     assert not app.exception and not app.error, (app.exception, app.error)
     assert [m.value for m in app.metric][:2] == ["8", "4"]
     assert len(app.get("video")) == 1
-    assert {b.label for b in app.get("download_button")} == {"Faces over time (CSV)", "Annotated video (mp4)"}
+    assert {b.label for b in cast(Sequence[Element], app.get("download_button"))} == {
+        "Faces over time (CSV)",
+        "Annotated video (mp4)",
+    }
     assert len(app.get("plotly_chart")) == 2  # timeline + one face's probabilities
     assert list(tmp_path.iterdir()) == []  # the upload and outputs were deleted
     (source, out_dir), *_ = written  # and they were only ever in a private temp folder
@@ -1769,7 +1799,10 @@ def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
     face = astronaut()[40:190, 150:300]
     own = explainer.explain(face)
     assert own.overlay.shape == (192, 192, 3) and own.overlay.dtype == np.uint8
-    assert own.target == max(own.probs, key=own.probs.get) and 0.0 <= own.heatmap.min() <= own.heatmap.max() <= 1.0
+    assert (
+        own.target == max(own.probs, key=cast(Callable[[str], float], own.probs.get))
+        and 0.0 <= own.heatmap.min() <= own.heatmap.max() <= 1.0
+    )
     assert explainer.explain(face, "disgust", size=96).overlay.shape == (96, 96, 3)
     other = next(e for e in EMOTIONS if e != own.target)
     np.testing.assert_allclose(explainer.explain(face, own.target).heatmap, own.heatmap, atol=1e-6)

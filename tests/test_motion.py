@@ -65,14 +65,19 @@ def test_a_face_tilting_and_coming_closer_keeps_its_box() -> None:
         assert min(iou(b, t) for b, t in zip(boxes, truth[1:], strict=True)) > 0.85, name
 
 
-def test_a_cut_leaves_the_box_where_it_was() -> None:
-    """After a cut (or a turned head) the points fail the round trip: the box stays put rather than fly off."""
+def test_a_cut_leaves_the_box_where_it_was_until_the_next_anchor() -> None:
+    """After a cut (or a turned head) the points fail the round trip: the box stays put rather than fly off, and
+    does not take up whatever the new shot pans under it (it did, from the second frame after the cut)."""
     pictures, truth = fast_clip(2)
     follower = BoxFollower()
     follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])
-    noise = np.random.default_rng(0).integers(0, 256, pictures[0].shape, dtype=np.uint8)
-    (box,) = follower.follow(FlowFrame.of(noise))
-    np.testing.assert_allclose(box, truth[0], atol=1e-6)
+    noise = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (480, 700, 3), dtype=np.uint8), (0, 0), 2)
+    for step in range(6):  # the new shot pans 6 px a frame
+        (box,) = follower.follow(FlowFrame.of(np.ascontiguousarray(noise[:, 6 * step : 6 * step + 640])))
+        np.testing.assert_allclose(box, truth[0], atol=1e-6)
+    follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])  # the next analysis: followed again
+    (box,) = follower.follow(FlowFrame.of(pictures[1]))
+    assert iou(box, truth[1]) > 0.95
 
 
 def test_odd_boxes_and_frame_sizes() -> None:
@@ -91,6 +96,27 @@ def test_odd_boxes_and_frame_sizes() -> None:
     np.testing.assert_allclose(halved, boxes[0], atol=1.0)
     grey = FlowFrame.of(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY))
     assert grey.grey.shape == (480, 640) and grey.scale == 1.0
+
+
+def test_frames_the_flow_cannot_use_are_named_and_bad_boxes_are_left_alone() -> None:
+    picture = fast_clip(1)[0][0]
+    rgba = FlowFrame.of(cv2.cvtColor(picture, cv2.COLOR_RGB2RGBA))
+    np.testing.assert_array_equal(rgba.grey, FlowFrame.of(picture).grey)
+    grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+    assert not np.shares_memory(FlowFrame.of(grey).grey, grey)  # the caller may draw on its frame afterwards
+    assert FlowFrame.of(grey[:, :, None]).grey.shape == (480, 640)
+    bad_frames: list[tuple[np.ndarray, str]] = [
+        (np.zeros((0, 5, 3), np.uint8), "non-empty 8-bit"),
+        (picture.astype(np.float32), "8-bit"),
+        (np.zeros((4, 4, 2), np.uint8), "2 channels"),
+    ]
+    for bad, problem in bad_frames:
+        with pytest.raises(ValueError, match=problem):
+            FlowFrame.of(bad)
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(picture), [(np.nan, 0.0, 10.0, 10.0), (0.0, 0.0, np.inf, 10.0)])
+    boxes = follower.follow(FlowFrame.of(picture))
+    assert len(boxes) == 2 and np.isnan(boxes[0][0]) and np.isinf(boxes[1][2])  # kept as given, no error
 
 
 def test_median_move_and_scale() -> None:

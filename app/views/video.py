@@ -155,6 +155,8 @@ def main() -> None:
         st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
         return
     data = upload.getvalue()
+    if every == 1:  # every frame analysed: nothing between to follow, so the switch cannot change the result
+        tracking = replace(tracking, follow=True)
     key = (ui.file_digest(data), int(every), tracking, tta, *settings.key)
     job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
     if job is not None and job.key[0] != key[0]:
