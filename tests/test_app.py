@@ -1424,17 +1424,22 @@ def finish_video(app: AppTest) -> None:
     app.run()
 
 
+def analyse_clip(app: AppTest, every: int) -> None:
+    """On the Video page, drop `clip()`, analyse every `every`-th frame and wait for the result to be shown."""
+    app.switch_page("views/video.py").run()
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4"))
+    app.number_input(key="video_every").set_value(every)
+    app.run()
+    app.button(key="video_analyse").click().run()
+    finish_video(app)
+
+
 def test_the_follow_switch_matters_to_a_video_result_only_between_analysed_frames(
     app: AppTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With every frame analysed nothing is followed: switching it off asked for an analysis giving the same video."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    app.switch_page("views/video.py").run()
-    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4"))
-    app.number_input(key="video_every").set_value(1)
-    app.run()
-    app.button(key="video_analyse").click().run()
-    finish_video(app)
+    analyse_clip(app, every=1)
     app.toggle(key="video_follow").set_value(False).run()
     assert not app.exception, app.exception
     stale = "Settings changed: press *Analyse video* to apply them."
@@ -1603,12 +1608,7 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(fer_video, "analyse_video", recording_analyse)
     outside = {folder: sorted(folder.iterdir()) for folder in (REPO, Path.cwd())}
-    app.switch_page("views/video.py").run()
-    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4"))
-    app.number_input(key="video_every").set_value(2)
-    app.run()
-    app.button(key="video_analyse").click().run()
-    finish_video(app)
+    analyse_clip(app, every=2)
     assert not app.exception and not app.error, (app.exception, app.error)
     assert [m.value for m in app.metric][:2] == ["8", "4"]
     assert len(app.get("video")) == 1
