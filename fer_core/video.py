@@ -48,6 +48,8 @@ from fer_core.tracking import SMOOTHING, FaceTracker
 
 ANNOTATED_NAME = "annotated.mp4"
 CSV_NAME = "faces.csv"
+#: Where each result is written before it replaces an earlier one whole (hidden, in the same folder).
+PARTIAL_NAMES = {name: f".{name}.partial" for name in (ANNOTATED_NAME, CSV_NAME)}
 CSV_COLUMNS = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", *EMOTIONS, "label", "confidence"]
 #: Frame rate assumed when a container states none.
 FALLBACK_FPS = 25.0
@@ -588,7 +590,7 @@ def prepare_output(out: Path, source: Path) -> Path:
     also one whose results would replace the video being read (`vs/annotated.mp4 --out vs` did, with exit 0)."""
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out}: exists and is not a folder")
-    for name in (ANNOTATED_NAME, CSV_NAME):
+    for name in (ANNOTATED_NAME, CSV_NAME, *PARTIAL_NAMES.values()):  # a partial is written, then removed or renamed
         if (out / name).is_dir():
             raise UserInputError(f"{out / name}: is a folder, so the result cannot be written there")
         if (out / name).exists() and source.exists() and (out / name).samefile(source):
@@ -634,8 +636,8 @@ def analyse_video(
             "each); please resize the video"
         )
     out = prepare_output(Path(out_dir), source)
-    annotated, partial = out / ANNOTATED_NAME, out / f".{ANNOTATED_NAME}.partial"
-    csv_path, partial_csv = out / CSV_NAME, out / f".{CSV_NAME}.partial"
+    annotated, partial = out / ANNOTATED_NAME, out / PARTIAL_NAMES[ANNOTATED_NAME]
+    csv_path, partial_csv = out / CSV_NAME, out / PARTIAL_NAMES[CSV_NAME]
     tracker = tracker or FaceTracker()
     tracker.reset()
     rows: list[dict[str, Any]] = []

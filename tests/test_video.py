@@ -193,11 +193,12 @@ def test_an_unusable_output_folder_is_refused_before_decoding(tmp_path: Path) ->
             analyse_video(source, None, out)  # type: ignore[arg-type]  # no pipeline: nothing may be analysed
 
 
-@pytest.mark.parametrize("name", [video.ANNOTATED_NAME, video.CSV_NAME])
+@pytest.mark.parametrize("name", [video.ANNOTATED_NAME, video.CSV_NAME, *video.PARTIAL_NAMES.values()])
 def test_an_input_that_is_one_of_the_outputs_is_refused_before_any_work(
     tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`video vs/annotated.mp4 --out vs` replaced the video it read with its annotated copy, with exit 0."""
+    """`video vs/annotated.mp4 --out vs` replaced the video it read with its annotated copy, with exit 0; a video
+    named as a hidden partial result was overwritten as it was read, then deleted."""
     source = write_video(tmp_path / "in.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264").rename(tmp_path / name)
     before = source.read_bytes()
     linked = tmp_path / "linked"
