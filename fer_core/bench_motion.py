@@ -62,6 +62,11 @@ PATHS = (
         "sway", "head sway, up to 6 px a frame", lambda t: (320 + _wave(80, 90, t), 240 + _wave(20, 60, t), 1.0, 0.0)
     ),
     Path2D("fast", "across the picture, up to 28 px a frame", lambda t: (320 + _wave(200, 45, t), 240.0, 1.0, 0.0)),
+    Path2D(
+        "fast_10fps",
+        "the same, seen 10 times a second (a busy machine passes on frames in bursts): up to 84 px a frame",
+        lambda t: (320 + _wave(200, 15, t), 240.0, 1.0, 0.0),
+    ),
     Path2D("approach", "towards and away, 0.6x to 1.4x", lambda t: (320.0, 240.0, 1.0 + _wave(0.4, 90, t), 0.0)),
     Path2D(
         "tilt",

@@ -5,11 +5,14 @@ every Nth frame, and in between the latest boxes used to be drawn where the face
 box behind by the analysis's lag. `BoxFollower` moves each box with its face instead: points inside the box are
 followed frame to frame by pyramidal Lucas-Kanade flow (OpenCV), kept only where the flow back lands where it
 started (the forward-backward check of Kalal et al.'s Median Flow), and the box shifts by their median move and
-scales by the median change of their distances to each other. A box whose points are lost at once (a cut, a turned
-head, a face leaving the picture) stays where it was until the next analysis, rather than follow whatever is under
-it now: never worse than not following. Points that dwindle a few at a time are picked afresh inside the box.
+scales by the median change of their distances to each other. When a box's points are lost at once (a face that moved
+further than flow reaches, in a burst of frames from a busy machine), its face is looked for again nearby by
+template matching; not found either (a cut, a turned head, a face leaving the picture), the box stays where it was
+until the next analysis rather than follow whatever is under it now: never worse than not following. Points that
+dwindle a few at a time are picked afresh inside the box.
 
-Flow runs on a grey copy at most `FLOW_SIDE` px on its longer side, so a 1080p frame costs what a 640x480 one does.
+Flow runs on a grey copy at most `FLOW_SIDE` px on its longer side, so a 1080p frame costs what a 320x240 one does:
+in a browser on a 2-core machine, following at 640 px slowed the camera's frames from 17 to 12 a second.
 `python -m fer_core.bench_motion` measures how much closer to the face the boxes stay, and what it costs.
 """
 
@@ -23,8 +26,8 @@ import numpy as np
 
 from fer_core.pipeline import Box
 
-#: Longer side of the grey copy the flow runs on.
-FLOW_SIDE = 640
+#: Longer side of the grey copy the flow runs on (faces the webcam page finds are 32 px or more at 640: 16 here).
+FLOW_SIDE = 320
 #: Points followed per box, picked as corners (Shi-Tomasi) in the box's inner part, topped up from a grid.
 MAX_POINTS = 40
 #: Fewer surviving points than this and the box stays put this frame (and its points are picked again).
@@ -36,9 +39,16 @@ INNER_MARGIN = 0.15
 MAX_ROUND_TRIP_PX = 1.0
 #: Scale change per step accepted from the points; a larger one is noise (a few points on an edge) and is clipped.
 MAX_STEP_SCALE = 1.25
-#: Lucas-Kanade window (px of the grey copy) and pyramid levels: level 3 follows moves of about 60 px per step.
+#: Lucas-Kanade window (px of the grey copy) and pyramid levels (3: moves of a few dozen px per step).
 LK_WINDOW = (21, 21)
 LK_LEVELS = 3
+#: When a box's points are lost at once, its face is looked for again (template matching of the box's inner part
+#: as last seen) this many box sizes around where it was: a busy machine hands the callback frames in bursts, with
+#: a face 2 widths further on after a 300 ms gap, which flow cannot bridge (it finds nothing, or a wrong match the
+#: round trip then rejects).
+SEARCH_REACH = 2.5
+#: Normalised correlation the face must reach there to count as found again (a cut or a turned head scores less).
+MIN_MATCH = 0.7
 _LK_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
 
 
@@ -70,29 +80,73 @@ class FlowFrame:
         return cls(np.ascontiguousarray(grey), scale)
 
 
-def pick_points(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Up to `MAX_POINTS` points (N, 2) worth following inside the inner part of `box` (grey copy's pixels):
-    corners first, since flat skin gives the flow nothing to hold on to; a grid fills in when there are few."""
+def inner_part(grey: np.ndarray, box: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The inner part of `box` (`INNER_MARGIN` off each side) within the frame, as left, top, right, bottom; None
+    when under 2 px either way or the box is not finite (a box the models got wrong: nothing to follow)."""
+    if not np.isfinite(box).all():
+        return None
     height, width = grey.shape[:2]
-    if not np.isfinite(box).all():  # a box the models got wrong: nothing to follow, and no error
-        return np.empty((0, 2), np.float32)
     x1, y1, x2, y2 = box
     dx, dy = (x2 - x1) * INNER_MARGIN, (y2 - y1) * INNER_MARGIN
     left, top = int(np.clip(x1 + dx, 0, width)), int(np.clip(y1 + dy, 0, height))
     right, bottom = int(np.clip(x2 - dx, 0, width)), int(np.clip(y2 - dy, 0, height))
-    if right - left < 2 or bottom - top < 2:
+    return (left, top, right, bottom) if right - left >= 2 and bottom - top >= 2 else None
+
+
+def pick_points(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Up to `MAX_POINTS` points (N, 2) worth following inside the inner part of `box` (grey copy's pixels):
+    corners first, since flat skin gives the flow nothing to hold on to; a grid fills in when there are few."""
+    part = inner_part(grey, box)
+    if part is None:
         return np.empty((0, 2), np.float32)
-    mask = np.zeros(grey.shape[:2], np.uint8)
-    mask[top:bottom, left:right] = 255
+    left, top, right, bottom = part
     spacing = max(2.0, min(right - left, bottom - top) / 8)
-    corners = cv2.goodFeaturesToTrack(grey, MAX_POINTS, 0.01, spacing, mask=mask)
-    points = np.empty((0, 2), np.float32) if corners is None else corners.reshape(-1, 2)
+    # On the box's own pixels: a masked search of the whole frame cost 25 times as much (1.6 ms against 0.06)
+    corners = cv2.goodFeaturesToTrack(np.ascontiguousarray(grey[top:bottom, left:right]), MAX_POINTS, 0.01, spacing)
+    points = (
+        np.empty((0, 2), np.float32) if corners is None else corners.reshape(-1, 2) + np.array([left, top], np.float32)
+    )
     if len(points) < MAX_POINTS // 2:
         xs = np.linspace(left, right - 1, 5, dtype=np.float32)
         ys = np.linspace(top, bottom - 1, 5, dtype=np.float32)
         grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
         points = np.concatenate([points, grid])[:MAX_POINTS]
     return points.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A box's inner part as last seen, and where that part sits in its box (offset of its top-left corner)."""
+
+    patch: np.ndarray
+    offset: tuple[float, float]
+
+    @classmethod
+    def of(cls, grey: np.ndarray, box: np.ndarray) -> Template | None:
+        part = inner_part(grey, box)
+        if part is None:
+            return None
+        left, top, right, bottom = part
+        patch = grey[top:bottom, left:right].copy()
+        if patch.std() < 2.0:  # flat: correlation means nothing there
+            return None
+        return cls(patch, (left - float(box[0]), top - float(box[1])))
+
+    def find(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """`box` moved to where its face is in `grey`, searched `SEARCH_REACH` box sizes around; None when no place
+        correlates at `MIN_MATCH` or more."""
+        height, width = grey.shape[:2]
+        reach_x, reach_y = SEARCH_REACH * (box[2] - box[0]), SEARCH_REACH * (box[3] - box[1])
+        left, top = int(np.clip(box[0] - reach_x, 0, width)), int(np.clip(box[1] - reach_y, 0, height))
+        right, bottom = int(np.clip(box[2] + reach_x, 0, width)), int(np.clip(box[3] + reach_y, 0, height))
+        region = grey[top:bottom, left:right]
+        if region.shape[0] < self.patch.shape[0] or region.shape[1] < self.patch.shape[1]:
+            return None
+        _, best, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(region, self.patch, cv2.TM_CCOEFF_NORMED))
+        if not best >= MIN_MATCH:  # NaN included
+            return None
+        new_x1, new_y1 = left + x - self.offset[0], top + y - self.offset[1]
+        return np.array([new_x1, new_y1, new_x1 + box[2] - box[0], new_y1 + box[3] - box[1]])
 
 
 def box_move(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, float]:
@@ -127,7 +181,8 @@ class BoxFollower:
         self._scale = 1.0
         self._boxes: list[np.ndarray] = []  # in the grey copy's pixels
         self._points: list[np.ndarray] = []
-        self._lost: list[bool] = []  # its points failed all at once: it waits for the next anchor
+        self._lost: list[bool] = []  # its points failed and its face was not found again: it waits for the next anchor
+        self._templates: list[Template | None] = []
 
     @property
     def boxes(self) -> list[Box]:
@@ -136,7 +191,7 @@ class BoxFollower:
 
     def reset(self) -> None:
         """Forget the boxes and the last frame (a new stream, another camera, another resolution)."""
-        self._grey, self._boxes, self._points, self._lost = None, [], [], []
+        self._grey, self._boxes, self._points, self._lost, self._templates = None, [], [], [], []
 
     def anchor(self, frame: FlowFrame, boxes: Sequence[Box]) -> None:
         """Start following `boxes`, found in `frame`, from that frame."""
@@ -144,6 +199,7 @@ class BoxFollower:
         self._boxes = [np.asarray(box, dtype=np.float64) * self._scale for box in boxes]
         self._points = [pick_points(self._grey, box) for box in self._boxes]
         self._lost = [len(points) < MIN_POINTS for points in self._points]  # flat or tiny: nothing to hold on to
+        self._templates = [Template.of(self._grey, box) for box in self._boxes]
 
     def follow(self, frame: FlowFrame) -> list[Box]:
         """The boxes moved to `frame`, the next frame of the same stream ([] before any `anchor`). A frame of
@@ -165,7 +221,7 @@ class BoxFollower:
             for index, count in enumerate(counts):
                 span = slice(offset, offset + count)
                 offset += count
-                self._step(index, start[span, 0], end[span, 0], kept[span])
+                self._step(index, grey, start[span, 0], end[span, 0], kept[span])
         self._grey, self._scale = grey, scale  # the same grey size may come from another frame size
         self._refill(index for index, points in enumerate(self._points) if len(points) < MAX_POINTS // 2)
         return self.boxes
@@ -177,15 +233,22 @@ class BoxFollower:
             if not self._lost[index]:
                 self._points[index] = pick_points(self._grey, self._boxes[index])
 
-    def _step(self, index: int, before: np.ndarray, after: np.ndarray, kept: np.ndarray) -> None:
-        """Move box `index` by its surviving points; when too few survive, the box is lost where it is."""
-        if kept.sum() < MIN_POINTS:
-            self._points[index] = np.empty((0, 2), np.float32)
-            self._lost[index] = True
+    def _step(self, index: int, grey: np.ndarray, before: np.ndarray, after: np.ndarray, kept: np.ndarray) -> None:
+        """Move box `index` by its surviving points to `grey`; when too few survive, look for its face again, and
+        when it is not found the box is lost where it is."""
+        if kept.sum() >= MIN_POINTS:
+            shift, scale = box_move(before[kept].astype(np.float64), after[kept].astype(np.float64))
+            self._boxes[index] = moved_box(self._boxes[index], shift, scale)
+            self._points[index] = after[kept].astype(np.float32)
             return
-        shift, scale = box_move(before[kept].astype(np.float64), after[kept].astype(np.float64))
-        self._boxes[index] = moved_box(self._boxes[index], shift, scale)
-        self._points[index] = after[kept].astype(np.float32)
+        template = self._templates[index]
+        found = None if template is None else template.find(grey, self._boxes[index])
+        self._points[index] = np.empty((0, 2), np.float32)  # picked afresh where it was found
+        if found is None:
+            self._lost[index] = True
+        else:
+            self._boxes[index] = found
+            self._templates[index] = Template.of(grey, found) or template
 
     @staticmethod
     def _round_trip(previous: np.ndarray, current: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -41,19 +42,27 @@ def test_a_box_followed_frame_by_frame_stays_on_a_fast_face() -> None:
     assert iou(truth[0], truth[-1]) < 0.1  # where the box was drawn until now: off the face
 
 
-def test_a_late_result_is_followed_through_the_frames_since_not_jumped() -> None:
-    """A result for frame 0 arriving at frame 6: chained through 1..6 it lands on the face; flow straight from
-    frame 0 to 6 (about 150 px) loses it, which is why the webcam keeps the frames in between."""
+def test_a_late_result_is_followed_through_the_frames_since() -> None:
+    """A result for frame 0 arriving at frame 6 (the face 150 px further on), chained through 1..6, as the webcam
+    does with the frames it keeps: it lands on the face."""
     pictures, truth = fast_clip(7)
-    frames = [FlowFrame.of(picture) for picture in pictures]
-    chained, jumped = BoxFollower(), BoxFollower()
-    chained.anchor(frames[0], [truth[0]])
-    jumped.anchor(frames[0], [truth[0]])
-    for frame in frames[1:]:
-        (box,) = chained.follow(frame)
-    (leap,) = jumped.follow(frames[-1])
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])
+    for picture in pictures[1:]:
+        (box,) = follower.follow(FlowFrame.of(picture))
     assert iou(box, truth[-1]) > 0.95
-    assert iou(leap, truth[-1]) < 0.5
+
+
+def test_a_face_further_than_flow_reaches_is_found_again() -> None:
+    """Frames in bursts (a busy machine): the face 80 px and more further on at each frame the follower sees. Flow
+    finds nothing the round trip accepts there; the face's last look, matched nearby, puts the box back on it."""
+    pictures, truth = zip(*clip(PATH["fast_10fps"], 8), strict=True)
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(pictures[0]), [truth[0]])
+    for picture, box in zip(pictures[1:], truth[1:], strict=True):
+        (followed,) = follower.follow(FlowFrame.of(picture))
+        assert iou(followed, box) > 0.9
+    assert max(abs(a[0] - b[0]) for a, b in itertools.pairwise(truth)) > 80
 
 
 def test_a_face_tilting_and_coming_closer_keeps_its_box() -> None:
@@ -95,7 +104,7 @@ def test_odd_boxes_and_frame_sizes() -> None:
     (halved,) = follower.follow(FlowFrame.of(cv2.resize(picture, (640, 480))))
     np.testing.assert_allclose(halved, boxes[0], atol=1.0)
     grey = FlowFrame.of(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY))
-    assert grey.grey.shape == (480, 640) and grey.scale == 1.0
+    assert grey.grey.shape == (240, 320) and grey.scale == 0.5
 
 
 def test_frames_the_flow_cannot_use_are_named_and_bad_boxes_are_left_alone() -> None:
@@ -104,7 +113,9 @@ def test_frames_the_flow_cannot_use_are_named_and_bad_boxes_are_left_alone() -> 
     np.testing.assert_array_equal(rgba.grey, FlowFrame.of(picture).grey)
     grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
     assert not np.shares_memory(FlowFrame.of(grey).grey, grey)  # the caller may draw on its frame afterwards
-    assert FlowFrame.of(grey[:, :, None]).grey.shape == (480, 640)
+    small = np.ascontiguousarray(grey[:200, :300])  # under FLOW_SIDE: kept at its size, so a copy is needed
+    assert not np.shares_memory(FlowFrame.of(small).grey, small)
+    assert FlowFrame.of(grey[:, :, None]).grey.shape == (240, 320)
     bad_frames: list[tuple[np.ndarray, str]] = [
         (np.zeros((0, 5, 3), np.uint8), "non-empty 8-bit"),
         (picture.astype(np.float32), "8-bit"),
