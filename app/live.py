@@ -48,7 +48,7 @@ FPS_WINDOW = 30
 STALE_AFTER_S = 5.0
 #: The analysis thread ends after this long without a new frame (the stream stopped).
 IDLE_EXIT_S = 5.0
-#: Frames kept (grey, at most 640 px: 300 KB each) to follow a late result through: a second of camera. A result
+#: Frames kept (grey, at most 320 px: 77 KB each) to follow a late result through: a second of camera. A result
 #: older than that is drawn where it was found until the next one.
 CATCH_UP_FRAMES = 30
 
