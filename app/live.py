@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import av
@@ -248,12 +248,19 @@ class LiveStore:
             log.exception(what)
 
     def _resize(self, old: tuple[int, ...], new: tuple[int, ...]) -> None:
-        """The same stream at another resolution: tracks and their smoothing go on in the new pixels; the boxes
-        drawn so far (old pixels) and a frame in the models now (old size) are dropped."""
+        """The same stream at another resolution: tracks, their smoothing and the boxes drawn go on in the new
+        pixels (dropped, the boxes vanished for a few frames at each of the changes a busy browser makes); a frame in
+        the models now (old size) is dropped. The follower is anchored first, while the boxes are in the pixels of
+        the frame they were found in, and takes frames of the new size itself."""
         self._stream += 1
-        self._faces = []
-        self._forget_motion()
-        self._tracker.rescale(new[1] / old[1], new[0] / old[0])
+        if self._faces and self._settings.follow:
+            self._followed_boxes(self._faces)
+        sx, sy = new[1] / old[1], new[0] / old[0]
+        self._faces = [
+            replace(face, box=(face.box[0] * sx, face.box[1] * sy, face.box[2] * sx, face.box[3] * sy))
+            for face in self._faces
+        ]
+        self._tracker.rescale(sx, sy)
 
     def _restart(self) -> None:
         """The camera was stopped and started again: old timestamps would drag the FPS towards zero for a window's
@@ -267,7 +274,7 @@ class LiveStore:
         self._tracker.reset()
 
     def _forget_motion(self) -> None:
-        """Frames of another size or stream cannot be followed into: the kept frames and the followed boxes go."""
+        """A new stream (or following switched off) is not followed into: the kept frames and followed boxes go."""
         self._flow_frames.clear()
         self._follower.reset()
         self._followed = None
