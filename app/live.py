@@ -197,8 +197,8 @@ class LiveStore:
         """The faces' boxes moved from the frame they were found in to the newest one (lock held). A new result is
         anchored on its own frame and followed through every kept frame since; after that, one step per frame."""
         found_in = self._faces_number
-        kept = dict(self._flow_frames)
         if self._followed is None or self._followed[0] != found_in:
+            kept = dict(self._flow_frames)  # only for a new result: the frame it was found in
             if found_in is None or found_in not in kept:  # not a camera frame, or older than the frames kept
                 return [face.box for face in faces]
             self._follower.anchor(kept[found_in], [face.box for face in faces])

@@ -93,12 +93,19 @@ def inner_part(grey: np.ndarray, box: np.ndarray) -> tuple[int, int, int, int] |
     when under 2 px either way or the box is not finite (a box the models got wrong: nothing to follow)."""
     if not np.isfinite(box).all():
         return None
+    left, top, right, bottom = grown_within(grey, box, -INNER_MARGIN)
+    return (left, top, right, bottom) if right - left >= 2 and bottom - top >= 2 else None
+
+
+def grown_within(grey: np.ndarray, box: np.ndarray, by: float) -> tuple[int, int, int, int]:
+    """`box` grown on each side by `by` times its width and height (shrunk when negative), clipped to the frame,
+    in whole pixels: left, top, right, bottom."""
     height, width = grey.shape[:2]
     x1, y1, x2, y2 = box
-    dx, dy = (x2 - x1) * INNER_MARGIN, (y2 - y1) * INNER_MARGIN
-    left, top = int(np.clip(x1 + dx, 0, width)), int(np.clip(y1 + dy, 0, height))
-    right, bottom = int(np.clip(x2 - dx, 0, width)), int(np.clip(y2 - dy, 0, height))
-    return (left, top, right, bottom) if right - left >= 2 and bottom - top >= 2 else None
+    dx, dy = (x2 - x1) * by, (y2 - y1) * by
+    left, top = int(np.clip(x1 - dx, 0, width)), int(np.clip(y1 - dy, 0, height))
+    right, bottom = int(np.clip(x2 + dx, 0, width)), int(np.clip(y2 + dy, 0, height))
+    return left, top, right, bottom
 
 
 def pick_points(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -143,10 +150,7 @@ class Template:
     def find(self, grey: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """`box` moved to where its face is in `grey`, searched `SEARCH_REACH` box sizes around; None unless one
         place correlates at `MIN_MATCH` or more and `MIN_MATCH_LEAD` more than any other."""
-        height, width = grey.shape[:2]
-        reach_x, reach_y = SEARCH_REACH * (box[2] - box[0]), SEARCH_REACH * (box[3] - box[1])
-        left, top = int(np.clip(box[0] - reach_x, 0, width)), int(np.clip(box[1] - reach_y, 0, height))
-        right, bottom = int(np.clip(box[2] + reach_x, 0, width)), int(np.clip(box[3] + reach_y, 0, height))
+        left, top, right, bottom = grown_within(grey, box, SEARCH_REACH)
         region = grey[top:bottom, left:right]
         if region.shape[0] < self.patch.shape[0] or region.shape[1] < self.patch.shape[1]:
             return None
