@@ -9,7 +9,8 @@ The callback never waits for the models: it hands the newest frame to this sessi
 returns at once with the latest known faces drawn on the current frame, their boxes moved with the faces by optical
 flow (`fer_core.motion`) from the frame they were found in: the callback keeps the last `CATCH_UP_FRAMES` frames'
 grey copies, so a result that comes in late is followed through every frame since, not jumped to the newest one
-(a jump loses a fast face). So slow models never slow the video
+(a jump loses a fast face); where the faces were followed to on the frame analysed next is what the tracker matches
+that frame's faces against, so a fast face keeps its id. So slow models never slow the video
 (only a machine too busy to draw every frame does: streamlit-webrtc then passes the callback only the newest and
 drops the rest, and the page's video FPS, counted here, shows it), frames arriving while the models are busy are
 skipped rather than queued, and streamlit-webrtc never kills the stream for a callback that took too long (it
@@ -153,6 +154,9 @@ class LiveStore:
         self._flow_frames: deque[tuple[int, FlowFrame]] = deque(maxlen=CATCH_UP_FRAMES)
         self._follower = BoxFollower()
         self._followed: tuple[int, int] | None = None  # (frame anchored on, last frame followed to)
+        #: (frame number, {track id: box}) for each frame the drawn faces were followed to, for the tracker to match
+        #: the next result against where the faces were on its frame (not where they were found before)
+        self._moved: deque[tuple[int, dict[int, Box]]] = deque(maxlen=CATCH_UP_FRAMES)
 
     def configure(self, pipe: Pipeline, settings: TrackerSettings) -> None:
         """Called on every page run; a changed smoothing setting applies to the faces already followed."""
@@ -203,13 +207,20 @@ class LiveStore:
                 return [face.box for face in faces]
             self._follower.anchor(kept[found_in], [face.box for face in faces])
             self._followed = (found_in, found_in)
+            self._moved.clear()
         anchored, last = self._followed
         for number, flow_frame in self._flow_frames:
             if number > last:
                 self._follower.follow(flow_frame)
+                self._moved.append((number, self._follower.followed_by([face.track_id for face in faces])))
                 last = number
         self._followed = (anchored, last)
         return self._follower.boxes
+
+    def _moved_to(self, number: int | None) -> dict[int, Box] | None:
+        """Where the faces drawn were followed to on camera frame `number`, by track id (lock held); None when they
+        were not followed that far (following off, a frame older than the last result, or not a camera frame)."""
+        return next((moved for kept, moved in self._moved if kept == number), None)
 
     def callback(self, frame: av.VideoFrame) -> av.VideoFrame:
         """streamlit-webrtc's `video_frame_callback`. An exception here would end the video for good (the worker
@@ -255,6 +266,7 @@ class LiveStore:
         self._stream += 1
         if self._faces and self._settings.follow:
             self._followed_boxes(self._faces)
+        self._moved.clear()  # in the old pixels, and for a frame whose result is now dropped
         sx, sy = new[1] / old[1], new[0] / old[0]
         self._faces = [
             replace(face, box=(face.box[0] * sx, face.box[1] * sy, face.box[2] * sx, face.box[3] * sy))
@@ -279,6 +291,7 @@ class LiveStore:
         self._follower.reset()
         self._followed = None
         self._faces_number = None
+        self._moved.clear()
 
     def _work(self) -> None:
         """Analyse the newest pending frame, again and again; exit when frames stop coming."""
@@ -312,7 +325,7 @@ class LiveStore:
         with self._lock:
             if stream != self._stream:  # the camera restarted while this frame was in the models: it is stale
                 return []
-            tracked = self._tracker.update(faces)
+            tracked = self._tracker.update(faces, self._moved_to(number))
             self._faces, self._faces_number = tracked, number
             self._frames += 1
             self._analysed_at.append(self._clock())

@@ -12,7 +12,9 @@ newest frame is analysed (as the webcam's analysis thread does). Each strategy d
 * ``chain``: followed through every frame in between, then frame to frame.
 
 Reported per path and lag: mean IoU of drawn and true box, the share of frames with IoU >= 0.5, the mean centre
-error in face widths, and the follower's median and 90th-percentile milliseconds per frame. A pasted face moves
+error in face widths, how many track ids the one face was given (1 is right: each new id restarts its smoothed
+label; `FaceTracker` matches each result against the box drawn on the frame it analysed), and the follower's median
+and 90th-percentile milliseconds per frame. A pasted face moves
 rigidly, so flow does better here than on a turning head: the figures bound what following can do.
 """
 
@@ -23,16 +25,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from fer_core import cli
 from fer_core.bench import face_patch, summarise
+from fer_core.labels import EMOTIONS
 from fer_core.motion import BoxFollower, FlowFrame
-from fer_core.pipeline import Box
-from fer_core.tracking import iou_matrix
+from fer_core.pipeline import Box, FaceResult
+from fer_core.tracking import FaceTracker, iou_matrix
 
 FRAME_SIZE = (640, 480)
 #: Side of the pasted face patch (face plus context) at scale 1.
@@ -102,21 +105,39 @@ def clip(path: Path2D, frames: int, seed: int = 0) -> Iterator[tuple[np.ndarray,
         yield noisy, (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h)
 
 
-def drawn_boxes(pictures: list[np.ndarray], truth: list[Box], lag: int, strategy: str) -> tuple[list[Box], list[float]]:
-    """The box each strategy draws on frames `lag` onwards, and the milliseconds each drawn frame cost (its grey
-    copy for the flow, made as each frame arrives and kept, as the webcam page keeps them, plus the following)."""
+class Drawn(NamedTuple):
+    boxes: list[Box]  # on frames `lag` onwards
+    ms: list[float]  # per drawn frame
+    track_ids: int  # distinct ids the one face was given
+
+
+def drawn_boxes(pictures: list[np.ndarray], truth: list[Box], lag: int, strategy: str) -> Drawn:
+    """The box each strategy draws on frames `lag` onwards, the milliseconds each drawn frame cost (its grey copy
+    for the flow, made as each frame arrives and kept, as the webcam page keeps them, plus the following), and how
+    many track ids the face got from a `FaceTracker` fed each result as it arrives, with the box the strategy drew
+    on the analysed frame as where the face's track is now (`moved`; "hold": none, the box it was found in)."""
     follower = BoxFollower()
+    tracker = FaceTracker()
     drawn: list[Box] = []
+    followed: list[dict[int, Box]] = []  # per drawn box: {0: box} while it moves with the face, {} once lost
     costs: list[float] = []
+    ids: list[int] = []
     frames = [FlowFrame.of(picture) for picture in pictures[:lag]]
     analysed = 0
     for t in range(lag, len(pictures)):
+        if t - analysed >= 2 * lag:  # the next result is in: the frame analysed when the last one came
+            analysed += lag
+        arrived = t - analysed == lag  # this frame's result just arrived
+        if arrived:  # tracked on the analysis's time, not the drawing's: not in `costs`
+            on_analysed = analysed - lag  # the box drawn on the analysed frame, if one was
+            moved = {}
+            if ids and on_analysed >= 0 and followed[on_analysed]:  # "hold" follows nothing
+                moved = {ids[-1]: followed[on_analysed][0]}
+            ids.append(tracker.update([_found(truth[analysed])], moved)[0].track_id)
         started = time.perf_counter()
         if strategy != "hold":
             frames.append(FlowFrame.of(pictures[t]))
-        if t - analysed >= 2 * lag:  # the next result is in: the frame analysed when the last one came
-            analysed += lag
-        if (t - analysed) == lag:  # this frame's result just arrived
+        if arrived:
             if strategy == "hold":
                 box = truth[analysed]
             else:
@@ -129,7 +150,13 @@ def drawn_boxes(pictures: list[np.ndarray], truth: list[Box], lag: int, strategy
             box = truth[analysed] if strategy == "hold" else follower.follow(frames[t])[0]
         costs.append((time.perf_counter() - started) * 1000)
         drawn.append(box)
-    return drawn, costs
+        followed.append({} if strategy == "hold" else follower.followed_by([0]))
+    return Drawn(drawn, costs, len(set(ids)))
+
+
+def _found(box: Box) -> FaceResult:
+    """A perfect analysis's face (the emotion does not matter here)."""
+    return FaceResult(box, 1.0, EMOTIONS[0], 1.0, {EMOTIONS[0]: 1.0}, {})
 
 
 def score(drawn: list[Box], truth: list[Box]) -> dict[str, float]:
@@ -150,9 +177,10 @@ def run(frames: int, lags: list[int]) -> dict[str, Any]:
         pictures, truth = map(list, zip(*clip(path, frames), strict=True))
         for lag in lags:
             for strategy in STRATEGIES:
-                drawn, costs = drawn_boxes(pictures, truth, lag, strategy)
-                row: dict[str, Any] = dict(score(drawn, truth[lag:]))
-                row["ms_per_frame"] = summarise(costs)
+                drawn = drawn_boxes(pictures, truth, lag, strategy)
+                row: dict[str, Any] = dict(score(drawn.boxes, truth[lag:]))
+                row["track_ids"] = drawn.track_ids
+                row["ms_per_frame"] = summarise(drawn.ms)
                 results[f"{path.name}/lag{lag}/{strategy}"] = row
     return {
         "frames": frames,
@@ -171,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames < 2 or min(args.lags) < 1 or max(args.lags) >= args.frames:
         parser.error("--frames must be at least 2 and every lag between 1 and frames - 1")
     report = run(args.frames, args.lags)
-    print(f"{'path/lag/strategy':<24} {'IoU':>6} {'IoU>=.5':>8} {'centre err':>10} {'ms med':>7} {'ms p90':>7}")
+    print(
+        f"{'path/lag/strategy':<24} {'IoU':>6} {'IoU>=.5':>8} {'centre err':>10} {'ids':>4} {'ms med':>7} {'ms p90':>7}"
+    )
     for name, row in report["results"].items():
         ms = row["ms_per_frame"]
         print(
             f"{name:<24} {row['mean_iou']:>6.3f} {row['iou_at_least_0.5']:>8.3f} "
-            f"{row['centre_error_widths']:>10.3f} {ms['median']:>7.2f} {ms['p90']:>7.2f}"
+            f"{row['centre_error_widths']:>10.3f} {row['track_ids']:>4} {ms['median']:>7.2f} {ms['p90']:>7.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -57,6 +58,7 @@ MIN_MATCH = 0.85
 MIN_MATCH_LEAD = 0.1
 #: A place found again that overlaps another box this much (IoU) is that face, not this one.
 MAX_OVERLAP_WITH_OTHERS = 0.3
+K = TypeVar("K")
 _LK_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
 
 
@@ -206,6 +208,12 @@ class BoxFollower:
     def boxes(self) -> list[Box]:
         """The boxes where they were last followed to, in the last frame's pixels."""
         return [self._to_frame(box) for box in self._boxes]
+
+    def followed_by(self, keys: Sequence[K]) -> dict[K, Box]:
+        """The boxes still moving with their faces, keyed by `keys` (one per box, in the order anchored); lost ones
+        (waiting where they were for the next anchor) are left out. With track ids: `FaceTracker.update`'s `moved`."""
+        boxes = zip(keys, self._boxes, self._lost, strict=True)
+        return {key: self._to_frame(box) for key, box, lost in boxes if not lost}
 
     def reset(self) -> None:
         """Forget the boxes and the last frame (a new stream, another camera, another resolution)."""

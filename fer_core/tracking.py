@@ -7,9 +7,12 @@ frame holds and, unlike greedy matching, keeps the pairing of most total overlap
 Faces and tracks left over are then paired by how far the face moved, up to `MAX_JUMP` widths of the track's box
 for a box of similar size (`MAX_AREA_RATIO`): analysed at a few frames a second (a busy machine, a video read every
 3rd frame), a face crossing the picture overlapped its last box too little and took a new id, and with it a
-fresh, unsmoothed label, on every analysed frame. There is no motion model: two faces that cross can swap ids (and
-smoothed probabilities) for a while, and a new face that appears near where one vanished less than `max_missed`
-frames ago continues that track.
+fresh, unsmoothed label, on every analysed frame. Where the caller follows the boxes between analyses
+(`fer_core.motion`), `update(faces, moved=...)` matches against where each face is now rather than where it was
+found: a face that moved further than `MAX_JUMP` in the meantime keeps its id (`python -m fer_core.bench_motion`
+counts the ids). Without that there is no motion model: two faces that cross can swap ids (and smoothed
+probabilities) for a while, and a new face that appears near where one vanished less than `max_missed` frames ago
+continues that track.
 
 Smoothing, per track, over the frames in which the face was seen:
 
@@ -25,7 +28,7 @@ Either way the result is still a probability distribution, and `label`/`confiden
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,6 +100,22 @@ def jump_matrix(tracks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(alike, jumps, np.inf)
 
 
+def _moved_box(track: _Track, moved: Mapping[int, Box] | None) -> np.ndarray:
+    """Where `moved` says the track's face is now, else where it was last found (also for a box lost to NaN)."""
+    box = None if moved is None else moved.get(track.track_id)
+    if box is None or not np.isfinite(box).all():
+        return track.box
+    return np.asarray(box, dtype=np.float64).reshape(4)
+
+
+def _jump_pairs(track_boxes: np.ndarray, boxes: np.ndarray) -> list[tuple[int, int]]:
+    """(track, face) pairs of the shortest total move, each at most `MAX_JUMP`."""
+    jumps = jump_matrix(track_boxes, boxes)
+    allowed = jumps <= MAX_JUMP
+    rows, cols = linear_sum_assignment(np.where(allowed, jumps, MAX_JUMP * 1e3))  # finite: always solvable
+    return [(r, c) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
+
+
 def probs_vector(probs: dict[str, float]) -> np.ndarray:
     """A probability dict in `EMOTIONS` order (missing classes count as 0)."""
     return np.array([float(probs.get(name, 0.0)) for name in EMOTIONS], dtype=np.float64)
@@ -163,22 +182,20 @@ class FaceTracker:
         self._tracks = []
         self._next_id = 1
 
-    def update(self, faces: Sequence[FaceResult]) -> list[TrackedFace]:
-        """Match this frame's faces to live tracks; returns one `TrackedFace` per input face, in input order."""
+    def update(self, faces: Sequence[FaceResult], moved: Mapping[int, Box] | None = None) -> list[TrackedFace]:
+        """Match this frame's faces to live tracks; returns one `TrackedFace` per input face, in input order.
+
+        `moved` gives, by track id, where a track's face is in this frame as followed since it was last found (other
+        ids are ignored). Tracks are matched by those boxes first (two faces that crossed keep their ids), and the
+        ones left over by the boxes they were found in (a box followed astray costs nothing); overlap before
+        distance."""
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         assigned: list[_Track | None] = [None] * len(faces)
         matched_tracks: set[int] = set()
         if self._tracks and len(faces):
-            iou = iou_matrix(np.stack([t.box for t in self._tracks]), boxes)
-            # Pairs under the threshold count for nothing in the assignment: otherwise a weak pairing that is
-            # rejected afterwards can still win the total and hand a face to its neighbour's track.
-            usable = np.where(iou >= self.iou_threshold, iou, 0.0)
-            rows, cols = linear_sum_assignment(-usable)
-            for r, c in zip(rows, cols, strict=True):
-                if usable[r, c] > 0.0:
-                    assigned[c] = self._tracks[r]
-                    matched_tracks.add(r)
-            self._pair_by_distance(boxes, assigned, matched_tracks)
+            found = np.stack([t.box for t in self._tracks])
+            now = [np.stack([_moved_box(t, moved) for t in self._tracks])] if moved else []
+            self._match([*now, found], boxes, assigned, matched_tracks)
 
         survivors = []
         for index, track in enumerate(self._tracks):
@@ -199,20 +216,30 @@ class FaceTracker:
             output.append(self._snapshot(known))
         return output
 
-    def _pair_by_distance(self, boxes: np.ndarray, assigned: list[_Track | None], matched: set[int]) -> None:
-        """Faces the overlap left without a track and tracks left without a face, paired by the shortest total
-        move up to `MAX_JUMP` (see the module's docstring)."""
-        faces = [index for index, track in enumerate(assigned) if track is None]
-        free = [index for index in range(len(self._tracks)) if index not in matched]
-        if not faces or not free:
-            return
-        jumps = jump_matrix(np.stack([self._tracks[index].box for index in free]), boxes[faces])
-        allowed = jumps <= MAX_JUMP
-        rows, cols = linear_sum_assignment(np.where(allowed, jumps, MAX_JUMP * 1e3))  # finite: always solvable
-        for r, c in zip(rows, cols, strict=True):
-            if allowed[r, c]:
-                assigned[faces[c]] = self._tracks[free[r]]
-                matched.add(free[r])
+    def _match(
+        self, track_boxes: list[np.ndarray], boxes: np.ndarray, assigned: list[_Track | None], matched: set[int]
+    ) -> None:
+        """Pair faces with tracks by overlap, then the faces and tracks left over by the shortest total move up to
+        `MAX_JUMP` (see the module's docstring); each way tries the tracks' boxes in `track_boxes` (a box for every
+        track in each) in turn, on what the ones before left over."""
+        for pairing in (self._overlap_pairs, _jump_pairs):
+            for known in track_boxes:
+                faces = [index for index, track in enumerate(assigned) if track is None]
+                free = [index for index in range(len(self._tracks)) if index not in matched]
+                if not faces or not free:
+                    return
+                for r, c in pairing(known[free], boxes[faces]):
+                    assigned[faces[c]] = self._tracks[free[r]]
+                    matched.add(free[r])
+
+    def _overlap_pairs(self, track_boxes: np.ndarray, boxes: np.ndarray) -> list[tuple[int, int]]:
+        """(track, face) pairs of most total overlap, each at least `iou_threshold`."""
+        iou = iou_matrix(track_boxes, boxes)
+        # Pairs under the threshold count for nothing in the assignment: otherwise a weak pairing that is
+        # rejected afterwards can still win the total and hand a face to its neighbour's track.
+        usable = np.where(iou >= self.iou_threshold, iou, 0.0)
+        rows, cols = linear_sum_assignment(-usable)
+        return [(r, c) for r, c in zip(rows, cols, strict=True) if usable[r, c] > 0.0]
 
     def _new_track(self, face: FaceResult, box: np.ndarray, probs: np.ndarray) -> _Track:
         track = _Track(self._next_id, box, face, probs, deque([probs], maxlen=self.window))

@@ -44,7 +44,7 @@ from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
 from fer_core.motion import BoxFollower, FlowFrame
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
-from fer_core.tracking import SMOOTHING, FaceTracker
+from fer_core.tracking import SMOOTHING, FaceTracker, TrackedFace
 
 ANNOTATED_NAME = "annotated.mp4"
 CSV_NAME = "faces.csv"
@@ -642,6 +642,7 @@ def analyse_video(
     tracker.reset()
     rows: list[dict[str, Any]] = []
     annotations: list[Annotation] = []
+    tracked: list[TrackedFace] = []  # of the last analysed frame
     follower = BoxFollower() if follow and every > 1 else None
     writer: VideoWriter | None = None
     size: tuple[int, ...] | None = None  # of the last fitted frame
@@ -661,13 +662,18 @@ def analyse_video(
                         annotations = scale_annotations(annotations, sx, sy)
                     size = image.shape[:2]
                     if frame.index % every == 0:
+                        flow_frame = None if follower is None else FlowFrame.of(image)
                         source_size = (frame.image.shape[1], frame.image.shape[0])  # the minimum face is in these
-                        tracked = tracker.update(pipe(image, source_size).faces)
+                        moved = None  # where the faces drawn are on this frame, for the tracker
+                        if follower is not None and flow_frame is not None and tracked:
+                            follower.follow(flow_frame)
+                            moved = follower.followed_by([face.track_id for face in tracked])
+                        tracked = tracker.update(pipe(image, source_size).faces, moved)
                         annotations = to_annotations(tracked)
                         rows.extend(face_rows(frame, tracked, scale))
                         analysed += 1
-                        if follower is not None:
-                            follower.anchor(FlowFrame.of(image), [box for box, *_ in annotations])
+                        if follower is not None and flow_frame is not None:
+                            follower.anchor(flow_frame, [face.box for face in tracked])
                     elif follower is not None and annotations:
                         annotations = with_boxes(annotations, follower.follow(FlowFrame.of(image)))
                     if writer is None:

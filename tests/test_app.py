@@ -852,7 +852,8 @@ def test_live_boxes_follow_a_moving_face_while_the_models_lag(
 ) -> None:
     """The callback drew the latest result where it was found: at up to 28 px a frame, a result 7 frames old was
     drawn about 150 px behind the face. Followed through the kept frames since, it lands on the face; switched off,
-    or older than the frames kept, it is drawn where it was found."""
+    or older than the frames kept, it is drawn where it was found. The next result (frame 6, 1.7 face widths on)
+    keeps the face's track id where it was followed there, and takes a new one (MAX_JUMP is 1.5) where it was not."""
     from app import live
     from fer_core.bench_motion import PATHS, clip
     from fer_core.tracking import iou_matrix
@@ -879,7 +880,7 @@ def test_live_boxes_follow_a_moving_face_while_the_models_lag(
             store.process(picture)  # frame 0 is in the models for all of these
         release.set()
         wait_until(lambda: store.status().frames == 1)
-        store.process(pictures[7])
+        store.process(pictures[7])  # frame 6 is in the models now, and frame 7 next
     finally:
         finish.set()
     assert len(drawn) == 1  # nothing drawn before the first result
@@ -888,6 +889,8 @@ def test_live_boxes_follow_a_moving_face_while_the_models_lag(
         assert iou_matrix(np.array(box), np.array(truth[7]))[0, 0] > 0.95
     else:
         assert box == truth[0]
+    wait_until(lambda: store.status().frames == 3)
+    assert [face.track_id for face in store.status().faces] == [1 if followed else 2]
 
 
 def test_a_moved_smoothing_slider_keeps_the_faces_followed() -> None:
@@ -918,7 +921,7 @@ def test_live_store_survives_a_tracker_failure_and_offers_no_stale_snapshot() ->
     store.configure(lambda image: ImageResult([], image.shape[1], image.shape[0]), TrackerSettings())  # type: ignore[arg-type]
     failures = [RuntimeError("tracker bug")]
 
-    def update_once_broken(faces: list[Any]) -> list[Any]:
+    def update_once_broken(faces: list[Any], moved: Any = None) -> list[Any]:
         if failures:
             raise failures.pop()
         return []

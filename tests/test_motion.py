@@ -137,6 +137,8 @@ def test_a_lost_box_waits_for_the_next_anchor_whatever_the_other_boxes_do() -> N
         for frame in (gone, gone, back, back, back):
             followed = follower.follow(FlowFrame.of(frame))
         np.testing.assert_allclose(followed[0], boxes[0], atol=1e-6)
+        keys = ["lost", "other"][: len(boxes)]
+        assert list(follower.followed_by(keys)) == keys[1:]  # a lost box is no guide to where its face is now
 
 
 def test_a_smaller_frame_is_followed_like_any_other() -> None:
@@ -212,6 +214,7 @@ def test_the_benchmark_prints_and_writes_its_figures(tmp_path: Path, capsys: pyt
     assert results["still/lag3/hold"]["mean_iou"] == 1.0
     assert results["fast/lag3/chain"]["mean_iou"] > 0.95 > 0.5 > results["fast/lag3/hold"]["mean_iou"]
     assert results["fast/lag3/chain"]["ms_per_frame"]["median"] > 0
+    assert results["fast_10fps/lag3/hold"]["track_ids"] > 1 == results["fast_10fps/lag3/chain"]["track_ids"]
     assert "fast/lag3/chain" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_motion.main(["--frames", "24", "--lags", "30"])

@@ -98,6 +98,36 @@ def test_far_box_gets_new_id_and_two_faces_do_not_swap() -> None:
     assert [t.track_id for t in third] == [1, 3]
 
 
+def test_a_face_followed_further_than_max_jump_keeps_its_id() -> None:
+    """Analysed a second apart, a face 4 widths on took a new id; where the caller followed it there, it keeps it."""
+    for moved, expected in [(None, 2), ({1: (195.0, 0.0, 245.0, 50.0)}, 1)]:
+        tracker = FaceTracker()
+        tracker.update([face((0, 0, 50, 50))])
+        assert tracker.update([face((200, 0, 250, 50))], moved)[0].track_id == expected
+
+
+def test_two_faces_that_crossed_keep_their_ids_where_they_were_followed() -> None:
+    """Between two analyses the faces swapped places: by where they were found, each took the other's id (and its
+    smoothed emotion)."""
+    tracker = FaceTracker()
+    tracker.update([face((0, 0, 50, 50), "happy"), face((150, 0, 200, 50), "sad")])
+    crossed = [face((148, 0, 198, 50), "happy"), face((2, 0, 52, 50), "sad")]
+    followed = {1: (147.0, 0.0, 197.0, 50.0), 2: (3.0, 0.0, 53.0, 50.0)}
+    assert [(t.track_id, t.label) for t in tracker.update(crossed, followed)] == [(1, "happy"), (2, "sad")]
+    swapped = FaceTracker()
+    swapped.update([face((0, 0, 50, 50), "happy"), face((150, 0, 200, 50), "sad")])
+    assert [t.track_id for t in swapped.update(crossed)] == [2, 1]
+
+
+def test_a_box_followed_astray_costs_the_face_nothing() -> None:
+    """A followed box that drifted off the face, a lost (NaN) one and ids the tracker does not know: each face is
+    matched by where it was found."""
+    tracker = FaceTracker()
+    tracker.update([face((0, 0, 50, 50)), face((300, 0, 350, 50))])
+    moved = {1: (600.0, 400.0, 650.0, 450.0), 2: (np.nan, 0.0, np.nan, 50.0), 7: (0.0, 0.0, 50.0, 50.0)}
+    assert [t.track_id for t in tracker.update([face((2, 0, 52, 50)), face((303, 0, 353, 50))], moved)] == [1, 2]
+
+
 def test_track_dropped_after_max_missed() -> None:
     tracker = FaceTracker(max_missed=2)
     box = (10, 10, 60, 60)

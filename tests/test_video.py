@@ -950,3 +950,16 @@ def test_boxes_move_with_the_face_between_analysed_frames(
             assert iou_matrix(np.array(box), np.array(true_box))[0, 0] > 0.9, index
     if not follow:
         assert iou_matrix(np.array(drawn[3]), np.array(truth[3]))[0, 0] < 0.5  # what following mends
+
+
+@pytest.mark.parametrize(("follow", "ids"), [(True, [1, 1]), (False, [1, 2])])
+def test_a_face_followed_between_analysed_frames_keeps_its_id(tmp_path: Path, follow: bool, ids: list[int]) -> None:
+    """With --every 6 the face is 1.7 widths on at the next analysed frame, past the tracker's MAX_JUMP from where it
+    was found: it took a new id (and restarted its smoothing). Matched against where it was followed to, it keeps
+    its id."""
+    from fer_core.bench_motion import PATHS, clip
+
+    pictures, truth = zip(*clip(next(p for p in PATHS if p.name == "fast"), 12), strict=True)
+    path = write_video(tmp_path / "fast.mp4", list(pictures), "libx264", options={"crf": "18"})
+    summary = analyse_video(path, PlacedFacePipeline(list(truth), 6), tmp_path / "out", 6, follow=follow)  # type: ignore[arg-type]
+    assert summary.faces["face_id"].tolist() == ids
