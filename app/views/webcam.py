@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from app import charts, ui
+from app import charts, ui, webrtc_relay
 from app.live import LiveStatus, LiveStore, parse_ice_servers
 from fer_core.detection import VIDEO_IMGSZ
 from fer_core.labels import EMOTIONS
@@ -86,6 +86,7 @@ def main() -> None:
 
     video, panel = st.columns([3, 2])
     with video:
+        webrtc_relay.install()  # the newest frame to the browser, never a backlog that grows behind the camera
         try:
             ctx = webrtc_streamer(
                 key="webcam",

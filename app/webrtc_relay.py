@@ -1,0 +1,57 @@
+"""Keep the webcam's shown video at the present: streamlit-webrtc's frame relay, handing on the newest frame only.
+
+streamlit-webrtc passes every track through one server-wide aiortc `MediaRelay`, subscribing each consumer *buffered*:
+an unbounded queue per consumer. The callback's output gets one frame per camera frame, and the WebRTC sender that
+encodes them for the browser takes them from that queue. On a busy machine (the models, the callback and the sender
+share two cores and one interpreter lock) the sender drains it more slowly than the camera fills it, so the video
+the page shows fell further and further behind the camera. In a headless Chromium at 640x480 on this 2-core machine
+the queue grew to 132 frames in 20 s, and over a two-minute run the shown video fell from 20 s to 84 s behind the
+frames the server was drawing.
+
+`LatestFrameRelay` subscribes every consumer unbuffered (aiortc's `buffered=False`): each takes the newest frame when
+it is ready for one, and frames it was too slow for are dropped rather than queued, so what the browser shows is at
+most a frame or two old. The webcam page uses no recorder, the one consumer that needs every frame.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiortc import MediaStreamTrack
+from aiortc.contrib.media import MediaRelay
+
+log = logging.getLogger(__name__)
+
+
+class LatestFrameRelay(MediaRelay):
+    """An aiortc relay whose consumers always get the newest frame, never a backlog (see the module's docstring)."""
+
+    def subscribe(self, track: MediaStreamTrack, buffered: bool = True) -> MediaStreamTrack:
+        """A consumer of `track` that skips to the newest frame; `buffered` is ignored (streamlit-webrtc asks for it
+        by default, for no reason that holds for a live view)."""
+        return super().subscribe(track, buffered=False)
+
+
+def install(holder: object | None = None) -> bool:
+    """Make `LatestFrameRelay` the relay streamlit-webrtc uses from now on (call before `webrtc_streamer`; the
+    streams already running keep theirs). streamlit-webrtc keeps its relay as an attribute of Streamlit's `Runtime`
+    (`holder`, by default the running one). False, with a log line, where that is not so: no Streamlit server (a
+    scripted run) or a streamlit-webrtc that keeps it elsewhere; the page then works as before, with the backlog."""
+    try:
+        from streamlit.runtime.runtime import Runtime
+        from streamlit_webrtc import relay as webrtc_relay
+
+        name = webrtc_relay._SERVER_GLOBAL_RELAY_ATTR_NAME_
+        if holder is None:
+            if not Runtime.exists():
+                return False
+            holder = Runtime.instance()
+    except (ImportError, AttributeError) as err:
+        log.warning("streamlit-webrtc's frame relay could not be replaced (%s): the shown video may lag", err)
+        return False
+    if not isinstance(getattr(holder, name, None), LatestFrameRelay):
+        setattr(holder, name, LatestFrameRelay())
+    return True
+
+
+__all__ = ["LatestFrameRelay", "install"]

@@ -1,0 +1,72 @@
+"""The webcam's relay hands the browser's sender the newest frame, never a backlog (app/webrtc_relay.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from aiortc import MediaStreamTrack
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
+
+from app import webrtc_relay
+
+
+class NumberedFrames(MediaStreamTrack):
+    """A camera of `count` frames, numbered 1, 2, ..., one a millisecond."""
+
+    kind = "video"
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count, self.sent = count, 0
+
+    async def recv(self) -> int:  # type: ignore[override]
+        await asyncio.sleep(0.001)
+        if self.sent == self.count:
+            raise MediaStreamError
+        self.sent += 1
+        return self.sent
+
+
+async def frames_seen_by_a_slow_consumer(relay: MediaRelay) -> tuple[int, int]:
+    """The first frame, then the frame got after 20 more came in while the consumer was busy."""
+    camera = NumberedFrames(60)
+    consumer = relay.subscribe(camera)
+    first = cast(int, await consumer.recv())  # the frames here are their numbers
+    while camera.sent < first + 20:
+        await asyncio.sleep(0.002)
+    later = cast(int, await consumer.recv())
+    consumer.stop()
+    while camera.sent < camera.count:  # let the relay's reader finish its source
+        await asyncio.sleep(0.002)
+    return first, later
+
+
+@pytest.mark.parametrize(("relay", "newest"), [(webrtc_relay.LatestFrameRelay, True), (MediaRelay, False)])
+def test_a_slow_consumer_gets_the_newest_frame_not_the_next_in_a_queue(relay: type[MediaRelay], newest: bool) -> None:
+    """streamlit-webrtc's own (buffered) relay hands on the next queued frame: a sender slower than the camera
+    shows the past, further behind by the second."""
+    first, later = asyncio.run(frames_seen_by_a_slow_consumer(relay()))
+    assert later >= first + 20 if newest else later == first + 1
+
+
+def test_install_puts_the_relay_where_streamlit_webrtc_looks_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit_webrtc import relay as streamlit_webrtc_relay
+
+    runtime = SimpleNamespace()
+    assert webrtc_relay.install(runtime)
+    monkeypatch.setattr(streamlit_webrtc_relay.Runtime, "instance", lambda: runtime)
+    relay = streamlit_webrtc_relay.get_global_relay()
+    assert isinstance(relay, webrtc_relay.LatestFrameRelay)
+    assert webrtc_relay.install(runtime) and streamlit_webrtc_relay.get_global_relay() is relay  # once per server
+
+
+def test_without_a_streamlit_server_nothing_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted run of the page (AppTest) has no server: the page goes on without the relay."""
+    from streamlit.runtime.runtime import Runtime
+
+    monkeypatch.setattr(Runtime, "exists", lambda: False)
+    assert not webrtc_relay.install()
