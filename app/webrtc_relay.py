@@ -8,9 +8,11 @@ the page shows fell further and further behind the camera. In a headless Chromiu
 the queue grew to 132 frames in 20 s, and over a two-minute run the shown video fell from 20 s to 84 s behind the
 frames the server was drawing.
 
-`LatestFrameRelay` subscribes every consumer unbuffered (aiortc's `buffered=False`): each takes the newest frame when
-it is ready for one, and frames it was too slow for are dropped rather than queued, so what the browser shows is at
-most a frame or two old. The webcam page uses no recorder, the one consumer that needs every frame.
+`LatestFrameRelay` subscribes every consumer of a video track unbuffered (aiortc's `buffered=False`): each takes the
+newest frame when it is ready for one, and frames it was too slow for are dropped rather than queued, so what the
+browser shows is at most a frame or two old. Audio stays buffered (a dropped audio frame is a gap in the sound), and
+the relay is server-wide: a page that recorded video through streamlit-webrtc would lose frames too (the webcam page,
+the only one using WebRTC, records nothing).
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ log = logging.getLogger(__name__)
 
 
 class LatestFrameRelay(MediaRelay):
-    """An aiortc relay whose consumers always get the newest frame, never a backlog (see the module's docstring)."""
+    """An aiortc relay whose video consumers always get the newest frame, never a backlog (see the module's
+    docstring)."""
 
     def subscribe(self, track: MediaStreamTrack, buffered: bool = True) -> MediaStreamTrack:
-        """A consumer of `track` that skips to the newest frame; `buffered` is ignored (streamlit-webrtc asks for it
-        by default, for no reason that holds for a live view)."""
-        return super().subscribe(track, buffered=False)
+        """A consumer of `track`; of a video track, one that skips to the newest frame whatever `buffered` says
+        (streamlit-webrtc asks for a buffer by default, for no reason that holds for a live view)."""
+        return super().subscribe(track, buffered=buffered and track.kind != "video")
 
 
 def install(holder: object | None = None) -> bool:
     """Make `LatestFrameRelay` the relay streamlit-webrtc uses from now on (call before `webrtc_streamer`; the
     streams already running keep theirs). streamlit-webrtc keeps its relay as an attribute of Streamlit's `Runtime`
-    (`holder`, by default the running one). False, with a log line, where that is not so: no Streamlit server (a
-    scripted run) or a streamlit-webrtc that keeps it elsewhere; the page then works as before, with the backlog."""
+    (`holder`, by default the running one). False where there is no Streamlit server (a scripted run), and False
+    with a log line for a streamlit-webrtc that keeps its relay elsewhere: the page then works as before, with the
+    backlog."""
     try:
         from streamlit.runtime.runtime import Runtime
         from streamlit_webrtc import relay as webrtc_relay

@@ -101,10 +101,12 @@ def jump_matrix(tracks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def _moved_box(track: _Track, moved: Mapping[int, Box] | None) -> np.ndarray:
-    """Where `moved` says the track's face is now, else where it was last found (also for a box lost to NaN)."""
+    """Where `moved` says the track's face is now; NaN (no overlap, no distance: no match) for a track it does not
+    follow (lost, or missed at the last analysis), which is then matched by its found box only, after the followed
+    tracks: its old box must not take a face that another track was followed onto (two faces crossing)."""
     box = None if moved is None else moved.get(track.track_id)
     if box is None or not np.isfinite(box).all():
-        return track.box
+        return np.full(4, np.nan)
     return np.asarray(box, dtype=np.float64).reshape(4)
 
 
@@ -187,8 +189,8 @@ class FaceTracker:
 
         `moved` gives, by track id, where a track's face is in this frame as followed since it was last found (other
         ids are ignored). Tracks are matched by those boxes first (two faces that crossed keep their ids), and the
-        ones left over by the boxes they were found in (a box followed astray costs nothing); overlap before
-        distance."""
+        ones left over by the boxes they were found in (a box followed astray into the background costs nothing; one
+        followed onto another face takes that face); overlap before distance."""
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         assigned: list[_Track | None] = [None] * len(faces)
         matched_tracks: set[int] = set()

@@ -891,6 +891,10 @@ def test_live_boxes_follow_a_moving_face_while_the_models_lag(
         assert box == truth[0]
     wait_until(lambda: store.status().frames == 3)
     assert [face.track_id for face in store.status().faces] == [1 if followed else 2]
+    store.process(pictures[7])  # camera frame 9: the result of frame 8 is anchored and followed one frame on
+    # the followed boxes kept for the tracker are the newest result's only: those of the first result, also kept for
+    # frames 2-8, would be looked up first for a frame both had followed
+    assert [number for number, _ in store._moved] == ([9] if follow else [])
 
 
 def test_a_moved_smoothing_slider_keeps_the_faces_followed() -> None:

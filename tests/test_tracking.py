@@ -119,6 +119,20 @@ def test_two_faces_that_crossed_keep_their_ids_where_they_were_followed() -> Non
     assert [t.track_id for t in swapped.update(crossed)] == [2, 1]
 
 
+def test_a_track_not_followed_does_not_take_the_place_another_was_followed_to() -> None:
+    """Its box where it was found (B's) took the face followed there (A's), with B's id and smoothed emotion: with
+    faces crossing, the follower loses the one behind. And a track missed at the last analysis, by its old box,
+    took the face another track was followed onto."""
+    tracker = FaceTracker()
+    tracker.update([face((0, 0, 50, 50), "happy"), face((100, 0, 150, 50), "sad")])
+    crossing = [face((100, 0, 150, 50), "happy"), face((250, 0, 300, 50), "sad")]
+    assert tracker.update(crossing, {1: (92.0, 0.0, 142.0, 50.0)})[0].track_id == 1
+    missed = FaceTracker()
+    missed.update([face((0, 0, 50, 50)), face((200, 0, 250, 50))])
+    missed.update([face((100, 0, 150, 50))], {2: (100.0, 0.0, 150.0, 50.0)})  # #1 not found this time
+    assert [t.track_id for t in missed.update([face((0, 0, 50, 50))], {2: (8.0, 0.0, 58.0, 50.0)})] == [2]
+
+
 def test_a_box_followed_astray_costs_the_face_nothing() -> None:
     """A followed box that drifted off the face, a lost (NaN) one and ids the tracker does not know: each face is
     matched by where it was found."""

@@ -31,25 +31,37 @@ class NumberedFrames(MediaStreamTrack):
         return self.sent
 
 
-async def frames_seen_by_a_slow_consumer(relay: MediaRelay) -> tuple[int, int]:
+class NumberedSound(NumberedFrames):
+    kind = "audio"
+
+
+async def frames_seen_by_a_slow_consumer(relay: MediaRelay, source: NumberedFrames) -> tuple[int, int]:
     """The first frame, then the frame got after 20 more came in while the consumer was busy."""
-    camera = NumberedFrames(60)
-    consumer = relay.subscribe(camera)
+    consumer = relay.subscribe(source)
     first = cast(int, await consumer.recv())  # the frames here are their numbers
-    while camera.sent < first + 20:
+    while source.sent < first + 20:
         await asyncio.sleep(0.002)
     later = cast(int, await consumer.recv())
     consumer.stop()
-    while camera.sent < camera.count:  # let the relay's reader finish its source
+    while source.sent < source.count:  # let the relay's reader finish its source
         await asyncio.sleep(0.002)
     return first, later
 
 
-@pytest.mark.parametrize(("relay", "newest"), [(webrtc_relay.LatestFrameRelay, True), (MediaRelay, False)])
-def test_a_slow_consumer_gets_the_newest_frame_not_the_next_in_a_queue(relay: type[MediaRelay], newest: bool) -> None:
+@pytest.mark.parametrize(
+    ("relay", "source", "newest"),
+    [
+        (webrtc_relay.LatestFrameRelay, NumberedFrames, True),
+        (MediaRelay, NumberedFrames, False),
+        (webrtc_relay.LatestFrameRelay, NumberedSound, False),  # a dropped audio frame is a gap in the sound
+    ],
+)
+def test_a_slow_consumer_gets_the_newest_video_frame_not_the_next_in_a_queue(
+    relay: type[MediaRelay], source: type[NumberedFrames], newest: bool
+) -> None:
     """streamlit-webrtc's own (buffered) relay hands on the next queued frame: a sender slower than the camera
     shows the past, further behind by the second."""
-    first, later = asyncio.run(frames_seen_by_a_slow_consumer(relay()))
+    first, later = asyncio.run(frames_seen_by_a_slow_consumer(relay(), source(60)))
     assert later >= first + 20 if newest else later == first + 1
 
 
