@@ -195,6 +195,32 @@ def open_page(driver: Any, title: str) -> None:
     matching[0].click()
 
 
+def test_a_sidebar_switch_survives_a_visit_to_another_page(server: str, driver: Any) -> None:
+    """Streamlit forgets a widget's value when a run does not draw it: the page re-stores its settings
+    (`ui.KEPT_SETTINGS`). AppTest keeps the value either way; a real session does not."""
+    from selenium.webdriver.common.by import By
+
+    def follow_switch() -> Any:
+        labels = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] label')
+        return next(label for label in labels if label.text.strip() == "Boxes follow the faces")
+
+    def switched_on() -> bool:
+        return bool(follow_switch().find_element(By.TAG_NAME, "input").is_selected())
+
+    driver.get(f"{server}/webcam")
+    wait_for(follow_switch, what="the follow switch")
+    assert switched_on()
+    follow_switch().click()
+    wait_for(lambda: not switched_on(), what="the switch turned off")
+    open_page(driver, "Photos")
+    wait_for(lambda: driver.find_element(By.CSS_SELECTOR, 'input[type="file"]'), what="the Photos page")
+    open_page(driver, "Webcam")
+    wait_for(follow_switch, what="the follow switch again")
+    time.sleep(1.0)  # the page's run has finished drawing the sidebar
+    assert not switched_on()
+    assert not page_texts(driver, "stException")
+
+
 def test_comparison_shows_models_side_by_side(server: str, driver: Any, screenshots: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
