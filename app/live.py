@@ -9,8 +9,9 @@ The callback never waits for the models: it hands the newest frame to this sessi
 returns at once with the latest known faces drawn on the current frame, their boxes moved with the faces by optical
 flow (`fer_core.motion`) from the frame they were found in: the callback keeps the last `CATCH_UP_FRAMES` frames'
 grey copies, so a result that comes in late is followed through every frame since, not jumped to the newest one
-(a jump loses a fast face); where the faces were followed to on the frame analysed next is what the tracker matches
-that frame's faces against, so a fast face keeps its id. So slow models never slow the video
+(a jump leans on the search for the face's last look, which a turning head outgrows); where the faces were followed
+to on the frame analysed next is what the tracker matches that frame's faces against, so a fast face keeps its id.
+So slow models never slow the video
 (only a machine too busy to draw every frame does: streamlit-webrtc then passes the callback only the newest and
 drops the rest, and the page's video FPS, counted here, shows it), frames arriving while the models are busy are
 skipped rather than queued, and streamlit-webrtc never kills the stream for a callback that took too long (it
