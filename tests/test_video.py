@@ -926,21 +926,27 @@ class PlacedFacePipeline(StubPipeline):
         )
 
 
+def fast_face_video(folder: Path) -> tuple[Path, list[tuple[float, float, float, float]]]:
+    """12 frames of bench_motion's face crossing the picture (up to 28 px a frame) as an mp4, with its true boxes."""
+    from fer_core.bench_motion import PATHS, clip
+
+    pictures, truth = zip(*clip(next(p for p in PATHS if p.name == "fast"), 12), strict=True)
+    return write_video(folder / "fast.mp4", list(pictures), "libx264", options={"crf": "18"}), list(truth)
+
+
 @pytest.mark.parametrize("follow", [True, False])
 def test_boxes_move_with_the_face_between_analysed_frames(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follow: bool
 ) -> None:
     """With --every 4 the frames between drew the last analysed box where it was found: on a face moving up to
     28 px a frame, up to 80 px behind it. Followed by optical flow, it stays on the face."""
-    from fer_core.bench_motion import PATHS, clip
     from fer_core.tracking import iou_matrix
 
-    pictures, truth = zip(*clip(next(p for p in PATHS if p.name == "fast"), 12), strict=True)
-    path = write_video(tmp_path / "fast.mp4", list(pictures), "libx264", options={"crf": "18"})
+    path, truth = fast_face_video(tmp_path)
     drawn: list[Any] = []
     draw = video.draw_faces
     monkeypatch.setattr(video, "draw_faces", lambda image, faces: drawn.append(faces[0][0]) or draw(image, faces))  # type: ignore[func-returns-value]
-    summary = analyse_video(path, PlacedFacePipeline(list(truth), 4), tmp_path / "out", 4, follow=follow)  # type: ignore[arg-type]
+    summary = analyse_video(path, PlacedFacePipeline(truth, 4), tmp_path / "out", 4, follow=follow)  # type: ignore[arg-type]
     assert (summary.frames, summary.analysed_frames, len(drawn)) == (12, 3, 12)
     for index, (box, true_box) in enumerate(zip(drawn, truth, strict=True)):
         analysed = truth[index - index % 4]
@@ -957,9 +963,6 @@ def test_a_face_followed_between_analysed_frames_keeps_its_id(tmp_path: Path, fo
     """With --every 6 the face is 1.7 widths on at the next analysed frame, past the tracker's MAX_JUMP from where it
     was found: it took a new id (and restarted its smoothing). Matched against where it was followed to, it keeps
     its id."""
-    from fer_core.bench_motion import PATHS, clip
-
-    pictures, truth = zip(*clip(next(p for p in PATHS if p.name == "fast"), 12), strict=True)
-    path = write_video(tmp_path / "fast.mp4", list(pictures), "libx264", options={"crf": "18"})
-    summary = analyse_video(path, PlacedFacePipeline(list(truth), 6), tmp_path / "out", 6, follow=follow)  # type: ignore[arg-type]
+    path, truth = fast_face_video(tmp_path)
+    summary = analyse_video(path, PlacedFacePipeline(truth, 6), tmp_path / "out", 6, follow=follow)  # type: ignore[arg-type]
     assert summary.faces["face_id"].tolist() == ids
