@@ -78,6 +78,12 @@ class TrackerSettings:
     #: Boxes move with the faces between analyses (drawing only: tracking and smoothing are the same either way).
     follow: bool = True
 
+    @property
+    def smooths(self) -> bool:
+        """Whether a face's shown probabilities mix in earlier frames: not with smoothing off, an EMA weight of 1 or a
+        window of 1 frame, where a label saying "smoothed" would contradict the setting just chosen."""
+        return (self.smoothing == "ema" and self.alpha < 1.0) or (self.smoothing == "window" and self.window > 1)
+
     def build(self) -> FaceTracker:
         return FaceTracker(self.iou_threshold, self.max_missed, self.smoothing, self.alpha, self.window)
 

@@ -596,7 +596,11 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     status = app.text[0].value
     assert status.startswith("faces: 1 (") and status.endswith(" FPS"), status
     assert chart_titles(app)[0].startswith("Largest face #1:")
+    assert chart_titles(app)[0].endswith(" (smoothed)")  # EMA by default
     assert not app.dataframe  # one face: its chart says it all
+    app.radio(key="webcam_smoothing").set_value("none").run()  # the title said "(smoothed)" with smoothing off
+    assert chart_titles(app)[0].startswith("Largest face #1:")
+    assert "smoothed" not in chart_titles(app)[0]
 
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=False))  # STOP pressed
     app.button(key="webcam_snapshot_button").click().run()  # the frame is a second old, but the camera is off
@@ -624,6 +628,22 @@ def test_webcam_page_lists_every_face_when_several_are_in_view(app: AppTest, mon
     np.testing.assert_allclose(table.sum(axis=0), 1.0, atol=1e-6)
     labels = app.text[0].value  # "faces: 2 (label p) ...": the largest face's label is one column's top class
     assert any(labels.startswith(f"faces: 2 ({table[c].idxmax()} ") for c in table.columns), labels
+
+
+@pytest.mark.parametrize(
+    ("settings", "smooths"),
+    [
+        ({}, True),
+        ({"alpha": 1.0}, False),
+        ({"smoothing": "window", "window": 5}, True),
+        ({"smoothing": "window", "window": 1}, False),
+        ({"smoothing": "none"}, False),
+    ],
+)
+def test_live_labels_say_smoothed_only_when_earlier_frames_count(settings: dict[str, Any], smooths: bool) -> None:
+    from app.live import TrackerSettings
+
+    assert TrackerSettings(**settings).smooths is smooths
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app import charts, ui, webrtc_relay
-from app.live import LiveStatus, LiveStore, parse_ice_servers
+from app.live import LiveStatus, LiveStore, TrackerSettings, parse_ice_servers
 from fer_core.detection import VIDEO_IMGSZ
 from fer_core.labels import EMOTIONS
 
@@ -44,7 +44,7 @@ def ice_servers() -> list[dict]:
 
 
 @st.fragment(run_every=0.5)
-def live_panel(store: LiveStore) -> None:
+def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
     """Re-drawn twice a second from the store; the callback itself never calls Streamlit.
 
     FPS is frames analysed per second; the video's FPS counts the frames drawn with the latest boxes, which is the
@@ -55,20 +55,21 @@ def live_panel(store: LiveStore) -> None:
     st.caption(f"{status.frames} frames analysed in this session · video {status.video_fps:.1f} FPS")
     if status.error:
         st.warning(f"Frame analysis failed: {status.error}")
+    smoothed = " (smoothed)" if tracking.smooths else ""
     face = status.largest
     if face is not None:
-        title = f"Largest face #{face.track_id}: {face.label} {face.confidence:.2f} (smoothed)"
+        title = f"Largest face #{face.track_id}: {face.label} {face.confidence:.2f}{smoothed}"
         st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
     if len(status.faces) > 1:
-        every_face(status)
+        every_face(status, smoothed=bool(smoothed))
 
 
-def every_face(status: LiveStatus) -> None:
+def every_face(status: LiveStatus, *, smoothed: bool) -> None:
     """A column per tracked face: with several people in view, each one's probabilities, not only the largest's
     (emotions down the side keep the table as narrow as the panel for the usual few faces)."""
     faces = sorted(status.faces, key=lambda f: f.track_id)
     table = pd.DataFrame({f"#{f.track_id}": [f.probs[e] for e in EMOTIONS] for f in faces}, index=list(EMOTIONS))
-    st.caption("Every face, smoothed (columns numbered as the boxes; bold: its label)")
+    st.caption(f"Every face{', smoothed' if smoothed else ''} (columns numbered as the boxes; bold: its label)")
     st.dataframe(table.style.format("{:.2f}").highlight_max(axis=0, props="font-weight: bold"))
 
 
@@ -114,7 +115,7 @@ def main() -> None:
                 st.switch_page(ui.COMPARE_PAGE)
     with panel:
         if ctx is not None and ctx.state.playing:
-            live_panel(store)
+            live_panel(store, tracking)
         else:
             st.info(
                 "Press START and allow the camera. Faces are boxed live; the chart follows the largest face, "
