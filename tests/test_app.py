@@ -28,6 +28,7 @@ import av
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image
 from skimage.data import astronaut
@@ -125,6 +126,11 @@ def chart_titles(at: AppTest) -> list[str]:
     return [layout.get("title", {}).get("text", "") for layout in layouts]
 
 
+def shown_table(element: Element) -> pd.DataFrame:
+    """A styled `st.dataframe` as the browser shows it: the formatted strings, not the values."""
+    return pa.ipc.open_stream(element.proto.arrow_data.styler.display_values).read_all().to_pandas()
+
+
 def test_streamlit_reads_the_projects_limits_and_privacy_settings() -> None:
     """What `streamlit run app/main.py` from the repository root applies: upload cap, no telemetry, no tracebacks."""
     shown = subprocess.run(
@@ -199,6 +205,10 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     ]
     table = app.dataframe[0].value
     assert len(table) == len(good) + 60 and set(table["ensemble_label"]) <= set(EMOTIONS)
+    shown = shown_table(app.dataframe[0])  # three places in every probability column (0.045 stood beside 0.0452)
+    for column in ["detector_score", "ensemble_confidence", *EMOTIONS]:
+        assert shown[column].str.fullmatch(r"[01]\.\d{3}").all(), shown[column]
+    assert any(c.value.startswith("No face found in blank.png, strip.png: no rows here") for c in app.caption)
     assert any("probability columns are the ensemble's" in c.value for c in app.caption)  # whatever model is picked
     assert table.groupby("image")["face"].min().eq(1).all()  # face 1 is the box captioned "#1"
     assert table.loc[table["image"] == "crowd.png", "face"].tolist() == list(range(1, 61))
