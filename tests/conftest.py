@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 import torch
 
+from fer_core.augment import RECIPES
 from fer_core.checkpoint import build_checkpoint, save_checkpoint
 from fer_core.ensemble import write_spec
 from fer_core.models import ModelConfig, build_model
@@ -43,7 +44,8 @@ def make_classifier_checkpoint(path: Path, name: str, seed: int) -> Path:
         for _ in range(3):
             model((torch.rand(16, 1, 48, 48) - 0.5) / 0.25)  # uniform pixels through `normalise`
     model.eval()
-    save_checkpoint(path, build_checkpoint(model, config, {"name": name, "metrics": {}}))
+    recipe = RECIPES["mixcut" if "mix" in name else "crp"].description  # as training records it
+    save_checkpoint(path, build_checkpoint(model, config, {"name": name, "recipe": recipe, "metrics": {}}))
     return path
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -1071,6 +1072,9 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     assert model_a.startswith("A_crp: ") and model_b.startswith("B_mixcut: ") and mixed.startswith("Ensemble: ")
     verdicts = [w.value for w in app.warning if w.value.startswith("Face #1")] + [s.value for s in app.success]
     assert len(verdicts) == 1 and ("disagree" in verdicts[0]) == (model_a.split()[1] != model_b.split()[1])
+    assert re.search(r"their probabilities are \d+% apart", verdicts[0]), verdicts[0]  # not "distance 0.17"
+    intro = app.caption[0].value  # what the two names stand for, from each checkpoint's recipe
+    assert "**A_crp**: CRP: random crop" in intro and "**B_mixcut**: MixUp" in intro, intro
 
     app.slider(key="compare_weight").set_value(1.0).run()
     assert chart_titles(app)[2].split(": ")[1] == model_a.split(": ")[1]  # all weight on A: the mix is A
@@ -1572,7 +1576,7 @@ def visit_another_page_and_return(app: AppTest, page: str) -> None:
     assert not app.exception, app.exception
     upload_key = PurePath(page).stem + "_upload"
     assert not app.file_uploader(key=upload_key).value  # what Streamlit does, and why the page keeps its files
-    assert "dropped earlier" in app.main.caption[0].value
+    assert any("dropped earlier" in caption.value for caption in app.main.caption)
 
 
 def test_photos_and_compare_pages_keep_their_photos_after_a_visit_to_another_page(app: AppTest) -> None:

@@ -123,14 +123,14 @@ def show_face(number: int, face: FaceResult, crop: np.ndarray, names: list[str],
             key=f"compare_{number}_{ENSEMBLE_KEY}",
         )
         said = ", ".join(f"{n} says **{verdict.labels[n]}**" for n in names)
+        apart = f"their probabilities are {verdict.distance:.0%} apart"  # total variation, in words a user can read
         if verdict.disagree:
             st.warning(
-                f"Face #{number}: the models disagree: {said} (distance {verdict.distance:.2f}); "
-                f"the ensemble picks **{ensemble.label}**.",
+                f"Face #{number}: the models disagree: {said}, and {apart}; the ensemble picks **{ensemble.label}**.",
                 icon=":material/warning:",
             )
         else:
-            st.success(f"Face #{number}: the models agree on **{ensemble.label}** (distance {verdict.distance:.2f}).")
+            st.success(f"Face #{number}: the models agree on **{ensemble.label}**; {apart}.")
 
 
 def public_test(ens: Ensemble) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def show_faces(
     st.image(
         shown,
         caption=f"{name}: {len(result.faces)} face(s) · {ui.size_note(file_size, result)} · labelled by the "
-        "ensemble as mixed above",
+        "ensemble at the weight above",
         width=min(shown.shape[1], 720),
     )
     ui.face_count_notes(name, len(result.faces), pipe)
@@ -266,11 +266,23 @@ def show_metrics(ens: Ensemble) -> None:
                 st.dataframe(table.style.format("{:.3f}").format("{:.0f}", subset=counts))
 
 
+def models_note(ens: Ensemble) -> str:
+    """What the page compares, for a user who meets the models' names here first: what each model is, and why the
+    ensemble's confidence lies between theirs rather than above."""
+    members = "; ".join(f"**{m.name}**: {m.meta.get('recipe') or 'recipe not recorded'}" for m in ens.members)
+    return (
+        f"Each face as each model labels it, and as the ensemble does: the weighted average of their probabilities, "
+        f"so its confidence lies between theirs. The models are EfficientNet-B0 networks trained on FER-2013 with "
+        f"different augmentation ({members}). A red chart title: that model's label is not the ensemble's."
+    )
+
+
 def main() -> None:
     st.title("Ensemble comparison")
     settings = ui.detector_controls("compare", offer_tta=True)
     pipe = ui.pipeline(settings)
     ui.sidebar_info(pipe)
+    st.caption(models_note(pipe.ensemble))
     picked = pick_image()
     if picked is not None:
         name, image, digest, file_size = picked
