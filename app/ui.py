@@ -20,7 +20,7 @@ import streamlit as st
 
 from app.live import TrackerSettings
 from fer_core.cli import UserInputError
-from fer_core.detection import PHOTO_IMGSZ, FaceDetector
+from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
 from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
@@ -211,13 +211,31 @@ def tta_control(prefix: str, *, default: bool) -> bool:
     )
 
 
-def detector_controls(
-    prefix: str, *, min_face: int = 16, imgsz: int = PHOTO_IMGSZ, offer_tta: bool = False
-) -> DetectorSettings:
+#: Each page's (starting minimum face size, detector input size): live frames run the detector at 320 px to keep
+#: up, where small faces are unreliable, so those pages start higher. One table, so the slider's help that explains
+#: the difference between pages cannot drift from what the pages do.
+PAGE_DETECTION = {
+    "photos": (16, PHOTO_IMGSZ),
+    "compare": (16, PHOTO_IMGSZ),
+    "video": (24, VIDEO_IMGSZ),
+    "webcam": (32, VIDEO_IMGSZ),
+}
+PAGE_TITLES = {"photos": "Photos", "compare": "comparison", "video": "Video", "webcam": "Webcam"}
+
+
+def page_detection_note() -> str:
+    """'Photos 16 px (detector at 640 px), ...': why the same slider starts elsewhere on another page."""
+    pages = PAGE_DETECTION.items()
+    return ", ".join(f"{PAGE_TITLES[page]} {face} px (detector at {imgsz} px)" for page, (face, imgsz) in pages)
+
+
+def detector_controls(prefix: str, *, offer_tta: bool = False) -> DetectorSettings:
     """Sidebar widgets for detection; keys are per page so each page remembers its own choices (`keep_settings`).
+    The page's starting face size and detector input are its `PAGE_DETECTION` row.
 
     `offer_tta` adds the multi-scale switch: photo pages can afford six detector passes, live frames cannot.
     """
+    min_face, imgsz = PAGE_DETECTION[prefix]
     bar = st.sidebar
     bar.subheader("Face detection")
     has_yolo = (weights_dir() / "face_yolo.pt").is_file()
@@ -246,7 +264,8 @@ def detector_controls(
         min_face,
         4,
         key=f"{prefix}_min_face",
-        help="Smaller faces are ignored (in the picture's own pixels); 48 px is what the emotion models see.",
+        help="Smaller faces are ignored (in the picture's own pixels); 48 px is what the emotion models see. "
+        f"Each page starts where its detector input makes small faces reliable: {page_detection_note()}.",
     )
     tta = offer_tta and bar.checkbox(
         "Multi-scale detection",

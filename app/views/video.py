@@ -22,7 +22,6 @@ import streamlit as st
 from app import charts, ui
 from app.jobs import BackgroundJob, watch_this_session
 from app.live import TrackerSettings
-from fer_core.detection import VIDEO_IMGSZ
 from fer_core.pipeline import Pipeline
 from fer_core.video import VideoError, analyse_video
 
@@ -130,7 +129,7 @@ def show_result(result: VideoResult) -> None:
 
 def main() -> None:
     st.title("Video")
-    settings = ui.detector_controls("video", min_face=24, imgsz=VIDEO_IMGSZ)
+    settings = ui.detector_controls("video")
     tta = ui.tta_control("video", default=False)  # a long clip is many frames: as on the Webcam page, off at first
     tracking = ui.tracker_controls("video")
     pipe = ui.pipeline(settings, tta=tta)

@@ -15,7 +15,6 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app import charts, ui, webrtc_relay
 from app.live import LiveStatus, LiveStore, TrackerSettings, parse_ice_servers
-from fer_core.detection import VIDEO_IMGSZ
 from fer_core.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def every_face(status: LiveStatus, *, smoothed: bool) -> None:
 
 def main() -> None:
     st.title("Webcam")
-    settings = ui.detector_controls("webcam", min_face=32, imgsz=VIDEO_IMGSZ)
+    settings = ui.detector_controls("webcam")
     tracking = ui.tracker_controls("webcam")
     tta = ui.tta_control("webcam", default=False)
     servers = ice_servers()
