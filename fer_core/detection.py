@@ -422,7 +422,9 @@ class FaceDetector:
 
     def _detect_haar(self, rgb: np.ndarray, min_face: float) -> tuple[np.ndarray, np.ndarray]:
         assert self._haar is not None
-        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        # No histogram equalisation: stretched over a flat background it left a 70 px webcam face undetected, and on
+        # WIDER dev-val the plain grey image scores higher (AP 0.457 / 0.351 / 0.180 against 0.423 / 0.325 / 0.167).
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         side = max(int(min_face), 1)
         rects, _levels, weights = self._haar.detectMultiScale3(
             gray, scaleFactor=1.1, minNeighbors=3, minSize=(side, side), outputRejectLevels=True

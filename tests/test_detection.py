@@ -64,6 +64,19 @@ def test_haar_finds_the_astronaut_face(astronaut: np.ndarray) -> None:
     assert all(isinstance(v, float) for v in face)
 
 
+@pytest.mark.parametrize("corner", [(256, 176), (400, 60), (20, 20)])
+def test_haar_finds_a_webcam_sized_face_on_a_flat_background(astronaut: np.ndarray, corner: tuple[int, int]) -> None:
+    """A head cut from the astronaut, its face about 70 px, on a plain grey 640x480 frame (a webcam against a wall):
+    with the grey image histogram-equalised first, the cascade found nothing at the first two places."""
+    head = cv2.resize(astronaut[27:200, 137:310], (127, 127), interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 128, np.uint8)
+    x, y = corner
+    frame[y : y + 127, x : x + 127] = head
+    face = tuple((np.asarray(ASTRONAUT_FACE) - [137, 27, 137, 27]) * 127 / 173 + [x, y, x, y])
+    found = FaceDetector(backend="haar", min_face=32).detect(frame)  # the Webcam page's default size
+    assert [iou(f[:4], face) >= 0.5 for f in found] == [True], found
+
+
 def test_detect_contract(astronaut: np.ndarray) -> None:
     detector = FaceDetector(backend="haar", conf=0.0, min_face=16, max_faces=2)
     faces = detector.detect(astronaut)
