@@ -282,6 +282,24 @@ def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, download
     assert header == [",".join([*RESULT_COLUMNS, "A_crp_label", "B_mixcut_label"])]
 
 
+@pytest.mark.parametrize(("faces", "charts_shown"), [(2, 2), (3, 3), (4, 1)])
+def test_photos_chart_each_of_a_few_faces_and_let_the_user_pick_among_more(
+    app: AppTest, faces: int, charts_shown: int
+) -> None:
+    from app.views import photos
+
+    app.file_uploader(key="photos_upload").set_value([("row.png", encode(face_grid(1, faces), "PNG"), "image/png")])
+    app.run()
+    assert not app.exception, app.exception
+    assert app.caption[0].value.startswith(f"{faces} face(s)")
+    assert len(chart_titles(app)) == charts_shown
+    pickers = [box for box in app.selectbox if box.key and box.key.startswith("photos_chart_face_")]
+    assert len(pickers) == (faces > photos.MAX_CHARTS)
+    if pickers:
+        pickers[0].set_value(3).run()  # face #4
+        assert chart_titles(app)[0].startswith("#4 ")
+
+
 def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
     app.number_input(key="photos_max_faces").set_value(10)
     app.file_uploader(key="photos_upload").set_value([("crowd.png", encode(face_grid(2, 8), "PNG"), "image/png")])

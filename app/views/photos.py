@@ -28,8 +28,9 @@ from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
 
 log = logging.getLogger(__name__)
-#: Up to this many faces get a chart each; beyond it the user picks the face (60 charts help nobody).
-MAX_CHARTS = 6
+#: Up to this many faces get a chart each; beyond it the user picks the face. Three charts stand about as tall as
+#: the photo beside them; six ran some 1,500 px down past it, with the page's next photo far below.
+MAX_CHARTS = 3
 
 
 @dataclass(frozen=True)
