@@ -359,6 +359,8 @@ def test_two_photos_sharing_a_name_are_told_apart_everywhere(app: AppTest, downl
     assert not app.exception, app.exception
     assert [s.value for s in app.subheader][:2] == ["a.png", "a (2).png"]
     assert app.error[0].value.startswith("a (3).png: ")
+    numbered = "3 files are named a.png: shown as a.png, a (2).png, a (3).png, in the order dropped."
+    assert app.caption[0].value == numbered  # the uploader above lists all three as a.png
     assert list(app.dataframe[0].value["image"]) == ["a.png", "a (2).png"]
     photos = json.loads(downloads(app, "Results as JSON"))["images"]
     assert [photo["name"] for photo in photos] == ["a.png", "a (2).png"]

@@ -244,6 +244,17 @@ def annotated_zip(items: list[Analysed], model: str) -> bytes:
     return buffer.getvalue()
 
 
+def shared_names_note(names: list[str], shown: list[str]) -> None:
+    """The uploader lists every file by its own name, so "a (2).png" in the results matched nothing there: say which
+    files were numbered, and in what order."""
+    numbered: dict[str, list[str]] = {}
+    for name, label in zip(names, shown, strict=True):
+        numbered.setdefault(name, []).append(label)
+    for name, labels in numbered.items():
+        if len(labels) > 1:
+            st.caption(f"{len(labels)} files are named {name}: shown as {', '.join(labels)}, in the order dropped.")
+
+
 def main() -> None:
     st.title("Photos")
     settings = ui.detector_controls("photos", offer_tta=True)
@@ -276,6 +287,7 @@ def main() -> None:
     uploads = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
     reads = PageReads.of(uploads, settings, pipe)
     shown = ui.distinct_names([upload.name for upload in files])
+    shared_names_note([upload.name for upload in files], shown)
     for n, (upload, digest, label) in enumerate(zip(files, digests, shown, strict=True), start=1):
         analysed.append(analyse_upload(upload.name, upload.getvalue(), digest, pipe, settings, reads, label))
         if progress is not None:
