@@ -237,7 +237,7 @@ def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
                 "y2": round(y2),
                 "detector_score": round(face.score, 3),
                 "ensemble_label": face.label,
-                "ensemble_confidence": round(face.confidence, 3),
+                "ensemble_confidence": round(face.confidence, 4),  # as its label's column: one number, not two
                 **{k: round(v, 4) for k, v in face.probs.items()},
             }
         )
