@@ -267,13 +267,16 @@ def show_metrics(ens: Ensemble) -> None:
 
 
 def models_note(ens: Ensemble) -> str:
-    """What the page compares, for a user who meets the models' names here first: what each model is, and why the
-    ensemble's confidence lies between theirs rather than above."""
-    members = "; ".join(f"**{m.name}**: {m.meta.get('recipe') or 'recipe not recorded'}" for m in ens.members)
+    """What the page compares, for a user who meets the models' names here first: what each model is (its
+    checkpoint's architecture and recipe), and why the ensemble can be less sure than a model."""
+    members = "; ".join(
+        f"**{m.name}**: {m.config.arch}, {m.meta.get('recipe') or 'recipe not recorded'}" for m in ens.members
+    )
     return (
-        f"Each face as each model labels it, and as the ensemble does: the weighted average of their probabilities, "
-        f"so its confidence lies between theirs. The models are EfficientNet-B0 networks trained on FER-2013 with "
-        f"different augmentation ({members}). A red chart title: that model's label is not the ensemble's."
+        "Each face as each model labels it, and as the ensemble does: the weighted average of their probabilities, "
+        "class by class, so it is often less sure than the surer model. The models are classifiers trained on "
+        f"FER-2013 with different augmentation ({members}). A red chart title: that model's label is not the "
+        "ensemble's."
     )
 
 
