@@ -1,6 +1,7 @@
 """WIDER FACE evaluation (easy / medium / hard AP), a numpy port of the official protocol.
 
     python -m fer_core.wider_eval --gt /work/shared/data/widerface/val --pred results/ [--images devval_images.txt]
+    python -m fer_core.wider_eval --gt ... --pred results/ --operating-points 16    # precision/recall per threshold
 
 Why a port and not a re-interpretation: detector AP is only comparable if it is computed the way the
 benchmark computes it, quirks included. Following the official `evaluation.m` / `wider_eval.py`:
@@ -18,6 +19,10 @@ benchmark computes it, quirks included. Following the official `evaluation.m` / 
 Degenerate cases the official code leaves as NaN are defined here: 0/0 precision counts as 0 (it only occurs at
 zero recall, so AP is unchanged), and if all normalised scores coincide every detection counts at every threshold.
 A set without any face has AP NaN (printed as null, with a warning); the CLI refuses to print only nulls.
+
+AP ranks a detector over all thresholds; an app runs at one. `operating_points` gives precision, recall and F1 at
+each confidence threshold the way a page applies it (boxes under its minimum face size dropped, at most 100 an image),
+which is what the detection-confidence default was checked against.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fer_core import cli
 from fer_core.widerface import (
+    COL_INVALID,
     DEVVAL_SETS_NAME,
     SETS_ABOUT,
     WIDER_SETS,
@@ -43,6 +50,9 @@ from fer_core.widerface import (
 
 THRESH_NUM = 1000
 IOU_THRESH = 0.5
+#: The confidence thresholds `operating_points` lists by default, and the most boxes a page keeps per image.
+OPERATING_THRESHOLDS = tuple(round(0.1 + 0.05 * step, 2) for step in range(17))
+OPERATING_MAX_FACES = 100
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".txt"}
 
 
@@ -218,6 +228,87 @@ def read_image_list(path: str | Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Counts at one confidence threshold: `targets` faces to find, `found` of them found, `false` boxes on none."""
+
+    conf: float
+    targets: int
+    found: int
+    false: int
+
+    @property
+    def precision(self) -> float:
+        return self.found / (self.found + self.false) if self.found + self.false else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.targets if self.targets else float("nan")
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def operating_points(
+    gt: Mapping[str, np.ndarray],
+    preds: Mapping[str, np.ndarray],
+    *,
+    min_face: float,
+    thresholds: Sequence[float] = OPERATING_THRESHOLDS,
+    max_faces: int = OPERATING_MAX_FACES,
+    iou_thresh: float = IOU_THRESH,
+    plus_one: bool = True,
+) -> list[OperatingPoint]:
+    """Precision and recall at each threshold, as a page with this minimum face size would see them.
+
+    The targets are the valid faces at least `min_face` wide and high. At each threshold an image keeps its boxes
+    scoring at least that, at least `min_face` on both sides, the `max_faces` best; each box, best first, takes the
+    free target it overlaps most (IoU >= `iou_thresh`). A box on no free target counts as false, unless it overlaps a
+    face that is not a target (smaller, or marked invalid): the page was not asked to find those, nor is it wrong
+    to. A second box on a found face counts as false, as a second label on one face would be.
+    """
+    by_key = {image_key(k): v for k, v in preds.items()}
+    points = []
+    for conf in thresholds:
+        targets = found = false = 0
+        for key, faces in gt.items():
+            boxes = by_key.get(image_key(key), np.zeros((0, 5)))
+            keep = (boxes[:, 4] >= conf) & (boxes[:, 2] >= min_face) & (boxes[:, 3] >= min_face)
+            boxes = boxes[keep][np.argsort(-boxes[keep][:, 4], kind="stable")][:max_faces]
+            is_target = (faces[:, 2] >= min_face) & (faces[:, 3] >= min_face) & (faces[:, COL_INVALID] == 0)
+            targets += int(is_target.sum())
+            if not len(boxes):
+                continue
+            if not len(faces):
+                false += len(boxes)
+                continue
+            ious = box_iou_xywh(boxes[:, :4], faces[:, :4], plus_one)
+            overlaps = ious >= iou_thresh
+            free = is_target.copy()
+            for overlap, iou in zip(overlaps, ious, strict=True):
+                candidates = np.flatnonzero(overlap & free)
+                if len(candidates):
+                    free[candidates[np.argmax(iou[candidates])]] = False
+                    found += 1
+                elif not (overlap & ~is_target).any():
+                    false += 1
+        points.append(OperatingPoint(float(conf), targets, found, false))
+    return points
+
+
+def operating_table(points: Sequence[OperatingPoint]) -> str:
+    """The points as a text table, with the threshold of the best F1 under it."""
+    lines = ["conf  targets  found  false  precision  recall     F1"]
+    lines += [
+        f"{p.conf:4.2f}  {p.targets:7d}  {p.found:5d}  {p.false:5d}  {p.precision:9.3f}  {p.recall:6.3f}  {p.f1:5.3f}"
+        for p in points
+    ]
+    best = max(points, key=lambda p: p.f1)
+    return "\n".join([*lines, f"best F1 {best.f1:.3f} at conf {best.conf:.2f}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.argument_parser("wider_eval", __doc__)
     parser.add_argument("--gt", required=True, help="a *_bbx_gt.txt file or the folder holding it")
@@ -226,17 +317,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", help="evaluate only the images listed in this file (e.g. the dev-val list)")
     parser.add_argument("--iou", type=float, default=IOU_THRESH, help="IoU threshold (the official one)")
     parser.add_argument("--no-plus-one", action="store_true", help="continuous IoU instead of the official +1 px")
+    parser.add_argument(
+        "--operating-points",
+        type=float,
+        metavar="MIN_FACE",
+        help="instead of AP, precision / recall / F1 at each confidence threshold as a page with this minimum face "
+        f"size applies it (smaller boxes dropped, at most {OPERATING_MAX_FACES} an image; smaller and invalid faces "
+        "count neither way); needs no sets file",
+    )
     args = parser.parse_args(argv)
     if not 0.0 < args.iou <= 1.0:  # 0 or less counted every miss as a hit; over 1 or NaN, no hit at all
         parser.error(f"--iou must lie in (0, 1], got {args.iou}")
+    if args.operating_points is not None and not args.operating_points >= 0:
+        parser.error(f"--operating-points needs a minimum face size of 0 px or more, got {args.operating_points}")
 
     gt_file = resolve_ground_truth(args.gt)
     sets_file = Path(args.sets) if args.sets else gt_file.parent / DEVVAL_SETS_NAME
-    if not sets_file.exists():  # a folder or a damaged file is named by load_wider_sets
+    if args.operating_points is None and not sets_file.exists():  # a folder or a damaged file: load_wider_sets
         parser.error(f"sets file not found: {sets_file} (pass --sets); {SETS_ABOUT}")
     gt = parse_wider_gt(gt_file)
     all_keys = {image_key(k) for k in gt}
-    sets = load_wider_sets(sets_file)
+    sets = load_wider_sets(sets_file) if args.operating_points is None else {}
     if args.images:
         wanted = {image_key(k) for k in read_image_list(args.images)}
         unknown = wanted - {image_key(k) for k in gt}
@@ -246,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if not gt:  # AP of nothing printed as nulls with exit 0
         parser.error(f"{args.images or gt_file}: no images to evaluate")
     set_keys = {image_key(k) for k in sets}
-    missing_sets = [k for k in gt if image_key(k) not in set_keys]
+    missing_sets = [] if args.operating_points is not None else [k for k in gt if image_key(k) not in set_keys]
     if len(missing_sets) == len(gt):  # every AP would be null, printed with exit 0
         parser.error(f"{sets_file} names none of the {len(gt)} evaluated images of {gt_file} (another split's?)")
     if missing_sets:
@@ -266,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_preds:
         example = unknown_preds[0]
         print(f"warning: {len(unknown_preds)} result files name no image of {gt_file}, e.g. {example}", file=sys.stderr)
+    if args.operating_points is not None:
+        points = operating_points(
+            gt, preds, min_face=args.operating_points, iou_thresh=args.iou, plus_one=not args.no_plus_one
+        )
+        print(f"{len(gt)} images, minimum face {args.operating_points:g} px")
+        print(operating_table(points))
+        return 0
     aps = evaluate_wider(gt, preds, sets, iou_thresh=args.iou, plus_one=not args.no_plus_one)
     empty = [name for name, ap in aps.items() if math.isnan(ap)]
     if len(empty) == len(aps):

@@ -17,11 +17,12 @@ from fer_core.wider_eval import (
     evaluate_wider,
     image_key,
     main,
+    operating_points,
     read_result_file,
     read_wider_results,
     voc_ap,
 )
-from fer_core.widerface import AnnotationError, load_wider_sets, parse_wider_gt, write_wider_gt
+from fer_core.widerface import COL_INVALID, AnnotationError, load_wider_sets, parse_wider_gt, write_wider_gt
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 ALL = {"easy": [0], "medium": [0], "hard": [0]}
@@ -39,6 +40,31 @@ def dets(*rows: tuple[float, float, float, float, float]) -> np.ndarray:
 FACE_A = (10.0, 10.0, 40.0, 40.0)
 FACE_B = (100.0, 100.0, 30.0, 30.0)
 FAR = (300.0, 300.0, 20.0, 20.0)
+
+
+def test_operating_points_by_hand() -> None:
+    """Two faces to find, one too small for the page and one marked invalid; five boxes of known fate."""
+    faces = gt_rows((0, 0, 40, 40), (100, 0, 40, 40), (200, 200, 14, 14), (300, 0, 40, 40))
+    faces[3, COL_INVALID] = 1
+    boxes = dets(
+        (0, 0, 40, 40, 0.9),  # finds face 1
+        (1, 1, 40, 40, 0.8),  # a second box on face 1: false
+        (199, 199, 16, 16, 0.7),  # on the 14 px face: the page need not find it, nor is it wrong to
+        (300, 0, 40, 40, 0.6),  # on the invalid face: neither
+        (500, 500, 40, 40, 0.3),  # on nothing: false
+        (100, 0, 10, 10, 0.95),  # under the 16 px minimum: dropped, though it lies on face 2
+    )
+    half, quarter = operating_points({"e/a.jpg": faces}, {"e/a": boxes}, min_face=16, thresholds=[0.5, 0.25])
+    assert (half.targets, half.found, half.false) == (2, 1, 1)
+    assert (quarter.targets, quarter.found, quarter.false) == (2, 1, 2)
+    assert (half.precision, half.recall, half.f1) == (0.5, 0.5, 0.5)
+    assert quarter.precision == pytest.approx(1 / 3) and quarter.f1 == pytest.approx(0.4)
+    (capped,) = operating_points({"e/a.jpg": faces}, {"e/a": boxes}, min_face=16, thresholds=[0.5], max_faces=1)
+    assert (capped.found, capped.false) == (1, 0)  # only the best box is kept
+    (alone,) = operating_points({"e/a.jpg": faces}, {}, min_face=16, thresholds=[0.5])
+    assert (alone.targets, alone.found, alone.false, alone.precision, alone.recall) == (2, 0, 0, 1.0, 0.0)
+    (empty,) = operating_points({"e/b.jpg": gt_rows()}, {"e/b": boxes}, min_face=16, thresholds=[0.5])
+    assert (empty.found, empty.false) == (0, 4)  # an image without faces: every kept box is false
 
 
 def test_iou_uses_the_official_plus_one_convention() -> None:
@@ -221,6 +247,22 @@ def test_cli_prints_json_and_honours_the_image_list(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as done:
         main(["--gt", str(gt_file), "--pred", str(pred), "--images", str(tmp_path / "list.txt")])
     assert done.value.code == 2 and "list.txt: no images to evaluate" in capsys.readouterr().err
+
+
+def test_cli_operating_points_need_no_sets_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt_file = write_wider_gt(tmp_path / "gt" / "wider_face_val_bbx_gt.txt", {"e1/a.jpg": gt_rows(FACE_A, FACE_B)})
+    (tmp_path / "pred" / "e1").mkdir(parents=True)
+    (tmp_path / "pred" / "e1" / "a.txt").write_text("a\n2\n10 10 40 40 0.8\n300 300 40 40 0.3\n")
+    main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred"), "--operating-points", "16"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "1 images, minimum face 16 px"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
+    assert rows["0.25"] == ["2", "1", "1", "0.500", "0.500", "0.500"]  # both boxes kept
+    assert rows["0.35"] == ["2", "1", "0", "1.000", "0.500", "0.667"]  # the false one dropped
+    assert lines[-1] == "best F1 0.667 at conf 0.35"
+    with pytest.raises(SystemExit) as done:
+        main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred"), "--operating-points", "nan"])
+    assert done.value.code == 2 and "minimum face size of 0 px or more" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
