@@ -1182,6 +1182,33 @@ def test_compare_page_picks_faces_per_photo_and_says_when_the_face_limit_is_reac
     assert "eight.png: labelled the 7 most confident faces" in app.warning[0].value
 
 
+@pytest.mark.parametrize("page", ["photos", "compare"])
+def test_photo_pages_use_the_shipped_test_time_views_and_let_the_user_turn_them_off(
+    app_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """Video and Webcam had the switch (off at first) and the photo pages none: a large batch could not be sped up."""
+    folder = shutil.copytree(app_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    write_spec(folder / "ensemble.json", {**spec, "tta": "flip"})
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(folder))
+    monkeypatch.setenv("FER_RUNTIME", "torch")
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.switch_page(f"views/{page}.py").run()
+    app.file_uploader(key=f"{page}_upload").set_value(("face.png", encode(astronaut(), "PNG"), "image/png")).run()
+    assert not app.exception, app.exception
+
+    def state() -> tuple[str, list[str]]:
+        about = app.sidebar.expander[0].markdown[0].value  # "Models & runtime": what a bug report needs
+        return about, [json.dumps(json.loads(chart.proto.spec)["data"]) for chart in app.get("plotly_chart")][:2]
+
+    assert app.checkbox(key=f"{page}_tta").value is True
+    about, with_views = state()
+    assert "TTA `flip`" in about
+    app.checkbox(key=f"{page}_tta").uncheck().run()
+    about, without = state()
+    assert "TTA" not in about and without != with_views  # the mirrored view no longer averaged in
+
+
 def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path: Path, monkeypatch) -> None:
     folder = shutil.copytree(app_weights, tmp_path / "weights")
     measured = json.loads((folder / "metrics_PrivateTest.json").read_text())

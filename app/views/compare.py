@@ -283,7 +283,7 @@ def models_note(ens: Ensemble) -> str:
 def main() -> None:
     st.title("Ensemble comparison")
     settings = ui.detector_controls("compare", offer_tta=True)
-    pipe = ui.pipeline(settings)
+    pipe = ui.pipeline(settings, tta=ui.tta_control("compare", default=True))  # as on Photos: results are shared
     ui.sidebar_info(pipe)
     st.caption(models_note(pipe.ensemble))
     picked = pick_image()

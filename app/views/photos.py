@@ -261,13 +261,14 @@ def main() -> None:
     ens = ui.ensemble()
     st.sidebar.subheader("Emotion model")
     model = st.sidebar.selectbox("Model", ui.model_names(ens), format_func=ui.model_title, key="photos_model")
+    tta = ui.tta_control("photos", default=True)  # on, as the ensemble was fitted; off for a quicker large batch
     show_cam = st.sidebar.toggle(
         "Show heat maps",
         key="photos_gradcam",
         help=f"{SHOWN_CAM.method} maps of the face regions that raised the chosen model's score for a class: of the "
         'maps measured, the most faithful that still shows regions (README, "Heat maps").',
     )
-    pipe = ui.pipeline(settings)
+    pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
 
     files = ui.kept_file_uploader(
