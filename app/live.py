@@ -13,8 +13,9 @@ grey copies, so a result that comes in late is followed through every frame sinc
 to on the frame analysed next is what the tracker matches that frame's faces against, so a fast face keeps its id.
 So slow models never slow the video
 (only a machine too busy to draw every frame does: streamlit-webrtc then passes the callback only the newest and
-drops the rest, and the page's video FPS, counted here, shows it), frames arriving while the models are busy are
-skipped rather than queued, and streamlit-webrtc never kills the stream for a callback that took too long (it
+drops the rest, and the page's video FPS, counted here, shows it; frames the browser's sender is too slow for are
+dropped after the callback, by `webrtc_relay`, and counted as the rate sent), frames arriving while the models are
+busy are skipped rather than queued, and streamlit-webrtc never kills the stream for a callback that took too long (it
 allows 10 s).
 """
 
@@ -121,6 +122,8 @@ class LiveStatus:
     faces: list[TrackedFace] = field(default_factory=list)
     fps: float = 0.0
     video_fps: float = 0.0
+    #: Frames of this stream the browser's sender took (`webrtc_relay`); 0 where no relay reports them.
+    sent_fps: float = 0.0
     frames: int = 0
     error: str | None = None
 
@@ -136,6 +139,19 @@ class LiveStatus:
         return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
 
 
+class SentNotice:
+    """A drawn frame's `opaque`: `webrtc_relay` calls its `frame_sent` when the browser's sender takes the frame.
+
+    One object per frame: PyAV files a frame's `opaque` under the object's id and forgets it when any frame holding
+    it is freed, so one object shared by every frame (the store itself) was lost to all of them within a dozen.
+    """
+
+    __slots__ = ("frame_sent",)
+
+    def __init__(self, frame_sent: Callable[[], None]) -> None:
+        self.frame_sent = frame_sent
+
+
 class LiveStore:
     """Thread-safe hand-over between one session's page runs, its WebRTC callback and its analysis thread."""
 
@@ -147,6 +163,7 @@ class LiveStore:
         self._tracker = self._settings.build()
         self._analysed_at: deque[float] = deque(maxlen=FPS_WINDOW)
         self._received_at: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._sent_at: deque[float] = deque(maxlen=FPS_WINDOW)
         self._frame: np.ndarray | None = None
         self._pending: np.ndarray | None = None
         self._faces: list[TrackedFace] = []
@@ -236,12 +253,20 @@ class LiveStore:
         try:
             annotated = self.process(frame.to_ndarray(format="rgb24"))
             drawn = av.VideoFrame.from_ndarray(annotated, format="rgb24")
+            drawn.opaque = SentNotice(self.frame_sent)  # called by the relay when the browser's sender takes it
         except Exception as err:
             self._record_error(err, "live frame drawing failed", drawing=True)
             return frame
         with self._lock:
             self._draw_error = None
         return drawn
+
+    def frame_sent(self) -> None:
+        """The browser's sender took a frame drawn here (`webrtc_relay`): the frames it was too slow for are dropped
+        before it, so the drawn rate alone overstated what the video showed."""
+        now = self._clock()
+        with self._lock:
+            self._sent_at.append(now)
 
     def end_stream(self) -> None:
         """The browser's camera track ended (STOP): whatever comes next is a new stream, however soon it starts.
@@ -287,6 +312,7 @@ class LiveStore:
         stream."""
         self._stream += 1
         self._received_at.clear()
+        self._sent_at.clear()
         self._analysed_at.clear()
         self._faces = []
         self._forget_motion()
@@ -342,14 +368,16 @@ class LiveStore:
     def status(self) -> LiveStatus:
         now = self._clock()
         with self._lock:
-            analysed, received = list(self._analysed_at), list(self._received_at)
+            analysed, received, sent = list(self._analysed_at), list(self._received_at), list(self._sent_at)
             faces, frames, error = list(self._faces), self._frames, self._error or self._draw_error
         fresh = bool(analysed) and now - analysed[-1] < STALE_AFTER_S
         streaming = bool(received) and now - received[-1] < STALE_AFTER_S
+        sending = bool(sent) and now - sent[-1] < STALE_AFTER_S
         return LiveStatus(
             faces if fresh else [],
             rate(analysed) if fresh else 0.0,
             rate(received) if streaming else 0.0,
+            rate(sent) if sending else 0.0,
             frames,
             error,
         )

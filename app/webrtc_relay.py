@@ -13,11 +13,17 @@ newest frame when it is ready for one, and frames it was too slow for are droppe
 browser shows is at most a frame or two old. Audio stays buffered (a dropped audio frame is a gap in the sound), and
 the relay is server-wide: a page that recorded video through streamlit-webrtc would lose frames too (the webcam page,
 the only one using WebRTC, records nothing).
+
+Dropping frames here also means the frames the callback drew are no longer the frames the browser gets. So each video
+consumer tells a frame's owner when it takes the frame: a frame whose `opaque` has a `frame_sent()` method (the
+webcam's `LiveStore` marks the frames it draws so) gets that call, and the page can show the rate the browser was sent
+as well as the rate it drew.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
@@ -25,14 +31,37 @@ from aiortc.contrib.media import MediaRelay
 log = logging.getLogger(__name__)
 
 
+class TellingConsumer(MediaStreamTrack):
+    """A relay consumer that calls `frame.opaque.frame_sent()`, where a frame has it, as its reader takes the frame:
+    frames the relay dropped are never taken, so their owner counts only what went on to the browser."""
+
+    def __init__(self, consumer: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = consumer.kind
+        self._consumer = consumer
+
+    async def recv(self) -> Any:
+        frame = await self._consumer.recv()
+        frame_sent = getattr(getattr(frame, "opaque", None), "frame_sent", None)
+        if callable(frame_sent):
+            frame_sent()
+        return frame
+
+    def stop(self) -> None:
+        self._consumer.stop()
+        super().stop()
+
+
 class LatestFrameRelay(MediaRelay):
-    """An aiortc relay whose video consumers always get the newest frame, never a backlog (see the module's
-    docstring)."""
+    """An aiortc relay whose video consumers always get the newest frame, never a backlog, and tell its owner they
+    took it (see the module's docstring)."""
 
     def subscribe(self, track: MediaStreamTrack, buffered: bool = True) -> MediaStreamTrack:
         """A consumer of `track`; of a video track, one that skips to the newest frame whatever `buffered` says
         (streamlit-webrtc asks for a buffer by default, for no reason that holds for a live view)."""
-        return super().subscribe(track, buffered=buffered and track.kind != "video")
+        if track.kind != "video":
+            return super().subscribe(track, buffered=buffered)
+        return TellingConsumer(super().subscribe(track, buffered=False))
 
 
 def install(holder: object | None = None) -> bool:
@@ -58,4 +87,4 @@ def install(holder: object | None = None) -> bool:
     return True
 
 
-__all__ = ["LatestFrameRelay", "install"]
+__all__ = ["LatestFrameRelay", "TellingConsumer", "install"]

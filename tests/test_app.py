@@ -722,6 +722,27 @@ def test_ice_server_lists_are_checked_before_the_browser_sees_them(text: str, pr
     assert parse_ice_servers(good) == json.loads(good)
 
 
+def test_live_store_counts_the_frames_the_browser_took_apart_from_those_drawn() -> None:
+    from app.live import STALE_AFTER_S, LiveStore, SentNotice
+
+    now = [100.0]
+    store = LiveStore(clock=lambda: now[0])  # no models: only the rates
+    assert store.status().sent_fps == 0.0  # no relay told anything: the page shows the drawn rate alone
+    for number in range(20):
+        drawn = store.callback(av.VideoFrame.from_ndarray(astronaut(), format="rgb24"))
+        if number % 2:  # the relay dropped every other frame; the ones its sender took it tells the store of
+            cast(SentNotice, drawn.opaque).frame_sent()
+        now[0] += 0.1
+    status = store.status()
+    assert status.video_fps == pytest.approx(10.0) and status.sent_fps == pytest.approx(5.0)
+    now[0] += 2 * STALE_AFTER_S  # the camera stopped: no rate is current
+    assert store.status().sent_fps == 0.0
+    restarted = store.callback(av.VideoFrame.from_ndarray(astronaut(), format="rgb24"))  # START again
+    cast(SentNotice, restarted.opaque).frame_sent()
+    now[0] += 0.1
+    assert store.status().sent_fps == 0.0  # one stamp of the new stream, not 11 over the pause
+
+
 def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) -> None:
     from app.live import STALE_AFTER_S, LiveStatus, LiveStore, TrackerSettings
 

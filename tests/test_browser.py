@@ -131,6 +131,11 @@ def test_webcam_shows_live_labelled_face(server: str, driver: Any, screenshots: 
         what="a labelled face in the live status",
     )
     assert status.endswith("FPS")
+    sent = wait_for(  # the relay tells the page which drawn frames the browser's sender took
+        lambda: next((t for t in page_texts(driver, "stCaptionContainer") if "sent to the browser" in t), None),
+        what="the rate of frames sent to the browser",
+    )
+    assert re.search(r"video \d+\.\d FPS drawn, \d+\.\d sent to the browser$", sent), sent
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]'), what="the live chart")
     first = wait_for(lambda: frames_analysed(driver), what="the frame counter")
     with contextlib.suppress(TimeoutError):  # only for a nicer screenshot: annotated frames have reached the video

@@ -65,6 +65,38 @@ def test_a_slow_consumer_gets_the_newest_video_frame_not_the_next_in_a_queue(
     assert later >= first + 20 if newest else later == first + 1
 
 
+class ToldFrames(NumberedFrames):
+    """Frames that ask to be told when a consumer takes them, as the webcam's drawn frames do (`opaque`)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.told: list[int] = []
+
+    async def recv(self) -> SimpleNamespace:  # type: ignore[override]
+        number = await super().recv()
+        return SimpleNamespace(number=number, opaque=SimpleNamespace(frame_sent=lambda: self.told.append(number)))
+
+
+def test_only_the_frames_a_consumer_takes_are_told_they_were_sent() -> None:
+    """The relay drops the frames a slow sender had no time for: counting the callback's frames overstated the
+    video the browser got. Frames without a `frame_sent` (the camera's own) pass through untouched."""
+
+    async def run() -> tuple[list[int], list[int]]:
+        source = ToldFrames(60)
+        consumer = webrtc_relay.LatestFrameRelay().subscribe(source)
+        taken = [cast(SimpleNamespace, await consumer.recv()).number]
+        while source.sent < taken[0] + 20:
+            await asyncio.sleep(0.002)
+        taken.append(cast(SimpleNamespace, await consumer.recv()).number)
+        consumer.stop()
+        while source.sent < source.count:
+            await asyncio.sleep(0.002)
+        return taken, source.told
+
+    taken, told = asyncio.run(run())
+    assert told == taken and taken[1] >= taken[0] + 20  # the 19 or more frames skipped were never told
+
+
 def test_install_puts_the_relay_where_streamlit_webrtc_looks_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit_webrtc import relay as streamlit_webrtc_relay
 

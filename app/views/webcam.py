@@ -47,11 +47,13 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
     """Re-drawn twice a second from the store; the callback itself never calls Streamlit.
 
     FPS is frames analysed per second; the video's FPS counts the frames drawn with the latest boxes, which is the
-    camera's rate unless the machine is too busy to draw them all (streamlit-webrtc then drops the surplus).
+    camera's rate unless the machine is too busy to draw them all (streamlit-webrtc then drops the surplus), and
+    the frames the browser's sender took of those (`webrtc_relay` drops the ones it was too slow for).
     """
     status = store.status()
     st.text(status.text())
-    st.caption(f"{status.frames} frames analysed in this session · video {status.video_fps:.1f} FPS")
+    sent = f", {status.sent_fps:.1f} sent to the browser" if status.sent_fps else ""
+    st.caption(f"{status.frames} frames analysed in this session · video {status.video_fps:.1f} FPS drawn{sent}")
     if status.error:
         st.warning(f"Frame analysis failed: {status.error}")
     smoothed = " (smoothed)" if tracking.smooths else ""
