@@ -314,7 +314,7 @@ def main() -> None:
     if table.empty:
         st.info("No face found in any photo.")
     else:
-        # Three places throughout (the CSV keeps four): 0.045 beside 0.0452 looked like two precisions. A column
+        # Three places throughout (the CSV keeps its own): 0.045 beside 0.0452 looked like two precisions. A column
         # format, not a pandas Styler: Streamlit refuses a Styler of over 262,144 cells (some 14,600 faces).
         three_places = st.column_config.NumberColumn(format="%.3f")
         shares = ["detector_score", "ensemble_confidence", *EMOTIONS]
