@@ -270,32 +270,31 @@ def operating_points(
     to. A second box on a found face counts as false, as a second label on one face would be.
     """
     by_key = {image_key(k): v for k, v in preds.items()}
-    points = []
-    for conf in thresholds:
-        targets = found = false = 0
-        for key, faces in gt.items():
-            boxes = by_key.get(image_key(key), np.zeros((0, 5)))
-            keep = (boxes[:, 4] >= conf) & (boxes[:, 2] >= min_face) & (boxes[:, 3] >= min_face)
-            boxes = boxes[keep][np.argsort(-boxes[keep][:, 4], kind="stable")][:max_faces]
-            is_target = (faces[:, 2] >= min_face) & (faces[:, 3] >= min_face) & (faces[:, COL_INVALID] == 0)
-            targets += int(is_target.sum())
-            if not len(boxes):
-                continue
-            if not len(faces):
-                false += len(boxes)
-                continue
-            ious = box_iou_xywh(boxes[:, :4], faces[:, :4], plus_one)
-            overlaps = ious >= iou_thresh
-            free = is_target.copy()
-            for overlap, iou in zip(overlaps, ious, strict=True):
-                candidates = np.flatnonzero(overlap & free)
-                if len(candidates):
-                    free[candidates[np.argmax(iou[candidates])]] = False
-                    found += 1
-                elif not (overlap & ~is_target).any():
-                    false += 1
-        points.append(OperatingPoint(float(conf), targets, found, false))
-    return points
+    targets, found, false = 0, np.zeros(len(thresholds), int), np.zeros(len(thresholds), int)
+    for key, faces in gt.items():
+        is_target = (faces[:, 2] >= min_face) & (faces[:, 3] >= min_face) & (faces[:, COL_INVALID] == 0)
+        targets += int(is_target.sum())
+        boxes = by_key.get(image_key(key), np.zeros((0, 5)))
+        boxes = boxes[(boxes[:, 2] >= min_face) & (boxes[:, 3] >= min_face)]
+        # Best first: the boxes kept at any threshold are a prefix of this list (the best `max_faces` of those
+        # scoring enough), and greedy matching of a prefix is the start of greedy matching of the whole, so one
+        # pass gives every threshold's counts.
+        boxes = boxes[np.argsort(-boxes[:, 4], kind="stable")][:max_faces]
+        ious = box_iou_xywh(boxes[:, :4], faces[:, :4], plus_one) if len(faces) else np.zeros((len(boxes), 0))
+        overlaps = ious >= iou_thresh
+        free = is_target.copy()
+        hit, miss = np.zeros(len(boxes) + 1, int), np.zeros(len(boxes) + 1, int)  # counts over the first n boxes
+        for n, (overlap, iou) in enumerate(zip(overlaps, ious, strict=True), start=1):
+            candidates = np.flatnonzero(overlap & free)
+            if len(candidates):
+                free[candidates[np.argmax(iou[candidates])]] = False
+            hit[n] = hit[n - 1] + bool(len(candidates))
+            miss[n] = miss[n - 1] + (not len(candidates) and not (overlap & ~is_target).any())
+        kept = np.array([int((boxes[:, 4] >= conf).sum()) for conf in thresholds], dtype=int)
+        found += hit[kept]
+        false += miss[kept]
+    counts = zip(thresholds, found, false, strict=True)
+    return [OperatingPoint(float(conf), targets, int(hits), int(misses)) for conf, hits, misses in counts]
 
 
 def operating_table(points: Sequence[OperatingPoint]) -> str:
