@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,6 +59,11 @@ CATCH_UP_FRAMES = 30
 def rate(times: list[float]) -> float:
     """Events per second over the window of timestamps."""
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def current(times: Sequence[float], now: float) -> bool:
+    """Whether the newest timestamp is recent enough for its rate (and its results) to describe the present."""
+    return bool(times) and now - times[-1] < STALE_AFTER_S
 
 
 def same_view(old: tuple[int, ...], new: tuple[int, ...], tolerance: float = 0.02) -> bool:
@@ -214,7 +219,7 @@ class LiveStore:
                 self._worker = threading.Thread(target=self._work, name="fer-live-analysis", daemon=True)
                 self._worker.start()
             self._lock.notify()  # first: drawing this frame may fail, and the analysis must go on regardless
-            fresh = bool(self._analysed_at) and now - self._analysed_at[-1] < STALE_AFTER_S
+            fresh = current(self._analysed_at, now)
             faces = self._faces if fresh else []
             annotations = to_annotations(faces)
             if faces and self._settings.follow:
@@ -370,14 +375,12 @@ class LiveStore:
         with self._lock:
             analysed, received, sent = list(self._analysed_at), list(self._received_at), list(self._sent_at)
             faces, frames, error = list(self._faces), self._frames, self._error or self._draw_error
-        fresh = bool(analysed) and now - analysed[-1] < STALE_AFTER_S
-        streaming = bool(received) and now - received[-1] < STALE_AFTER_S
-        sending = bool(sent) and now - sent[-1] < STALE_AFTER_S
+        fresh = current(analysed, now)
         return LiveStatus(
             faces if fresh else [],
             rate(analysed) if fresh else 0.0,
-            rate(received) if streaming else 0.0,
-            rate(sent) if sending else 0.0,
+            rate(received) if current(received, now) else 0.0,
+            rate(sent) if current(sent, now) else 0.0,
             frames,
             error,
         )

@@ -287,8 +287,9 @@ def main() -> None:
     digests = [ui.file_digest(upload.getvalue()) for upload in files]
     uploads = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
     reads = PageReads.of(uploads, settings, pipe)
-    shown = ui.distinct_names([upload.name for upload in files])
-    shared_names_note([upload.name for upload in files], shown)
+    names = [upload.name for upload in files]
+    shown = ui.distinct_names(names)
+    shared_names_note(names, shown)
     for n, (upload, digest, label) in enumerate(zip(files, digests, shown, strict=True), start=1):
         analysed.append(analyse_upload(upload.name, upload.getvalue(), digest, pipe, settings, reads, label))
         if progress is not None:

@@ -62,7 +62,7 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
         title = f"Largest face #{face.track_id}: {face.label} {face.confidence:.2f}{smoothed}"
         st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
     if len(status.faces) > 1:
-        every_face(status, smoothed=bool(smoothed))
+        every_face(status, smoothed=tracking.smooths)
 
 
 def every_face(status: LiveStatus, *, smoothed: bool) -> None:
