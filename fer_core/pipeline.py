@@ -13,18 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
 from fer_core.classifier import prepare_batch, to_gray
+from fer_core.detection import FaceBox, FaceDetector, reading_order
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.imageio import to_8bit
 from fer_core.labels import EMOTIONS
-
-if TYPE_CHECKING:
-    from fer_core.detection import FaceBox, FaceDetector
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -138,8 +136,6 @@ class Pipeline:
         ensemble = Ensemble.load(folder, runtime=runtime, device=device)
         detector = None
         if detector_backend is not None:
-            from fer_core.detection import FaceDetector
-
             options = {"runtime": runtime, "device": device, **detector_options}
             detector = FaceDetector(backend=detector_backend, weights=folder / "face_yolo.pt", **options)
         return cls(detector, ensemble)
@@ -167,11 +163,12 @@ class Pipeline:
         boxes: Sequence[FaceBox] | None = None,
         file_size: tuple[int, int] | None = None,
     ) -> ImageResult:
-        """Detect (unless `boxes` are given) and classify every face in one batch per model (`file_size`: see
-        `detect`; the result stays in the pixels of `image_rgb`)."""
+        """Detect (unless `boxes` are given, kept in their order) and classify every face in one batch per model
+        (`file_size`: see `detect`; the result stays in the pixels of `image_rgb`). Detected faces come in reading
+        order (`reading_order`), the order their numbers in the app and the rows of the CSV follow."""
         image = to_8bit(np.asarray(image_rgb))  # any pixel type classify_crops takes, scaled once for the image
         height, width = image.shape[:2]
-        found = list(self.detect(image, file_size) if boxes is None else boxes)
+        found = list(reading_order(self.detect(image, file_size)) if boxes is None else boxes)
         if not found:
             return ImageResult([], width, height)
         gray = to_gray(image)  # HxW, HxWx1 (as the detector accepts it), RGB or RGBA

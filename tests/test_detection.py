@@ -18,7 +18,7 @@ import torch
 from skimage import data as skdata
 
 from fer_core import detect_faces
-from fer_core.detection import FaceBox, FaceDetector, fuse_views, haar_scores, import_ultralytics
+from fer_core.detection import FaceBox, FaceDetector, fuse_views, haar_scores, import_ultralytics, reading_order
 from fer_core.wider_eval import read_wider_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +196,49 @@ def test_the_pipeline_classifies_faces_of_a_gray_image_with_a_channel_axis(
     flat, with_axis = pipe.analyse(gray), pipe.analyse(gray[:, :, None])
     assert len(with_axis.faces) == len(flat.faces) >= 1
     assert with_axis.faces[0].probs == pytest.approx(flat.faces[0].probs)
+
+
+def box_at(cx: float, cy: float, size: float, score: float = 0.9) -> FaceBox:
+    return FaceBox(cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2, score)
+
+
+def test_reading_order_numbers_rows_from_the_top_each_left_to_right() -> None:
+    """A 4x4 group whose heads sit up to a quarter of a face off their row's line, given in a scrambled order;
+    then a near face three times as tall beside two far ones (the far ones' centres are inside its height, its
+    centre is not inside theirs), and a face well below them."""
+    rng = np.random.default_rng(0)
+    grid = [box_at(100 + 80 * col, 100 + 90 * row + rng.uniform(-15, 15), 60) for row in range(4) for col in range(4)]
+    scrambled = [grid[i] for i in rng.permutation(len(grid))]
+    assert reading_order(scrambled) == grid
+
+    far_left, near, far_right = box_at(100, 100, 40), box_at(200, 150, 120), box_at(300, 95, 40)
+    below = box_at(150, 260, 40)
+    assert reading_order([below, near, far_right, far_left]) == [far_left, near, far_right, below]
+    assert reading_order([]) == []
+
+
+class ScoreOrderDetector:
+    """The detector's contract: best first; here the right-hand face is the surer one."""
+
+    max_faces = 10
+
+    def __init__(self, boxes: list[FaceBox]) -> None:
+        self.boxes = boxes
+
+    def detect(self, image_rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> list[FaceBox]:
+        return self.boxes
+
+
+def test_the_pipeline_numbers_detected_faces_in_reading_order(astronaut: np.ndarray, fake_weights: Path) -> None:
+    """Face #1 in the app and the CSV is the left one, not the one the detector was surer of; boxes handed in (as
+    the trackers do) keep their order."""
+    from fer_core.ensemble import Ensemble
+    from fer_core.pipeline import Pipeline
+
+    right, left = box_at(350, 150, 100, 0.95), box_at(150, 150, 100, 0.6)
+    pipe = Pipeline(ScoreOrderDetector([right, left]), Ensemble.load(fake_weights))  # type: ignore[arg-type]
+    assert [f.score for f in pipe(astronaut).faces] == [0.6, 0.95]
+    assert [f.score for f in pipe.analyse(astronaut, [right, left]).faces] == [0.95, 0.6]
 
 
 def test_haar_backend_never_warns(tmp_path: Path) -> None:
