@@ -144,6 +144,23 @@ class LiveStatus:
         return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
 
 
+@dataclass(frozen=True)
+class StreamSpan:
+    """The newest camera stream as the page can describe it after it ended: a STOP and a lost connection look
+    alike from the server (both end the track), so the page says when the frames stopped, not why."""
+
+    seconds: float  # from its first frame to its last
+    idle: float  # since its last frame
+    analysed: int
+
+    def summary(self, wall_now: float) -> str:
+        """E.g. 'The last stream ran 1 min 12 s (812 frames analysed); its last frame came at 22:14:05.'"""
+        minutes, seconds = divmod(round(self.seconds), 60)
+        length = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+        ended = time.strftime("%H:%M:%S", time.localtime(wall_now - self.idle))
+        return f"The last stream ran {length} ({self.analysed} frames analysed); its last frame came at {ended}."
+
+
 class SentNotice:
     """A drawn frame's `opaque`: `webrtc_relay` calls its `frame_sent` when the browser's sender takes the frame.
 
@@ -173,6 +190,10 @@ class LiveStore:
         self._pending: np.ndarray | None = None
         self._faces: list[TrackedFace] = []
         self._frames = 0
+        self._stream_started = 0.0  # the newest stream's first frame (StreamSpan)
+        self._stream_last: float | None = None  # and its last; None before any
+        self._playing_since: float | None = None  # the page's word that the browser shows the stream (`playing`)
+        self._stream_analysed = 0
         self._error: str | None = None  # the analysis's (cleared by the next analysed frame)
         self._draw_error: str | None = None  # the callback's own (cleared by the next frame it draws)
         self._worker: threading.Thread | None = None
@@ -207,6 +228,9 @@ class LiveStore:
                 self._restart()  # a new stream, or another camera picked (its frames come on the same track)
             elif old_shape is not None and resized:
                 self._resize(old_shape, image_rgb.shape)  # WebRTC adapting to bandwidth
+            if not self._received_at:  # the first frame of a stream
+                self._stream_started, self._stream_analysed = now, 0
+            self._stream_last = now
             self._frame = self._pending = image_rgb
             self._frame_number += 1
             self._pending_number = self._frame_number
@@ -366,6 +390,7 @@ class LiveStore:
             tracked = self._tracker.update(faces, self._moved_to(number))
             self._faces, self._faces_number = tracked, number
             self._frames += 1
+            self._stream_analysed += 1
             self._analysed_at.append(self._clock())
             self._error = None
         return tracked
@@ -384,6 +409,33 @@ class LiveStore:
             frames,
             error,
         )
+
+    def last_stream(self) -> StreamSpan | None:
+        """The newest stream, ended or not; None before the first frame. Kept past STOP (unlike the rates), for the
+        page to say when the video stopped: a connection lost under load ends it without a word otherwise."""
+        now = self._clock()
+        with self._lock:
+            if self._stream_last is None:
+                return None
+            return StreamSpan(self._stream_last - self._stream_started, now - self._stream_last, self._stream_analysed)
+
+    def playing(self, on: bool) -> None:
+        """The page reports on each run whether streamlit-webrtc says the stream plays, for `stalled_for`."""
+        now = self._clock()
+        with self._lock:
+            if not on:
+                self._playing_since = None
+            elif self._playing_since is None:
+                self._playing_since = now
+
+    def stalled_for(self) -> float:
+        """Seconds without a camera frame while the stream is said to play (0 when not playing): a connection lost
+        under load can leave the page "playing" a frozen video."""
+        now = self._clock()
+        with self._lock:
+            if self._playing_since is None:
+                return 0.0
+            return now - max(self._playing_since, self._stream_last or self._playing_since)
 
     def latest_frame(self) -> np.ndarray | None:
         """The last raw camera frame (no boxes drawn): what a snapshot sends to the comparison page. None when the

@@ -626,6 +626,7 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     app.switch_page("views/webcam.py").run()
     assert not app.exception, app.exception
     assert app.info[0].value.startswith("Press START")
+    assert not [c for c in app.caption if c.value.startswith("The last stream")]  # none yet
     assert app.checkbox(key="webcam_tta").value is False  # live frames skip TTA unless asked
     app.button(key="webcam_snapshot_button").click().run()
     assert "No current camera frame" in app.warning[0].value
@@ -642,9 +643,22 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert chart_titles(app)[0].startswith("Largest face #1:")
     assert "smoothed" not in chart_titles(app)[0]
 
+    from app.live import STALE_AFTER_S
+
+    frozen = types.SimpleNamespace(state=types.SimpleNamespace(playing=True))
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", lambda **kwargs: frozen)  # still playing, no frames
+    store = app.session_state["webcam_store"]
+    clock = store._clock
+    store._clock = lambda: clock() + 2 * STALE_AFTER_S
+    app.run()
+    assert app.warning[0].value.startswith("No camera frame for 1") and "Press STOP, then START" in app.warning[0].value
+    store._clock = clock
+
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=False))  # STOP pressed
     app.button(key="webcam_snapshot_button").click().run()  # the frame is a second old, but the camera is off
     assert "No current camera frame" in app.warning[0].value
+    ended = [c.value for c in app.caption if c.value.startswith("The last stream ran ")]
+    assert len(ended) == 1 and "If you did not press STOP, the connection was lost" in ended[0], ended
     monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", fake_streamer(playing=True))
     app.button(key="webcam_snapshot_button").click().run()  # switches to the comparison page
     assert not app.exception, app.exception
@@ -741,6 +755,45 @@ def test_live_store_counts_the_frames_the_browser_took_apart_from_those_drawn() 
     cast(SentNotice, restarted.opaque).frame_sent()
     now[0] += 0.1
     assert store.status().sent_fps == 0.0  # one stamp of the new stream, not 11 over the pause
+
+
+def test_live_store_says_when_the_stream_stopped_and_when_a_playing_one_stalls() -> None:
+    """A connection lost under load sent the page back to "Press START" (or left it playing a frozen video) without
+    a word: the store keeps the newest stream's span past its end, and counts the seconds a playing one is silent."""
+    from dataclasses import replace
+
+    from app.live import STALE_AFTER_S, LiveStore, TrackerSettings
+
+    now = [100.0]
+    store = LiveStore(clock=lambda: now[0])
+    store.configure(lambda image: ImageResult([], image.shape[1], image.shape[0]), TrackerSettings())  # type: ignore[arg-type]
+    assert store.last_stream() is None and store.stalled_for() == 0.0
+    store.playing(True)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(3):  # 3 frames over 2 s, each analysed by the store's thread
+        analysed_once(store, frame)
+        now[0] += 1.0
+    assert store.stalled_for() == pytest.approx(1.0)
+    now[0] += 2 * STALE_AFTER_S  # the frames stop; streamlit-webrtc still says it plays
+    assert store.stalled_for() == pytest.approx(1.0 + 2 * STALE_AFTER_S)
+    store.playing(False)  # STOP, or the browser noticed the lost connection
+    store.end_stream()
+    assert store.stalled_for() == 0.0
+    span = store.last_stream()  # kept past the end
+    assert span is not None and (span.seconds, span.analysed) == (pytest.approx(2.0), 3)
+    assert span.idle == pytest.approx(1.0 + 2 * STALE_AFTER_S)
+    ended = time.strftime("%H:%M:%S", time.localtime(1000.0 - span.idle))
+    assert (
+        span.summary(wall_now=1000.0) == f"The last stream ran 2 s (3 frames analysed); its last frame came at {ended}."
+    )
+    assert replace(span, seconds=72.4).summary(1000.0).startswith("The last stream ran 1 min 12 s (")
+
+    store.playing(True)  # START: no frame yet is not a stall, for the first seconds
+    assert store.stalled_for() == 0.0
+    now[0] += 1.0
+    store.process(frame)  # the new stream's first frame starts a new span
+    span = store.last_stream()
+    assert span is not None and (span.seconds, span.analysed, span.idle) == (0.0, 0, 0.0)
 
 
 def test_live_store_starts_afresh_when_the_camera_restarts(app_weights: Path) -> None:

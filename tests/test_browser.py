@@ -143,6 +143,24 @@ def test_webcam_shows_live_labelled_face(server: str, driver: Any, screenshots: 
     assert not page_texts(driver, "stException")
     driver.save_screenshot(str(screenshots / "webcam.png"))
 
+    driver.switch_to.frame(frame)  # STOP: the page says when the stream ended (a lost connection looks the same)
+    try:
+        wait_for(
+            lambda: next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip().upper() == "STOP"),
+            what="the STOP button",
+        ).click()
+    finally:
+        driver.switch_to.default_content()
+    ended = wait_for(
+        lambda: next(
+            (t for t in page_texts(driver, "stCaptionContainer") if t.startswith("The last stream ran")), None
+        ),
+        what="the ended stream's summary",
+    )
+    assert re.search(
+        r"^The last stream ran (\d+ min )?\d+ s \([1-9]\d* frames analysed\); its last frame came", ended
+    ), ended
+
 
 def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshots: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By

@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app import charts, ui, webrtc_relay
-from app.live import LiveStatus, LiveStore, TrackerSettings, parse_ice_servers
+from app.live import STALE_AFTER_S, LiveStatus, LiveStore, TrackerSettings, parse_ice_servers
 from fer_core.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
     the frames the browser's sender took of those (`webrtc_relay` drops the ones it was too slow for).
     """
     status = store.status()
+    stalled = store.stalled_for()
+    if stalled > STALE_AFTER_S:
+        st.warning(
+            f"No camera frame for {stalled:.0f} s: the connection may have been lost. Press STOP, then START.",
+            icon=":material/videocam_off:",
+        )
     st.text(status.text())
     sent = f", {status.sent_fps:.1f} sent to the browser" if status.sent_fps else ""
     st.caption(f"{status.frames} frames analysed in this session · video {status.video_fps:.1f} FPS drawn{sent}")
@@ -103,11 +109,12 @@ def main() -> None:
             log.exception("webrtc_streamer failed")
             st.error(f"The live camera is unavailable here ({type(err).__name__}: {err}).", icon=":material/error:")
             ctx = None
+        playing = ctx is not None and ctx.state.playing
+        store.playing(playing)
         if st.button(
             "Snapshot to the ensemble comparison", icon=":material/photo_camera:", key="webcam_snapshot_button"
         ):
-            playing = ctx is not None and ctx.state.playing  # after STOP the last frame is the past, however recent
-            frame = store.latest_frame() if playing else None
+            frame = store.latest_frame() if playing else None  # after STOP the last frame is the past, however recent
             if frame is None:
                 st.warning("No current camera frame: press START first.")
             else:
@@ -115,13 +122,19 @@ def main() -> None:
                 st.session_state[ui.SNAPSHOT_KEY] = {"name": name, "image": frame, "fresh": True}
                 st.switch_page(ui.COMPARE_PAGE)
     with panel:
-        if ctx is not None and ctx.state.playing:
+        if playing:
             live_panel(store, tracking)
         else:
             st.info(
                 "Press START and allow the camera. Faces are boxed live; the chart follows the largest face, "
                 "and with several faces a table gives each one's probabilities."
             )
+            span = store.last_stream()
+            if span is not None:  # STOP pressed, or the connection lost: the server cannot tell them apart
+                st.caption(
+                    f"{span.summary(time.time())} If you did not press STOP, the connection was lost (a machine too "
+                    "busy can lose it): press START to go on."
+                )
 
 
 main()
