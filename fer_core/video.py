@@ -132,6 +132,7 @@ class VideoSummary:
     announced_duration_s: float | None = None  # the video stream's duration (None when the file gives none)
     skipped_packets: int = 0  # damaged packets the decoder refused, whose frames are missing from the results
     read_error: str | None = None  # why reading the file stopped part-way (the results end there)
+    corrupt_frames: int = 0  # frames the decoder flagged as damaged: shown patched up, as players show them
     count_may_exceed_play: bool = False  # see `VideoInfo`: then enough time also makes a whole clip
 
     @property
@@ -167,6 +168,11 @@ class VideoSummary:
         """Frames lost inside the clip: a damaged packet is skipped, as players do, instead of ending the analysis;
         a read error ends it where it happened, with the frames before it kept."""
         problems = []
+        if self.corrupt_frames:
+            problems.append(
+                f"{self.corrupt_frames} frame(s) were decoded with errors and patched up, as players do; they and the "
+                "frames that follow from them may show damage, where faces can be missed or mislabelled"
+            )
         if self.skipped_packets:
             problems.append(
                 f"{self.skipped_packets} damaged packet(s) could not be decoded and were skipped; the frames they "
@@ -198,6 +204,7 @@ class VideoSummary:
             "ended_early": self.ended_early,
             "skipped_packets": self.skipped_packets,
             "read_error": self.read_error,
+            "corrupt_frames": self.corrupt_frames,
             "damaged": self.damaged,
         }
 
@@ -359,8 +366,11 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
 
 @dataclass
 class DecodeLog:
-    """What `iter_frames` passed over: damaged packets, skipped as players skip them."""
+    """What `iter_frames` passed over: damaged packets, skipped as players skip them, and the damage FFmpeg patched up
+    without an error (a keyframe with garbage inside decodes into a smeared frame flagged corrupt, and the frames
+    predicted from it carry the smear): counted, or the results of a visibly broken clip came without a word."""
 
+    corrupt_frames: int = 0
     skipped_packets: int = 0
     first_error: str | None = None
     read_error: str | None = None  # reading the file failed part-way (a bad sector, a dropped network share)
@@ -394,6 +404,7 @@ def iter_frames(
     log = log if log is not None else DecodeLog()
     try:
         for frame in _decoded(container, stream, log, stop):
+            log.corrupt_frames += frame.is_corrupt
             aspect = pixel_aspect(stream)  # read per frame: a stream can change it part-way
             width, height = square_size(frame.width, frame.height, aspect)
             if width * height > MAX_PIXELS:  # the probe saw only the first size; decoding (and squaring) allocates
@@ -714,6 +725,7 @@ def analyse_video(
         announced_duration_s=None if info.duration_shared else info.duration_s,
         skipped_packets=log.skipped_packets,
         read_error=log.read_error,
+        corrupt_frames=log.corrupt_frames,
         count_may_exceed_play=info.count_may_exceed_play,
     )
 

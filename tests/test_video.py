@@ -462,6 +462,34 @@ def test_a_damaged_packet_is_skipped_and_counted_not_fatal(
     assert analyse_video(path, StubPipeline(), tmp_path / "whole").damaged is None  # type: ignore[arg-type]
 
 
+def test_a_keyframe_patched_up_by_the_decoder_is_counted_not_silent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Garbage inside a keyframe raises nothing: FFmpeg conceals it and hands out a smeared frame flagged corrupt,
+    and every frame predicted from it carries the smear. The clip was analysed with exit 0 and no word."""
+    path = write_video(tmp_path / "src.mp4", noise_frames(40), "libx264")
+    with av.open(str(path)) as container:
+        keyframe = next(p for p in container.demux(container.streams.video[0]) if p.is_keyframe and p.size)
+        start, size = keyframe.pos, keyframe.size
+    assert start is not None
+    data = bytearray(path.read_bytes())
+    data[start + size // 2 : start + size // 2 + 64] = bytes(64)  # zeroed bytes inside the picture data
+    smeared = tmp_path / "smeared.mp4"
+    smeared.write_bytes(bytes(data))
+    summary = analyse_video(smeared, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    assert summary.frames == 40 and summary.skipped_packets == 0 and summary.corrupt_frames >= 1
+    assert summary.damaged == (
+        f"smeared.mp4: {summary.corrupt_frames} frame(s) were decoded with errors and patched up, as players do; they "
+        "and the frames that follow from them may show damage, where faces can be missed or mislabelled"
+    )
+    assert summary.to_dict()["corrupt_frames"] == summary.corrupt_frames
+    monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: StubPipeline())
+    assert video.main([str(smeared), "--out", str(tmp_path / "cli")]) == cli.PARTIAL_FAILURE
+    assert "warning: smeared.mp4: " in capsys.readouterr().err
+    whole = analyse_video(path, StubPipeline(), tmp_path / "whole")  # type: ignore[arg-type]
+    assert whole.corrupt_frames == 0 and whole.damaged is None
+
+
 def test_a_read_error_part_way_keeps_the_frames_before_it_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
