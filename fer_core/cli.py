@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,9 +86,20 @@ def add_skip_bad_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """`warnings.formatwarning` for the tools: `warning: <message>`, as they print their own, instead of Python's
+    file:line, category and source line (`predict` showed a fallback as `.../pipeline.py:140: RuntimeWarning: ...`
+    followed by a line of our code)."""
+    return f"warning: {message}\n"
+
+
 def run(main: Callable[[], int | None]) -> None:
     """Exit with `main`'s status; on a `UserInputError` or a missing file, print `error: <message>` and exit 2 (as
-    argparse does): a path the user typed wrong deserves the same one line as a malformed row."""
+    argparse does): a path the user typed wrong deserves the same one line as a malformed row. Python warnings
+    print as one `warning:` line."""
+    warnings.formatwarning = one_line_warning
     try:
         status = main()
     except (UserInputError, FileNotFoundError) as err:

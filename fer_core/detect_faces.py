@@ -141,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--backend yolo: {refusal}")
     if args.tta and detector.backend != "yolo":
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
-    if detector.warning:
-        print(f"warning: {detector.warning}", file=sys.stderr)
     forget_results_under(args.out, args.image_root, unreadable)
     done, bad, seconds = run(detector, images, args.image_root, args.out, progress=not args.no_progress)
     rate = done / seconds if seconds > 0 else float("inf")

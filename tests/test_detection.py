@@ -289,6 +289,26 @@ def test_no_network_from_import_to_detection(untrained_weights: Path, tmp_path: 
     assert "ATTEMPTS []" in run.stdout, run.stdout
 
 
+def test_the_tools_print_a_fallback_once_as_one_warning_line(tmp_path: Path, astronaut: np.ndarray) -> None:
+    """`detect_faces` printed the Haar fallback twice (Python's warning, then its own line), and `predict` only as
+    Python's `.../pipeline.py:140: RuntimeWarning: ...` followed by a line of our source."""
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--weights", str(tmp_path / "missing.pt")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "fer_core.detect_faces", *argv, "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: YOLO face weights unusable ("), run.stderr
+
+
 def test_detect_faces_cli_writes_wider_results(
     tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
 ) -> None:
