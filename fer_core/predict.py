@@ -119,6 +119,21 @@ def error_record(path: Path, message: str) -> dict[str, Any]:
     }
 
 
+#: A face crop's shortest side and most elongated shape: below and beyond them an input is no face crop (a 1x1 or
+#: 5000x1 picture was squeezed to 48x48 and came back "angry 0.41" like any face).
+MIN_CROP_SIDE = 8
+MAX_CROP_ASPECT = 4.0
+
+
+def crop_problem(width: int, height: int) -> str | None:
+    """Why a picture given with `--crops` cannot be a face crop, or None."""
+    if min(width, height) < MIN_CROP_SIDE:
+        return f"{width}x{height} px is too small for a face crop (at least {MIN_CROP_SIDE} px a side)"
+    if max(width, height) > MAX_CROP_ASPECT * min(width, height):
+        return f"{width}x{height} px is too elongated for a face crop (at most {MAX_CROP_ASPECT:g}:1)"
+    return None
+
+
 def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[str, Any]]:
     records = []
     for file in tqdm(files, desc="images", disable=len(files) < 2):
@@ -129,6 +144,10 @@ def predict_images(pipe: Pipeline, files: list[Path], crops: bool) -> list[dict[
             records.append(error_record(file, str(err)))
             continue
         height, width = image.shape[:2]
+        if crops and (problem := crop_problem(*file_size)):
+            print(f"error: {file}: {problem}", file=sys.stderr)
+            records.append(error_record(file, problem))
+            continue
         result = ImageResult(pipe.classify_crops([image]), width, height) if crops else pipe(image, file_size)
         if limited := pipe.at_face_limit(n_faces := len(result.faces)):
             print(f"warning: {file}: labelled the {n_faces} most confident faces (--max-faces)", file=sys.stderr)

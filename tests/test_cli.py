@@ -229,6 +229,27 @@ def test_predict_crops_reports_bad_files_and_keeps_the_rest(tmp_path, fake_weigh
     assert "broken.jpg" in capsys.readouterr().err
 
 
+def test_predict_crops_refuses_pictures_that_cannot_be_face_crops(tmp_path, fake_weights, capsys):
+    """A 1x1 and a 5000x1 picture were squeezed to 48x48 and labelled like faces ("angry 0.41"), exit 0."""
+    root = tmp_path / "crops"
+    root.mkdir()
+    face = data.astronaut()[60:170, 170:280]
+    Image.fromarray(face).save(root / "face.png")
+    Image.fromarray(face[:8, :32]).save(root / "loose.png")  # 32x8: 4:1 and 8 px, the limits, still taken
+    Image.fromarray(face[:1, :1]).save(root / "dot.png")
+    Image.fromarray(np.tile(face[:1, :50], (1, 100, 1))).save(root / "strip.png")  # 5000x1
+    Image.fromarray(face[:10, :41]).save(root / "band.png")  # 41x10: over 4:1
+    out = tmp_path / "out.json"
+    assert predict_main([str(root), "--crops", "--json", str(out), "--weights", str(fake_weights)]) == 1
+    records = {r["image"].split("/")[-1]: r for r in json.loads(out.read_text())}
+    assert records["dot.png"]["error"] == "1x1 px is too small for a face crop (at least 8 px a side)"
+    assert records["strip.png"]["error"] == "5000x1 px is too small for a face crop (at least 8 px a side)"
+    assert records["band.png"]["error"] == "41x10 px is too elongated for a face crop (at most 4:1)"
+    assert all(records[name]["faces"] == [] for name in ("dot.png", "strip.png", "band.png"))
+    assert len(records["face.png"]["faces"]) == len(records["loose.png"]["faces"]) == 1
+    assert "error: " in capsys.readouterr().err
+
+
 def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):
     csv = write_fer_csv(tmp_path / "fer.csv", n_train=5, n_public=0, n_private=0)
     lines = csv.read_text().splitlines()
