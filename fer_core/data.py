@@ -135,12 +135,7 @@ def load_fer2013(
         raise FerDataError(f"{source}: no such file or folder")
     if source.is_dir():
         images, labels, usages, sources, skipped = _read_folder(source, skip_bad)
-    elif _is_tar_archive(source):
-        raise FerDataError(
-            f"{source}: a tar archive, which is not read directly; extract it first (tar -xf {source.name}) and pass "
-            "the CSV or folder it holds (FER-2013 is read as a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder)"
-        )
-    elif source.name.lower().endswith(CSV_SUFFIXES):
+    elif source.name.lower().endswith(CSV_SUFFIXES) or _is_tar_archive(source):  # a tar: refused by the reader
         images, labels, usages, sources, skipped = _read_csv(source, skip_bad)
     else:
         raise FerDataError(f"{source}: not a FER-2013 source (expected a folder or a .csv/.csv.gz/.xz/.zip file)")
@@ -292,6 +287,11 @@ def read_csv_records(path: Path) -> tuple[list[str], Iterator[CsvRecord]]:
     (a stray quote swallowing the lines after it) without calling `on_bad_lines`, and numbers rows, not file lines.
     Here such a record comes back with an `error` naming its lines; a damaged file raises `FerDataError`.
     """
+    if _is_tar_archive(path):  # here, not in `load_fer2013` alone: `predict` reads CSVs with this too
+        raise FerDataError(
+            f"{path}: a tar archive, which is not read directly; extract it first (tar -xf {path.name}) and pass "
+            "the CSV or folder it holds (FER-2013 is read as a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder)"
+        )
     stack = ExitStack()
     try:
         # errors="replace": one Latin-1 byte (an Excel export) stopped the read there and lost every later row; the

@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if not csv_inputs and not image_inputs and not unreadable_folders:
         parser.error("no images or CSV files found in " + ", ".join(map(str, args.paths)))
     if csv_inputs and not args.csv_out:
-        parser.error("CSV inputs need --csv-out")
+        parser.error(f"{csv_inputs[0]}: CSV inputs (.csv, or one CSV in a .gz/.xz/.zip) need --csv-out")
     if image_inputs and not args.json:
         parser.error("image inputs need --json")
     clash = overwritten_input(args, [*csv_inputs, *image_inputs])

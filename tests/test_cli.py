@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -248,6 +249,19 @@ def test_predict_crops_refuses_pictures_that_cannot_be_face_crops(tmp_path, fake
     assert all(records[name]["faces"] == [] for name in ("dot.png", "strip.png", "band.png"))
     assert len(records["face.png"]["faces"]) == len(records["loose.png"]["faces"]) == 1
     assert "error: " in capsys.readouterr().err
+
+
+def test_predict_names_the_csv_input_that_needs_csv_out(tmp_path, fake_weights, capsys):
+    """A zip of photos given with --json got "CSV inputs need --csv-out", naming neither the file nor why it was
+    taken for a CSV (a .zip is read as one zipped FER-2013 CSV)."""
+    photos = tmp_path / "photos.zip"
+    with zipfile.ZipFile(photos, "w") as archive:
+        archive.writestr("a.jpg", b"not read")
+    with pytest.raises(SystemExit) as stopped:
+        predict_main([str(photos), "--json", str(tmp_path / "out.json"), "--weights", str(fake_weights)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert f"{photos}: CSV inputs (.csv, or one CSV in a .gz/.xz/.zip) need --csv-out" in err
 
 
 def test_predict_csv_marks_malformed_rows(tmp_path, fake_weights):

@@ -17,7 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from fer_core.data import FerDataError, class_weights, load_fer2013, read_gray_face
+from fer_core.data import FerDataError, class_weights, load_fer2013, read_csv_records, read_gray_face
 from fer_core.labels import EMOTIONS
 from tests.fer_fixtures import synthetic_faces, write_fer_csv, write_fer_folder
 
@@ -456,11 +456,13 @@ def test_a_skipped_folder_holding_one_that_cannot_be_listed_counts_what_it_can(t
     ("name", "mode"), [("a.tar", "w"), ("fer2013.tar.gz", "w:gz"), ("b.tgz", "w:gz"), ("c.tar.xz", "w:xz")]
 )
 def test_a_tar_archive_is_named_as_one_to_extract(tmp_path, name, mode):
-    """Kaggle's fer2013.tar.gz (fer2013/fer2013.csv inside) got the advice to save it as CSV UTF-8."""
+    """Kaggle's fer2013.tar.gz (fer2013/fer2013.csv inside) got the advice to save it as CSV UTF-8, and still did
+    from `predict --csv-out`."""
     path = tmp_path / name
     with tarfile.open(path, mode) as archive:
         archive.add(write_fer_csv(tmp_path / "fer2013.csv"), arcname="fer2013/fer2013.csv")
-    with pytest.raises(FerDataError) as refused:
-        load_fer2013(path, skip_bad=True)
-    assert str(refused.value).startswith(f"{path}: a tar archive, which is not read directly; extract it first")
-    assert "a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder" in str(refused.value)
+    for read in (lambda: load_fer2013(path, skip_bad=True), lambda: read_csv_records(path)):  # predict reads so
+        with pytest.raises(FerDataError) as refused:
+            read()
+        assert str(refused.value).startswith(f"{path}: a tar archive, which is not read directly; extract it first")
+        assert "a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder" in str(refused.value)
