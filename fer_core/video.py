@@ -212,7 +212,7 @@ class VideoSummary:
 def _open(path: Path) -> tuple[Any, Any]:
     """Open a container and its first video stream, or raise `VideoError` saying why not."""
     if not path.is_file():
-        raise VideoError(f"{path}: no such file")
+        raise VideoError(f"{path}: {'a folder, not a video file' if path.is_dir() else 'no such file'}")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: the file is empty (0 bytes)")
     try:

@@ -137,6 +137,10 @@ def test_text_and_pictures_are_not_videos(tmp_path: Path) -> None:
         probe_video(text)
     with pytest.raises(VideoError, match=r"photo\.png: a still image, not a video"):
         analyse_video(picture, StubPipeline(), tmp_path / "out")  # type: ignore[arg-type]
+    folder = tmp_path / "clip.mp4"  # was called missing
+    folder.mkdir()
+    with pytest.raises(VideoError, match=r"clip\.mp4: a folder, not a video file"):
+        probe_video(folder)
 
 
 def write_browser_recording(path: Path, times_ms: list[int]) -> Path:
