@@ -8,6 +8,8 @@ low-confidence detections (conf 0.01), small faces (min-face 1) and crowds (max-
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +21,16 @@ from fer_core import cli
 from fer_core.detection import BACKENDS, FaceBox, FaceDetector, refusal_of_fallback
 from fer_core.imageio import ImageLoadError, load_image_sized
 from fer_core.predict import UnreadableFolder, iter_inputs
+
+#: What ultralytics takes as a device; anything else was passed over without a word (the CPU ran instead).
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?|\d+(,\d+)*")
+
+
+def yolo_device(text: str) -> str:
+    """argparse `type` of `--device`."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected cpu, mps, cuda, cuda:N, or GPU numbers such as 0 or 0,1")
+    return text
 
 
 def iter_images(root: Path, unreadable: list[UnreadableFolder] | None = None) -> list[Path]:
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device",
         default=None,
+        type=yolo_device,
         help="YOLO's device, e.g. cpu or 0 (default: the first GPU if there is one, else the CPU)",
     )
     parser.add_argument(
@@ -139,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if refusal := refusal_of_fallback(args.backend, detector):
         parser.error(f"--backend yolo: {refusal}")
+    if args.device not in (None, "cpu") and detector.runtime != "torch":  # only PyTorch (ultralytics) takes a GPU
+        why = "the Haar cascade runs" if detector.backend == "haar" else "no CUDA GPU here; YOLO runs"
+        print(f"warning: --device {args.device}: {why} on the CPU", file=sys.stderr)
     if args.tta and detector.backend != "yolo":
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
     forget_results_under(args.out, args.image_root, unreadable)

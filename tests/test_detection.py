@@ -417,6 +417,22 @@ def test_the_smallest_face_side_is_meant_in_the_files_pixels(
     assert len(Pipeline(FaceDetector(backend="haar", min_face=150, max_faces=1), ensemble)(image).faces) == 0
 
 
+def test_detect_faces_refuses_an_unknown_device_and_says_when_a_gpu_is_not_used(
+    tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--device foo` and `--device 0` without a GPU ran on the CPU without a word."""
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--backend", "haar", "--no-progress"]
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main([*argv, "--device", "foo"])
+    assert done.value.code == 2 and "'foo': expected cpu, mps, cuda, cuda:N, or GPU numbers" in capsys.readouterr().err
+    assert detect_faces.main([*argv, "--device", "0"]) == 0  # the Haar cascade never runs on a GPU
+    assert "warning: --device 0: the Haar cascade runs on the CPU" in capsys.readouterr().err
+    assert detect_faces.main([*argv, "--device", "cpu"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yolo_was_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
