@@ -1796,6 +1796,9 @@ def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     app.file_uploader(key="video_upload").set_value(("other.mp4", b"other bytes", "video/mp4")).run()
     app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
     assert [m.value for m in app.metric][:2] == ["8", "3"]  # an ended job's result is kept for its clip
+    app.file_uploader(key="video_upload").set_value(None).run()  # a browser swaps files by way of an empty uploader
+    app.file_uploader(key="video_upload").set_value(("clip.mp4", clip(), "video/mp4")).run()
+    assert [m.value for m in app.metric][:2] == ["8", "3"]  # a finished analysis is not lost to a mis-drop
 
 
 def test_the_video_page_says_when_the_annotated_video_will_not_play_in_a_browser(

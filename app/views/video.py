@@ -148,9 +148,10 @@ def main() -> None:
         "faces' is on): higher is faster, coarser.",
     )
     if upload is None:
-        abandon_job()  # the user removed the file (or pressed Forget): its result goes too, with its memory
-        st.session_state.pop(RESULT_KEY, None)
-        st.session_state.pop(PROBLEM_KEY, None)
+        # the user removed the file (or pressed Forget): its analysis stops. The last result (one, so its memory is
+        # bounded) and failure stay for the clip: the browser empties the uploader for a moment when another file is
+        # dropped on it, and a finished analysis was lost to one mis-drop
+        abandon_job()
         st.info("Faces are tracked through the clip; the result is an annotated video and a timeline per face.")
         return
     data = upload.getvalue()
