@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -142,6 +142,21 @@ def _check_writable_place(folder: Path, text: str) -> None:
         raise argparse.ArgumentTypeError(f"{text}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: cannot write in {existing} (permission denied)")
+
+
+def prepare_out_folder(folder: Path, names: Iterable[str], option: str = "--out") -> Path:
+    """Create the output `folder` of a tool that writes the files `names` into it, before the work: a folder
+    already in one of those places failed only at its write, after the whole run and beside the files written
+    first; and `out_folder`'s os.access check lets root past /sys and /proc, where mkdir then failed with a
+    traceback (or, for /proc, a bare "[Errno 2]" that did not say which path was the output folder)."""
+    in_the_way = [name for name in names if (folder / name).is_dir()]
+    if in_the_way:
+        raise UserInputError(f"{option} {folder}: {', '.join(in_the_way)} is a folder; the results need those names")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"{option} {folder}: cannot create the output folder ({err.strerror or err})") from err
+    return folder
 
 
 @contextmanager

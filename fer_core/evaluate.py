@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from fer_core import cli
 from fer_core.data import FerSplit, load_fer2013
-from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, weights_used
+from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, read_spec, weights_used
 from fer_core.labels import EMOTIONS, SPLITS, TEST_SPLIT, VAL_SPLIT
 from fer_core.metrics import classification_report
 from fer_core.pipeline import DEFAULT_WEIGHTS
@@ -65,6 +66,19 @@ def save_confusion_png(confusion: list[list[int]], title: str, path: Path) -> No
     plt.close(fig)
 
 
+#: The files `write_report` writes into --out after one confusion_<model>.png per model.
+TABLE_NAMES = ("predictions.csv", "metrics.json")
+
+
+def confusion_png_name(model: str) -> str:
+    return f"confusion_{model}.png"
+
+
+def output_names(models: Iterable[str]) -> list[str]:
+    """Every file `write_report` writes into --out for these models (the members and the ensemble)."""
+    return [*map(confusion_png_name, models), *TABLE_NAMES]
+
+
 def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.ndarray], out: Path) -> None:
     """metrics.json last and whole, or none: an interrupted run left a truncated one, or a new one beside an
     earlier run's predictions.csv (perhaps of another split)."""
@@ -72,7 +86,7 @@ def write_report(report: dict[str, Any], split: FerSplit, probs: dict[str, np.nd
     (out / "metrics.json").unlink(missing_ok=True)  # no earlier metrics beside this run's plots and predictions
     for name, scores in report["models"].items():
         title = f"{name} on {split.name}: acc {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}"
-        cli.write_output(out / f"confusion_{name}.png", partial(save_confusion_png, scores["confusion"], title))
+        cli.write_output(out / confusion_png_name(name), partial(save_confusion_png, scores["confusion"], title))
     ensemble = probs[ENSEMBLE_KEY]
     table = pd.DataFrame(ensemble, columns=list(EMOTIONS))
     table.insert(0, "predicted", [EMOTIONS[i] for i in ensemble.argmax(1)])
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         "--tta", choices=("shipped", "off"), default="shipped", help="shipped: ensemble.json's TTA set; off: one view"
     )
     args = parser.parse_args(argv)
+    members = [entry["name"] for entry in read_spec(args.weights, check_files=False)["models"]]
+    cli.prepare_out_folder(args.out, output_names([*members, ENSEMBLE_KEY]))  # before the data and the predictions
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
     split = dataset[args.split]
     ensemble = Ensemble.load(args.weights, runtime=args.runtime)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -110,6 +111,35 @@ def test_evaluate_writes_each_confusion_plot_whole_or_not_at_all(tmp_path, fake_
     assert f"error: {target}: could not write the results (No space left on device)" in capsys.readouterr().err
     assert target.read_bytes() == earlier
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no partial file left behind
+
+
+def test_evaluate_checks_its_output_names_and_folder_before_predicting(
+    tmp_path: Path, fake_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """metrics.json as a folder was an IsADirectoryError traceback after all the predictions, predictions.csv one
+    an error after them with the plots already written; an output folder mkdir cannot make (under /proc or /sys,
+    where os.access lets root past) was a traceback, or a bare "[Errno 2]" that did not say it was --out."""
+    from fer_core import evaluate
+
+    monkeypatch.setattr(evaluate, "predict_split", lambda *args: pytest.fail("predicted before checking --out"))
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=7)
+    base = ["--data", str(csv), "--weights", str(fake_weights), "--tta", "off"]
+    for name in ("metrics.json", "predictions.csv", "confusion_B_mixcut.png"):
+        out = tmp_path / f"out_{name}"
+        (out / name).mkdir(parents=True)
+        with pytest.raises(SystemExit) as done:
+            cli.run(partial(evaluate_main, [*base, "--out", str(out)]))
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err == f"error: --out {out}: {name} is a folder; the results need those names\n"
+        assert [path.name for path in out.iterdir()] == [name]  # nothing written
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here for a folder mkdir cannot make")
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: True)  # as for root, whom it lets write anywhere
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: evaluate_main([*base, "--out", "/proc/fer_core_out"]))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("error: --out /proc/fer_core_out: cannot create the output folder")
+    assert err.count("\n") == 1
 
 
 def test_macro_f1_leaves_out_a_class_absent_from_labels_and_predictions():
