@@ -417,9 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
         parser.error("--batch-size must be at least 1, --seed and --limit at least 0")
-    in_the_way = [name for name in OUTPUT_NAMES if (args.out / name).is_dir()]
-    if in_the_way:  # found only after all the work, with the other files already written
-        parser.error(f"--out {args.out}: {', '.join(in_the_way)} is a folder; the results need those names")
+    cli.prepare_out_folder(args.out, OUTPUT_NAMES)  # found only after all the work, the other files written
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
     split = dataset[TEST_SPLIT]
     if 0 < args.limit < len(split):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core import robustness
+from fer_core import cli, robustness
 from fer_core.data import FerSplit
 from fer_core.labels import EMOTIONS
 from fer_core.robustness import PERTURBATIONS, confidence_table, perturb
@@ -221,6 +221,6 @@ def test_cli_refuses_bad_options_before_the_work(
     a_file.write_text("")
     (tmp_path / "out" / "robustness.png").mkdir(parents=True)
     args = ["--data", str(tmp_path / "no_data"), "--out", str(tmp_path / "out")]
-    with pytest.raises(SystemExit) as exit_:  # argparse's error, before the (missing) data is even looked at
-        robustness.main([*args, *[str(a_file) if e == "A_FILE" else e for e in extra]])
+    with pytest.raises(SystemExit) as exit_:  # before the (missing) data is even looked at
+        cli.run(lambda: robustness.main([*args, *[str(a_file) if e == "A_FILE" else e for e in extra]]))
     assert exit_.value.code == 2 and problem in capsys.readouterr().err
