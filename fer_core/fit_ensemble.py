@@ -70,17 +70,48 @@ def main(argv: list[str] | None = None) -> None:
             f"warning: {carved}; the weight and TTA set fitted on it may favour the member that overfits most",
             file=sys.stderr,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
+    names = [loaded.name for loaded in loaded_models]
+    files = [*(f"{name}.pt" for name in names), ENSEMBLE_FILE]  # ensemble.json last: it vouches for the others
+    cli.prepare_out_folder(args.out, files)  # before the fit, not when its results are moved in
     # Fitted in a staging folder beside the output and moved in at the end, so an interrupted refit (many
     # minutes on a CPU) never leaves new checkpoints with an unfitted ensemble.json in a folder the app reads.
     with tempfile.TemporaryDirectory(prefix=".fit_ensemble_", dir=args.out) as staging_dir:
         staging = Path(staging_dir)
-        names = [loaded.name for loaded in loaded_models]
         spec = fit(args.models, names, val, staging, args.runtime, carved, dataset.skipped_count)
-        for member in spec["models"]:
-            os.replace(staging / member["file"], args.out / member["file"])
-        os.replace(staging / ENSEMBLE_FILE, args.out / ENSEMBLE_FILE)
+        move_in_together(staging, args.out, files)
     print(json.dumps({"tta": spec["tta"], "weights": {m["name"]: m["weight"] for m in spec["models"]}}))
+
+
+def move_in_together(staging: Path, out: Path, names: list[str]) -> None:
+    """Move the files `names` from `staging` into `out` (one file system), in order, all or none.
+
+    Each os.replace is atomic, the set is not: a move that failed part-way (a folder made in a name's place during
+    the fit) left the new first checkpoint beside the earlier ensemble.json, a folder half replaced. So each file a
+    move replaces is first renamed aside into `staging`, and when any move fails (or Ctrl-C comes) every name
+    touched gets its earlier file back, or is removed when it had none (renames within one folder: no copies). A
+    failed move is one line naming the file and saying that `out` is as it was.
+    """
+    aside = staging / ".replaced"
+    aside.mkdir()
+    touched: list[str] = []
+    try:
+        for name in names:
+            touched.append(name)
+            if (out / name).is_file() or (out / name).is_symlink():  # not a folder: removed with staging
+                os.replace(out / name, aside / name)
+            os.replace(staging / name, out / name)
+    except BaseException as err:
+        for name in reversed(touched):
+            if (aside / name).is_file() or (aside / name).is_symlink():
+                os.replace(aside / name, out / name)
+            elif not (staging / name).exists():  # moved in where there was no file before
+                (out / name).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserInputError(
+                f"{out / touched[-1]}: could not move the fitted file there ({err.strerror or err}); {out} is left "
+                "as it was"
+            ) from err
+        raise
 
 
 def load_member(source: Path) -> LoadedClassifier:

@@ -7,12 +7,12 @@ import shutil
 import warnings
 from pathlib import Path
 from types import MethodType
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
-from fer_core import classifier, fit_ensemble
+from fer_core import classifier, cli, fit_ensemble
 from fer_core import ensemble as ensemble_module
 from fer_core.checkpoint import CheckpointError
 from fer_core.data import FerDataError, load_fer2013
@@ -133,6 +133,49 @@ def test_a_failed_refit_leaves_the_shipped_folder_as_it_was(tmp_path, fake_weigh
     with pytest.raises(FerDataError if failure == "bad data" else KeyboardInterrupt):
         fit_ensemble_main(fit_args(fake_weights, data, out))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_fit_ensemble_checks_its_output_names_first_and_moves_its_files_in_all_or_none(
+    tmp_path: Path,
+    fake_weights: Path,
+    tiny_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A folder named B_mixcut.pt (or ensemble.json) in --out was an IsADirectoryError traceback after the whole
+    fit, with A_crp.pt already moved in: the folder half replaced, where the README promises that a failed run
+    leaves it as it was. Such a folder is now refused before the fit, and one made during the fit (a move that
+    fails part-way) gets every name its earlier file back, or none where it had none."""
+    out = tmp_path / "weights"
+    (out / "B_mixcut.pt").mkdir(parents=True)
+    real_fit = fit_ensemble.fit
+    monkeypatch.setattr(fit_ensemble, "fit", lambda *args: pytest.fail("fitted before checking --out"))
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: fit_ensemble_main(fit_args(fake_weights, tiny_csv, out)))
+    err = capsys.readouterr().err
+    assert (
+        done.value.code == 2 and err == f"error: --out {out}: B_mixcut.pt is a folder; the results need those names\n"
+    )
+
+    (out / "B_mixcut.pt").rmdir()
+    (out / "B_mixcut.pt").write_bytes(b"earlier B")  # and no A_crp.pt before the run
+
+    def fit_then_block_the_last_move(*args: Any) -> dict[str, Any]:
+        spec = real_fit(*args)
+        (out / "ensemble.json").mkdir()  # moved in last, after both checkpoints
+        return spec
+
+    monkeypatch.setattr(fit_ensemble, "fit", fit_then_block_the_last_move)
+    even = {"A_crp": np.full((14, 7), 1 / 7), "B_mixcut": np.full((14, 7), 1 / 7)}  # tiny_csv's 14 PublicTest faces
+    monkeypatch.setattr(fit_ensemble, "predict_split", lambda *args: even)  # the weight search is not tested here
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: fit_ensemble_main(fit_args(fake_weights, tiny_csv, out)))
+    err = capsys.readouterr().err
+    blocked = out / "ensemble.json"
+    assert done.value.code == 2
+    assert err == f"error: {blocked}: could not move the fitted file there (Is a directory); {out} is left as it was\n"
+    assert sorted(path.name for path in out.iterdir()) == ["B_mixcut.pt", "ensemble.json"]  # no A_crp.pt, no staging
+    assert (out / "B_mixcut.pt").read_bytes() == b"earlier B" and blocked.is_dir()
 
 
 def copy_with_hashes(fake_weights, tmp_path):
