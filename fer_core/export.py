@@ -256,21 +256,27 @@ def main(argv: list[str] | None = None) -> None:
     from fer_core.ensemble import read_spec  # ensemble imports this module
 
     spec = read_spec(args.weights)
-    report: dict[str, dict[str, object]] = {}
-    for member in spec["models"]:
-        loaded = load_classifier(args.weights / member["file"])
-        target = (args.out / f"{Path(member['file']).stem}.onnx") if args.out else classifier_onnx_path(loaded)
-        if args.out:
-            export_classifier(loaded, target)
-        report[loaded.name] = {"onnx": str(target), "max_prob_diff": max_prob_difference(loaded, target, loaded.config)}
+    # The detector and --out are checked before the first export, not after the classifiers were written.
     detector = args.detector or args.weights / "face_yolo.pt"
     if args.detector is not None and not detector.is_file():
         parser.error(f"{detector}: no such detector checkpoint")
     if detector.is_file():
         check_detector_loads(detector)
-        for imgsz in args.imgsz:
+    classifier_names = {member["file"]: f"{Path(member['file']).stem}.onnx" for member in spec["models"]}
+    detector_names = {imgsz: f"{detector.stem}-{imgsz}.onnx" for imgsz in args.imgsz} if detector.is_file() else {}
+    if args.out:
+        cli.prepare_out_folder(args.out, [*classifier_names.values(), *detector_names.values()])
+    report: dict[str, dict[str, object]] = {}
+    for member in spec["models"]:
+        loaded = load_classifier(args.weights / member["file"])
+        target = (args.out / classifier_names[member["file"]]) if args.out else classifier_onnx_path(loaded)
+        if args.out:
+            export_classifier(loaded, target)
+        report[loaded.name] = {"onnx": str(target), "max_prob_diff": max_prob_difference(loaded, target, loaded.config)}
+    if detector_names:
+        for imgsz, name in detector_names.items():
             if args.out:
-                target = export_detector(detector, args.out / f"{detector.stem}-{imgsz}.onnx", imgsz)
+                target = export_detector(detector, args.out / name, imgsz)
             else:
                 target = detector_onnx_path(detector, imgsz)
             box_diff, score_diff = detector_output_difference(detector, target, imgsz)

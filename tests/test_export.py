@@ -153,6 +153,37 @@ def test_export_cli_covers_classifiers_and_detector(
     assert "skipped" in json.loads(capsys.readouterr().out)["face_detector"]
 
 
+def test_export_checks_the_detector_and_out_before_the_first_export(
+    fake_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing --detector was named only after the classifiers were exported into --out; a folder in the place
+    of an .onnx file failed at its export; and an --out that mkdir cannot make (under /sys or /proc, where os.access
+    lets root past the up-front check) was a PermissionError traceback."""
+    monkeypatch.setattr(export, "export_classifier", lambda *args: pytest.fail("exported before the checks"))
+    out = tmp_path / "onnx"
+    missing = tmp_path / "no_detector.pt"
+    base = ["--weights", str(fake_weights), "--out", str(out)]
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: export_main([*base, "--detector", str(missing)]))
+    assert done.value.code == 2 and f"error: {missing}: no such detector checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+    (out / "B_mixcut.onnx").mkdir(parents=True)
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: export_main(base))
+    err = capsys.readouterr().err
+    assert (
+        done.value.code == 2 and err == f"error: --out {out}: B_mixcut.onnx is a folder; the results need those names\n"
+    )
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here for a folder mkdir cannot make")
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: True)  # as for root, whom it lets write anywhere
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: export_main(["--weights", str(fake_weights), "--out", "/proc/fer_core_onnx"]))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("error: --out /proc/fer_core_onnx: cannot create the output folder")
+    assert err.count("\n") == 1
+
+
 def test_the_onnx_cache_is_keyed_on_the_bytes_the_network_was_built_from(tmp_path):
     """The cache key hashed the file on disk after the model was built: a fit replacing the file in between filed
     the old network's graph under the new file's hash, and onnxruntime ran the old network until the cache went."""
