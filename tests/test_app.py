@@ -1385,6 +1385,18 @@ def test_compare_offers_the_photos_the_photos_page_holds(app: AppTest, analysed:
     assert [c.value for c in app.info] == ["Upload a photo, or take a snapshot on the Webcam page."]
 
 
+def test_compare_starts_on_the_first_photo_of_the_photos_page_that_reads(app: AppTest) -> None:
+    """A broken file dropped first on Photos was the photo Compare opened on: an error where a photo was expected."""
+    photos = [("broken.jpg", b"\xff\xd8\xff truncated", "image/jpeg"), ("face.png", encode(astronaut(), "PNG"), "")]
+    app.file_uploader(key="photos_upload").set_value(photos).run()
+    app.switch_page("views/compare.py").run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    (picker,) = [box for box in app.selectbox if box.label == "Photo from the Photos page"]
+    assert picker.value == 1 and chart_titles(app)[2].startswith("Ensemble: ")
+    picker.set_value(0).run()  # still offered, and named when picked
+    assert app.error[0].value.startswith("broken.jpg: ")
+
+
 def test_the_shared_result_key_covers_what_the_pages_pipeline_adds(
     app_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

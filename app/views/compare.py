@@ -51,7 +51,9 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
         return snapshot["name"], image, digest, (image.shape[1], image.shape[0])
     if source == FROM_PHOTOS:
         shown = ui.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
-        index = st.selectbox("Photo from the Photos page", range(len(from_photos)), format_func=shown.__getitem__) or 0
+        choices = range(len(from_photos))
+        start = first_readable(from_photos)
+        index = st.selectbox("Photo from the Photos page", choices, start, format_func=shown.__getitem__) or 0
         upload, name = from_photos[index], shown[index]
     else:
         upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
@@ -70,6 +72,20 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
     except Exception as err:  # never a traceback for a bad file
         st.error(f"{name}: cannot read this file ({type(err).__name__})", icon=":material/error:")
     return None
+
+
+def first_readable(photos: list[Any]) -> int:
+    """The first of the Photos page's uploads that decodes (0 if none does): the page opened on a broken file when
+    one was dropped first, with an error where a photo was expected. Decoded photos are remembered (Photos decoded
+    them already) and failures are quick."""
+    for number, photo in enumerate(photos):
+        data = photo.getvalue()
+        try:
+            ui.decoded_upload(photo.name, data, ui.file_digest(data))
+        except Exception:  # whatever the upload's fault, `pick_image` names it if the user picks that photo
+            continue
+        return number
+    return 0
 
 
 def reset_weight(fitted: float) -> None:
