@@ -115,6 +115,23 @@ def printable(text: str | os.PathLike[str]) -> str:
     return os.fspath(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+#: The largest `--seed` any tool takes: NumPy's legacy `np.random.seed` (explain's RandomCAM, ultralytics' training)
+#: refuses more, and `train`'s per-epoch seeds (seed * 100_003 + epoch) must stay within `torch.manual_seed`'s 64 bits.
+SEED_MAX = 2**32 - 1
+
+
+def seed(text: str) -> int:
+    """argparse `type` of every tool's `--seed`: a whole number from 0 to `SEED_MAX`. NumPy refused -1 or a
+    24-digit seed with a traceback, and only after the data had loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value}: must be a whole number from 0 to {SEED_MAX} (2**32 - 1)")
+    return value
+
+
 def out_folder(text: str) -> Path:
     """argparse `type` of an output folder: one that exists as a file, or lies under a file or a folder we may not
     write in, is refused before any work, not after it."""

@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="FER-2013 folder or CSV")
     parser.add_argument("--split", default=VAL_SPLIT, choices=SPLITS, help="faces to score the maps on")
     parser.add_argument("--faces", type=int, default=256, help="how many faces of the split, drawn with --seed")
-    parser.add_argument("--seed", type=int, default=1, help="which faces; also RandomCAM's and ROAD's noise")
+    parser.add_argument("--seed", type=cli.seed, default=1, help="which faces; also RandomCAM's and ROAD's noise")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
     cli.add_skip_bad_option(parser)
     args = parser.parse_args(argv)

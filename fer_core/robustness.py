@@ -410,13 +410,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=cli.out_folder, required=True, help=f"folder for {', '.join(OUTPUT_NAMES)}")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with ensemble.json")
     cli.add_runtime_option(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seeds the random perturbations and --limit")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="seeds the random perturbations and --limit")
     parser.add_argument("--limit", type=int, default=0, help="use a seeded random subset of N test faces (0: all)")
     parser.add_argument("--batch-size", type=int, default=512, help="faces per classifier call")
     cli.add_skip_bad_option(parser)
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.seed < 0 or args.limit < 0:
-        parser.error("--batch-size must be at least 1, --seed and --limit at least 0")
+    if args.batch_size < 1 or args.limit < 0:
+        parser.error("--batch-size must be at least 1, --limit at least 0")
     cli.prepare_out_folder(args.out, OUTPUT_NAMES)  # found only after all the work, the other files written
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)
     split = dataset[TEST_SPLIT]

@@ -153,7 +153,7 @@ class TrainConfig:
             ("dropout", "must lie in [0, 1)", 0 <= self.dropout < 1),
             ("stochastic_depth", "must lie in [0, 1)", 0 <= self.stochastic_depth < 1),
             ("distill_alpha", "must lie in [0, 1]", 0 <= self.distill_alpha <= 1),
-            ("seed", "must be at least 0", self.seed >= 0),
+            ("seed", f"must lie in [0, {cli.SEED_MAX}]", 0 <= self.seed <= cli.SEED_MAX),  # see cli.SEED_MAX
             ("name", str(name_problem), name_problem is None),
             ("time_budget", "must be a finite number of seconds", bool(np.isfinite(self.time_budget))),
             *((name, "must be at least 0", getattr(self, name) >= 0) for name in _NON_NEGATIVE),

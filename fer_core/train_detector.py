@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=0, help="early stopping on dev-val fitness (0: off)")
     p.add_argument("--time", type=float, default=None, help="hours to train; overrides --epochs (ultralytics 'time')")
     p.add_argument("--no-val", action="store_true", help="validate only after the last epoch (short GPU leases)")
-    p.add_argument("--seed", type=int, default=0, help="training seed and WIDER event split seed")
+    p.add_argument("--seed", type=cli.seed, default=0, help="training seed and WIDER event split seed")
     p.add_argument("--min-face-px", type=float, default=ConversionConfig.min_face_px, help="tiny-face cut at 640 px")
     p.add_argument(
         "--train-fraction",

@@ -61,6 +61,20 @@ def test_explain_command_refuses_no_faces(fake_weights: Path, tmp_path: Path) ->
     assert stop.value.code == 2
 
 
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999"])
+def test_explain_command_refuses_a_seed_numpy_cannot_take(
+    fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: str
+) -> None:
+    """-1 and a 24-digit seed ended in NumPy's ValueError traceback (default_rng, np.random.seed) after the data
+    had loaded; now argparse's one line, as robustness's --seed."""
+    data = write_fer_folder(tmp_path / "fer", per_class=1)
+    with pytest.raises(SystemExit) as stop:
+        explain.main(["--data", str(data), "--weights", str(fake_weights), "--faces", "3", "--seed", seed])
+    assert (
+        stop.value.code == 2 and f"argument --seed: {seed}: must be a whole number from 0 to" in capsys.readouterr().err
+    )
+
+
 def test_a_map_is_one_value_per_pixel_of_its_block_scaled_to_the_face(fake_weights: Path) -> None:
     """The overlay's heat map spans the face; its values lie in 0..1 (the library scales each map)."""
     explainer = FaceExplainer.load(fake_weights / "A_crp.pt")

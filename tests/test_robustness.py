@@ -210,6 +210,7 @@ def test_cli_end_to_end(fake_weights: Path, tmp_path: Path, capsys: pytest.Captu
     [
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--limit", "-1"], "--limit at least 0"),
+        (["--seed", "-1"], "argument --seed: -1: must be a whole number from 0 to 4294967295"),
         (["--out", "A_FILE"], "exists and is not a folder"),
         ([], "robustness.png is a folder; the results need those names"),  # found after all the work
     ],

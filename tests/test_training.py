@@ -440,7 +440,8 @@ def test_a_notebook_config_with_numpy_numbers_leaves_checkpoints_that_load(tmp_p
         (["--label-smoothing", "1.5"], "label_smoothing 1.5 must lie"),
         (["--stem-stride", "0"], "stem_stride 0 must be at least 1"),
         (["--limit", "-5"], "limit -5 must be at least 0"),
-        (["--seed", "-1"], "seed -1 must be at least 0"),  # numpy refused it after the data had loaded
+        (["--seed", "-1"], r"seed -1 must lie in \[0, 4294967295\]"),  # numpy refused it after the data had loaded
+        (["--seed", "99999999999999999999999"], "seed 99999999999999999999999 must lie in"),  # torch's overflow
         (["--time-budget", "inf"], "time_budget inf must be a finite number"),  # a NaN epoch count after epoch 2
         (["--device", "gpu"], "device 'gpu': use auto, cpu, cuda"),  # torch's RuntimeError, as a traceback
         (["--device", "cuda:0"], "device 'cuda:0': use auto, cpu, cuda"),  # a traceback without a GPU
