@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from fer_core.imageio import over_white
+from fer_core.imageio import MAX_SIDE, over_white
 from fer_core.yolo_onnx import OnnxYolo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,11 @@ RUNTIMES = ("auto", "onnxruntime", "torch")
 PHOTO_IMGSZ = 640
 #: Detector input size for live video and webcam frames: about 4x fewer pixels than photos, for latency.
 VIDEO_IMGSZ = 320
+#: The detector input sizes (`imgsz`) a FaceDetector takes, so every tool and the app keep to them: YOLO's
+#: coarsest stride is 32 px, and photos are analysed at most `MAX_SIDE` (4096) px on a side (`load_image` shrinks
+#: larger ones), so a larger input would only upscale them; --imgsz 99999 asked OpenCV for a 22 GB letterbox.
+MIN_IMGSZ = 32
+MAX_IMGSZ = MAX_SIDE
 #: Optional test-time augmentation (YOLO only): the image at these multiples of `imgsz`, each also mirrored, and
 #: the six box sets merged by weighted box fusion. Chosen on half of the WIDER dev-val events, checked on the other
 #: half; it costs about six detector passes, so it is for photos and evaluation, not live video.
@@ -289,8 +294,10 @@ class FaceDetector:
             raise ValueError(f"conf must be in [0, 1], got {conf}")
         if not 0.0 <= iou <= 1.0:  # OpenCV's NMS asserted on a negative one and kept duplicates above 1
             raise ValueError(f"iou must be in [0, 1], got {iou}")
-        if min_face < 0 or max_faces < 1 or imgsz < 32:
-            raise ValueError(f"bad sizes: min_face={min_face}, max_faces={max_faces}, imgsz={imgsz}")
+        if min_face < 0 or max_faces < 1:
+            raise ValueError(f"bad sizes: min_face={min_face}, max_faces={max_faces}")
+        if not MIN_IMGSZ <= imgsz <= MAX_IMGSZ:
+            raise ValueError(f"imgsz must be from {MIN_IMGSZ} to {MAX_IMGSZ} px, got {imgsz}")
         self.conf = float(conf)
         self.min_face = int(min_face)
         self.max_faces = int(max_faces)

@@ -27,7 +27,7 @@ import yaml
 
 from fer_core import cli
 from fer_core.checkpoint import CheckpointError, read_checkpoint
-from fer_core.detection import DEFAULT_WEIGHTS, FaceDetector, import_ultralytics
+from fer_core.detection import DEFAULT_WEIGHTS, MAX_IMGSZ, MIN_IMGSZ, FaceDetector, import_ultralytics
 from fer_core.widerface import REPO_ROOT, ConversionConfig, convert_to_yolo
 
 RUN_NAME = "face"
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.imgsz < 32 or args.batch < 1:
-        parser.error("epochs >= 1, imgsz >= 32 and batch >= 1 are required")
+    if args.epochs < 1 or not MIN_IMGSZ <= args.imgsz <= MAX_IMGSZ or args.batch < 1:
+        parser.error(f"epochs >= 1, imgsz from {MIN_IMGSZ} to {MAX_IMGSZ} and batch >= 1 are required")
     if args.export_to.is_dir() or args.export_to.suffix != ".pt":  # found only after training, otherwise
         parser.error(f"--export-to {args.export_to}: give a .pt file name (e.g. weights/face_yolo.pt)")
     try:

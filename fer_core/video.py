@@ -38,7 +38,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
-from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
+from fer_core.detection import MAX_IMGSZ, MIN_IMGSZ, PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
 from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations, with_boxes
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
@@ -814,8 +814,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error("--every must be >= 1")
-    if not 0.0 <= args.conf <= 1.0 or args.imgsz < 32 or args.min_face < 0:
-        parser.error("--conf must be in [0, 1], --imgsz at least 32 and --min-face at least 0")
+    if not 0.0 <= args.conf <= 1.0 or not MIN_IMGSZ <= args.imgsz <= MAX_IMGSZ or args.min_face < 0:
+        parser.error(f"--conf must be in [0, 1], --imgsz from {MIN_IMGSZ} to {MAX_IMGSZ} and --min-face at least 0")
     try:
         tracker = FaceTracker(args.iou, args.max_missed, args.smoothing, args.alpha, args.window)
     except ValueError as err:

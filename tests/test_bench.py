@@ -248,3 +248,13 @@ def test_bench_train_warm_up_steps_run_untimed(monkeypatch: pytest.MonkeyPatch) 
     assert len(seconds) == 2 and len(steps_taken) == 5
     with pytest.raises(SystemExit):
         bench_train.main(["--steps", "0"])
+
+
+def test_bench_refuses_a_detector_size_over_4096(
+    fake_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--imgsz 99999 passed the 32 px floor and reached a detector that asked OpenCV for 22 GB."""
+    args = ["--json", str(tmp_path / "bench.json"), "--weights", str(fake_weights), "--imgsz", "99999"]
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*args, "--backends", "haar"])
+    assert stop.value.code == 2 and "--imgsz from 32 to 4096" in capsys.readouterr().err

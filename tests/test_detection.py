@@ -461,6 +461,21 @@ def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yol
     assert not (tmp_path / "out").exists()
 
 
+def test_the_detector_input_size_is_bounded_above_as_below(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--imgsz 99999 passed, and OpenCV's letterbox asked for 22 GB (an "Insufficient memory" traceback, or the
+    run was killed); any imgsz over the 4096 px photos are analysed at is refused where the 32 px floor is."""
+    for imgsz in (31, 4097, 99999):
+        with pytest.raises(ValueError, match=f"imgsz must be from 32 to 4096 px, got {imgsz}"):
+            FaceDetector(backend="haar", imgsz=imgsz)
+    assert FaceDetector(backend="haar", imgsz=4096).imgsz == 4096
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main([str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--imgsz", "99999"])
+    assert done.value.code == 2 and "imgsz must be from 32 to 4096 px, got 99999" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 SHIPPED_DETECTOR = REPO / "weights" / "face_yolo.pt"
 
 

@@ -250,8 +250,12 @@ def test_a_cache_setting_under_a_file_is_one_error_line(tmp_path, monkeypatch):
             cache_dir()
 
 
-def test_export_refuses_a_detector_size_under_32(tmp_path, capsys):
-    """--imgsz 0 wrote face_yolo-0.onnx, checked at 32 px, with exit 0."""
+@pytest.mark.parametrize("size", ["0", "99999"])
+def test_export_refuses_a_detector_size_under_32_or_over_4096(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str
+) -> None:
+    """--imgsz 0 wrote face_yolo-0.onnx, checked at 32 px, with exit 0; 99999 set off an export no FaceDetector
+    could use (they run at 32 to 4096 px)."""
     with pytest.raises(SystemExit) as exit_:
-        export_main(["--weights", str(tmp_path), "--imgsz", "0"])
-    assert exit_.value.code == 2 and "--imgsz must be at least 32, got 0" in capsys.readouterr().err
+        export_main(["--weights", str(tmp_path), "--imgsz", "640", size])
+    assert exit_.value.code == 2 and f"--imgsz must be from 32 to 4096, got {size}" in capsys.readouterr().err

@@ -197,6 +197,17 @@ def test_an_unusable_output_folder_is_refused_before_decoding(tmp_path: Path) ->
             analyse_video(source, None, out)  # type: ignore[arg-type]  # no pipeline: nothing may be analysed
 
 
+def test_a_detector_size_over_4096_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--imgsz had a floor (32) but no ceiling: 99999 loaded the models, then OpenCV asked for 22 GB per frame."""
+    source = write_video(tmp_path / "in.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3, "libx264")
+    monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: pytest.fail("models loaded for a refused run"))
+    with pytest.raises(SystemExit) as stopped:
+        video.main([str(source), "--out", str(tmp_path / "out"), "--imgsz", "99999"])
+    assert stopped.value.code == 2 and "--imgsz from 32 to 4096" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", [video.ANNOTATED_NAME, video.CSV_NAME, *video.PARTIAL_NAMES.values()])
 def test_an_input_that_is_one_of_the_outputs_is_refused_before_any_work(
     tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
