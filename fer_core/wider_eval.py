@@ -46,6 +46,7 @@ from fer_core.widerface import (
     load_wider_sets,
     parse_wider_gt,
     read_annotation_text,
+    repeated_index,
 )
 
 THRESH_NUM = 1000
@@ -168,6 +169,8 @@ def evaluate_wider(
                     f"{key}: the {name} set names face {outside[0]}, but the ground truth has {len(boxes)} "
                     "(a sets file made for another ground-truth file?)"
                 )
+            if (repeated := repeated_index(keep_lists[name])) is not None:  # one face counted twice, recalled once
+                raise AnnotationError(f"{key}: the {name} set lists face {repeated} more than once")
             faces[name] += len(keep_lists[name])
         if len(boxes) == 0 or len(pred) == 0:
             continue

@@ -131,6 +131,10 @@ def parse_wider_gt(path: str | Path) -> dict[str, np.ndarray]:
                 raise AnnotationError(f"{path}:{i + 3 + j}: non-numeric value in {row!r}") from exc
             if not np.isfinite(parsed).all():  # float() takes nan/inf, and no size test below rejects a NaN
                 raise AnnotationError(f"{path}:{i + 3 + j}: nan or inf in {row!r}")
+            # A negative side was a face no detection can overlap, lowering recall without a word. The official
+            # val ground truth has none (its few degenerate faces are 0 wide or high: kept, as the benchmark does).
+            if parsed[2] < 0 or parsed[3] < 0:
+                raise AnnotationError(f"{path}:{i + 3 + j}: negative width or height in {row!r} (expected x y w h)")
             boxes[j, : len(parsed)] = parsed
         if name in out:
             raise AnnotationError(f"{path}:{i + 1}: image {name!r} listed twice")
@@ -178,8 +182,21 @@ def load_wider_sets(path: str | Path, *, allow_empty: bool = False) -> dict[str,
         lists = [value.get(name, []) for name in WIDER_SETS] if isinstance(value, dict) else None
         if lists is None or not all(isinstance(v, list) and all(type(i) is int for i in v) for v in lists):
             raise AnnotationError(f"{path}: {key!r} must map easy/medium/hard to lists of whole face indices")
+        for name, indices in zip(WIDER_SETS, lists, strict=True):
+            if (repeated := repeated_index(indices)) is not None:  # counted twice as a face to find, found once
+                raise AnnotationError(f"{path}: {key!r}: the {name} set lists face {repeated} more than once")
         sets[str(key)] = dict(zip(WIDER_SETS, lists, strict=True))
     return sets
+
+
+def repeated_index(indices: Iterable[int]) -> int | None:
+    """The first face index that `indices` lists a second time; None where each is listed once."""
+    seen: set[int] = set()
+    for index in map(int, indices):
+        if index in seen:
+            return index
+        seen.add(index)
+    return None
 
 
 def wider_event(image_key: str) -> str:

@@ -327,6 +327,39 @@ def test_results_one_folder_level_off_are_an_error_not_ap_zero(
     assert "1 result files name no image" in captured.err and "run1/e1/a" in captured.err
 
 
+def test_a_face_listed_twice_in_a_set_is_an_error_not_a_lower_ap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """easy = [0, 0, 1] counted face 0 twice as a face to find and once as found: AP 0.667 where [0, 1] gives 1.0,
+    without a word."""
+    gt = {"e1/a.jpg": gt_rows(FACE_A, FACE_B)}
+    gt_file = write_wider_gt(tmp_path / "gt" / "wider_face_val_bbx_gt.txt", gt)
+    sets_file = tmp_path / "gt" / "wider_eval_sets.json"
+    sets_file.write_text(json.dumps({"e1/a.jpg": {**ALL, "easy": [0, 0, 1], "medium": [0, 1], "hard": [0, 1]}}))
+    (tmp_path / "pred" / "e1").mkdir(parents=True)
+    (tmp_path / "pred" / "e1" / "a.txt").write_text("a\n2\n10 10 40 40 0.9\n300 300 40 40 0.8\n")
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: main(["--gt", str(gt_file), "--pred", str(tmp_path / "pred")]))
+    captured = capsys.readouterr()
+    assert done.value.code == 2 and captured.out == ""
+    assert captured.err == f"error: {sets_file}: 'e1/a.jpg': the easy set lists face 0 more than once\n"
+    preds = {"e1/a.jpg": dets((10, 10, 40, 40, 0.9))}
+    with pytest.raises(AnnotationError, match="e1/a: the hard set lists face 1 more than once"):  # sets not from a file
+        evaluate_wider(gt, preds, {"e1/a.jpg": {**ALL, "hard": [1, 0, 1]}})
+
+
+def test_a_ground_truth_box_of_negative_width_or_height_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    """A negative side was read as a face no detection can overlap: a miss in every set, lowering AP silently. A
+    side of 0 stays a face, as in the official val ground truth (9 faces 0 px wide or high, none negative)."""
+    gt_file = tmp_path / "gt.txt"
+    for row in ("10 10 -40 40 0 0 0 0 0 0", "10 10 40 -0.5 0 0 0 0 0 0"):
+        gt_file.write_text(f"e1/a.jpg\n2\n300 300 40 40 0 0 0 0 0 0\n{row}\n")
+        with pytest.raises(AnnotationError, match=rf"gt\.txt:4: negative width or height in '{row}'"):
+            parse_wider_gt(gt_file)
+    gt_file.write_text("e1/a.jpg\n2\n441.2 58.8 0 0.6 2 0 0 0 1 0\n541.9 193.8 1.2 0 1 0 0 0 0 0\n")
+    assert parse_wider_gt(gt_file)["e1/a.jpg"].shape == (2, 10)
+
+
 def test_a_missing_ground_truth_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(SystemExit) as done:
