@@ -38,6 +38,35 @@ class CheckpointError(UserInputError):
     """A file is not a usable classifier checkpoint; the message says why."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A file that begins as a torch.save archive but cannot be read: damaged or cut short (a copy that stopped
+    part-way), not a file of another kind."""
+
+
+#: How every zip archive, torch.save's included, begins (the first local file header).
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def damaged_archive_problem(data: bytes) -> str | None:
+    """Why the bytes of a file cannot be read where they begin as a zip archive (as torch.save's do) but are no
+    whole one (the central directory at its end is missing or broken, as in a truncated copy), in torch's words;
+    None for a whole archive or a file that is no archive at all."""
+    if not data.startswith(ZIP_MAGIC) or zipfile.is_zipfile(io.BytesIO(data)):
+        return None
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        reason = "zipfile finds no central directory"  # torch read it all the same: said in Python's words
+    except Exception as err:  # torch's RuntimeError runs to several sentences ("internal miniz error. If ...")
+        reason = first_sentence(str(err)) or type(err).__name__
+    return f"looks like a torch.save archive but cannot be read (damaged or truncated?: {reason})"
+
+
+def first_sentence(text: str) -> str:
+    """The first line of `text`, cut at its first ". " (torch's errors go on with advice on one long line)."""
+    lines = text.strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else ""
+
+
 @dataclass(frozen=True)
 class LoadedClassifier:
     """A ready-to-run model (eval mode, CPU) with the metadata of the file it came from."""
@@ -116,6 +145,8 @@ def read_checkpoint_hashed(path: str | Path) -> tuple[dict[str, Any], str]:
         data = source.read_bytes()
     except OSError as err:
         raise CheckpointError(f"{source}: cannot read ({err.strerror})") from err
+    if problem := damaged_archive_problem(data):
+        raise DamagedCheckpointError(f"{source}: {problem}")
     if not zipfile.is_zipfile(io.BytesIO(data)):  # torch.save's archive: a CSV's unpickling error said nothing
         raise CheckpointError(
             f"{source}: not a fer_core classifier checkpoint (those are torch.save zip archives; this file begins "

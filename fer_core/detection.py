@@ -348,6 +348,11 @@ class FaceDetector:
             raise FileNotFoundError("file not found")
         if path.suffix != ".pt":
             raise ValueError("expected a .pt file")
+        from fer_core.checkpoint import damaged_archive_problem
+
+        # Cut short, as the classifiers say it: ultralytics took two lines, ending in advice to run an official model
+        if problem := damaged_archive_problem(path.read_bytes()):
+            raise ValueError(problem)
         onnx_error: Exception | None = None
         if runtime == "onnxruntime":
             try:

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fer_core import cli
-from fer_core.checkpoint import CheckpointError, LoadedClassifier, load_classifier, model_name_problem
+from fer_core.checkpoint import (
+    CheckpointError,
+    DamagedCheckpointError,
+    LoadedClassifier,
+    load_classifier,
+    model_name_problem,
+)
 from fer_core.cli import UserInputError
 from fer_core.data import CSV_SUFFIXES, FerSplit, load_fer2013
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, fit_weight, write_spec
@@ -122,6 +128,8 @@ def load_member(source: Path) -> LoadedClassifier:
     except CheckpointError as err:
         if not source.is_file():  # "no such checkpoint file" says it all
             raise
+        if isinstance(err, DamagedCheckpointError):  # the right kind of file, damaged: what --models takes is known
+            raise UserInputError(f"--models {err}") from err
         takes = (
             "--models takes two classifier checkpoints written by python -m fer_core.train, such as "
             "runs/A_crp/best.pt runs/B_mixcut/best.pt"

@@ -49,6 +49,21 @@ def test_garbage_file_is_not_a_checkpoint(tmp_path):
         load_classifier(tmp_path / "missing.pt")
 
 
+def test_a_truncated_checkpoint_is_called_damaged_not_foreign(tmp_path: Path) -> None:
+    """The first 100 kB of a real checkpoint was "not a fer_core classifier checkpoint (those are torch.save zip
+    archives; this file begins with b'PK\\x03\\x04...')": it does begin like one; it is cut short."""
+    whole = make_classifier_checkpoint(tmp_path / "whole.pt", "A", seed=0)
+    for size in (100_000, whole.stat().st_size - 1):
+        truncated = tmp_path / f"cut_{size}.pt"
+        truncated.write_bytes(whole.read_bytes()[:size])
+        with pytest.raises(CheckpointError) as refused:
+            load_classifier(truncated)
+        message = str(refused.value)
+        assert message.startswith(f"{truncated}: looks like a torch.save archive but cannot be read (damaged or ")
+        assert "truncated?: PytorchStreamReader failed reading zip archive" in message
+        assert "not a fer_core" not in message and "\n" not in message
+
+
 def test_foreign_torch_file_is_rejected(tmp_path):
     path = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(3)}, path)

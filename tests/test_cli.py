@@ -781,3 +781,20 @@ def test_fit_ensemble_says_what_models_takes_when_given_data(tmp_path, fake_weig
         assert done.value.code == 2 and f"error: --models {wrong}: {kind}; --models takes two classifier" in err
         assert "IndexError" not in err or wrong == notes
     assert not (tmp_path / "ensemble.json").exists()
+
+
+def test_fit_ensemble_calls_a_truncated_member_damaged(
+    tmp_path: Path, fake_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint cut short was "not a classifier checkpoint; --models takes two classifier checkpoints ... (this
+    file begins with b'PK\\x03\\x04...')": the right kind of file, damaged, not the wrong kind."""
+    csv = write_fer_csv(tmp_path / "fer.csv", n_train=7, n_public=7, n_private=7)
+    truncated = tmp_path / "A_crp.pt"
+    truncated.write_bytes((fake_weights / "A_crp.pt").read_bytes()[:100_000])
+    argv = ["--data", str(csv), "--models", str(truncated), str(fake_weights / "B_mixcut.pt"), "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: fit_ensemble_main(argv))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --models {truncated}: looks like a torch.save archive but cannot be read (damaged")
+    assert "not a classifier checkpoint" not in err

@@ -141,6 +141,21 @@ def test_corrupt_weights_fall_back_to_haar_with_a_warning(tmp_path: Path) -> Non
     assert detector.backend == "haar" and "face_yolo.pt" in (detector.warning or "")
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_truncated_weights_are_called_damaged_on_one_line(
+    untrained_weights: Path, tmp_path: Path, runtime: str
+) -> None:
+    """A .pt cut short (a copy that stopped part-way) was refused in ultralytics' two lines, which end by advising
+    an official model (a download); now in the words the classifier checkpoints use."""
+    truncated = tmp_path / "face_yolo.pt"
+    truncated.write_bytes(untrained_weights.read_bytes()[:100_000])
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        detector = FaceDetector(backend="auto", weights=truncated, runtime=runtime)
+    problem = detector.yolo_problem or ""
+    assert detector.backend == "haar" and "\n" not in problem
+    assert "looks like a torch.save archive but cannot be read (damaged or truncated?: PytorchStreamReader" in problem
+
+
 class _RunsCodeWhenUnpickled:
     """What a hostile .pt holds: unpickling it calls a function of the attacker's choice (here: create a file)."""
 
