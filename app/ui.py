@@ -329,8 +329,14 @@ def model_title(name: str) -> str:
     return "Ensemble" if name == ENSEMBLE_KEY else name
 
 
-def face_count_notes(name: str, n_faces: int, pipe: Pipeline) -> None:
-    """What every photo result says about its face count: none found, or the face limit reached (it may hold more)."""
+#: A face this small at the detector's input is at the edge of what it finds (the Photos page's own minimum).
+SMALLEST_FINDABLE_PX = 16
+
+
+def face_count_notes(name: str, n_faces: int, pipe: Pipeline, file_size: tuple[int, int]) -> None:
+    """What every photo result says about its face count: none found, or the face limit reached (it may hold more).
+    With none found in a large photo, how small a face the detector can see there: a 24 MP photo reaches its 640 px
+    input at a ninth of its size, so three clear 90 px faces were missed while the hint spoke only of settings."""
     if pipe.at_face_limit(n_faces):
         st.warning(
             f"{name}: labelled the {n_faces} most confident faces, the most allowed; it may hold more. Raise "
@@ -338,10 +344,16 @@ def face_count_notes(name: str, n_faces: int, pipe: Pipeline) -> None:
             icon=":material/groups:",
         )
     if not n_faces:
-        st.info(
-            f"{name}: no face found. Try a lower detection confidence or minimum face size.",
-            icon=":material/search_off:",
-        )
+        advice = "Try a lower detection confidence or minimum face size."
+        detector_input = pipe.detector.imgsz if pipe.detector is not None and pipe.detector.backend == "yolo" else 0
+        shrink = max(file_size) / detector_input if detector_input else 1.0
+        if shrink >= 3:
+            advice += (
+                f" The photo reaches the detector at {detector_input} px from {max(file_size)} px, {shrink:.0f} times "
+                f"smaller, so a face under about {SMALLEST_FINDABLE_PX * shrink:.0f} px across is hard to find in it: "
+                "crop around small faces and drop the crop."
+            )
+        st.info(f"{name}: no face found. {advice}", icon=":material/search_off:")
 
 
 def upload_frames(data: bytes, digest: str) -> int:

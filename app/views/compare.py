@@ -191,7 +191,7 @@ def show_faces(
         "ensemble at the weight above",
         width=min(shown.shape[1], 720),
     )
-    ui.face_count_notes(name, len(result.faces), pipe)
+    ui.face_count_notes(name, len(result.faces), pipe, file_size)
     if not result.faces:
         return
     numbers = list(range(len(result.faces)))

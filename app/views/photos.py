@@ -176,7 +176,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
     with st.container(border=True):
         st.subheader(item.name)
         st.caption(f"{len(result.faces)} face(s) · {ui.size_note(item.file_size, result)} · {ui.model_title(model)}")
-        ui.face_count_notes(item.name, len(result.faces), pipe)
+        ui.face_count_notes(item.name, len(result.faces), pipe, item.file_size)
         ui.first_frame_note(item.name, item.frames)
         left, right = st.columns([3, 2])
         with left:
