@@ -67,6 +67,19 @@ def result_path(out_dir: Path, root: Path, image: Path) -> Path:
     return (out_dir / image.relative_to(root)).with_suffix(".txt")
 
 
+def blocked_result(out_dir: Path, targets: list[Path]) -> str | None:
+    """Why a result file cannot be written (a folder in its place, or a file where its folder goes), or None: the
+    run stopped at that image with the ones before it done and the rest not, and "File exists" said nothing."""
+    for target in targets:
+        if target.is_dir():
+            return f"{target.relative_to(out_dir)} is a folder, where a result file goes"
+    for folder in sorted({target.parent for target in targets}):
+        in_the_way = next((p for p in (folder, *folder.parents) if p.is_file() and out_dir in p.parents), None)
+        if in_the_way is not None:
+            return f"{in_the_way.relative_to(out_dir)} is a file, where a folder of results goes"
+    return None
+
+
 def run(
     detector: FaceDetector, images: list[Path], root: Path, out_dir: Path, progress: bool = True
 ) -> tuple[int, list[Path], float]:
@@ -136,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if clashes:  # x.jpg and x.png both write x.txt: the last would replace the first's faces without a word
         shown = ", ".join(" and ".join(str(p.relative_to(args.image_root)) for p in names) for names in clashes[:3])
         parser.error(f"{len(clashes)} result file(s) would be written twice, for {shown}; rename one of each")
+    if blocked := blocked_result(args.out, list(by_result)):  # found at that image, after the ones before it
+        parser.error(f"--out {args.out}: {blocked}")
     try:
         detector = FaceDetector(
             backend=args.backend,

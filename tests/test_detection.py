@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -446,6 +447,28 @@ def test_detect_faces_refuses_an_unknown_device_and_says_when_a_gpu_is_not_used(
     assert "warning: --device 0: the Haar cascade runs on the CPU" in capsys.readouterr().err
     assert detect_faces.main([*argv, "--device", "cpu"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_detect_faces_refuses_a_result_path_it_cannot_write_before_any_image(
+    tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder where a result file goes, or a file where its folder goes, stopped the run at that image with the
+    ones before it written and the rest not ("could not write the results (File exists)")."""
+    for name in ("ev/a.jpg", "ev/b.jpg"):
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "images" / name), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "images"), "--out", str(out), "--backend", "haar", "--no-progress"]
+    (out / "ev" / "b.txt").mkdir(parents=True)
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main(argv)
+    assert done.value.code == 2 and "ev/b.txt is a folder, where a result file goes" in capsys.readouterr().err
+    assert not (out / "ev" / "a.txt").exists()  # refused before the first image
+    shutil.rmtree(out / "ev")
+    (out / "ev").write_text("not a folder")
+    with pytest.raises(SystemExit) as done:
+        detect_faces.main(argv)
+    assert done.value.code == 2 and "ev is a file, where a folder of results goes" in capsys.readouterr().err
 
 
 def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yolo_was_asked_for(
