@@ -601,16 +601,11 @@ def prepare_output(out: Path, source: Path) -> Path:
     also one whose results would replace the video being read (`vs/annotated.mp4 --out vs` did, with exit 0)."""
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out}: exists and is not a folder")
-    for name in (ANNOTATED_NAME, CSV_NAME, *PARTIAL_NAMES.values()):  # a partial is written, then removed or renamed
-        if (out / name).is_dir():
-            raise UserInputError(f"{out / name}: is a folder, so the result cannot be written there")
-        if (out / name).exists() and source.exists() and (out / name).samefile(source):
+    names = (ANNOTATED_NAME, CSV_NAME, *PARTIAL_NAMES.values())  # a partial is written, then removed or renamed
+    for name in names:
+        if (out / name).is_file() and source.exists() and (out / name).samefile(source):
             raise UserInputError(f"{out / name}: is the input video; writing the results there would overwrite it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserInputError(f"{out}: cannot create the output folder ({err.strerror or err})") from err
-    return out
+    return cli.prepare_out_folder(out, names)
 
 
 def analyse_video(
