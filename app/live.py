@@ -154,11 +154,15 @@ class StreamSpan:
     analysed: int
 
     def summary(self, wall_now: float) -> str:
-        """E.g. 'The last stream ran 1 min 12 s (812 frames analysed); its last frame came at 22:14:05.'"""
+        """E.g. 'The last stream ran 1 min 12 s (812 frames analysed); its last frame came at 22:14:05 (server
+        time).' The server's clock: the page cannot know the browser's time zone."""
         minutes, seconds = divmod(round(self.seconds), 60)
         length = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
         ended = time.strftime("%H:%M:%S", time.localtime(wall_now - self.idle))
-        return f"The last stream ran {length} ({self.analysed} frames analysed); its last frame came at {ended}."
+        return (
+            f"The last stream ran {length} ({self.analysed} frames analysed); its last frame came at {ended} (server "
+            "time)."
+        )
 
 
 class SentNotice:

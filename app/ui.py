@@ -329,7 +329,8 @@ def model_title(name: str) -> str:
     return "Ensemble" if name == ENSEMBLE_KEY else name
 
 
-#: A face this small at the detector's input is at the edge of what it finds (the Photos page's own minimum).
+#: About the smallest face the YOLO detector finds at its input (the Photos page's 16 px minimum face, for a photo
+#: that reaches the detector at its own size).
 SMALLEST_FINDABLE_PX = 16
 
 

@@ -166,7 +166,10 @@ def prepare_out_folder(folder: Path, names: Iterable[str], option: str = "--out"
     already in one of those places failed only at its write, after the whole run and beside the files written
     first; and `out_folder`'s os.access check lets root past /sys and /proc, where mkdir then failed with a
     traceback (or, for /proc, a bare "[Errno 2]" that did not say which path was the output folder)."""
-    in_the_way = [name for name in names if (folder / name).is_dir()]
+    try:
+        in_the_way = [name for name in names if (folder / name).is_dir()]
+    except OSError as err:  # a folder we may not search: is_dir() raises rather than answering
+        raise UserInputError(f"{option} {folder}: cannot look inside ({err.strerror or err})") from err
     if in_the_way:
         raise UserInputError(f"{option} {folder}: {', '.join(in_the_way)} is a folder; the results need those names")
     try:

@@ -23,14 +23,14 @@ from fer_core.imageio import ImageLoadError, load_image_sized
 from fer_core.predict import UnreadableFolder, iter_inputs
 
 #: What ultralytics takes as a device; anything else was passed over without a word (the CPU ran instead).
-_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?|\d+(,\d+)*")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|\d+(,\d+)*", re.IGNORECASE)
 
 
 def yolo_device(text: str) -> str:
     """argparse `type` of `--device`."""
     if not _DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected cpu, mps, cuda, cuda:N, or GPU numbers such as 0 or 0,1")
-    return text
+        raise argparse.ArgumentTypeError(f"{text!r}: expected cpu, cuda, cuda:N, or GPU numbers such as 0 or 0,1")
+    return text.lower()
 
 
 def iter_images(root: Path, unreadable: list[UnreadableFolder] | None = None) -> list[Path]:
@@ -70,13 +70,16 @@ def result_path(out_dir: Path, root: Path, image: Path) -> Path:
 def blocked_result(out_dir: Path, targets: list[Path]) -> str | None:
     """Why a result file cannot be written (a folder in its place, or a file where its folder goes), or None: the
     run stopped at that image with the ones before it done and the rest not, and "File exists" said nothing."""
-    for target in targets:
-        if target.is_dir():
-            return f"{target.relative_to(out_dir)} is a folder, where a result file goes"
-    for folder in sorted({target.parent for target in targets}):
-        in_the_way = next((p for p in (folder, *folder.parents) if p.is_file() and out_dir in p.parents), None)
-        if in_the_way is not None:
-            return f"{in_the_way.relative_to(out_dir)} is a file, where a folder of results goes"
+    try:
+        for target in targets:
+            if target.is_dir():
+                return f"{target.relative_to(out_dir)} is a folder, where a result file goes"
+        for folder in sorted({target.parent for target in targets}):
+            in_the_way = next((p for p in (folder, *folder.parents) if p.is_file() and out_dir in p.parents), None)
+            if in_the_way is not None:
+                return f"{in_the_way.relative_to(out_dir)} is a file, where a folder of results goes"
+    except OSError as err:  # a folder we may not search: is_dir() raises rather than answering
+        return f"cannot check where the results go ({err.strerror or err}: {err.filename})"
     return None
 
 

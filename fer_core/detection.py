@@ -116,17 +116,20 @@ def reading_order(faces: Sequence[FaceBox]) -> list[FaceBox]:
     """The faces in rows from the top, each row left to right, so that a group photo's numbers read like text (in
     the detector's best-first order a 16-face photo's top row read #2, #13, #1, #14).
 
-    A row starts at the highest face not yet placed (by its centre) and takes every face level with it: the one's
-    centre within the other's height, either way round, since heads of one row sit at slightly different heights
-    and a near face beside far ones is much taller than they are."""
+    Taken from the top by their centres, a face joins the row being built when its centre lies within half a face of
+    the row's mean centre (half the larger of its own height and the row's median): heads of one row sit at uneven
+    heights or along a slope, which the row's mean follows, and a near face beside far ones is much taller."""
 
     def centre(face: FaceBox) -> float:
         return (face.y1 + face.y2) / 2
 
+    def level_with(row: list[FaceBox], face: FaceBox) -> bool:
+        reach = max(face.height, float(np.median([f.height for f in row]))) / 2
+        return centre(face) - float(np.mean([centre(f) for f in row])) <= reach
+
     rows: list[list[FaceBox]] = []
     for face in sorted(faces, key=centre):
-        first = rows[-1][0] if rows else None
-        if first is not None and (centre(face) <= first.y2 or face.y1 <= centre(first)):
+        if rows and level_with(rows[-1], face):
             rows[-1].append(face)
         else:
             rows.append([face])

@@ -784,7 +784,8 @@ def test_live_store_says_when_the_stream_stopped_and_when_a_playing_one_stalls()
     assert span.idle == pytest.approx(1.0 + 2 * STALE_AFTER_S)
     ended = time.strftime("%H:%M:%S", time.localtime(1000.0 - span.idle))
     assert (
-        span.summary(wall_now=1000.0) == f"The last stream ran 2 s (3 frames analysed); its last frame came at {ended}."
+        span.summary(wall_now=1000.0)
+        == f"The last stream ran 2 s (3 frames analysed); its last frame came at {ended} (server time)."
     )
     assert replace(span, seconds=72.4).summary(1000.0).startswith("The last stream ran 1 min 12 s (")
 

@@ -219,13 +219,19 @@ def box_at(cx: float, cy: float, size: float, score: float = 0.9) -> FaceBox:
 
 
 def test_reading_order_numbers_rows_from_the_top_each_left_to_right() -> None:
-    """A 4x4 group whose heads sit up to a quarter of a face off their row's line, given in a scrambled order;
-    then a near face three times as tall beside two far ones (the far ones' centres are inside its height, its
-    centre is not inside theirs), and a face well below them."""
+    """A 4x4 group whose heads sit up to a quarter of a face off their row's line, given in a scrambled order; a
+    sloped row, and one of heads alternately a fifth of a face up and down (the first rule, level with the row's
+    highest face, split both: a review's finding); then a near face three times as tall beside two far ones, and a
+    face well below them."""
     rng = np.random.default_rng(0)
     grid = [box_at(100 + 80 * col, 100 + 90 * row + rng.uniform(-15, 15), 60) for row in range(4) for col in range(4)]
     scrambled = [grid[i] for i in rng.permutation(len(grid))]
     assert reading_order(scrambled) == grid
+
+    sloped = [box_at(100 + 70 * i, 300 - 5 * i, 60) for i in range(8)]  # a row rising 5 px a face, about 4 degrees
+    assert reading_order(sloped[::-1]) == sloped  # the highest face (the rightmost) came first, numbered #1
+    uneven = [box_at(100 + 70 * i, 300 + (12 if i % 2 else -12), 60) for i in range(8)]  # 2/5 of a face apart
+    assert reading_order(uneven) == uneven
 
     far_left, near, far_right = box_at(100, 100, 40), box_at(200, 150, 120), box_at(300, 95, 40)
     below = box_at(150, 260, 40)
@@ -442,10 +448,10 @@ def test_detect_faces_refuses_an_unknown_device_and_says_when_a_gpu_is_not_used(
     argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--backend", "haar", "--no-progress"]
     with pytest.raises(SystemExit) as done:
         detect_faces.main([*argv, "--device", "foo"])
-    assert done.value.code == 2 and "'foo': expected cpu, mps, cuda, cuda:N, or GPU numbers" in capsys.readouterr().err
+    assert done.value.code == 2 and "'foo': expected cpu, cuda, cuda:N, or GPU numbers" in capsys.readouterr().err
     assert detect_faces.main([*argv, "--device", "0"]) == 0  # the Haar cascade never runs on a GPU
     assert "warning: --device 0: the Haar cascade runs on the CPU" in capsys.readouterr().err
-    assert detect_faces.main([*argv, "--device", "cpu"]) == 0
+    assert detect_faces.main([*argv, "--device", "CPU"]) == 0  # as ultralytics takes it
     assert "warning" not in capsys.readouterr().err
 
 
@@ -469,6 +475,23 @@ def test_detect_faces_refuses_a_result_path_it_cannot_write_before_any_image(
     with pytest.raises(SystemExit) as done:
         detect_faces.main(argv)
     assert done.value.code == 2 and "ev is a file, where a folder of results goes" in capsys.readouterr().err
+
+
+def test_a_result_folder_that_cannot_be_searched_is_named_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """is_dir() raises PermissionError for a folder a user may not search (root may search any, hence the stand-in):
+    the up-front checks of the result paths and of --out's names ended in a traceback there (a review's finding)."""
+    from fer_core import cli
+
+    def refused(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", refused)
+    problem = detect_faces.blocked_result(tmp_path, [tmp_path / "ev" / "a.txt"])
+    assert problem == f"cannot check where the results go (Permission denied: {tmp_path / 'ev' / 'a.txt'})"
+    with pytest.raises(cli.UserInputError, match=r"--out .*: cannot look inside \(Permission denied\)"):
+        cli.prepare_out_folder(tmp_path / "out", ["metrics.json"])
 
 
 def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yolo_was_asked_for(
