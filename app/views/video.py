@@ -23,7 +23,7 @@ from app import charts, ui
 from app.jobs import BackgroundJob, watch_this_session
 from app.live import TrackerSettings
 from fer_core.pipeline import Pipeline
-from fer_core.video import VideoError, analyse_video
+from fer_core.video import VideoError, VideoInfo, analyse_video, probe_video
 
 RESULT_KEY = "video_result"
 JOB_KEY = "video_job"
@@ -81,6 +81,31 @@ def analyse_upload(
         return VideoResult(
             name, key, summary.annotated_path.read_bytes(), summary.csv_path.read_bytes(), summary.faces, info
         )
+
+
+def probe_upload(name: str, data: bytes) -> VideoInfo | str:
+    """The clip's size, rate and length, or why it cannot be analysed, as soon as it is dropped: a text file named
+    .mp4 was named only after Analyse. `analyse_video` probes the same way first, so a refused clip would fail."""
+    suffix = PurePath(name).suffix.lower() or ".mp4"
+    with tempfile.TemporaryDirectory(prefix="fer_video_") as tmp:
+        source = Path(tmp) / f"upload{suffix}"
+        source.write_bytes(data)
+        try:
+            return probe_video(source)
+        except VideoError as err:
+            return str(err).replace(str(source), name)  # the user's name, not our temp path
+        except Exception as err:  # never a traceback for a bad file
+            return f"{name}: cannot read this file ({type(err).__name__})"
+
+
+def clip_note(name: str, info: VideoInfo) -> str:
+    """E.g. 'clip.mp4: 1280x720 px · 30.0 FPS · 12.0 s · 360 frames'."""
+    parts = [f"{info.width}x{info.height} px", f"{info.fps:.1f} FPS"]
+    if info.duration_s:
+        parts.append(f"{info.duration_s:.1f} s")
+    if info.frames:
+        parts.append(f"{'about ' if info.frames_estimated else ''}{info.frames} frames")
+    return f"{name}: {' · '.join(parts)}"
 
 
 def show_result(result: VideoResult) -> None:
@@ -163,6 +188,13 @@ def main() -> None:
         abandon_job()  # another file was dropped
         job = st.session_state.get(JOB_KEY)  # an ended job stays, to be collected
     running = job is not None and not job.done
+    probed_name, probed = ui.session_memo(
+        "video_probe", (key[0],), lambda: (upload.name, probe_upload(upload.name, data))
+    )
+    if isinstance(probed, str):  # nothing here can be analysed: said now, not after Analyse
+        st.error(renamed(probed, probed_name, upload.name), icon=":material/error:")
+        return
+    st.caption(clip_note(upload.name, probed))
     # Started in the click's callback, before the run that follows draws the page: started in that run, the button
     # was already drawn enabled beside a running job (and a second click did nothing)
     st.button(
