@@ -1870,6 +1870,7 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     assert not app.exception and not app.error, (app.exception, app.error)
     assert [m.value for m in app.metric][:2] == ["8", "4"]
     assert len(app.get("video")) == 1
+    assert app.get("video")[0].proto.width_config.pixel_width == 320  # its own width, not stretched into a blur
     assert {b.label for b in cast(Sequence[Element], app.get("download_button"))} == {
         "Faces over time (CSV)",
         "Annotated video (mp4)",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import streamlit as st
@@ -26,6 +26,8 @@ from fer_core.pipeline import Pipeline
 from fer_core.video import VideoError, VideoInfo, analyse_video, probe_video
 
 RESULT_KEY = "video_result"
+#: A clip narrower than this is shown at its own width: a 136x104 clip filled the column, enlarged into a blur.
+SMALL_CLIP_PX = 640
 JOB_KEY = "video_job"
 #: (file digest, file name, message, failed) of the last run that ended without a result, shown while that file
 #: is loaded (under the name it has now).
@@ -130,7 +132,11 @@ def show_result(result: VideoResult) -> None:
             "not play: download it and open it in a video player (VLC, mpv).",
             icon=":material/play_disabled:",
         )
-    st.video(result.video, format="video/mp4")
+    width = info.get("width")
+    shown: int | Literal["stretch"] = "stretch"
+    if isinstance(width, int) and width < SMALL_CLIP_PX:  # at its own size, not stretched into a blur
+        shown = width
+    st.video(result.video, format="video/mp4", width=shown)
     stem = PurePath(result.name).stem
     left, right = st.columns(2)
     left.download_button(
