@@ -626,6 +626,7 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     app.switch_page("views/webcam.py").run()
     assert not app.exception, app.exception
     assert app.info[0].value.startswith("Press START")
+    assert "NotFoundError, it found no camera" in app.info[0].value  # the browser's raw error stood unexplained
     assert not [c for c in app.caption if c.value.startswith("The last stream")]  # none yet
     assert app.checkbox(key="webcam_tta").value is False  # live frames skip TTA unless asked
     app.button(key="webcam_snapshot_button").click().run()

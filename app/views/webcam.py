@@ -127,7 +127,9 @@ def main() -> None:
         else:
             st.info(
                 "Press START and allow the camera. Faces are boxed live; the chart follows the largest face, "
-                "and with several faces a table gives each one's probabilities."
+                "and with several faces a table gives each one's probabilities. If the browser answers "
+                "NotFoundError, it found no camera; NotAllowedError, the camera was refused (its permission is "
+                "in the address bar)."
             )
             span = store.last_stream()
             if span is not None:  # STOP pressed, or the connection lost: the server cannot tell them apart
