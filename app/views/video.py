@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePath
@@ -48,6 +49,20 @@ class VideoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+@contextmanager
+def upload_on_disk(name: str, data: bytes) -> Iterator[Path]:
+    """The upload's bytes as a file in a private temp dir, removed afterwards, errors included; a `VideoError`
+    raised inside names the user's file, not our temp path."""
+    suffix = PurePath(name).suffix.lower() or ".mp4"
+    with tempfile.TemporaryDirectory(prefix="fer_video_") as tmp:
+        source = Path(tmp) / f"upload{suffix}"
+        source.write_bytes(data)
+        try:
+            yield source
+        except VideoError as err:
+            raise VideoError(str(err).replace(str(source), name)) from err
+
+
 def analyse_upload(
     name: str,
     data: bytes,
@@ -58,24 +73,18 @@ def analyse_upload(
     progress: Callable[[int, int | None], None] | None = None,
     stop: threading.Event | None = None,
 ) -> VideoResult:
-    """Run `analyse_video` on the bytes inside a temp dir that is removed afterwards, errors included."""
-    suffix = PurePath(name).suffix.lower() or ".mp4"
-    with tempfile.TemporaryDirectory(prefix="fer_video_") as tmp:
-        source = Path(tmp) / f"upload{suffix}"
-        source.write_bytes(data)
-        try:
-            summary = analyse_video(
-                source,
-                pipe,
-                Path(tmp) / "out",
-                every=every,
-                tracker=tracking.build(),
-                progress_callback=progress,
-                stop=stop,
-                follow=tracking.follow,
-            )
-        except VideoError as err:
-            raise VideoError(str(err).replace(str(source), name)) from err  # the user's name, not our temp path
+    """Run `analyse_video` on the bytes (`upload_on_disk`)."""
+    with upload_on_disk(name, data) as source:
+        summary = analyse_video(
+            source,
+            pipe,
+            source.parent / "out",
+            every=every,
+            tracker=tracking.build(),
+            progress_callback=progress,
+            stop=stop,
+            follow=tracking.follow,
+        )
         info = {k: v for k, v in summary.to_dict().items() if k not in ("source", "annotated", "csv")}
         for warning in WARNINGS:
             if info[warning]:
@@ -88,16 +97,13 @@ def analyse_upload(
 def probe_upload(name: str, data: bytes) -> VideoInfo | str:
     """The clip's size, rate and length, or why it cannot be analysed, as soon as it is dropped: a text file named
     .mp4 was named only after Analyse. `analyse_video` probes the same way first, so a refused clip would fail."""
-    suffix = PurePath(name).suffix.lower() or ".mp4"
-    with tempfile.TemporaryDirectory(prefix="fer_video_") as tmp:
-        source = Path(tmp) / f"upload{suffix}"
-        source.write_bytes(data)
-        try:
+    try:
+        with upload_on_disk(name, data) as source:
             return probe_video(source)
-        except VideoError as err:
-            return str(err).replace(str(source), name)  # the user's name, not our temp path
-        except Exception as err:  # never a traceback for a bad file
-            return f"{name}: cannot read this file ({type(err).__name__})"
+    except VideoError as err:
+        return str(err)
+    except Exception as err:  # never a traceback for a bad file
+        return f"{name}: cannot read this file ({type(err).__name__})"
 
 
 def clip_note(name: str, info: VideoInfo) -> str:
