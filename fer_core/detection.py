@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -351,11 +352,13 @@ class FaceDetector:
             raise FileNotFoundError("file not found")
         if path.suffix != ".pt":
             raise ValueError("expected a .pt file")
-        from fer_core.checkpoint import damaged_archive_problem
+        # Cut short, as the classifiers say it: ultralytics took two lines, ending in advice to run an official model.
+        # A whole archive (zipfile reads only its end) is not read here in full: ultralytics reads it next.
+        if not zipfile.is_zipfile(path):
+            from fer_core.checkpoint import damaged_archive_problem
 
-        # Cut short, as the classifiers say it: ultralytics took two lines, ending in advice to run an official model
-        if problem := damaged_archive_problem(path.read_bytes()):
-            raise ValueError(problem)
+            if problem := damaged_archive_problem(path.read_bytes()):
+                raise ValueError(problem)
         onnx_error: Exception | None = None
         if runtime == "onnxruntime":
             try:
