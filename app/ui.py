@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
@@ -487,9 +487,12 @@ def kept_file_uploader(label: str, *, key: str, **kwargs: Any) -> Any:
     """`st.file_uploader` whose files outlive a visit to another page.
 
     Streamlit drops the uploader's files when a run does not draw it, and an uploader cannot be re-stored like the
-    settings (`keep_settings`), so the files are kept here. They are forgotten only when the user changes the
-    uploader (its `on_change`; a page switch calls no callback) or presses the button shown beside kept files.
+    settings (`keep_settings`), so the files are kept here. A one-file uploader's kept file goes when the user drops
+    another (its `on_change`; a page switch calls no callback) or presses the button shown beside it. A multi-file
+    uploader adds new drops to its kept files (`KeptUploads`): one more photo must not cost the rest.
     """
+    if kwargs.get("accept_multiple_files"):
+        return _kept_multi_file_uploader(label, key=key, **kwargs)
     kept_key = f"_kept_{key}"
 
     def forget() -> None:
@@ -502,12 +505,90 @@ def kept_file_uploader(label: str, *, key: str, **kwargs: Any) -> Any:
     kept = st.session_state.get(kept_key)
     if not kept:
         return files
-    names = [upload.name for upload in kept_files(key)]
     left, right = st.columns([4, 1], vertical_alignment="center")
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    left.caption(f"Showing {shown}, dropped earlier (the uploader empties while hidden): drop files to replace them.")
+    left.caption(f"Showing {kept.name}, dropped earlier (the uploader empties while hidden): drop one to replace it.")
     right.button("Forget", key=f"{key}_forget", on_click=forget, icon=":material/close:")
     return kept
+
+
+@dataclass
+class KeptUploads:
+    """A multi-file uploader's files between runs: those it shows, and those a visit to another page took out of it."""
+
+    #: Dropped before a visit to another page, which emptied the uploader: shown first, removable one by one.
+    carried: list[Any] = field(default_factory=list)
+    #: What the uploader itself held at its last run.
+    in_widget: list[Any] = field(default_factory=list)
+    #: The user changed the uploader since its last run (an emptied uploader is then the user's doing).
+    user_changed: bool = False
+    #: Renews the carried files' picker whenever `carried` changes, so it starts from them all.
+    generation: int = 0
+
+    def shown(self) -> list[Any]:
+        return self.carried + self.in_widget
+
+
+def _uploads_state(key: str) -> KeptUploads:
+    state: KeptUploads = st.session_state.setdefault(f"_uploads_{key}", KeptUploads())
+    return state
+
+
+def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[Any]:
+    kept_key = f"_kept_{key}"
+
+    def changed() -> None:
+        _uploads_state(key).user_changed = True
+
+    files = list(st.file_uploader(label, key=key, on_change=changed, **kwargs) or [])
+    state = _uploads_state(key)
+    if not files and state.in_widget and not state.user_changed:  # emptied by a visit to another page
+        state.carried += state.in_widget
+        state.generation += 1
+    if files and state.carried:  # dropped again: the uploader's own copy stays, which its cross removes
+        again = {(upload.name, upload.getvalue()) for upload in files}
+        if len(carried := [c for c in state.carried if (c.name, c.getvalue()) not in again]) < len(state.carried):
+            state.carried, state.generation = carried, state.generation + 1
+    state.in_widget, state.user_changed = files, False
+    shown = state.shown()
+    if shown:
+        st.session_state[kept_key] = shown
+    else:
+        st.session_state.pop(kept_key, None)
+    if state.carried:
+        _carried_files_picker(key, state, distinct_names([upload.name for upload in shown])[: len(state.carried)])
+    return shown
+
+
+def _carried_files_picker(key: str, state: KeptUploads, names: list[str]) -> None:
+    """The files a page visit took out of the uploader, each a chip with its own cross; a button forgets them all."""
+
+    def keep_chosen(picker_key: str) -> None:
+        kept = _uploads_state(key)
+        kept.carried = [kept.carried[i] for i in st.session_state[picker_key] if i < len(kept.carried)]
+        kept.generation += 1
+
+    def forget() -> None:
+        kept = _uploads_state(key)
+        kept.carried, kept.generation = [], kept.generation + 1
+
+    count = len(names)
+    st.caption(
+        f"{count} file(s) dropped earlier, kept while the uploader was hidden (it empties on a visit to another "
+        "page). New drops are added to them; remove one with the cross on its name."
+    )
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    picker_key = f"{key}_carried_{state.generation}"
+    left.multiselect(
+        "Kept files",
+        list(range(count)),
+        default=list(range(count)),
+        format_func=names.__getitem__,
+        key=picker_key,
+        on_change=keep_chosen,
+        args=(picker_key,),
+        label_visibility="collapsed",
+    )
+    right.button("Forget all" if count > 1 else "Forget", key=f"{key}_forget", on_click=forget, icon=":material/close:")
 
 
 def distinct_names(names: list[str]) -> list[str]:

@@ -512,7 +512,7 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
     visit_another_page_and_return(app, "views/photos.py")  # the choices are kept too, not only the photos
     assert [box.value for box in cam_pickers(app, "Face")] == [1, 0]
     assert [box.value for box in cam_pickers(app, "Class")] == ["happy", "sad"]
-    app.file_uploader(key="photos_upload").set_value([one]).run()  # one.png moves up to the first place
+    remove_kept(app, "two.png")  # one.png moves up to the first place
     assert not app.exception, app.exception
     assert cam_pickers(app, "Face")[0].value == 0 and cam_pickers(app, "Class")[0].value == "sad"  # its own choice
     app.file_uploader(key="photos_upload").set_value([one, one]).run()  # the same file twice: two sets of pickers
@@ -1766,12 +1766,23 @@ def visit_another_page_and_return(app: AppTest, page: str) -> None:
     assert any("dropped earlier" in caption.value for caption in app.main.caption)
 
 
+def kept_names(app: AppTest) -> list[str]:
+    """The chips of the files a visit to another page took out of the Photos uploader; empty when none."""
+    return [name for box in app.multiselect if box.label == "Kept files" for name in box.options]
+
+
+def remove_kept(app: AppTest, name: str) -> None:
+    """Remove one file from those a visit to another page took out of the Photos uploader, with its chip's cross."""
+    (picker,) = [box for box in app.multiselect if box.label == "Kept files"]
+    picker.set_value([i for i, shown in enumerate(picker.options) if shown != name]).run()
+
+
 def test_photos_and_compare_pages_keep_their_photos_after_a_visit_to_another_page(app: AppTest) -> None:
     photo = ("astronaut.png", encode(astronaut(), "PNG"), "image/png")
     app.file_uploader(key="photos_upload").set_value([photo]).run()
     assert app.caption[0].value.startswith("1 face(s)")
     visit_another_page_and_return(app, "views/photos.py")
-    assert "astronaut.png" in app.caption[0].value and app.caption[1].value.startswith("1 face(s)")
+    assert kept_names(app) == ["astronaut.png"] and app.caption[1].value.startswith("1 face(s)")
     app.slider(key="photos_conf").set_value(0.3).run()  # a rerun on the page itself keeps them too
     assert app.caption[1].value.startswith("1 face(s)")
     app.button(key="photos_upload_forget").click().run()
@@ -1783,6 +1794,38 @@ def test_photos_and_compare_pages_keep_their_photos_after_a_visit_to_another_pag
     assert charts_shown >= 3
     visit_another_page_and_return(app, "views/compare.py")
     assert len(app.get("plotly_chart")) == charts_shown
+
+
+def photo_titles(app: AppTest) -> list[str]:
+    return [title.value for title in app.main.subheader if title.value != "All faces"]
+
+
+def test_a_drop_after_a_visit_to_another_page_adds_to_the_kept_photos(app: AppTest) -> None:
+    """A drop after a visit replaced the kept photos: one more photo cost the rest, and a kept file that could not be
+    read could be removed only with them all."""
+    one = ("one.png", encode(astronaut(), "PNG"), "image/png")
+    broken = ("broken.png", b"not a picture", "image/png")
+    two = ("two.png", encode(np.concatenate([astronaut(), astronaut()], axis=1), "PNG"), "image/png")
+    app.file_uploader(key="photos_upload").set_value([one, broken]).run()
+    visit_another_page_and_return(app, "views/photos.py")
+    app.file_uploader(key="photos_upload").set_value([two]).run()
+    assert not app.exception, app.exception
+    assert kept_names(app) == ["one.png", "broken.png"] and photo_titles(app) == ["one.png", "two.png"]
+    assert [error.value.split(":")[0] for error in app.error] == ["broken.png"]
+    remove_kept(app, "broken.png")  # alone
+    assert not app.error and kept_names(app) == ["one.png"] and photo_titles(app) == ["one.png", "two.png"]
+    app.file_uploader(key="photos_upload").set_value([two, one]).run()  # one.png dropped again: shown once
+    assert not kept_names(app) and photo_titles(app) == ["two.png", "one.png"]
+
+    visit_another_page_and_return(app, "views/photos.py")
+    assert kept_names(app) == ["two.png", "one.png"]
+    app.file_uploader(key="photos_upload").set_value([broken]).run()
+    app.file_uploader(key="photos_upload").set_value([]).run()  # the user empties the uploader: its file goes
+    assert not app.error and photo_titles(app) == ["two.png", "one.png"]
+    app.slider(key="photos_conf").set_value(0.3).run()  # and does not come back as a kept one
+    assert kept_names(app) == ["two.png", "one.png"] and photo_titles(app) == ["two.png", "one.png"]
+    app.button(key="photos_upload_forget").click().run()
+    assert not photo_titles(app) and app.info[0].value.startswith("Every face is boxed")
 
 
 def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(

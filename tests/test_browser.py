@@ -198,9 +198,18 @@ def test_photo_upload_shows_a_labelled_face(server: str, driver: Any, screenshot
         lambda: next((t for t in page_texts(driver, "stCaptionContainer") if "dropped earlier" in t), None),
         what="the kept-files caption",
     )
-    assert kept.startswith("Showing astronaut.png, dropped earlier")
+    assert kept.startswith("1 file(s) dropped earlier")
     wait_for(lambda: any(t.startswith("1 face(s)") for t in page_texts(driver, "stCaptionContainer")), what="result")
     assert not page_texts(driver, "stException")
+    # A drop now adds to the kept photo, which it replaced: the browser's uploader starts empty, calling no callback.
+    mirrored = tmp_path / "mirrored.png"
+    Image.fromarray(astronaut()[:, ::-1]).save(mirrored)
+    driver.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(mirrored))
+    titles = wait_for(
+        lambda: [t for t in page_texts(driver, "stHeading") if t.endswith(".png")] == ["astronaut.png", "mirrored.png"],
+        what="both photos' results",
+    )
+    assert titles and not page_texts(driver, "stException")
     driver.save_screenshot(str(screenshots / "photos_kept.png"))
 
 
