@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
 from fer_core.cli import UserInputError
 
@@ -32,13 +32,23 @@ try:  # optional: HEIC/HEIF photos from phones
 except ImportError:  # pragma: no cover - depends on the environment
     HEIF_SUPPORTED = False
 
+#: AVIF photos (Android cameras, the web): Pillow's own decoder, present when Pillow was built with libavif (its
+#: wheels are, since 11.3). Without it the uploader refused them, and said so only in a tooltip.
+AVIF_SUPPORTED = features.check("avif")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
 if HEIF_SUPPORTED:
     IMAGE_SUFFIXES |= {".heic", ".heif"}
+if AVIF_SUPPORTED:
+    IMAGE_SUFFIXES |= {".avif"}
 
 #: The Pillow decoders we let open a file (`Image.open(..., formats=...)`): the formats above and no others. Pillow
 #: knows dozens more, among them EPS, which it hands to Ghostscript, a program no photo upload should reach.
-READ_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", *(["HEIF"] if HEIF_SUPPORTED else []))
+READ_FORMATS = (
+    *("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM"),
+    *(["HEIF"] if HEIF_SUPPORTED else []),
+    *(["AVIF"] if AVIF_SUPPORTED else []),
+)
 
 #: Leading bytes of the formats we read: a file that starts like one of them but cannot be identified is damaged,
 #: not of an unknown kind (recent Pillow gives up on a truncated JPEG header before trying to decode it).
@@ -52,6 +62,8 @@ SIGNATURES = (
     b"MM\x00*",  # TIFF, big-endian
 )
 TIFF_SIGNATURES = SIGNATURES[-2:]
+#: Major brands of the ISO base-media file-type box ("....ftyp<brand>") that AVIF and HEIF pictures begin with.
+ISO_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 
 
 class ImageLoadError(UserInputError):
@@ -295,8 +307,13 @@ def file_head(source: str | Path | BinaryIO) -> bytes:
 
 
 def looks_like_image(head: bytes) -> bool:
-    """Whether data starting with `head` (`file_head`) has the signature of a format we read (WebP: RIFF....WEBP)."""
-    return head.startswith(SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    """Whether data starting with `head` (`file_head`) has the signature of a format we read (WebP: RIFF....WEBP;
+    AVIF and HEIC: an ISO file-type box naming an image brand)."""
+    return (
+        head.startswith(SIGNATURES)
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or (head[4:8] == b"ftyp" and head[8:12] in ISO_IMAGE_BRANDS)
+    )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

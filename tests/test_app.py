@@ -41,7 +41,7 @@ from fer_core import video as fer_video
 from fer_core.checkpoint import read_checkpoint, save_checkpoint
 from fer_core.detection import FaceDetector
 from fer_core.ensemble import weights_used, write_spec
-from fer_core.imageio import HEIF_SUPPORTED
+from fer_core.imageio import AVIF_SUPPORTED, HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, FaceResult, ImageResult, Pipeline
 from tests.test_video import AlternatingPipeline, noise_mp4
@@ -178,6 +178,8 @@ def test_photos_labels_faces_and_explains_each_bad_file(app: AppTest) -> None:
     }
     if HEIF_SUPPORTED:
         good["phone.heic"] = encode(astro, "HEIF")
+    if AVIF_SUPPORTED:
+        good["web.avif"] = encode(astro, "AVIF")
     bad = {
         "corrupt.png": encode(astro, "PNG")[:200],
         "notes.jpg": b"this is not an image",
@@ -2077,8 +2079,11 @@ def test_the_uploader_takes_every_file_the_decoder_reads() -> None:
     from app.ui import PHOTO_TYPES
 
     allowed = normalize_upload_file_type(PHOTO_TYPES)  # as st.file_uploader does with its `type`
-    for name in ("web.jfif", "old.jpe", "scan.pgm", "photo.JPG", "phone.heic" if HEIF_SUPPORTED else "a.png"):
+    for name in ("web.jfif", "old.jpe", "scan.pgm", "photo.JPG"):
         enforce_filename_restriction(name, allowed)
+    for name, supported in (("phone.heic", HEIF_SUPPORTED), ("web.avif", AVIF_SUPPORTED)):
+        if supported:
+            enforce_filename_restriction(name, allowed)
 
 
 def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:

@@ -14,7 +14,16 @@ from PIL import Image, ImageOps
 from skimage.data import astronaut
 
 from fer_core import imageio
-from fer_core.imageio import MAX_SIDE, ImageLoadError, frame_count, load_image, load_image_sized, to_8bit
+from fer_core.imageio import (
+    AVIF_SUPPORTED,
+    HEIF_SUPPORTED,
+    MAX_SIDE,
+    ImageLoadError,
+    frame_count,
+    load_image,
+    load_image_sized,
+    to_8bit,
+)
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -190,6 +199,28 @@ def test_formats_pillow_knows_but_we_do_not_read_never_reach_their_decoders():
     for payload in (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", pcx.getvalue()):
         with pytest.raises(ImageLoadError, match=r"^upload\.jpg: not an image file, or a format we cannot read$"):
             load_image(payload, name="upload.jpg")
+
+
+@pytest.mark.skipif(not AVIF_SUPPORTED, reason="this Pillow was built without libavif")
+def test_an_avif_photo_is_read_upright():
+    """AVIF (Android cameras, the web) was refused by the uploader. Lossy: compared with the PNG it came from."""
+    image, data = gradient_with_orientation(6, "AVIF")
+    rgb = load_image(encoded(image, "AVIF", quality=100))
+    assert np.abs(rgb.astype(int) - np.asarray(image)).mean() < 4
+    assert load_image(data).shape == (40, 20, 3)  # its EXIF turn applied
+    assert ".avif" in imageio.IMAGE_SUFFIXES
+
+
+@pytest.mark.parametrize(
+    "fmt", [pytest.param(fmt, marks=pytest.mark.skipif(not ok, reason=f"no {fmt} decoder"))
+            for fmt, ok in (("AVIF", AVIF_SUPPORTED), ("HEIF", HEIF_SUPPORTED))]
+)  # fmt: skip
+def test_a_truncated_avif_or_heic_is_corrupt_not_of_an_unknown_kind(fmt):
+    """A cut AVIF was "not an image file, or a format we cannot read", which sends the user to convert it."""
+    payload = encoded(Image.fromarray(astronaut()), fmt)
+    for cut in (40, len(payload) // 2):
+        with pytest.raises(ImageLoadError, match="corrupt or truncated"):
+            load_image(payload[:cut])
 
 
 def test_truncated_jpeg_is_corrupt():
