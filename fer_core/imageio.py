@@ -128,7 +128,7 @@ def load_image_sized(
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         if isinstance(err, OSError) and err.filename is not None:  # the file could not be read: no sign of damage
             raise ImageLoadError(f"{label}: cannot read the file ({err.strerror or err})") from err
-        raise ImageLoadError(f"{label}: the image is corrupt or truncated ({err})") from err
+        raise ImageLoadError(f"{label}: {damage_message(err)}") from err
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     full_size = (height, width) if orientation in QUARTER_TURNS else (width, height)
@@ -143,6 +143,15 @@ def frame_count(data: bytes) -> int:
             return max(1, int(getattr(img, "n_frames", 1)))
     except Exception:  # the count is a courtesy: a file that decoded but miscounts is still one picture
         return 1
+
+
+def damage_message(err: BaseException) -> str:
+    """What a decoder's error says of the file, on one line and in words where we know it: Pillow's "image file is
+    truncated (19 bytes not processed)" counted bytes a user cannot act on; pillow-heif's ended in a line break."""
+    detail = " ".join(str(err).split())
+    if detail.startswith("image file is truncated") or "Truncated" in detail or "end of file" in detail:
+        return "the image is truncated (the file ends before the picture does: was it fully downloaded or copied?)"
+    return f"the image is corrupt or truncated ({detail or type(err).__name__})"
 
 
 def too_large(label: str, pixels: int | None) -> ImageLoadError:
