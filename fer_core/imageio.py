@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageFilter, ImageOps, UnidentifiedImageError, features
 
 from fer_core.cli import UserInputError
 
@@ -171,6 +171,10 @@ SIXTEEN_BIT_I_FORMATS = frozenset({"PNG", "PPM"})
 #: Rows of a deep picture converted at a time: converting a 120 MP float TIFF (626 KB of mostly zeros) whole made
 #: several full-size float64 copies, 3.8 GB and 11 s for one upload.
 CONVERT_ROWS = 512
+#: A 1-bit picture (a dithered scan or fax) is read as gray blurred by this radius: its dots hid every face from the
+#: detector (the astronaut dithered: no face; softened: found, with the label of the gray original), and a 1-bit
+#: drawing loses nothing a face needs.
+BILEVEL_BLUR_PX = 1.0
 #: EXIF Orientation values that swap width and height.
 QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
@@ -326,8 +330,11 @@ def looks_like_image(head: bytes) -> bool:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled (`to_8bit`), CMYK converted."""
+    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled (`to_8bit`), CMYK converted, 1-bit
+    softened (`BILEVEL_BLUR_PX`)."""
     img = as_8bit(img)
+    if img.mode == "1":
+        img = img.convert("L").filter(ImageFilter.GaussianBlur(BILEVEL_BLUR_PX))
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:  # P, L or RGB with a transparent colour
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -87,6 +87,17 @@ def test_odd_modes_become_rgb(image, fmt):
     assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
 
 
+def test_a_dithered_1_bit_picture_is_read_as_softened_gray():
+    """Its dots hid every face from the detector: read as they are, the astronaut's dithered photo gave no face."""
+    gray = Image.fromarray(astronaut()).convert("L")
+    dithered = gray.convert("1")  # Floyd-Steinberg
+    rgb = load_image(encoded(dithered, "PNG"))
+    assert rgb.shape == (512, 512, 3) and len(np.unique(rgb)) > 16  # grays between the dots' black and white
+    error = np.abs(rgb[..., 0].astype(int) - np.asarray(gray)).mean()
+    dots_error = np.abs(np.asarray(dithered.convert("L"), dtype=int) - np.asarray(gray)).mean()
+    assert error < dots_error / 2, (error, dots_error)
+
+
 def test_sixteen_bit_is_scaled_not_clipped():
     ramp = np.linspace(0, 65535, 600, dtype=np.uint16).reshape(20, 30)
     rgb = load_image(encoded(Image.fromarray(ramp), "PNG"))
