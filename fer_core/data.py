@@ -434,14 +434,14 @@ def _read_folder(root: Path, skip_bad: bool):
     split_dirs = [d for d in _list_folder(root) if d.is_dir() and not d.name.startswith(".")]
     if not split_dirs:
         raise FerDataError(f"{root}: expected train/ and test/ folders with one folder per class")
-    images, labels, usages, sources, skipped = [], [], [], [], []
+    images, labels, usages, sources = [], [], [], []
+    skipped: list[_Skipped] = []
     for split_dir in split_dirs:
         default_usage = folder_usage(split_dir.name)
         if default_usage is None:
-            message = f"{split_dir}: split folder name is not train*, val*/dev* or test*"
-            if not skip_bad:
-                raise FerDataError(message)
-            skipped.append(_left_out(split_dir, message))
+            _refuse_or_leave_out(
+                split_dir, f"{split_dir}: split folder name is not train*, val*/dev* or test*", skip_bad, skipped
+            )
             continue
         class_dirs = _listed_or_skipped(split_dir, skip_bad, skipped)
         if class_dirs is None:
@@ -451,9 +451,7 @@ def _read_folder(root: Path, skip_bad: bool):
             if not class_dir.is_dir() or name not in EMOTIONS:
                 kind = "folder name" if class_dir.is_dir() else "a file beside the class folders: its name"
                 message = f"{class_dir}: {kind} is not one of {', '.join(EMOTIONS)}"
-                if not skip_bad:
-                    raise FerDataError(message)
-                skipped.append(_left_out(class_dir, message))
+                _refuse_or_leave_out(class_dir, message, skip_bad, skipped)
                 continue
             files = _listed_or_skipped(class_dir, skip_bad, skipped)
             if files is None:
@@ -500,10 +498,15 @@ def _listed_or_skipped(folder: Path, skip_bad: bool, skipped: list[_Skipped]) ->
     try:
         return _list_folder(folder)
     except FerDataError as err:
-        if not skip_bad:
-            raise
-        skipped.append(_left_out(folder, str(err)))
+        _refuse_or_leave_out(folder, str(err), skip_bad, skipped)
         return None
+
+
+def _refuse_or_leave_out(path: Path, message: str, skip_bad: bool, skipped: list[_Skipped]) -> None:
+    """Raise `message` as a FerDataError, or, with `skip_bad`, note `path` with its files' count (`_left_out`)."""
+    if not skip_bad:
+        raise FerDataError(message)
+    skipped.append(_left_out(path, message))
 
 
 def _left_out(path: Path, message: str) -> _Skipped:
