@@ -283,6 +283,22 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> Callable[[AppTest, str], bytes
     return read
 
 
+def test_the_table_puts_the_picked_model_s_label_beside_the_face(app: AppTest) -> None:
+    """With one model picked the box read "happy" and the row "sad": the row's first label was the ensemble's, and the
+    model's own was far right, past the box corners."""
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.run()
+    order = list(app.dataframe[0].proto.column_order)
+    assert order[:3] == ["image", "face", "ensemble_label"] and order[-4:] == ["x1", "y1", "x2", "y2"]
+    app.selectbox(key="photos_model").set_value("B_mixcut").run()
+    order = list(app.dataframe[0].proto.column_order)
+    assert order[:4] == ["image", "face", "B_mixcut_label", "ensemble_label"]
+    assert sorted(order) == sorted(app.dataframe[0].value.columns)  # every column still shown
+    pinned = {name for name, config in json.loads(app.dataframe[0].proto.columns).items() if config.get("pinned")}
+    assert pinned == {"image", "face", "B_mixcut_label"}
+    assert any(c.value.startswith("Face numbers match the boxes. The boxes show B_mixcut's") for c in app.caption)
+
+
 def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, downloads) -> None:
     """The Photos CSV download of photos without any face was a bare newline."""
     blank = encode(np.full((240, 320, 3), 128, np.uint8), "PNG")

@@ -213,6 +213,15 @@ def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *(f"{name}_label" for name in members)])
 
 
+def table_columns(columns: list[str], model: str) -> list[str]:
+    """The on-screen table's order (the CSV keeps its own): the photo, the face and, when one model is picked, its
+    label first, which the boxes show (beside the ensemble's it read "happy" on the box and "sad" in the row); the box
+    corners last, since nobody reads them on screen, and past them the table scrolled before any emotion."""
+    first = ["image", "face", *([f"{model}_label"] if model != ENSEMBLE_KEY else [])]
+    last = ["detector_score", "x1", "y1", "x2", "y2"]
+    return [*first, *(name for name in columns if name not in first and name not in last), *last]
+
+
 def results_json(items: list[Analysed], errors: list[str]) -> str:
     images = [{"name": item.name, **item.reported().to_dict()} for item in items if item.result is not None]
     return json.dumps({"images": images, "errors": errors}, indent=2)
@@ -317,12 +326,16 @@ def main() -> None:
     else:
         # Three places throughout (the CSV keeps its own): 0.045 beside 0.0452 looked like two precisions. A column
         # format, not a pandas Styler: Streamlit refuses a Styler of over 262,144 cells (some 14,600 faces).
+        order = table_columns(list(table.columns), model)
         three_places = st.column_config.NumberColumn(format="%.3f")
         shares = ["detector_score", "ensemble_confidence", *EMOTIONS]
-        st.dataframe(table, hide_index=True, column_config=dict.fromkeys(shares, three_places))
+        config: dict[str, Any] = dict.fromkeys(shares, three_places)
+        config |= {name: st.column_config.Column(pinned=True) for name in order[: order.index("ensemble_label")]}
+        st.dataframe(table, hide_index=True, column_order=order, column_config=config)
+        picked = "" if model == ENSEMBLE_KEY else f"The boxes show {model}'s labels: its column comes after the face. "
         st.caption(  # the chart above follows the model picker; these columns do not
-            "Face numbers match the boxes. The label, confidence and the seven probability columns are the "
-            "ensemble's, whatever model is picked above; each model's own label is in its `_label` column."
+            f"Face numbers match the boxes. {picked}The confidence and the seven probability columns are the "
+            "ensemble's; each model's own label is in its `_label` column."
         )
         faceless = [item.name for item in good if item.result is not None and not item.result.faces]
         if faceless:  # a row is a face: without this a CSV reader cannot tell them from photos never analysed
