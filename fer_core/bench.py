@@ -33,7 +33,7 @@ import numpy as np
 
 from fer_core import cli, onnx_session
 from fer_core.classifier import prepare_batch
-from fer_core.detection import MAX_IMGSZ, MIN_IMGSZ, VIDEO_IMGSZ, FaceDetector
+from fer_core.detection import VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import Ensemble
 from fer_core.pipeline import DEFAULT_WEIGHTS, FACE_MARGIN, Box, crop_faces
 
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     parser.add_argument(
         "--imgsz",
-        type=int,
+        type=cli.detector_imgsz,
         default=VIDEO_IMGSZ,
         help=f"detector input size in px ({VIDEO_IMGSZ} is the live-video one)",
     )
@@ -349,10 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="CPU threads for torch, onnxruntime and OpenCV alike (default: theirs)"
     )
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or not MIN_IMGSZ <= args.imgsz <= MAX_IMGSZ or args.threads < 0:
-        parser.error(
-            f"--repeats >= 1, --warmup >= 0, --imgsz from {MIN_IMGSZ} to {MAX_IMGSZ} and --threads >= 0 are required"
-        )
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 0:
+        parser.error("--repeats >= 1, --warmup >= 0 and --threads >= 0 are required")
     if args.threads:
         set_threads(args.threads)
     if args.detector is not None and not args.detector.is_file():

@@ -120,15 +120,33 @@ def printable(text: str | os.PathLike[str]) -> str:
 SEED_MAX = 2**32 - 1
 
 
+def _whole_number(text: str) -> int:
+    """`text` as an int, refused in argparse's own words for `type=int`."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+
+
 def seed(text: str) -> int:
     """argparse `type` of every tool's `--seed`: a whole number from 0 to `SEED_MAX`. NumPy refused -1 or a
     24-digit seed with a traceback, and only after the data had loaded."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    value = _whole_number(text)
     if not 0 <= value <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"{value}: must be a whole number from 0 to {SEED_MAX} (2**32 - 1)")
+    return value
+
+
+def detector_imgsz(text: str) -> int:
+    """argparse `type` of every tool's `--imgsz`: a face-detector input size `FaceDetector` takes. Five tools
+    checked it by hand in five wordings (detect_faces not at all: FaceDetector's ValueError came after the image
+    walk), each beside other flags' checks."""
+    # Imported here: detection imports this module (through imageio) and costs cv2; every caller has loaded it.
+    from fer_core.detection import MAX_IMGSZ, MIN_IMGSZ
+
+    value = _whole_number(text)
+    if not MIN_IMGSZ <= value <= MAX_IMGSZ:
+        raise argparse.ArgumentTypeError(f"{value}: must be from {MIN_IMGSZ} to {MAX_IMGSZ} px (the detector's input)")
     return value
 
 

@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="YOLO .pt (default: weights/face_yolo.pt)")
     parser.add_argument("--conf", type=float, default=0.01, help="score threshold (low, for AP)")
     parser.add_argument(
-        "--imgsz", type=int, default=640, help="YOLO input size in px (longest side); larger finds smaller faces"
+        "--imgsz",
+        type=cli.detector_imgsz,
+        default=640,
+        help="YOLO input size in px (longest side); larger finds smaller faces",
     )
     parser.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
     parser.add_argument("--min-face", type=int, default=1, help="drop boxes narrower/shorter than this (px)")

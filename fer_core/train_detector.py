@@ -27,7 +27,7 @@ import yaml
 
 from fer_core import cli
 from fer_core.checkpoint import CheckpointError, read_checkpoint
-from fer_core.detection import DEFAULT_WEIGHTS, MAX_IMGSZ, MIN_IMGSZ, FaceDetector, import_ultralytics
+from fer_core.detection import DEFAULT_WEIGHTS, FaceDetector, import_ultralytics
 from fer_core.widerface import REPO_ROOT, ConversionConfig, convert_to_yolo
 
 RUN_NAME = "face"
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--work", type=cli.out_folder, required=True, help="work folder (outside the repo): dataset/ and runs/"
     )
     p.add_argument("--epochs", type=int, default=100, help="training epochs (see also --time)")
-    p.add_argument("--imgsz", type=int, default=640, help="training image size in px (longest side)")
+    p.add_argument("--imgsz", type=cli.detector_imgsz, default=640, help="training image size in px (longest side)")
     p.add_argument("--model", default="yolo11n.yaml", help="ultralytics model YAML (or a local .pt to fine-tune)")
     p.add_argument("--resume", action="store_true", help="continue WORK/runs/face/weights/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start over even if a previous run exists")
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.epochs < 1 or not MIN_IMGSZ <= args.imgsz <= MAX_IMGSZ or args.batch < 1:
-        parser.error(f"epochs >= 1, imgsz from {MIN_IMGSZ} to {MAX_IMGSZ} and batch >= 1 are required")
+    if args.epochs < 1 or args.batch < 1:
+        parser.error("--epochs >= 1 and --batch >= 1 are required")
     if args.export_to.is_dir() or args.export_to.suffix != ".pt":  # found only after training, otherwise
         parser.error(f"--export-to {args.export_to}: give a .pt file name (e.g. weights/face_yolo.pt)")
     try:

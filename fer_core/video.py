@@ -38,7 +38,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
-from fer_core.detection import MAX_IMGSZ, MIN_IMGSZ, PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
+from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
 from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations, with_boxes
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
@@ -789,7 +789,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", default="auto", choices=DETECTOR_BACKENDS, help=cli.DETECTOR_HELP)
     parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
     parser.add_argument(
-        "--imgsz", type=int, default=PHOTO_IMGSZ, help=f"detector input size (the app's Video page: {VIDEO_IMGSZ})"
+        "--imgsz",
+        type=cli.detector_imgsz,
+        default=PHOTO_IMGSZ,
+        help=f"detector input size (the app's Video page: {VIDEO_IMGSZ})",
     )
     parser.add_argument("--min-face", type=int, default=16, help="smallest face side in px (the app's Video page: 24)")
     parser.add_argument(
@@ -809,8 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error("--every must be >= 1")
-    if not 0.0 <= args.conf <= 1.0 or not MIN_IMGSZ <= args.imgsz <= MAX_IMGSZ or args.min_face < 0:
-        parser.error(f"--conf must be in [0, 1], --imgsz from {MIN_IMGSZ} to {MAX_IMGSZ} and --min-face at least 0")
+    if not 0.0 <= args.conf <= 1.0 or args.min_face < 0:
+        parser.error("--conf must be in [0, 1] and --min-face at least 0")
     try:
         tracker = FaceTracker(args.iou, args.max_missed, args.smoothing, args.alpha, args.window)
     except ValueError as err:

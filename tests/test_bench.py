@@ -257,4 +257,4 @@ def test_bench_refuses_a_detector_size_over_4096(
     args = ["--json", str(tmp_path / "bench.json"), "--weights", str(fake_weights), "--imgsz", "99999"]
     with pytest.raises(SystemExit) as stop:
         bench.main([*args, "--backends", "haar"])
-    assert stop.value.code == 2 and "--imgsz from 32 to 4096" in capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --imgsz: 99999: must be from 32 to 4096 px" in capsys.readouterr().err

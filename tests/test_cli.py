@@ -651,6 +651,30 @@ def test_outputs_of_the_wrong_kind_are_refused_before_any_work(tmp_path, capsys,
     assert done.value.code == 2 and f"{beneath}: {a_file} is a file, not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("tool", "argv"),
+    [
+        ("bench", ["--json", "{tmp}/bench.json"]),
+        ("detect_faces", ["{tmp}/no_images", "--out", "{tmp}/out"]),
+        ("export", ["--weights", "{tmp}", "--imgsz", "640"]),
+        ("train_detector", ["--data-root", "d", "--work", "{tmp}/work"]),
+        ("video", ["{tmp}/in.mp4", "--out", "{tmp}/out"]),
+    ],
+)
+@pytest.mark.parametrize("size", ["5", "99999"])
+def test_every_detector_size_flag_is_refused_alike_while_the_flags_are_read(tmp_path, capsys, tool, argv, size):
+    """Five tools checked --imgsz by hand, each in its own words and beside other flags' checks; detect_faces not at
+    all (it passed FaceDetector's ValueError on after walking the images, so a missing folder was said first)."""
+    module = __import__(f"fer_core.{tool}", fromlist=["main"])
+    with pytest.raises(SystemExit) as done:
+        module.main([*(arg.format(tmp=tmp_path) for arg in argv), "--imgsz", size])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.endswith(
+        f"error: argument --imgsz: {size}: must be from 32 to 4096 px (the detector's input)\n"
+    ), err
+    assert cli.detector_imgsz("32") == 32 and cli.detector_imgsz("4096") == 4096
+
+
 def test_an_output_place_we_may_not_write_in_is_refused(tmp_path, monkeypatch):
     """Checked with os.access (the tests run as root, who may write anywhere)."""
     monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != tmp_path)

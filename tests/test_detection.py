@@ -533,7 +533,7 @@ def test_the_detector_input_size_is_bounded_above_as_below(tmp_path: Path, capsy
     cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(SystemExit) as done:
         detect_faces.main([str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--imgsz", "99999"])
-    assert done.value.code == 2 and "imgsz must be from 32 to 4096 px, got 99999" in capsys.readouterr().err
+    assert done.value.code == 2 and "argument --imgsz: 99999: must be from 32 to 4096 px" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -258,4 +258,4 @@ def test_export_refuses_a_detector_size_under_32_or_over_4096(
     could use (they run at 32 to 4096 px)."""
     with pytest.raises(SystemExit) as exit_:
         export_main(["--weights", str(tmp_path), "--imgsz", "640", size])
-    assert exit_.value.code == 2 and f"--imgsz must be from 32 to 4096, got {size}" in capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --imgsz: {size}: must be from 32 to 4096 px" in capsys.readouterr().err

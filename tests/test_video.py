@@ -205,7 +205,7 @@ def test_a_detector_size_over_4096_is_refused_before_any_work(
     monkeypatch.setattr(video.Pipeline, "load", lambda *a, **k: pytest.fail("models loaded for a refused run"))
     with pytest.raises(SystemExit) as stopped:
         video.main([str(source), "--out", str(tmp_path / "out"), "--imgsz", "99999"])
-    assert stopped.value.code == 2 and "--imgsz from 32 to 4096" in capsys.readouterr().err
+    assert stopped.value.code == 2 and "argument --imgsz: 99999: must be from 32 to 4096 px" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", [video.ANNOTATED_NAME, video.CSV_NAME, *video.PARTIAL_NAMES.values()])

@@ -305,7 +305,10 @@ def test_train_detector_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[
         (["--export-to", str(a_file / "face.pt")], "is a file, not a folder"),  # failed after the training
         (["--epochs", "5", "--time", "-1"], "--time must be a positive number of hours"),  # 1 epoch, exit 0
         (["--patience", "-5"], "--patience and --workers must be at least 0"),
-        (["--imgsz", "99999"], "imgsz from 32 to 4096"),  # a detector no FaceDetector would run at that size
+        (
+            ["--imgsz", "99999"],
+            "argument --imgsz: 99999: must be from 32 to 4096 px",
+        ),  # a detector no FaceDetector would run at that size
         (["--seed", "-1"], "argument --seed: -1: must be a whole number"),  # NumPy's traceback in the conversion
         (["--seed", str(2**32)], "argument --seed: 4294967296: must be a whole number"),  # ultralytics' np.random.seed
         (["--min-face-px", "nan"], "--min-face-px must be a number of pixels"),  # then every resume was refused
