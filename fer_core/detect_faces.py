@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: --device {args.device}: {why} on the CPU", file=sys.stderr)
     if args.tta and detector.backend != "yolo":
         print("warning: --tta applies to the YOLO detector only; the Haar cascade runs without it", file=sys.stderr)
+    # Before the first image: mkdir failed at its result. After the detector's refusals: they leave no folder.
+    cli.prepare_out_folder(args.out, ())
     forget_results_under(args.out, args.image_root, unreadable)
     done, bad, seconds = run(detector, images, args.image_root, args.out, progress=not args.no_progress)
     rate = done / seconds if seconds > 0 else float("inf")

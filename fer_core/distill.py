@@ -37,15 +37,19 @@ class SoftLabels:
     teacher: dict
 
     def save(self, path: str | Path) -> None:
-        """Written beside the target, then moved over it: Ctrl-C during minutes of teacher predictions left a
-        truncated file that `train --soft-labels` met with a traceback."""
-        with cli.replaced_atomically(Path(path)) as partial, open(partial, "wb") as handle:  # a handle: no .npz added
-            np.savez_compressed(
-                handle,
-                probs=self.probs.astype(np.float32),
-                fingerprint=self.fingerprint,
-                teacher=json.dumps(self.teacher),
-            )
+        """Written beside the target, then moved over it (`cli.write_output`): Ctrl-C during minutes of teacher
+        predictions left a truncated file that `train --soft-labels` met with a traceback."""
+
+        def write(partial: Path) -> None:
+            with open(partial, "wb") as handle:  # a handle: no .npz added
+                np.savez_compressed(
+                    handle,
+                    probs=self.probs.astype(np.float32),
+                    fingerprint=self.fingerprint,
+                    teacher=json.dumps(self.teacher),
+                )
+
+        cli.write_output(Path(path), write)  # a write that fails is one line naming the file, not a traceback
 
     @classmethod
     def load(cls, path: str | Path) -> SoftLabels:
@@ -118,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.out.suffix != ".npz":  # numpy would add it, and the file written would not be the one named
         parser.error(f"--out {args.out}: give a .npz file name (the soft labels are a NumPy .npz archive)")
+    # A folder mkdir cannot make (/sys lets root past os.access) was a traceback after the teacher's predictions.
+    cli.prepare_out_folder(args.out.parent, ())
     dataset = load_fer2013(args.data, skip_bad=args.skip_bad)  # the same rows as train's: the fingerprint checks it
     soft = make_soft_labels(dataset, args.teacher, NO_TTA if args.tta == "off" else args.tta, args.runtime)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     soft.save(args.out)
     agreement = summary_metrics(dataset[TRAIN_SPLIT].labels, soft.probs.argmax(1))["accuracy"]
     print(

@@ -59,6 +59,9 @@ SCHEDULES = ("onecycle", "swa")
 #: TrainConfig fields that name files or folders (a leading ~ is the home folder, as a shell would have it).
 PATH_FIELDS = ("data", "out", "init_from", "soft_labels")
 DEVICES = ("auto", "cpu", "cuda")
+#: The checkpoints a run writes in its --out (a folder that holds one holds a run), and with them every file it writes.
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+RUN_FILES = (*CHECKPOINT_NAMES, "history.csv")
 BN_RECALIBRATION_IMAGES = 8192  # training images (no augmentation) that give averaged weights their BN statistics
 
 
@@ -730,12 +733,12 @@ def run(
         cli.out_folder(str(out))  # a file, a path under a file, a folder we may not write in: before any work
     except argparse.ArgumentTypeError as err:
         raise UserInputError(f"--out {err}") from err
-    if cfg.init_from and Path(cfg.init_from).resolve() in {(out / name).resolve() for name in ("best.pt", "last.pt")}:
+    if cfg.init_from and Path(cfg.init_from).resolve() in {(out / name).resolve() for name in CHECKPOINT_NAMES}:
         raise UserInputError(
             f"--init-from {cfg.init_from} lies in --out {out}: this run would overwrite the weights it starts from "
             "(and could never be resumed); copy them elsewhere or choose another --out"
         )
-    if not (resume or overwrite) and any((out / name).exists() for name in ("last.pt", "best.pt")):
+    if not (resume or overwrite) and any((out / name).is_file() for name in CHECKPOINT_NAMES):
         raise UserInputError(
             f"--out {out} already holds a run: add --resume to continue it, --overwrite to start it again from "
             "scratch, or choose another --out"
@@ -752,6 +755,10 @@ def run(
     teacher_probs, teacher = (
         load_teacher_probs(cfg, dataset[TRAIN_SPLIT], fingerprint) if cfg.soft_labels else (None, None)
     )
+    # Before the first epoch, not at its end: a folder mkdir cannot make (/sys lets root past os.access) was a traceback
+    # there, history.csv as a folder an error; last.pt or best.pt as one read as a run, or nothing to resume. After the
+    # inputs are read: a run refused for them leaves no folder.
+    cli.prepare_out_folder(out, RUN_FILES)
     if dist_info.device.type == "cuda":  # 28.7k x 48 x 48 bytes: indexing on the GPU avoids a copy per step
         train_x, train_y = train_x.to(dist_info.device), train_y.to(dist_info.device)
         teacher_probs = None if teacher_probs is None else teacher_probs.to(dist_info.device)
@@ -907,7 +914,6 @@ def run(
                 retarget_schedule(scheduler, cfg, fitted, steps_per_epoch)
         stop_if_diverged(row, epoch, dist_info)
         if dist_info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
             cli.write_text_atomically(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
             metrics = {"val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"], "epoch": epoch + 1}
             meta = {

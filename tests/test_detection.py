@@ -593,3 +593,18 @@ def test_the_pipeline_takes_any_pixel_type_with_given_boxes(astronaut: np.ndarra
         got = pipe.analyse(image, boxes)
         assert [f.label for f in got.faces] == [f.label for f in expected.faces]
         assert got.faces[0].probs == pytest.approx(expected.faces[0].probs, abs=1e-3)
+
+
+def test_detect_faces_makes_its_out_folder_before_the_first_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An --out mkdir cannot make (under /proc or /sys, where os.access lets root past) was a traceback, or one
+    error line, only at the first image's result."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here for a folder mkdir cannot make")
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((40, 50, 3), np.uint8))
+    monkeypatch.setattr(detect_faces.cli.os, "access", lambda path, mode: True)  # as for root
+    monkeypatch.setattr(detect_faces, "run", lambda *args, **kwargs: pytest.fail("ran before checking --out"))
+    with pytest.raises(detect_faces.cli.UserInputError, match="--out /proc/fer_core_out: cannot create the output"):
+        detect_faces.main([str(tmp_path / "images"), "--out", "/proc/fer_core_out", "--backend", "haar"])

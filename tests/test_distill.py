@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +216,20 @@ def test_soft_labels_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         SoftLabels(np.zeros((2, len(EMOTIONS)), np.float32), "f", {}).save(target)
     assert target.read_bytes() == b"earlier labels" and sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]
+
+
+def test_distill_checks_where_its_out_goes_before_the_teacher_runs(tmp_path, tiny_csv, fake_weights, monkeypatch):
+    """A folder for --out that mkdir cannot make (under /proc or /sys, where os.access lets root past) was a
+    PermissionError traceback after the teacher's predictions, and a file there that cannot be written one too."""
+    from fer_core import cli, distill
+
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here for a place that cannot be written")
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: True)  # as for root
+    base = ["--data", str(tiny_csv), "--teacher", str(fake_weights), "--tta", "off"]
+    with monkeypatch.context() as patched:
+        patched.setattr(distill, "load_fer2013", lambda *a, **k: pytest.fail("loaded the data before checking --out"))
+        with pytest.raises(UserInputError, match="--out /proc/fer_core_out: cannot create the output folder"):
+            distill_main([*base, "--out", "/proc/fer_core_out/t.npz"])
+    with pytest.raises(UserInputError, match=r"/proc/t\.npz: could not write the results"):
+        distill_main([*base, "--out", "/proc/t.npz"])

@@ -708,3 +708,21 @@ def test_recalibrated_batchnorm_sees_inference_activations_only():
     batch_vars = torch.stack([inputs[:20].var(), inputs[20:].var()])  # unbiased, as BatchNorm keeps it
     torch.testing.assert_close(norm.running_var, batch_vars.mean().reshape(1), rtol=1e-4, atol=1e-5)
     assert norm.momentum == 0.1 and not norm.training
+
+
+def test_the_run_folder_is_checked_and_made_before_the_first_epoch(tmp_path, tiny_csv, monkeypatch):
+    """history.csv as a folder was an error after the first epoch, and an --out mkdir cannot make (under /proc or
+    /sys, where os.access lets root past) a traceback there; best.pt as a folder read as a run already there, and
+    last.pt as one as "no such checkpoint file" to --resume."""
+    monkeypatch.setattr(train, "build_model", lambda *a, **k: pytest.fail("built the model before checking --out"))
+    base = ["--data", str(tiny_csv), *TINY]
+    for name, flags in (("history.csv", []), ("best.pt", []), ("last.pt", ["--resume"])):
+        out = tmp_path / f"run_{name}"
+        (out / name).mkdir(parents=True)
+        with pytest.raises(UserInputError, match=f"--out {out}: {name} is a folder; the results need those names"):
+            train_main([*base, "--out", str(out), *flags])
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here for a folder mkdir cannot make")
+    monkeypatch.setattr(train.cli.os, "access", lambda path, mode: True)  # as for root
+    with pytest.raises(UserInputError, match="--out /proc/fer_core_run: cannot create the output folder"):
+        train_main([*base, "--out", "/proc/fer_core_run"])
