@@ -353,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats >= 1, --warmup >= 0 and --threads >= 0 are required")
     if args.threads:
         set_threads(args.threads)
-    if args.detector is not None and not args.detector.is_file():
-        parser.error(f"{args.detector}: no such detector checkpoint")
+    if args.detector is not None and not args.detector.is_file():  # one `error:` line, as for any missing input file
+        raise cli.UserInputError(f"{args.detector}: no such detector checkpoint")
     backends = args.backends or available_backends()
     if "cuda" in backends and "cuda" not in available_backends():
         parser.error("--backends cuda: CUDA is not available")

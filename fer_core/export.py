@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = read_spec(args.weights)
     # The detector and --out are checked before the first export, not after the classifiers were written.
     detector = args.detector or args.weights / "face_yolo.pt"
-    if args.detector is not None and not detector.is_file():
-        parser.error(f"{detector}: no such detector checkpoint")
+    if args.detector is not None and not detector.is_file():  # one `error:` line, as for any missing input file
+        raise cli.UserInputError(f"{detector}: no such detector checkpoint")
     if detector.is_file():
         check_detector_loads(detector)
     classifier_names = {member["file"]: f"{Path(member['file']).stem}.onnx" for member in spec["models"]}

@@ -220,8 +220,9 @@ def test_bench_cli_rejects_bad_arguments(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("FER_CACHE_DIR", str(a_file))
     with pytest.raises(cli.UserInputError, match="cache folder \\(FER_CACHE_DIR\\) lies at or under a file"):
         export.cache_dir()
-    with pytest.raises(SystemExit):
-        bench.main(["--json", str(tmp_path / "x.json"), "--detector", str(tmp_path / "missing.pt")])
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(cli.UserInputError, match=f"^{missing}: no such detector checkpoint$"):  # as export says it
+        bench.main(["--json", str(tmp_path / "x.json"), "--detector", str(missing)])
 
 
 def test_bench_train_times_every_setting_against_the_first(tmp_path: Path) -> None:
