@@ -18,7 +18,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fer_core import cli
-from fer_core.detection import BACKENDS, FaceBox, FaceDetector, refusal_of_fallback
+from fer_core.detection import (
+    BACKENDS,
+    FaceBox,
+    FaceDetector,
+    fallback_unannounced_where_refused,
+    refusal_of_fallback,
+)
 from fer_core.imageio import ImageLoadError, load_image_sized
 from fer_core.predict import UnreadableFolder, iter_inputs
 
@@ -158,17 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     if blocked := blocked_result(args.out, list(by_result)):  # found at that image, after the ones before it
         parser.error(f"--out {args.out}: {blocked}")
     try:
-        detector = FaceDetector(
-            backend=args.backend,
-            weights=args.weights,
-            conf=args.conf,
-            min_face=args.min_face,
-            max_faces=args.max_faces,
-            imgsz=args.imgsz,
-            iou=args.iou,
-            device=args.device,
-            tta=args.tta,
-        )
+        with fallback_unannounced_where_refused(args.backend):
+            detector = FaceDetector(
+                backend=args.backend,
+                weights=args.weights,
+                conf=args.conf,
+                min_face=args.min_face,
+                max_faces=args.max_faces,
+                imgsz=args.imgsz,
+                iou=args.iou,
+                device=args.device,
+                tta=args.tta,
+            )
     except ValueError as err:  # an out-of-range --conf, --iou or --max-faces
         parser.error(str(err))
     if refusal := refusal_of_fallback(args.backend, detector):

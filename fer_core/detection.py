@@ -266,6 +266,21 @@ def fuse_views(
     return np.asarray(fused, np.float64) * scale, np.asarray(scores, np.float64)
 
 
+class HaarFallbackWarning(RuntimeWarning):
+    """The YOLO weights are unusable and the Haar cascade runs instead (`FaceDetector.warning`)."""
+
+
+@contextlib.contextmanager
+def fallback_unannounced_where_refused(requested: str | None) -> Iterator[None]:
+    """Load a tool's detector within this: where YOLO was asked for by name, a fallback is refused
+    (`refusal_of_fallback`), and the detector's "falling back to the OpenCV Haar cascade" warning printed first
+    said the opposite of what the tool then did."""
+    with warnings.catch_warnings():
+        if requested == "yolo":
+            warnings.simplefilter("ignore", HaarFallbackWarning)
+        yield
+
+
 def refusal_of_fallback(requested: str | None, detector: FaceDetector | None) -> str | None:
     """Why a tool must stop when YOLO was asked for by name but the Haar cascade was loaded in its place: its boxes
     would be a wrong answer to that request (`auto` accepts the fallback, with the detector's warning)."""
@@ -337,7 +352,7 @@ class FaceDetector:
                     "falling back to the OpenCV Haar cascade, which misses small, profile and occluded faces. "
                     "Train them with `python -m fer_core.train_detector`."
                 )
-                warnings.warn(self.warning, RuntimeWarning, stacklevel=2)
+                warnings.warn(self.warning, HaarFallbackWarning, stacklevel=2)
         self._haar = self._load_haar()
         self.backend = "haar"
 

@@ -34,7 +34,7 @@ from fer_core.data import (
     read_csv_records,
 )
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
-from fer_core.detection import refusal_of_fallback
+from fer_core.detection import fallback_unannounced_where_refused, refusal_of_fallback
 from fer_core.imageio import IMAGE_SUFFIXES, ImageLoadError, is_image_path, load_image_sized
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_faces < 1:
         parser.error("--max-faces must be at least 1")
     options = {"conf": args.conf, "max_faces": args.max_faces} if detector else {}
-    pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
+    with fallback_unannounced_where_refused(detector):
+        pipe = Pipeline.load(args.weights, runtime=args.runtime, detector_backend=detector, **options)
     if refusal := refusal_of_fallback(detector, pipe.detector):
         parser.error(f"--detector yolo: {refusal}")
     if args.tta == "off":

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
-from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, refusal_of_fallback
+from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, fallback_unannounced_where_refused, refusal_of_fallback
 from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations, with_boxes
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
@@ -820,14 +820,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     probe_video(args.video)  # a missing or unreadable input fails now, not after the models have loaded
     prepare_output(args.out, args.video)
-    pipe = Pipeline.load(
-        args.weights,
-        runtime=args.runtime,
-        detector_backend=args.detector,
-        conf=args.conf,
-        imgsz=args.imgsz,
-        min_face=args.min_face,
-    )
+    with fallback_unannounced_where_refused(args.detector):
+        pipe = Pipeline.load(
+            args.weights,
+            runtime=args.runtime,
+            detector_backend=args.detector,
+            conf=args.conf,
+            imgsz=args.imgsz,
+            min_face=args.min_face,
+        )
     if refusal := refusal_of_fallback(args.detector, pipe.detector):
         parser.error(f"--detector yolo: {refusal}")
     if args.tta == "off":

@@ -516,8 +516,10 @@ def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yol
     err = capsys.readouterr().err
     assert done.value.code == 2 and "1 result file(s) would be written twice, for a." in err and "a.jpg" in err
     (tmp_path / "images" / "a.jpg").unlink()
-    with pytest.warns(RuntimeWarning), pytest.raises(SystemExit) as done:
-        detect_faces.main([*argv, "--backend", "yolo", "--weights", str(tmp_path / "missing.pt")])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "YOLO face weights unusable")  # it said "falling back to Haar", then refused
+        with pytest.raises(SystemExit) as done:
+            detect_faces.main([*argv, "--backend", "yolo", "--weights", str(tmp_path / "missing.pt")])
     assert done.value.code == 2 and "--backend yolo: its weights are unusable" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -8,6 +8,7 @@ import json
 import shutil
 import tempfile
 import threading
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
@@ -947,8 +948,10 @@ def test_cli_refuses_haar_boxes_when_yolo_is_asked_for_by_name(
     weights = shutil.copytree(fake_weights, tmp_path / "weights")
     (weights / "face_yolo.pt").write_bytes(b"garbage")
     args = [str(face_video), "--out", str(tmp_path / "out"), "--weights", str(weights), "--detector", "yolo"]
-    with pytest.raises(SystemExit) as stopped, pytest.warns(RuntimeWarning, match="YOLO face weights unusable"):
-        video.main(args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "YOLO face weights unusable")  # it said "falling back to Haar", then refused
+        with pytest.raises(SystemExit) as stopped:
+            video.main(args)
     assert stopped.value.code == 2 and "--detector yolo: its weights are unusable" in capsys.readouterr().err
     assert not (tmp_path / "out" / "faces.csv").exists()
 
