@@ -131,17 +131,42 @@ class LiveStatus:
     sent_fps: float = 0.0
     frames: int = 0
     error: str | None = None
+    #: Track id of the face the live chart follows (`followed_face`): the store's, kept from one status to the next.
+    followed: int | None = None
 
     @property
-    def largest(self) -> TrackedFace | None:
-        """The face nearest the camera (biggest box): the one the live chart follows."""
-        return max(self.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
+    def followed_face(self) -> TrackedFace | None:
+        """The face the live chart follows (`follow`); the nearest one when no store chose."""
+        chosen = next((face for face in self.faces if face.track_id == self.followed), None)
+        return chosen or max(self.faces, key=box_area, default=None)
 
     def text(self) -> str:
-        """One line such as 'faces: 1 (happy 0.62) · 14.8 FPS' (analysed frames per second)."""
-        face = self.largest
-        detail = f" ({face.label} {face.confidence:.2f})" if face is not None else ""
+        """One line such as 'faces: 1 (happy 0.62) · 14.8 FPS' (analysed frames per second); with several faces the
+        followed one's number comes first: 'faces: 2 (#2 happy 0.62)'."""
+        face = self.followed_face
+        number = f"#{face.track_id} " if face is not None and len(self.faces) > 1 else ""
+        detail = f" ({number}{face.label} {face.confidence:.2f})" if face is not None else ""
         return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
+
+
+#: The live chart follows the face nearest the camera and moves to another one only when that one's box is this
+#: many times larger (1.22 times as wide): two people at about the same distance swapped the chart between them at
+#: almost every update, the line above it reading "happy 0.67", then "happy 0.22", without saying whose.
+FOLLOW_SWITCH_AREA = 1.5
+
+
+def box_area(face: TrackedFace) -> float:
+    return float((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
+
+
+def follow(faces: Sequence[TrackedFace], followed: int | None) -> int | None:
+    """The track id the live chart follows next: the nearest face (the largest box), unless the one followed so far
+    is still in view and no face is `FOLLOW_SWITCH_AREA` times larger than it."""
+    nearest = max(faces, key=box_area, default=None)
+    held = next((face for face in faces if face.track_id == followed), None)
+    if nearest is None or (held is not None and box_area(nearest) <= FOLLOW_SWITCH_AREA * box_area(held)):
+        return followed if held is not None else None
+    return nearest.track_id
 
 
 @dataclass(frozen=True)
@@ -200,6 +225,7 @@ class LiveStore:
         self._stream_analysed = 0
         self._error: str | None = None  # the analysis's (cleared by the next analysed frame)
         self._draw_error: str | None = None  # the callback's own (cleared by the next frame it draws)
+        self._charted: int | None = None  # the track id the live chart follows (`follow`)
         self._worker: threading.Thread | None = None
         self._stream = 0  # counts restarts: an analysis begun before one must not feed the fresh tracker
         self._frame_number = 0  # of the newest frame received, to name the frame each result was found in
@@ -405,13 +431,18 @@ class LiveStore:
             analysed, received, sent = list(self._analysed_at), list(self._received_at), list(self._sent_at)
             faces, frames, error = list(self._faces), self._frames, self._error or self._draw_error
         fresh = current(analysed, now)
+        faces = faces if fresh else []
+        with self._lock:  # the page's fragment and a rerun may ask at once
+            self._charted = follow(faces, self._charted)
+            charted = self._charted
         return LiveStatus(
-            faces if fresh else [],
+            faces,
             rate(analysed) if fresh else 0.0,
             rate(received) if current(received, now) else 0.0,
             rate(sent) if current(sent, now) else 0.0,
             frames,
             error,
+            charted,
         )
 
     def last_stream(self) -> StreamSpan | None:

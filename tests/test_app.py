@@ -44,6 +44,7 @@ from fer_core.ensemble import weights_used, write_spec
 from fer_core.imageio import AVIF_SUPPORTED, HEIF_SUPPORTED
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, FaceResult, ImageResult, Pipeline
+from fer_core.tracking import TrackedFace
 from tests.test_video import AlternatingPipeline, noise_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -655,11 +656,11 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert not app.exception, app.exception
     status = app.text[0].value
     assert status.startswith("faces: 1 (") and status.endswith(" FPS"), status
-    assert chart_titles(app)[0].startswith("Largest face #1:")
+    assert chart_titles(app)[0].startswith("Face #1:")
     assert chart_titles(app)[0].endswith(" (smoothed)")  # EMA by default
     assert not app.dataframe  # one face: its chart says it all
     app.radio(key="webcam_smoothing").set_value("none").run()  # the title said "(smoothed)" with smoothing off
-    assert chart_titles(app)[0].startswith("Largest face #1:")
+    assert chart_titles(app)[0].startswith("Face #1:")
     assert "smoothed" not in chart_titles(app)[0]
 
     from app.live import STALE_AFTER_S
@@ -699,8 +700,8 @@ def test_webcam_page_lists_every_face_when_several_are_in_view(app: AppTest, mon
     table = app.dataframe[0].value  # a column per face, emotions down the side
     assert list(table.columns) == ["#1", "#2"] and list(table.index) == list(EMOTIONS)
     np.testing.assert_allclose(table.sum(axis=0), 1.0, atol=1e-6)
-    labels = app.text[0].value  # "faces: 2 (label p) ...": the largest face's label is one column's top class
-    assert any(labels.startswith(f"faces: 2 ({table[c].idxmax()} ") for c in table.columns), labels
+    labels = app.text[0].value  # "faces: 2 (#n label p) ...": the followed face's number and its column's top class
+    assert any(labels.startswith(f"faces: 2 ({c} {table[c].idxmax()} ") for c in table.columns), labels
     assert any(c.value.startswith("Every face, smoothed (columns") for c in app.caption)
     app.radio(key="webcam_smoothing").set_value("none").run()
     assert any(c.value.startswith("Every face (columns") for c in app.caption)
@@ -1136,6 +1137,27 @@ def test_live_callback_never_waits_for_the_models() -> None:
     wait_until(lambda: store.status().frames == 2)
     time.sleep(0.3)
     assert store.status().frames == 2 and calls[1] is frames[-1]  # only the newest waiting frame was analysed
+
+
+def test_the_live_chart_keeps_to_its_face_until_another_is_clearly_nearer() -> None:
+    """Two people at about the same distance swapped the chart between them at almost every update."""
+    from app.live import FOLLOW_SWITCH_AREA, LiveStatus, follow
+
+    def face(track_id: int, width: float) -> TrackedFace:
+        return TrackedFace(track_id, (0.0, 0.0, width, width), {}, "happy", 0.5, cast(Any, None), 1)
+
+    assert follow([], None) is None and follow([], 2) is None
+    assert follow([face(1, 100), face(2, 104)], None) == 2  # the nearest first
+    assert follow([face(1, 104), face(2, 100)], 2) == 2  # a few pixels either way: kept
+    side = 100 * FOLLOW_SWITCH_AREA**0.5
+    assert follow([face(1, side - 1), face(2, 100)], 2) == 2
+    assert follow([face(1, side + 1), face(2, 100)], 2) == 1  # clearly nearer
+    assert follow([face(1, 60), face(3, 50)], 2) == 1  # the one followed left: the nearest now
+    status = LiveStatus([face(1, 104), face(2, 100)], fps=9.5, followed=2)
+    assert status.followed_face is not None and status.followed_face.track_id == 2
+    assert status.text() == "faces: 2 (#2 happy 0.50) · 9.5 FPS"  # whose label it is
+    assert LiveStatus([face(1, 104), face(2, 100)]).text().startswith("faces: 2 (#1 ")  # no choice: the nearest
+    assert LiveStatus([face(4, 80)]).text() == "faces: 1 (happy 0.50) · 0.0 FPS"
 
 
 def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path, caplog: pytest.LogCaptureFixture) -> None:

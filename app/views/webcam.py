@@ -63,9 +63,9 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
     if status.error:
         st.warning(f"Frame analysis failed: {status.error}")
     smoothed = " (smoothed)" if tracking.smooths else ""
-    face = status.largest
+    face = status.followed_face
     if face is not None:
-        title = f"Largest face #{face.track_id}: {face.label} {face.confidence:.2f}{smoothed}"
+        title = f"Face #{face.track_id}: {face.label} {face.confidence:.2f}{smoothed}"
         st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
     if len(status.faces) > 1:
         every_face(status, smoothed=tracking.smooths)
@@ -126,8 +126,9 @@ def main() -> None:
             live_panel(store, tracking)
         else:
             st.info(
-                "Press START and allow the camera. Faces are boxed live; the chart follows the largest face, "
-                "and with several faces a table gives each one's probabilities. If the browser answers "
+                "Press START and allow the camera. Faces are boxed live; the chart follows the face nearest the "
+                "camera (until another is clearly nearer), and with several faces a table gives each one's "
+                "probabilities. If the browser answers "
                 "NotFoundError, it found no camera; NotAllowedError, the camera was refused (its permission is "
                 "in the address bar)."
             )
