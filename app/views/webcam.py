@@ -135,8 +135,8 @@ def main() -> None:
             span = store.last_stream()
             if span is not None:  # STOP pressed, or the connection lost: the server cannot tell them apart
                 st.caption(
-                    f"{span.summary(time.time())} If you did not press STOP, the connection was lost (a machine too "
-                    "busy can lose it): press START to go on."
+                    f"{span.summary(time.time())} Press START to go on. (A stream that ended without STOP lost its "
+                    "connection, which a machine too busy can do.)"
                 )
 
 
