@@ -89,6 +89,9 @@ MAX_CAPTION_TO_BOX = 1.5
 MIN_CAPTION_FRACTION = 0.4
 
 Rect = tuple[int, int, int, int]
+#: Where a face's number goes when its full caption would cover another face or caption, in order of preference;
+#: the second ("inside", covering only the face's own brow) when each would.
+NUMBER_PLACES = ("above", "inside", "below")
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,13 @@ def draw_faces(
         ]
         caption = _fit_caption(texts[0], rect, (width, height), font_scale, text_thickness)
         if len(texts) > 1 and any(_overlap(caption.rect, other) for other in taken):  # the number, in the same size
-            caption = _fit_caption(texts[1], rect, (width, height), caption.font_scale, text_thickness)
+            # above the face if that is free, else inside it or below it: a number placed above regardless covered
+            # the neighbour's caption placed before it ("#8" over the "52%" of "#7 sad 52%")
+            numbers = [
+                _fit_caption(texts[1], rect, (width, height), caption.font_scale, text_thickness, where)
+                for where in NUMBER_PLACES
+            ]
+            caption = next((c for c in numbers if not any(_overlap(c.rect, o) for o in taken)), numbers[1])
         placed.append(caption.rect)
         _draw_caption(canvas, caption, color, text_thickness)
     return canvas
@@ -152,10 +161,13 @@ def _overlap(a: Rect, b: Rect) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _fit_caption(text: str, box: Rect, image_size: tuple[int, int], font_scale: float, thickness: int) -> _Caption:
-    """Where `text` goes for this box, and how large: above the box, else inside it, shifted into the image."""
+def _fit_caption(
+    text: str, box: Rect, image_size: tuple[int, int], font_scale: float, thickness: int, where: str = "above"
+) -> _Caption:
+    """Where `text` goes for this box, and how large: above the box (else inside it), inside it at its top, or below
+    it (else inside, at its bottom), shifted into the image."""
     width, height = image_size
-    x1, y1, x2, _ = box
+    x1, y1, x2, y2 = box
     (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     allowed = max(MAX_CAPTION_TO_BOX * (x2 - x1), 1)
     if text_w > allowed:  # sized to the face, so a crowd's captions do not lie over each other's faces
@@ -167,7 +179,12 @@ def _fit_caption(text: str, box: Rect, image_size: tuple[int, int], font_scale: 
         font_scale *= max(width - 2 * pad, 1) / max(text_w, 1)  # an image 1 px wide: text_w may already be 0
         (text_w, text_h), baseline = cv2.getTextSize(text, FONT, font_scale, thickness)
     box_h = text_h + baseline + 2 * pad
-    top = y1 - box_h if y1 - box_h >= 0 else min(y1, max(height - box_h, 0))
+    if where == "below":
+        top = y2 if y2 + box_h <= height else max(y2 - box_h, 0)
+    elif where == "inside" or y1 - box_h < 0:
+        top = min(y1, max(height - box_h, 0))
+    else:
+        top = y1 - box_h
     left = min(max(x1, 0), max(width - text_w - 2 * pad, 0))
     return _Caption(text, (left, top, left + text_w + 2 * pad, top + box_h), font_scale, text_h, pad)
 

@@ -104,6 +104,17 @@ def test_captions_in_a_crowd_leave_the_other_faces_uncovered() -> None:
     assert caption_text_pixels(lone, (90, 90, 90), EMOTION_COLORS["happy"]) > 200  # alone, the full caption
 
 
+def test_a_face_number_does_not_cover_the_caption_placed_before_it() -> None:
+    """The number that stands in for a caption that would cover something went above its face regardless: "#8" lay
+    over the "52%" of "#7 sad 52%". It goes inside its face when above is taken."""
+    canvas = np.full((400, 600, 3), 90, np.uint8)
+    seventh = ((100, 100, 160, 160), "sad", 0.52, 7)
+    eighth = ((170, 112, 230, 172), "happy", 0.61, 8)  # beside it, a little lower: its caption's row is #7's
+    alone, both = draw_faces(canvas, [seventh]), draw_faces(canvas, [seventh, eighth])
+    np.testing.assert_array_equal(both[:100, 90:250], alone[:100, 90:250])  # #7's caption, as it is alone
+    assert (both[112:140, 172:228] == EMOTION_COLORS["happy"]).all(-1).sum() > 100  # "#8" at the top of its box
+
+
 def test_caption_text_has_the_better_contrast() -> None:
     """Rec.601 luma with a fixed threshold put white text on the disgust green (3.4:1) and fear purple (4.3:1)."""
     assert text_color(EMOTION_COLORS["disgust"]) == (0, 0, 0) and text_color(EMOTION_COLORS["fear"]) == (0, 0, 0)
