@@ -310,10 +310,14 @@ def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, download
     assert header == [",".join([*RESULT_COLUMNS, "A_crp_label", "B_mixcut_label"])]
 
 
-@pytest.mark.parametrize(("faces", "charts_shown"), [(2, 2), (3, 3), (4, 1)])
+@pytest.mark.parametrize(
+    ("faces", "charts_shown", "charts_by_column"), [(2, 2, [0, 2]), (3, 3, [1, 1, 1]), (4, 1, [0, 0, 1, 0, 0])]
+)
 def test_photos_chart_each_of_a_few_faces_and_let_the_user_pick_among_more(
-    app: AppTest, faces: int, charts_shown: int
+    app: AppTest, faces: int, charts_shown: int, charts_by_column: list[int]
 ) -> None:
+    """A row of 2 faces is 2:1, beside its charts; 3 or 4 are wide photos (3:1, 4:1), shown the page's width with
+    their charts in a row below (the picker in half of one): beside them their captions were unreadably small."""
     from app.views import photos
 
     app.file_uploader(key="photos_upload").set_value([("row.png", encode(face_grid(1, faces), "PNG"), "image/png")])
@@ -321,6 +325,8 @@ def test_photos_chart_each_of_a_few_faces_and_let_the_user_pick_among_more(
     assert not app.exception, app.exception
     assert app.caption[0].value.startswith(f"{faces} face(s)")
     assert len(chart_titles(app)) == charts_shown
+    downloads_row = [0, 0, 0]
+    assert [len(column.get("plotly_chart")) for column in app.main.columns] == charts_by_column + downloads_row
     pickers = [box for box in app.selectbox if box.key and box.key.startswith("photos_chart_face_")]
     assert len(pickers) == (faces > photos.MAX_CHARTS)
     if pickers:

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 #: Up to this many faces get a chart each; beyond it the user picks the face. Three charts stand about as tall as
 #: the photo beside them; six ran some 1,500 px down past it, with the page's next photo far below.
 MAX_CHARTS = 3
+#: A photo this many times as wide as it is high takes the page's width, its charts in a row below it: beside them
+#: a 4:1 panorama was shown some 530 px wide, its faces' captions about 4 px high.
+WIDE_PHOTO = 2.0
 
 
 @dataclass(frozen=True)
@@ -112,21 +115,25 @@ def annotated_image(item: Analysed, views: list[ModelView]) -> np.ndarray:
     )
 
 
-def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str) -> None:
+def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str, side_by_side: bool = False) -> None:
+    """A chart per face up to `MAX_CHARTS`, else one for the face picked; in a row under a wide photo."""
     assert item.result is not None
     faces = item.result.faces
     numbers = list(range(len(faces)))
     if len(faces) > MAX_CHARTS:
-        chosen = st.selectbox(
+        picker = st.columns(2)[0] if side_by_side else st.container()
+        chosen = picker.selectbox(
             f"{len(faces)} faces: show the probabilities of",
             numbers,
             format_func=lambda i: f"face #{i + 1} ({views[i].label} {views[i].confidence:.2f})",
             key=f"photos_chart_face_{slot}",
         )
         numbers = [chosen]
-    for i in numbers:
+    places = st.columns(MAX_CHARTS) if side_by_side else [st.container() for _ in numbers]
+    for place, i in zip(places, numbers, strict=False):
         title = f"#{i + 1} {views[i].label} {views[i].confidence:.2f} · {ui.model_title(model)}"
-        st.plotly_chart(charts.probs_bar(views[i].probs, title), config=charts.figure_config(), key=f"bar_{slot}_{i}")
+        chart = charts.probs_bar(views[i].probs, title)
+        place.plotly_chart(chart, config=charts.figure_config(), key=f"bar_{slot}_{i}")
 
 
 def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, pipe: Pipeline) -> None:
@@ -178,8 +185,9 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
         st.caption(f"{len(result.faces)} face(s) · {ui.size_note(item.file_size, result)} · {ui.model_title(model)}")
         ui.face_count_notes(item.name, len(result.faces), pipe, item.file_size)
         ui.first_frame_note(item.name, item.frames)
-        left, right = st.columns([3, 2])
-        with left:
+        wide = result.width > WIDE_PHOTO * result.height
+        photo, beside = (st.container(), st.container()) if wide else st.columns([3, 2])
+        with photo:
             st.image(ui.displayable(annotated), width="stretch")
             st.download_button(
                 "Download annotated image",
@@ -189,9 +197,9 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
                 key=f"photos_png_{slot}",
                 on_click="ignore",
             )
-        with right:
+        with beside:
             if result.faces:
-                show_charts(item, views, slot, model)
+                show_charts(item, views, slot, model, side_by_side=wide)
         if show_cam and result.faces:
             show_gradcam(item, views, slot, model, pipe)
 
