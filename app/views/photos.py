@@ -164,9 +164,10 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
         shown = face.model_probs[member.name]
         cam_target = model_view(shown).label if target == "predicted" else target
         key = (item.digest, tuple(face.box), cam_target, str(member.path), ui.file_stamp(member.path))  # replaced
-        try:
-            explain = partial(ui.load_explainer(str(member.path)).explain, crop, cam_target)
-            result = ui.session_memo("gradcam", key, explain)
+        try:  # the first map of a session loads the network for it: seconds with nothing else moving on the page
+            with column, st.spinner(f"Heat map of {member.name}…"):
+                explain = partial(ui.load_explainer(str(member.path)).explain, crop, cam_target)
+                result = ui.session_memo("gradcam", key, explain)
         except Exception as err:
             log.exception("heat map failed")
             column.error(f"Heat map failed for {member.name}: {err}")
