@@ -482,13 +482,25 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     assert not app.exception, app.exception
     assert app.caption[0].value.endswith("B_mixcut")
     assert chart_titles(app)[0].endswith("· B_mixcut")
-    assert cam_pickers(app, "Class")[0].value == "predicted"
+    assert cam_pickers(app, "Class")[0].value == "label"
     predicted = chart_titles(app)[0].split()[1]
     other = next(e for e in EMOTIONS if e != predicted)
     cam_pickers(app, "Class")[0].set_value(other).run()
     assert not app.exception and not app.error
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert any(c.startswith(f"B_mixcut: {other} (") for c in captions), captions  # the class asked for
+
+
+def test_heat_maps_start_on_the_class_the_box_shows(app: AppTest) -> None:
+    """They started on each member's own top class: "A_crp: neutral" under a face the ensemble boxed "happy"."""
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.toggle(key="photos_gradcam").set_value(True)
+    app.run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    boxed = chart_titles(app)[0].split()[1]  # "#1 happy 0.57 · Ensemble"
+    assert cam_pickers(app, "Class")[0].options[0] == f"its label ({boxed})"
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert sorted(c.split(" (")[0] for c in captions if ": " in c) == [f"A_crp: {boxed}", f"B_mixcut: {boxed}"]
 
 
 def test_a_click_does_not_decode_the_uploads_again(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -542,7 +554,7 @@ def test_a_removed_photo_does_not_hand_its_gradcam_choices_to_the_next(app: AppT
     assert cam_pickers(app, "Face")[0].value == 0 and cam_pickers(app, "Class")[0].value == "sad"  # its own choice
     app.file_uploader(key="photos_upload").set_value([one, one]).run()  # the same file twice: two sets of pickers
     assert not app.exception, app.exception
-    assert [box.value for box in cam_pickers(app, "Class")] == ["sad", "predicted"]
+    assert [box.value for box in cam_pickers(app, "Class")] == ["sad", "label"]
     same_as_one = ("copy.png", one[1], "image/png")  # the same photo under another name, each with its choice
     app.file_uploader(key="photos_upload").set_value([one, same_as_one]).run()
     cam_pickers(app, "Class")[1].set_value("angry").run()
@@ -1241,7 +1253,7 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     assert model_a.startswith("A_crp: ") and model_b.startswith("B_mixcut: ") and mixed.startswith("Ensemble: ")
     verdicts = [w.value for w in app.warning if w.value.startswith("Face #1")] + [s.value for s in app.success]
     assert len(verdicts) == 1 and ("disagree" in verdicts[0]) == (model_a.split()[1] != model_b.split()[1])
-    assert re.search(r"their probabilities are \d+% apart", verdicts[0]), verdicts[0]  # not "distance 0.17"
+    assert re.search(r"\d+% of their probability lies on the same classes", verdicts[0]), verdicts[0]  # not "26% apart"
     intro = app.caption[0].value  # what the two names stand for, from each checkpoint's recipe
     assert "**A_crp**: efficientnet_b0, CRP: random crop" in intro, intro
     assert "**B_mixcut**: efficientnet_b0, MixUp" in intro, intro

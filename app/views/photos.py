@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 #: Up to this many faces get a chart each; beyond it the user picks the face. Three charts stand about as tall as
 #: the photo beside them; six ran some 1,500 px down past it, with the page's next photo far below.
 MAX_CHARTS = 3
+#: The heat maps' first class: the label on the face's box. Each member's own top class ("predicted", as it was)
+#: showed "A_crp: neutral" under a face boxed "happy", a map of a class the page did not speak of.
+BOXED_CLASS = "label"
 #: A photo this many times as wide as it is high takes the page's width, its charts in a row below it: beside them
 #: a 4:1 panorama was shown some 530 px wide, its faces' captions about 4 px high.
 WIDE_PHOTO = 2.0
@@ -152,17 +155,23 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
         format_func=lambda i: f"#{i + 1} {views[i].label}",
         key=f"photos_cam_face_{slot}",
     )
-    target = right.selectbox("Class", ["predicted", *EMOTIONS], key=f"photos_cam_class_{slot}")
+    boxed = views[face_index].label  # what the box says, whichever model is picked
+    target = right.selectbox(
+        "Class",
+        [BOXED_CLASS, *EMOTIONS],
+        format_func=lambda name: f"its label ({boxed})" if name == BOXED_CLASS else name,
+        key=f"photos_cam_class_{slot}",
+    )
     members = [m for m in pipe.ensemble.members if model in (ENSEMBLE_KEY, m.name)]
     face = faces[face_index]
     crop = crop_faces(item.image, [face.box], pipe.face_margin)[0]
     columns = st.columns(len(members) + 1)
     columns[0].image(crop, caption="face crop", width=160)
+    cam_target = boxed if target == BOXED_CLASS else target
     for column, member in zip(columns[1:], members, strict=True):
-        # The class and probability the charts show (with the ensemble's test-time views), not those of the one
-        # view the heat map runs on: "predicted" must explain the label beside it.
+        # The probability the charts show (with the ensemble's test-time views), not that of the one view the heat
+        # map runs on.
         shown = face.model_probs[member.name]
-        cam_target = model_view(shown).label if target == "predicted" else target
         key = (item.digest, tuple(face.box), cam_target, str(member.path), ui.file_stamp(member.path))  # replaced
         try:  # the first map of a session loads the network for it: seconds with nothing else moving on the page
             with column, st.spinner(f"Heat map of {member.name}…"):
