@@ -474,6 +474,14 @@ def test_photos_multiscale_detection_with_the_shipped_detector(
     assert at.caption[0].value.startswith("1 face(s)")
 
 
+def test_the_page_the_app_opens_on_says_what_every_page_is_for(app: AppTest) -> None:
+    """It explained Photos only: nothing said what Webcam, Ensemble comparison or Video were for."""
+    titles = re.findall(r'st\.Page\([^)]*title="([^"]+)"', Path(MAIN).read_text())
+    assert len(titles) == 4 and titles[0] == "Photos"
+    welcome = app.info[0].value
+    assert welcome.startswith("Every face is boxed") and all(f"**{title}**" in welcome for title in titles[1:])
+
+
 def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.selectbox(key="photos_model").set_value("B_mixcut")

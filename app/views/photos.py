@@ -306,7 +306,14 @@ def main() -> None:
         help=", ".join(ui.PHOTO_TYPES),
     )
     if not files:
-        st.info("Every face is boxed and labelled with its emotion; the results can be downloaded as CSV or JSON.")
+        st.info(  # the page the app opens on: the only place a newcomer learns what the other pages are for
+            "Every face is boxed and labelled with its emotion (angry, disgust, fear, happy, sad, surprise or "
+            "neutral); the results can be downloaded as CSV or JSON.\n\n"
+            "The other pages, in the menu on the left: **Webcam** labels the faces in your camera live; **Ensemble "
+            "comparison** shows how each of the two emotion models and their mix sees a face; **Video** labels the "
+            "faces in a clip, frame by frame.",
+            icon=":material/info:",
+        )
         return
 
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
