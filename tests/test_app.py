@@ -334,6 +334,27 @@ def test_photos_chart_each_of_a_few_faces_and_let_the_user_pick_among_more(
         assert chart_titles(app)[0].startswith("#4 ")
 
 
+def test_a_tall_photo_is_shown_no_higher_than_the_page_allows(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1:3 picture filled its column's width, some 1,590 px high, its charts and the next photo far below."""
+    import streamlit
+
+    from app.views import photos
+
+    widths: list[Any] = []
+    real_image = streamlit.image
+
+    def image(picture: Any, *args: Any, **kwargs: Any) -> Any:
+        widths.append(kwargs.get("width"))
+        return real_image(picture, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "image", image)
+    tall, square = face_grid(2, 1), face_grid(2, 2)  # 96 x 192 px; 192 x 192
+    files = [("tall.png", encode(tall, "PNG"), "image/png"), ("square.png", encode(square, "PNG"), "image/png")]
+    app.file_uploader(key="photos_upload").set_value(files).run()
+    assert not app.exception, app.exception
+    assert widths == [photos.MAX_PHOTO_HEIGHT // 2, photos.MAX_PHOTO_HEIGHT]  # a square one: its column's width
+
+
 def test_photos_warn_when_a_crowd_reaches_the_face_limit(app: AppTest) -> None:
     app.number_input(key="photos_max_faces").set_value(10)
     app.file_uploader(key="photos_upload").set_value([("crowd.png", encode(face_grid(2, 8), "PNG"), "image/png")])

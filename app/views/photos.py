@@ -34,6 +34,9 @@ MAX_CHARTS = 3
 #: The heat maps' first class: the label on the face's box. Each member's own top class ("predicted", as it was)
 #: showed "A_crp: neutral" under a face boxed "happy", a map of a class the page did not speak of.
 BOXED_CLASS = "label"
+#: A photo is shown at most this high (px): a tall one filled its column's width, a 1:3 picture some 1,590 px high,
+#: its charts and the next photo far below. The width it gets for it is capped at the column's, as "stretch" is.
+MAX_PHOTO_HEIGHT = 800
 #: A photo this many times as wide as it is high takes the page's width, its charts in a row below it: beside them
 #: a 4:1 panorama was shown some 530 px wide, its faces' captions about 4 px high.
 WIDE_PHOTO = 2.0
@@ -198,7 +201,8 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
         wide = result.width > WIDE_PHOTO * result.height
         photo, beside = (st.container(), st.container()) if wide else st.columns([3, 2])
         with photo:
-            st.image(ui.displayable(annotated), width="stretch")
+            shown = ui.displayable(annotated)
+            st.image(shown, width=max(1, round(MAX_PHOTO_HEIGHT * shown.shape[1] / shown.shape[0])))  # or the column's
             st.download_button(
                 "Download annotated image",
                 data=partial(annotated_png, item, views),
