@@ -1283,9 +1283,12 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     verdicts = [w.value for w in app.warning if w.value.startswith("Face #1")] + [s.value for s in app.success]
     assert len(verdicts) == 1 and ("disagree" in verdicts[0]) == (model_a.split()[1] != model_b.split()[1])
     assert re.search(r"\d+% of their probability lies on the same classes", verdicts[0]), verdicts[0]  # not "26% apart"
-    intro = app.caption[0].value  # what the two names stand for, from each checkpoint's recipe
-    assert "**A_crp**: efficientnet_b0, CRP: random crop" in intro, intro
-    assert "**B_mixcut**: efficientnet_b0, MixUp" in intro, intro
+    intro = app.caption[0].value  # one plain sentence; what the two names stand for, from each recipe, on demand
+    assert intro.startswith("Each face as each of the two emotion models (A_crp, B_mixcut) labels it"), intro
+    detail = app.expander[0].markdown[0].value
+    assert app.expander[0].label == "What the two models are"
+    assert "- **A_crp**: efficientnet_b0, CRP: random crop" in detail, detail
+    assert "- **B_mixcut**: efficientnet_b0, MixUp" in detail, detail
 
     app.slider(key="compare_weight").set_value(1.0).run()
     assert chart_titles(app)[2].split(": ")[1] == model_a.split(": ")[1]  # all weight on A: the mix is A

@@ -285,16 +285,23 @@ def show_metrics(ens: Ensemble) -> None:
 
 
 def models_note(ens: Ensemble) -> str:
-    """What the page compares, for a user who meets the models' names here first: what each model is (its
-    checkpoint's architecture and recipe), and why the ensemble can be less sure than a model."""
-    members = "; ".join(
-        f"**{m.name}**: {m.config.arch}, {m.meta.get('recipe') or 'recipe not recorded'}" for m in ens.members
+    """What the page compares, in one plain sentence for a user who meets the models' names here first."""
+    return (
+        f"Each face as each of the two emotion models ({', '.join(m.name for m in ens.members)}) labels it, and as "
+        "their ensemble does, which the other pages show. A red chart title: that model's label is not the ensemble's."
+    )
+
+
+def models_detail(ens: Ensemble) -> str:
+    """What each model is (its checkpoint's architecture and recipe), and why the ensemble can be less sure than a
+    model: for whoever opens it, not in the way of everyone else (it opened the page as one paragraph of recipes)."""
+    members = "\n".join(
+        f"- **{m.name}**: {m.config.arch}, {m.meta.get('recipe') or 'recipe not recorded'}" for m in ens.members
     )
     return (
-        "Each face as each model labels it, and as the ensemble does: the weighted average of their probabilities, "
-        "class by class, so it is often less sure than the surer model. The models are classifiers trained on "
-        f"FER-2013 with different augmentation ({members}). A red chart title: that model's label is not the "
-        "ensemble's."
+        "Both are image classifiers trained on FER-2013, each with its own augmentation:\n\n"
+        f"{members}\n\nThe ensemble is the weighted average of their probabilities, class by class, so it is often "
+        "less sure than the surer model."
     )
 
 
@@ -304,6 +311,8 @@ def main() -> None:
     pipe = ui.pipeline(settings, tta=ui.tta_control("compare", default=True))  # as on Photos: results are shared
     ui.sidebar_info(pipe)
     st.caption(models_note(pipe.ensemble))
+    with st.expander("What the two models are"):
+        st.markdown(models_detail(pipe.ensemble))
     picked = pick_image()
     if picked is not None:
         name, image, digest, file_size = picked
