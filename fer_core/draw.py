@@ -28,6 +28,9 @@ EMOTION_COLORS: dict[str, RGB] = {
     "surprise": (255, 127, 14),
     "neutral": (160, 160, 160),
 }
+#: Drawn a pixel or two wide on each side of every box line: a thin "happy" yellow box (1.6:1 against white) all but
+#: vanished on a bright, washed-out photo.
+OUTLINE: RGB = (40, 40, 40)
 #: Colour of a label outside `EMOTIONS` (e.g. "face" before classification).
 DEFAULT_COLOR: RGB = (0, 200, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -132,6 +135,7 @@ def draw_faces(
         x1, y1, x2, y2 = (round(v) for v in box)
         x1, x2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
         y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), OUTLINE, thickness + 2)  # a pixel or two each side of the colour
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)  # axis-aligned: crisp without AA
         texts = [label_text(label, confidence, track_id)] + ([f"#{track_id}"] if track_id is not None else [])
         faces.append(((x1, y1, x2, y2), color, texts))

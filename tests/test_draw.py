@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_core.draw import DEFAULT_COLOR, EMOTION_COLORS, draw_faces, label_text, style_for, text_color, to_annotations
+from fer_core.draw import (
+    DEFAULT_COLOR,
+    EMOTION_COLORS,
+    OUTLINE,
+    draw_faces,
+    label_text,
+    style_for,
+    text_color,
+    to_annotations,
+)
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult
 
@@ -25,9 +34,18 @@ def test_box_drawn_in_emotion_colour_on_a_copy() -> None:
     assert (out[70:100, 100:200] != 0).any()  # caption above the box
 
 
+def test_a_box_has_a_dark_outline_that_keeps_it_visible_on_white() -> None:
+    """A thin "happy" yellow box (1.6:1 against white) all but vanished on a bright, washed-out photo."""
+    white = np.full((240, 320, 3), 255, np.uint8)
+    out = draw_faces(white, [((100, 100, 200, 200), "happy", 0.87, 3)], thickness=2)  # 99 to 101 px wide
+    happy = EMOTION_COLORS["happy"]
+    assert [tuple(out[150, x]) for x in range(97, 104)] == [(255, 255, 255), OUTLINE, *[happy] * 3, OUTLINE, (255,) * 3]
+
+
 def caption_text_pixels(out: np.ndarray, background: tuple[int, int, int], fill: tuple[int, int, int]) -> int:
-    """Pixels that are neither the background nor the box/caption colour: the caption's (anti-aliased) letters."""
-    return int(((out != background).any(-1) & (out != fill).any(-1)).sum())
+    """Pixels that are neither the background, the box/caption colour nor the box's outline: the caption's
+    (anti-aliased) letters."""
+    return int(((out != background).any(-1) & (out != fill).any(-1) & (out != OUTLINE).any(-1)).sum())
 
 
 @pytest.mark.parametrize("box", [(0, 0, 50, 50), (290, 200, 330, 260), (-20, -20, 400, 300), (10, 10, 10, 10)])
