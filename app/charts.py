@@ -116,10 +116,18 @@ def weight_curve(curve: Sequence[Mapping[str, float]], current: float, fitted: f
     return fig
 
 
+def clip_time_range(faces: pd.DataFrame) -> list[float]:
+    """One time axis for the Video page's two charts, which sit one above the other: each scaled itself, the dots'
+    to 0 to 4 s and one face's lines to 0 to 3.9 s, so the same moment stood at two places."""
+    end = float(faces["time_s"].max()) if len(faces) else 0.0
+    pad = max(end * 0.02, 0.05)  # the dots at either end stay whole
+    return [-pad, end + pad]
+
+
 def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
     """Every tracked face as a row of dots over time, coloured by its smoothed emotion."""
-    frame = faces.assign(face=faces["face_id"].map(lambda i: f"face {i}"))
-    rows = [f"face {i}" for i in sorted(faces["face_id"].unique())]  # by number, as the face picker lists them
+    frame = faces.assign(face=faces["face_id"].map(lambda i: f"face #{i}"))
+    rows = [f"face #{i}" for i in sorted(faces["face_id"].unique())]  # by number, as the face picker lists them
     fig = px.scatter(
         frame,
         x="time_s",
@@ -134,6 +142,7 @@ def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
         height=140 + 40 * frame["face"].nunique(),
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis_title="time (s)",
+        xaxis_range=clip_time_range(faces),
         yaxis_title="",
         legend_title="emotion",
     )
@@ -150,7 +159,8 @@ def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis_title="time (s)",
         yaxis={"range": [0, 1]},
-        title=f"face {face_id}",
+        title=f"face #{face_id}",
+        xaxis_range=clip_time_range(faces),
     )
     return fig
 

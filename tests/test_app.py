@@ -2215,10 +2215,21 @@ def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
     assert not disagreement({"A": a, "B": a}).disagree
 
 
+def test_the_video_page_s_two_charts_share_one_time_axis() -> None:
+    """Each scaled itself: the dots ran 0 to 4 s and one face's lines 0 to 3.9 s, one above the other."""
+    from app.charts import face_probability_lines
+
+    probs = {name: [1 / 7] * 3 for name in EMOTIONS}
+    faces = pd.DataFrame({"face_id": [1, 2, 1], "time_s": [0.0, 4.0, 3.9], "label": ["happy"] * 3,
+                          "confidence": [0.9] * 3, "frame": [0, 40, 39], **probs})  # fmt: skip
+    dots, lines = emotion_timeline(faces).layout.xaxis.range, face_probability_lines(faces, 1).layout.xaxis.range
+    assert dots == lines and dots[0] < 0 < 4.0 < dots[1] < 4.2
+
+
 def test_the_timeline_lists_faces_by_number_whatever_their_emotions() -> None:
     """Rows came in the order of the emotion traces, so a clip with an angry face 2 listed it first."""
     for labels in (["angry", "happy", "angry"], ["happy", "angry", "happy"]):
         faces = pd.DataFrame({"face_id": [2, 1, 2], "time_s": [0.0, 0.0, 0.1], "label": labels,
                               "confidence": [0.9, 0.8, 0.9], "frame": [0, 0, 1]})  # fmt: skip
         yaxis = emotion_timeline(faces).layout.yaxis  # plotly lists a y axis's categories from the bottom up
-        assert yaxis.categoryorder == "array" and list(yaxis.categoryarray)[::-1] == ["face 1", "face 2"]
+        assert yaxis.categoryorder == "array" and list(yaxis.categoryarray)[::-1] == ["face #1", "face #2"]

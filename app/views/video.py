@@ -158,7 +158,7 @@ def show_result(result: VideoResult) -> None:
     st.subheader("Emotions over time")
     st.plotly_chart(charts.emotion_timeline(faces), config=charts.figure_config(toolbar=True), key="video_timeline")
     ids = sorted(int(i) for i in faces["face_id"].unique())
-    face_id = st.selectbox("Probabilities of face", ids, format_func=lambda i: f"face {i}", key="video_face")
+    face_id = st.selectbox("Probabilities of face", ids, format_func=lambda i: f"face #{i}", key="video_face")
     st.plotly_chart(
         charts.face_probability_lines(faces, face_id), config=charts.figure_config(toolbar=True), key="video_lines"
     )
