@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 #: AVIF photos (Android cameras, the web): Pillow's own decoder, present when Pillow was built with libavif (its
 #: wheels are, since 11.3). Without it the uploader refused them, and said so only in a tooltip.
-AVIF_SUPPORTED = features.check("avif")
+AVIF_SUPPORTED = bool(features.check("avif"))
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
 if HEIF_SUPPORTED:
@@ -42,6 +42,17 @@ if HEIF_SUPPORTED:
 if AVIF_SUPPORTED:
     IMAGE_SUFFIXES |= {".avif"}
 
+
+def iso_image_brands(avif: bool, heif: bool) -> frozenset[bytes]:
+    """Major brands of the ISO base-media file-type box ("....ftyp<brand>") that the AVIF and HEIF pictures we can
+    decode begin with: one that fails to open is damaged. Without its decoder a whole file is of a kind we cannot
+    read, not "corrupt"."""
+    brands = [b"avif", b"avis"] if avif else []
+    brands += [b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"] if heif else []
+    return frozenset(brands + ([b"mif1", b"msf1"] if brands else []))
+
+
+ISO_IMAGE_BRANDS = iso_image_brands(AVIF_SUPPORTED, HEIF_SUPPORTED)
 #: The Pillow decoders we let open a file (`Image.open(..., formats=...)`): the formats above and no others. Pillow
 #: knows dozens more, among them EPS, which it hands to Ghostscript, a program no photo upload should reach.
 READ_FORMATS = (
@@ -62,8 +73,6 @@ SIGNATURES = (
     b"MM\x00*",  # TIFF, big-endian
 )
 TIFF_SIGNATURES = SIGNATURES[-2:]
-#: Major brands of the ISO base-media file-type box ("....ftyp<brand>") that AVIF and HEIF pictures begin with.
-ISO_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 
 
 class ImageLoadError(UserInputError):

@@ -234,6 +234,14 @@ def test_a_truncated_avif_or_heic_is_corrupt_not_of_an_unknown_kind(fmt):
             load_image(payload[:cut])
 
 
+def test_a_whole_avif_or_heic_without_its_decoder_is_not_called_corrupt():
+    """With the brands known whatever decoders were present, a whole HEIC on a machine without pillow-heif read
+    "the image is corrupt or truncated"."""
+    assert imageio.iso_image_brands(avif=False, heif=False) == frozenset()
+    assert b"avif" in imageio.iso_image_brands(avif=True, heif=False) - imageio.iso_image_brands(False, True)
+    assert b"heic" in imageio.iso_image_brands(avif=False, heif=True) - imageio.iso_image_brands(True, False)
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", *(["HEIF"] if HEIF_SUPPORTED else [])])
 def test_a_truncated_picture_is_called_truncated_in_words(fmt):
     """It read "corrupt or truncated (image file is truncated (19 bytes not processed))", and pillow-heif's reason
