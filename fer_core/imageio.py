@@ -338,11 +338,22 @@ def looks_like_image(head: bytes) -> bool:
     )
 
 
+def is_bilevel(img: Image.Image) -> bool:
+    """A picture of two tones and no transparency: 1-bit, or gray or palette holding two values only, as a dithered
+    GIF or a two-colour PNG does (Pillow reads those as "L" or "P"; counted from the histogram, so cheap)."""
+    if img.mode == "1":
+        return True
+    if img.mode not in ("L", "P") or "transparency" in img.info:
+        return False
+    colors = img.getcolors(maxcolors=2)
+    return colors is not None and len(colors) == 2
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled (`to_8bit`), CMYK converted, 1-bit
     softened (`BILEVEL_BLUR_PX`)."""
     img = as_8bit(img)
-    if img.mode == "1":
+    if is_bilevel(img):
         img = img.convert("L").filter(ImageFilter.GaussianBlur(BILEVEL_BLUR_PX))
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:  # P, L or RGB with a transparent colour
         rgba = img.convert("RGBA")

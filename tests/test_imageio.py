@@ -87,15 +87,27 @@ def test_odd_modes_become_rgb(image, fmt):
     assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
 
 
-def test_a_dithered_1_bit_picture_is_read_as_softened_gray():
-    """Its dots hid every face from the detector: read as they are, the astronaut's dithered photo gave no face."""
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "two-colour PNG"])
+def test_a_dithered_1_bit_picture_is_read_as_softened_gray(fmt):
+    """Its dots hid every face from the detector: read as they are, the astronaut's dithered photo gave no face.
+    Pillow reads a 1-bit GIF as gray ("L") and a two-colour PNG as palette ("P"): their dots were left as they were."""
     gray = Image.fromarray(astronaut()).convert("L")
     dithered = gray.convert("1")  # Floyd-Steinberg
-    rgb = load_image(encoded(dithered, "PNG"))
+    saved = dithered.convert("P") if fmt == "two-colour PNG" else dithered
+    rgb = load_image(encoded(saved, fmt.split()[-1]))
     assert rgb.shape == (512, 512, 3) and len(np.unique(rgb)) > 16  # grays between the dots' black and white
     error = np.abs(rgb[..., 0].astype(int) - np.asarray(gray)).mean()
     dots_error = np.abs(np.asarray(dithered.convert("L"), dtype=int) - np.asarray(gray)).mean()
     assert error < dots_error / 2, (error, dots_error)
+
+
+def test_pictures_of_more_than_two_tones_or_with_transparency_are_not_softened():
+    gray = Image.fromarray(astronaut()).convert("L")
+    np.testing.assert_array_equal(load_image(encoded(gray, "PNG"))[..., 0], np.asarray(gray))
+    three = Image.fromarray(np.repeat(np.array([[0, 128, 255]], np.uint8), 20, axis=0))
+    np.testing.assert_array_equal(load_image(encoded(three, "PNG"))[..., 0], np.asarray(three))
+    keyed = Image.fromarray(np.repeat(np.array([[0, 255]], np.uint8), 20, axis=0)).convert("P")
+    assert set(np.unique(load_image(encoded(keyed, "PNG", transparency=0)))) == {255}  # the key colour on white
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
