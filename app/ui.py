@@ -517,10 +517,9 @@ class KeptUploads:
 
     #: Dropped before a visit to another page, which emptied the uploader: shown first, removable one by one.
     carried: list[Any] = field(default_factory=list)
-    #: What the uploader itself held at its last run.
+    #: What the uploader itself holds, as its last run or the user's last change (its `on_change`) left it: an
+    #: uploader found empty while this is not was emptied by a visit to another page, which calls no callback.
     in_widget: list[Any] = field(default_factory=list)
-    #: The user changed the uploader since its last run (an emptied uploader is then the user's doing).
-    user_changed: bool = False
     #: Renews the carried files' picker whenever `carried` changes, so it starts from them all.
     generation: int = 0
 
@@ -536,19 +535,19 @@ def _uploads_state(key: str) -> KeptUploads:
 def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[Any]:
     kept_key = f"_kept_{key}"
 
-    def changed() -> None:
-        _uploads_state(key).user_changed = True
+    def changed() -> None:  # set here, not by the run: a run stopped by a click on another page never gets there
+        _uploads_state(key).in_widget = list(st.session_state.get(key) or [])
 
     files = list(st.file_uploader(label, key=key, on_change=changed, **kwargs) or [])
     state = _uploads_state(key)
-    if not files and state.in_widget and not state.user_changed:  # emptied by a visit to another page
+    if not files and state.in_widget:  # emptied by a visit to another page
         state.carried += state.in_widget
         state.generation += 1
     if files and state.carried:  # dropped again: the uploader's own copy stays, which its cross removes
         again = {(upload.name, upload.getvalue()) for upload in files}
         if len(carried := [c for c in state.carried if (c.name, c.getvalue()) not in again]) < len(state.carried):
             state.carried, state.generation = carried, state.generation + 1
-    state.in_widget, state.user_changed = files, False
+    state.in_widget = files
     shown = state.shown()
     if shown:
         st.session_state[kept_key] = shown

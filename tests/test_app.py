@@ -1920,6 +1920,23 @@ def test_a_drop_after_a_visit_to_another_page_adds_to_the_kept_photos(app: AppTe
     assert not photo_titles(app) and app.info[0].value.startswith("Every face is boxed")
 
 
+def test_a_drop_whose_run_a_page_switch_cut_short_is_kept(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uploader's new files were noted only when the run reached it: a drop followed at once by a click on another
+    page (the run stopped before, e.g. while the models loaded) lost the drop and the photos before it."""
+    import streamlit
+
+    from app import ui as app_ui
+
+    one = ("one.png", encode(astronaut(), "PNG"), "image/png")
+    two = ("two.png", encode(np.concatenate([astronaut(), astronaut()], axis=1), "PNG"), "image/png")
+    app.file_uploader(key="photos_upload").set_value([one]).run()
+    with monkeypatch.context() as patched:
+        patched.setattr(app_ui, "pipeline", lambda *args, **kwargs: streamlit.stop())  # the run ends before it
+        app.file_uploader(key="photos_upload").set_value([one, two]).run()
+    visit_another_page_and_return(app, "views/photos.py")
+    assert kept_names(app) == ["one.png", "two.png"] and photo_titles(app) == ["one.png", "two.png"]
+
+
 def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
     app: AppTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
