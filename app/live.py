@@ -131,19 +131,19 @@ class LiveStatus:
     sent_fps: float = 0.0
     frames: int = 0
     error: str | None = None
-    #: Track id of the face the live chart follows (`followed_face`): the store's, kept from one status to the next.
-    followed: int | None = None
+    #: Track id of the face the live chart shows (`charted_face`): the store's, kept from one status to the next.
+    charted: int | None = None
 
     @property
-    def followed_face(self) -> TrackedFace | None:
-        """The face the live chart follows (`follow`); the nearest one when no store chose."""
-        chosen = next((face for face in self.faces if face.track_id == self.followed), None)
+    def charted_face(self) -> TrackedFace | None:
+        """The face the live chart shows (`follow`); the nearest one when no store chose."""
+        chosen = next((face for face in self.faces if face.track_id == self.charted), None)
         return chosen or max(self.faces, key=box_area, default=None)
 
     def text(self) -> str:
         """One line such as 'faces: 1 (happy 0.62) · 14.8 FPS' (analysed frames per second); with several faces the
-        followed one's number comes first: 'faces: 2 (#2 happy 0.62)'."""
-        face = self.followed_face
+        charted one's number comes first: 'faces: 2 (#2 happy 0.62)'."""
+        face = self.charted_face
         number = f"#{face.track_id} " if face is not None and len(self.faces) > 1 else ""
         detail = f" ({number}{face.label} {face.confidence:.2f})" if face is not None else ""
         return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
@@ -429,12 +429,9 @@ class LiveStore:
         now = self._clock()
         with self._lock:
             analysed, received, sent = list(self._analysed_at), list(self._received_at), list(self._sent_at)
-            faces, frames, error = list(self._faces), self._frames, self._error or self._draw_error
-        fresh = current(analysed, now)
-        faces = faces if fresh else []
-        with self._lock:  # the page's fragment and a rerun may ask at once
-            self._charted = follow(faces, self._charted)
-            charted = self._charted
+            fresh = current(analysed, now)
+            faces, frames, error = list(self._faces) if fresh else [], self._frames, self._error or self._draw_error
+            self._charted = charted = follow(faces, self._charted)
         return LiveStatus(
             faces,
             rate(analysed) if fresh else 0.0,

@@ -1202,11 +1202,34 @@ def test_the_live_chart_keeps_to_its_face_until_another_is_clearly_nearer() -> N
     assert follow([face(1, side - 1), face(2, 100)], 2) == 2
     assert follow([face(1, side + 1), face(2, 100)], 2) == 1  # clearly nearer
     assert follow([face(1, 60), face(3, 50)], 2) == 1  # the one followed left: the nearest now
-    status = LiveStatus([face(1, 104), face(2, 100)], fps=9.5, followed=2)
-    assert status.followed_face is not None and status.followed_face.track_id == 2
+    status = LiveStatus([face(1, 104), face(2, 100)], fps=9.5, charted=2)
+    assert status.charted_face is not None and status.charted_face.track_id == 2
     assert status.text() == "faces: 2 (#2 happy 0.50) · 9.5 FPS"  # whose label it is
     assert LiveStatus([face(1, 104), face(2, 100)]).text().startswith("faces: 2 (#1 ")  # no choice: the nearest
     assert LiveStatus([face(4, 80)]).text() == "faces: 1 (happy 0.50) · 0.0 FPS"
+
+
+def test_the_store_charts_one_face_while_two_swap_which_is_a_little_larger() -> None:
+    """`follow` as the page gets it, through `LiveStore.status`: the chart's face is the store's, kept between calls."""
+    from types import SimpleNamespace
+
+    from app.live import LiveStore, TrackerSettings
+
+    probs = dict.fromkeys(EMOTIONS, 1 / 7)
+    widths = iter([(100, 104), (104, 100), (100, 104), (104, 100), (160, 100)])  # left face, right face
+
+    def two_faces(image: np.ndarray) -> SimpleNamespace:
+        left, right = next(widths)
+        boxes = [(10.0, 10.0, 10.0 + left, 10.0 + left), (300.0, 10.0, 300.0 + right, 10.0 + right)]
+        return SimpleNamespace(faces=[FaceResult(box, 0.9, "happy", 0.2, probs, {"ensemble": probs}) for box in boxes])
+
+    store = LiveStore()
+    store.configure(cast(Pipeline, two_faces), TrackerSettings("none"))
+    charted = []
+    for _ in range(5):
+        store.analyse(np.zeros((480, 640, 3), np.uint8))
+        charted.append(store.status().charted)
+    assert charted == [2, 2, 2, 2, 1]  # the nearest at first; kept through the swaps; left for one clearly nearer
 
 
 def test_live_store_tracks_smooths_and_survives_errors(app_weights: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -63,7 +63,7 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
     if status.error:
         st.warning(f"Frame analysis failed: {status.error}")
     smoothed = " (smoothed)" if tracking.smooths else ""
-    face = status.followed_face
+    face = status.charted_face
     if face is not None:
         title = f"Face #{face.track_id}: {face.label} {face.confidence:.2f}{smoothed}"
         st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
@@ -72,7 +72,7 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
 
 
 def every_face(status: LiveStatus, *, smoothed: bool) -> None:
-    """A column per tracked face: with several people in view, each one's probabilities, not only the largest's
+    """A column per tracked face: with several people in view, each one's probabilities, not only the charted one's
     (emotions down the side keep the table as narrow as the panel for the usual few faces)."""
     faces = sorted(status.faces, key=lambda f: f.track_id)
     table = pd.DataFrame({f"#{f.track_id}": [f.probs[e] for e in EMOTIONS] for f in faces}, index=list(EMOTIONS))
