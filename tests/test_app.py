@@ -341,13 +341,14 @@ def test_a_tall_photo_is_shown_no_higher_than_the_page_allows(app: AppTest, monk
     from app.views import photos
 
     widths: list[Any] = []
-    real_image = streamlit.image
+    real_container = streamlit.container
 
-    def image(picture: Any, *args: Any, **kwargs: Any) -> Any:
-        widths.append(kwargs.get("width"))
-        return real_image(picture, *args, **kwargs)
+    def container(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(kwargs.get("width"), int):
+            widths.append(kwargs["width"])
+        return real_container(*args, **kwargs)
 
-    monkeypatch.setattr(streamlit, "image", image)
+    monkeypatch.setattr(streamlit, "container", container)
     tall, square = face_grid(2, 1), face_grid(2, 2)  # 96 x 192 px; 192 x 192
     files = [("tall.png", encode(tall, "PNG"), "image/png"), ("square.png", encode(square, "PNG"), "image/png")]
     app.file_uploader(key="photos_upload").set_value(files).run()
