@@ -116,12 +116,22 @@ def weight_curve(curve: Sequence[Mapping[str, float]], current: float, fitted: f
     return fig
 
 
-def clip_time_range(faces: pd.DataFrame) -> list[float]:
-    """One time axis for the Video page's two charts, which sit one above the other: each scaled itself, the dots'
-    to 0 to 4 s and one face's lines to 0 to 3.9 s, so the same moment stood at two places."""
+def clip_time_layout(faces: pd.DataFrame) -> dict[str, Any]:
+    """One time axis for the Video page's two charts, which sit one above the other: each scaled itself (the dots 0 to
+    4 s, one face's lines 0 to 3.9 s) and sized its own margins and legend, so one moment stood at two places. Same
+    range, fixed side margins (the y labels' room set, not measured) and the legends above the plots."""
     end = float(faces["time_s"].max()) if len(faces) else 0.0
     pad = max(end * 0.02, 0.05)  # the dots at either end stay whole
-    return [-pad, end + pad]
+    return {
+        "margin": {"l": CLIP_CHART_LEFT_PX, "r": 10, "t": 40, "b": 10},
+        "xaxis": {"title": "time (s)", "range": [-pad, end + pad]},
+        "yaxis_automargin": False,
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"},
+    }
+
+
+#: Room left of the Video page's charts for their y labels ("face #12", or the probability axis and its title).
+CLIP_CHART_LEFT_PX = 80
 
 
 def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
@@ -138,14 +148,8 @@ def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
         hover_data={"confidence": ":.2f", "frame": True},
     )
     fig.update_traces(marker={"symbol": "square", "size": 10})
-    fig.update_layout(
-        height=140 + 40 * frame["face"].nunique(),
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="time (s)",
-        xaxis_range=clip_time_range(faces),
-        yaxis_title="",
-        legend_title="emotion",
-    )
+    fig.update_layout(clip_time_layout(faces), height=160 + 40 * frame["face"].nunique(), yaxis_title="")
+    fig.update_layout(legend_title="emotion")
     return fig
 
 
@@ -154,14 +158,7 @@ def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
     rows = faces[faces["face_id"] == face_id]
     long = rows.melt(id_vars=["time_s"], value_vars=list(EMOTIONS), var_name="emotion", value_name="probability")
     fig = px.line(long, x="time_s", y="probability", color="emotion", color_discrete_map=COLOR_MAP)
-    fig.update_layout(
-        height=320,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="time (s)",
-        yaxis={"range": [0, 1]},
-        title=f"face #{face_id}",
-        xaxis_range=clip_time_range(faces),
-    )
+    fig.update_layout(clip_time_layout(faces), height=320, yaxis={"range": [0, 1], "title": f"face #{face_id}"})
     return fig
 
 

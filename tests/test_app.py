@@ -2263,8 +2263,12 @@ def test_the_video_page_s_two_charts_share_one_time_axis() -> None:
     probs = {name: [1 / 7] * 3 for name in EMOTIONS}
     faces = pd.DataFrame({"face_id": [1, 2, 1], "time_s": [0.0, 4.0, 3.9], "label": ["happy"] * 3,
                           "confidence": [0.9] * 3, "frame": [0, 40, 39], **probs})  # fmt: skip
-    dots, lines = emotion_timeline(faces).layout.xaxis.range, face_probability_lines(faces, 1).layout.xaxis.range
-    assert dots == lines and dots[0] < 0 < 4.0 < dots[1] < 4.2
+    dots, lines = emotion_timeline(faces).layout, face_probability_lines(faces, 1).layout
+    assert dots.xaxis.range == lines.xaxis.range and dots.xaxis.range[0] < 0 < 4.0 < dots.xaxis.range[1] < 4.2
+    for layout in (dots, lines):  # the plots' sides at the same places: margins set, legends above
+        assert (layout.margin.l, layout.margin.r, layout.yaxis.automargin) == (80, 10, False), layout
+        assert layout.legend.orientation == "h"
+    assert lines.yaxis.title.text == "face #1"
 
 
 def test_the_timeline_lists_faces_by_number_whatever_their_emotions() -> None:
