@@ -544,8 +544,8 @@ def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[An
         state.carried += state.in_widget
         state.generation += 1
     if files and state.carried:  # dropped again: the uploader's own copy stays, which its cross removes
-        again = {(upload.name, upload.getvalue()) for upload in files}
-        if len(carried := [c for c in state.carried if (c.name, c.getvalue()) not in again]) < len(state.carried):
+        carried = [kept for kept in state.carried if not any(same_upload(kept, upload) for upload in files)]
+        if len(carried) < len(state.carried):
             state.carried, state.generation = carried, state.generation + 1
     state.in_widget = files
     shown = state.shown()
@@ -556,6 +556,11 @@ def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[An
     if state.carried:
         _carried_files_picker(key, state, distinct_names([upload.name for upload in shown])[: len(state.carried)])
     return shown
+
+
+def same_upload(a: Any, b: Any) -> bool:
+    """The same file dropped twice: name, size, then bytes (copied out of each upload only when the rest agree)."""
+    return bool(a.name == b.name and a.size == b.size and a.getvalue() == b.getvalue())
 
 
 def _carried_files_picker(key: str, state: KeptUploads, names: list[str]) -> None:
