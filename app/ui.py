@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from app.live import TrackerSettings
 from fer_core.cli import UserInputError
 from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
-from fer_core.explain import FaceExplainer
+from fer_core.explain import FaceExplainer, ModelView
 from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
 from fer_core.model_card import read_checked_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
@@ -593,6 +593,19 @@ def _carried_files_picker(key: str, state: KeptUploads, names: list[str]) -> Non
         label_visibility="collapsed",
     )
     right.button("Forget all" if count > 1 else "Forget", key=f"{key}_forget", on_click=forget, icon=":material/close:")
+
+
+#: Faces listed in words under a photo: the text of its boxes, which a caption shrunk to "#3" (the emotion then
+#: told by colour alone) or a screen reader (images carry no text) left out. Beyond it the rest are counted.
+FACES_IN_WORDS = 12
+
+
+def faces_in_words(views: Sequence[ModelView], where_the_rest_are: str = "") -> str:
+    """'#1 happy 58%, #2 fear 33%' for a photo's caption (empty without faces); past `FACES_IN_WORDS`, '... and 8
+    more' and `where_the_rest_are`."""
+    listed = ", ".join(f"#{n} {view.label} {view.confidence:.0%}" for n, view in enumerate(views[:FACES_IN_WORDS], 1))
+    rest = len(views) - FACES_IN_WORDS
+    return listed + (f" and {rest} more{where_the_rest_are}" if rest > 0 else "")
 
 
 def distinct_names(names: list[str]) -> list[str]:

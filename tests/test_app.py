@@ -504,6 +504,23 @@ def test_the_page_the_app_opens_on_says_what_every_page_is_for(app: AppTest) -> 
     assert welcome.startswith("Every face is boxed") and all(f"**{title}**" in welcome for title in titles[1:])
 
 
+def test_a_photo_s_faces_are_also_listed_in_words_under_it(app: AppTest) -> None:
+    """The emotion of a face whose caption shrank to "#3" was told by its box's colour alone, and images carry no
+    text for a screen reader: the caption under the photo lists the boxes."""
+    from app import ui as app_ui
+    from fer_core.explain import model_view
+
+    app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
+    app.run()
+    boxed = chart_titles(app)[0].split()[1:3]  # "#1 happy 0.57 · Ensemble"
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert captions == [f"#1 {boxed[0]} {float(boxed[1]):.0%}"]
+    views = [model_view(dict.fromkeys(EMOTIONS, 0.0) | {"sad": 0.6, "fear": 0.4})] * (app_ui.FACES_IN_WORDS + 2)
+    listed = app_ui.faces_in_words(views, " (see below)")
+    assert listed.startswith("#1 sad 60%, #2 sad 60%") and listed.endswith(", #12 sad 60% and 2 more (see below)")
+    assert app_ui.faces_in_words([]) == ""
+
+
 def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.selectbox(key="photos_model").set_value("B_mixcut")
@@ -1301,6 +1318,8 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     app.run()
     assert not app.exception, app.exception
     assert app.slider(key="compare_weight").value == 0.3  # the fitted weight
+    weight_label = app.slider(key="compare_weight").label  # plain text: a screen reader read "star star A_crp"
+    assert weight_label == "Weight of A_crp in the ensemble (fitted: 0.3; 0 = B_mixcut alone, 1 = A_crp alone)"
     titles = chart_titles(app)
     model_a, model_b, mixed = titles[:3]
     assert model_a.startswith("A_crp: ") and model_b.startswith("B_mixcut: ") and mixed.startswith("Ensemble: ")
@@ -1364,13 +1383,22 @@ def test_compare_page_picks_faces_per_photo_and_says_when_the_face_limit_is_reac
     app.file_uploader(key="compare_upload").set_value(("eight.png", encode(face_grid(2, 4), "PNG"), "image/png"))
     app.run()
     assert not app.exception, app.exception
+
+    def first_picked(faces: int) -> list[int]:
+        """The faces the models disagree on (the caption's), then the rest, in order: three of them."""
+        note = next(c.value for c in app.caption if c.value.startswith("The models disagree on"))
+        split = [int(n) - 1 for n in re.findall(r"#(\d+)", note)]
+        assert split and note.startswith(f"The models disagree on {len(split)} of {faces} faces"), note
+        return [*split, *(i for i in range(faces) if i not in split)][:3]
+
     (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
-    assert picker.value == [0, 1, 2]  # not the other photo's #9 and #10, which left nothing on the page
+    assert picker.value == first_picked(8)  # not the other photo's #9 and #10, which left nothing on the page
+    assert picker.value != [0, 1, 2]  # the models' disagreements first: #1 to #3 were picked whatever they showed
     assert mixed_charts() == 3
     picker.set_value([6, 7]).run()
     app.number_input(key="compare_max_faces").set_value(7).run()  # #8 is gone from the same photo
     (picker,) = [m for m in app.multiselect if m.label == "Faces to compare"]
-    assert picker.value == [0, 1, 2] and mixed_charts() == 3
+    assert picker.value == first_picked(7) and mixed_charts() == 3
     assert "eight.png: labelled the 7 most confident faces" in app.warning[0].value
 
 

@@ -101,14 +101,15 @@ def weight_controls(ens: Ensemble) -> tuple[dict[str, float], float | None]:
     first, second = names
     fitted = round(shares[first], 2)
     left, right = st.columns([4, 1])
-    weight = left.slider(
-        f"Ensemble weight of **{first}** (the rest, 1 − w, goes to **{second}**)",
+    weight = left.slider(  # plain text: a screen reader read the label's markdown asterisks aloud
+        f"Weight of {first} in the ensemble (fitted: {fitted}; 0 = {second} alone, 1 = {first} alone)",
         0.0,
         1.0,
         fitted,
         0.01,
         key=WEIGHT_KEY,
-        help=f"Starts at the weight fitted on PublicTest ({fitted}).",
+        help=f"The ensemble averages the two models' probabilities, {first}'s times this weight and {second}'s "
+        f"times the rest (1 − weight). It starts at the weight fitted on PublicTest ({fitted}).",
     )
     right.button("Reset to fitted", on_click=reset_weight, args=(fitted,), key="compare_reset")
     return {first: weight, second: 1.0 - weight}, weight
@@ -190,7 +191,7 @@ def show_faces(
     st.image(
         shown,
         caption=f"{name}: {len(result.faces)} face(s) · {ui.size_note(file_size, result)} · labelled by the "
-        "ensemble at the weight above",
+        f"ensemble at the weight above{': ' if views else ''}{ui.faces_in_words(views)}",
         width=min(shown.shape[1], 720),
     )
     ui.face_count_notes(name, len(result.faces), pipe, file_size)
@@ -198,13 +199,18 @@ def show_faces(
         return
     numbers = list(range(len(result.faces)))
     if len(numbers) > MAX_FACES:
+        members = [{name: result.faces[i].model_probs[name] for name in ens.names} for i in numbers]
+        split = [i for i in numbers if disagreement(members[i]).disagree]  # the faces worth a look first
         numbers = st.multiselect(  # one choice per photo and face count: numbers that no longer exist must not stay
             "Faces to compare",
             numbers,
-            numbers[:3],
+            [*split, *(i for i in numbers if i not in split)][:3],
             format_func=lambda i: f"#{i + 1}",
             key=f"compare_faces_{digest}_{len(numbers)}",
         )
+        if split:
+            listed = ", ".join(f"#{i + 1}" for i in split)
+            st.caption(f"The models disagree on {len(split)} of {len(result.faces)} faces ({listed}): those first.")
     if not numbers:  # the picker emptied: say why nothing follows
         st.info("No face picked: pick faces above to compare them.", icon=":material/arrow_upward:")
     crops = crop_faces(image, [result.faces[i].box for i in numbers], pipe.face_margin)

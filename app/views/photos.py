@@ -205,7 +205,7 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
             # The width set on a container (capped at the column's), not on the image: Streamlit resizes an image to
             # its own width (bilinear), which sent a 1:3 photo 267 px wide, soft on a high-density screen.
             with st.container(width=max(1, round(MAX_PHOTO_HEIGHT * shown.shape[1] / shown.shape[0]))):
-                st.image(shown, width="stretch")
+                st.image(shown, width="stretch", caption=ui.faces_in_words(views, " (the table lists every face)"))
             st.download_button(
                 "Download annotated image",
                 data=partial(annotated_png, item, views),
