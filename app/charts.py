@@ -158,7 +158,8 @@ def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
     rows = faces[faces["face_id"] == face_id]
     long = rows.melt(id_vars=["time_s"], value_vars=list(EMOTIONS), var_name="emotion", value_name="probability")
     fig = px.line(long, x="time_s", y="probability", color="emotion", color_discrete_map=COLOR_MAP)
-    fig.update_layout(clip_time_layout(faces), height=320, yaxis={"range": [0, 1], "title": f"face #{face_id}"})
+    axis = {"range": [0, 1], "title": f"probability, face #{face_id}"}
+    fig.update_layout(clip_time_layout(faces), height=320, yaxis=axis)
     return fig
 
 

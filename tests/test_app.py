@@ -1885,6 +1885,7 @@ def test_video_analysis_survives_a_settings_change_and_stops_on_cancel(
     gate.set()
     finish_video(app)
     assert [m.value for m in app.metric][:2] == ["8", "3"]  # analysed at every 3rd frame, the setting it began with
+    assert app.metric[1].proto.help.startswith("Every 3rd frame went through the models (the setting)")
     assert any("Settings changed" in c.value for c in app.caption)
 
     gate.clear()
@@ -2284,6 +2285,17 @@ def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
     assert not disagreement({"A": a, "B": a}).disagree
 
 
+def test_the_video_page_says_what_its_analysed_count_counts() -> None:
+    """'Analysed 42' stood beside 'Frames 125' with nothing linking the two to the every-Nth-frame setting."""
+    from app.views.video import analysed_help
+
+    assert analysed_help(1) == "Every frame went through the models."
+    wanted = {2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 21: "21st", 22: "22nd", 113: "113th"}
+    for every, ordinal in wanted.items():
+        assert str(analysed_help(every)).startswith(f"Every {ordinal} frame went through the models"), every
+    assert analysed_help(None) is None and analysed_help("3") is None and analysed_help(0) is None
+
+
 def test_the_video_page_s_two_charts_share_one_time_axis() -> None:
     """Each scaled itself: the dots ran 0 to 4 s and one face's lines 0 to 3.9 s, one above the other."""
     from app.charts import face_probability_lines
@@ -2296,7 +2308,7 @@ def test_the_video_page_s_two_charts_share_one_time_axis() -> None:
     for layout in (dots, lines):  # the plots' sides at the same places: margins set, legends above
         assert (layout.margin.l, layout.margin.r, layout.yaxis.automargin) == (80, 10, False), layout
         assert layout.legend.orientation == "h"
-    assert lines.yaxis.title.text == "face #1"
+    assert lines.yaxis.title.text == "probability, face #1"
 
 
 def test_the_timeline_lists_faces_by_number_whatever_their_emotions() -> None:

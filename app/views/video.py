@@ -116,11 +116,21 @@ def clip_note(name: str, info: VideoInfo) -> str:
     return f"{name}: {' · '.join(parts)}"
 
 
+def analysed_help(every: Any) -> str | None:
+    """What 'Analysed' counts, beside 'Frames': "Analysed 42" next to "Frames 125" said nothing of the setting."""
+    if not isinstance(every, int) or every < 1:
+        return None
+    if every == 1:
+        return "Every frame went through the models."
+    suffix = "th" if 10 <= every % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(every % 10, "th")
+    return f"Every {every}{suffix} frame went through the models (the setting); those between show its labels."
+
+
 def show_result(result: VideoResult) -> None:
     info = result.summary
     columns = st.columns(4)
     columns[0].metric("Frames", info.get("frames", "?"))
-    columns[1].metric("Analysed", info.get("analysed_frames", "?"))
+    columns[1].metric("Analysed", info.get("analysed_frames", "?"), help=analysed_help(info.get("every")))
     columns[2].metric(
         "Face tracks",
         info.get("faces_tracked", "?"),
