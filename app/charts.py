@@ -54,7 +54,7 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], title: str) -> go.Figure:
             colorscale="Blues",
             zmin=0,
             zmax=1,
-            colorbar={"title": "row share"},
+            colorbar={"title": "share of the<br>true class"},
             hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>",
         )
     )
@@ -134,8 +134,15 @@ def clip_time_layout(faces: pd.DataFrame) -> dict[str, Any]:
 CLIP_CHART_LEFT_PX = 80
 
 
+#: A marker shape per emotion on the Video page's timeline, beside its colour: happy, surprise and angry (yellow,
+#: orange, red) were told apart by colour alone.
+EMOTION_SYMBOLS = dict(
+    zip(EMOTIONS, ("x", "triangle-down", "diamond", "circle", "triangle-up", "star", "square"), strict=True)
+)
+
+
 def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
-    """Every tracked face as a row of dots over time, coloured by its smoothed emotion."""
+    """Every tracked face as a row of marks over time, coloured and shaped by its smoothed emotion."""
     frame = faces.assign(face=faces["face_id"].map(lambda i: f"face #{i}"))
     rows = [f"face #{i}" for i in sorted(faces["face_id"].unique())]  # by number, as the face picker lists them
     fig = px.scatter(
@@ -144,10 +151,12 @@ def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
         y="face",
         color="label",
         color_discrete_map=COLOR_MAP,
+        symbol="label",
+        symbol_map=EMOTION_SYMBOLS,
         category_orders={"label": list(EMOTIONS), "face": rows},
         hover_data={"confidence": ":.2f", "frame": True},
     )
-    fig.update_traces(marker={"symbol": "square", "size": 10})
+    fig.update_traces(marker={"size": 10})
     fig.update_layout(clip_time_layout(faces), height=160 + 40 * frame["face"].nunique(), yaxis_title="")
     fig.update_layout(legend_title="emotion")
     return fig

@@ -1332,6 +1332,7 @@ def test_compare_page_slider_disagreement_and_metrics(app: AppTest) -> None:
     assert app.expander[0].label == "What the two models are"
     assert "- **A_crp**: efficientnet_b0, CRP: random crop" in detail, detail
     assert "- **B_mixcut**: efficientnet_b0, MixUp" in detail, detail
+    assert any(c.value.startswith("Measured on FER-2013's two test sets") for c in app.caption)  # the terms explained
 
     app.slider(key="compare_weight").set_value(1.0).run()
     assert chart_titles(app)[2].split(": ")[1] == model_a.split(": ")[1]  # all weight on A: the mix is A
@@ -2301,10 +2302,12 @@ def test_the_video_page_s_two_charts_share_one_time_axis() -> None:
     from app.charts import face_probability_lines
 
     probs = {name: [1 / 7] * 3 for name in EMOTIONS}
-    faces = pd.DataFrame({"face_id": [1, 2, 1], "time_s": [0.0, 4.0, 3.9], "label": ["happy"] * 3,
+    faces = pd.DataFrame({"face_id": [1, 2, 1], "time_s": [0.0, 4.0, 3.9], "label": ["happy", "surprise", "angry"],
                           "confidence": [0.9] * 3, "frame": [0, 40, 39], **probs})  # fmt: skip
     dots, lines = emotion_timeline(faces).layout, face_probability_lines(faces, 1).layout
     assert dots.xaxis.range == lines.xaxis.range and dots.xaxis.range[0] < 0 < 4.0 < dots.xaxis.range[1] < 4.2
+    shapes = {trace.name: trace.marker.symbol for trace in emotion_timeline(faces).data}
+    assert len(shapes) == 3 and len(set(shapes.values())) == 3  # each emotion its own shape, not its colour alone
     for layout in (dots, lines):  # the plots' sides at the same places: margins set, legends above
         assert (layout.margin.l, layout.margin.r, layout.yaxis.automargin) == (80, 10, False), layout
         assert layout.legend.orientation == "h"

@@ -249,6 +249,15 @@ def fitted_mix_note(ens: Ensemble) -> str:
     return f"Ensemble = {mix}, {tta}: the fitted mix; {sliders} not change these figures."
 
 
+#: The metrics' terms for a reader who does not know FER-2013's splits or F1 (the section named them only).
+METRICS_NOTE = (
+    "Measured on FER-2013's two test sets of faces the models never trained on. PublicTest chose the models and "
+    "the ensemble's weight; PrivateTest was kept aside until the end, so its figures are the fair estimate. "
+    "Accuracy: the share of faces labelled right. Macro-F1: the F1 score (the balance of precision and recall) "
+    "averaged over the seven emotions, so a rare one (disgust) counts as much as a common one."
+)
+
+
 def show_metrics(ens: Ensemble) -> None:
     st.header("Measured metrics")
     found, problems = ui.load_metrics(ui.weights_dir(), ens)
@@ -261,6 +270,7 @@ def show_metrics(ens: Ensemble) -> None:
             "metrics.json; copy it there as metrics_PrivateTest.json / metrics_PublicTest.json)."
         )
         return
+    st.caption(METRICS_NOTE)
     st.dataframe(table.style.format("{:.3f}", na_rep="–"))
     if ui.model_title(ENSEMBLE_KEY) in table.index:
         st.caption(fitted_mix_note(ens))
