@@ -769,7 +769,9 @@ def test_webcam_page_lists_every_face_when_several_are_in_view(app: AppTest, mon
     np.testing.assert_allclose(table.sum(axis=0), 1.0, atol=1e-6)
     labels = app.text[0].value  # "faces: 2 (#n label p) ...": the followed face's number and its column's top class
     assert any(labels.startswith(f"faces: 2 ({c} {table[c].idxmax()} ") for c in table.columns), labels
+    charted = labels.split("(")[1].split()[0]  # "#2"
     assert any(c.value.startswith("Every face, smoothed (columns") for c in app.caption)
+    assert any(c.value.endswith(f"; the chart above: {charted})") for c in app.caption)  # which column it shows
     app.radio(key="webcam_smoothing").set_value("none").run()
     assert any(c.value.startswith("Every face (columns") for c in app.caption)
 

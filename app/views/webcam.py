@@ -76,7 +76,9 @@ def every_face(status: LiveStatus, *, smoothed: bool) -> None:
     (emotions down the side keep the table as narrow as the panel for the usual few faces)."""
     faces = sorted(status.faces, key=lambda f: f.track_id)
     table = pd.DataFrame({f"#{f.track_id}": [f.probs[e] for e in EMOTIONS] for f in faces}, index=list(EMOTIONS))
-    st.caption(f"Every face{', smoothed' if smoothed else ''} (columns numbered as the boxes; bold: its label)")
+    charted = status.charted_face
+    shown = f"; the chart above: #{charted.track_id}" if charted is not None else ""
+    st.caption(f"Every face{', smoothed' if smoothed else ''} (columns numbered as the boxes; bold: its label{shown})")
     st.dataframe(table.style.format("{:.2f}").highlight_max(axis=0, props="font-weight: bold"))
 
 
