@@ -751,6 +751,7 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert not app.exception, app.exception
     assert app.radio(key="compare_source").value == "Webcam snapshot"
     assert len(app.get("plotly_chart")) >= 3
+    assert any(c.value.startswith("The snapshot is analysed again here") for c in app.caption)  # why figures differ
 
 
 def test_webcam_page_lists_every_face_when_several_are_in_view(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:

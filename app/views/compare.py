@@ -26,6 +26,12 @@ SOURCE_KEY = "compare_source"
 WEIGHT_KEY = "compare_weight"
 UPLOAD, SNAPSHOT, FROM_PHOTOS = "Upload a photo", "Webcam snapshot", "A photo from the Photos page"
 PHOTOS_UPLOAD_KEY = "photos_upload"
+#: Why a snapshot's figures are not the live ones ("happy 61%" live became 57% here, unexplained).
+SNAPSHOT_NOTE = (
+    "The snapshot is analysed again here with this page's settings (in the sidebar): the detector at the photo "
+    "size and, if on, the test-time views, where the webcam runs smaller and smooths over frames; so its figures "
+    "can differ a little from the live ones."
+)
 #: Faces shown at once; more can be picked (each face is a row of three charts).
 MAX_FACES = 6
 
@@ -48,6 +54,7 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
         # raw pixels do not say their shape (a 2x6 and a 6x2 snapshot would share a result), nor are they a file's
         # bytes as the upload digests are (both key the results shared with the Photos page)
         digest = ui.file_digest(f"{image.shape} {image.dtype}".encode() + image.tobytes())
+        st.caption(SNAPSHOT_NOTE)
         return snapshot["name"], image, digest, (image.shape[1], image.shape[0])
     if source == FROM_PHOTOS:
         shown = ui.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
