@@ -25,7 +25,7 @@ def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260,
             x=list(EMOTIONS),
             y=values,
             marker_color=[COLOR_MAP[name] for name in EMOTIONS],
-            text=[f"{v:.2f}" for v in values],
+            text=[f"{v:.0%}" for v in values],  # as the box's caption says it: "73%", not 0.73
             textposition="outside",
             hovertemplate="%{x}: %{y:.3f}<extra></extra>",
         )
@@ -34,7 +34,7 @@ def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260,
         title={"text": title, "font": {"color": HIGHLIGHT} if alert else {}},
         height=height,
         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        yaxis={"range": [0, 1.1], "title": "probability", "tickformat": ".1f"},
+        yaxis={"range": [0, 1.1], "title": "probability", "tickformat": ".0%"},
         showlegend=False,
     )
     return fig
@@ -167,7 +167,7 @@ def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
     rows = faces[faces["face_id"] == face_id]
     long = rows.melt(id_vars=["time_s"], value_vars=list(EMOTIONS), var_name="emotion", value_name="probability")
     fig = px.line(long, x="time_s", y="probability", color="emotion", color_discrete_map=COLOR_MAP)
-    axis = {"range": [0, 1], "title": f"probability, face #{face_id}"}
+    axis = {"range": [0, 1], "title": f"probability, face #{face_id}", "tickformat": ".0%"}
     fig.update_layout(clip_time_layout(faces), height=320, yaxis=axis)
     return fig
 

@@ -141,11 +141,11 @@ class LiveStatus:
         return chosen or max(self.faces, key=box_area, default=None)
 
     def text(self) -> str:
-        """One line such as 'faces: 1 (happy 0.62) · 14.8 FPS' (analysed frames per second); with several faces the
-        charted one's number comes first: 'faces: 2 (#2 happy 0.62)'."""
+        """One line such as 'faces: 1 (happy 62%) · 14.8 FPS' (analysed frames per second); with several faces the
+        charted one's number comes first: 'faces: 2 (#2 happy 62%)'."""
         face = self.charted_face
         number = f"#{face.track_id} " if face is not None and len(self.faces) > 1 else ""
-        detail = f" ({number}{face.label} {face.confidence:.2f})" if face is not None else ""
+        detail = f" ({number}{face.label} {face.confidence:.0%})" if face is not None else ""
         return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
 
 

@@ -512,9 +512,11 @@ def test_a_photo_s_faces_are_also_listed_in_words_under_it(app: AppTest) -> None
 
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.run()
-    boxed = chart_titles(app)[0].split()[1:3]  # "#1 happy 0.57 · Ensemble"
+    boxed = chart_titles(app)[0].split()[1:3]  # "#1 happy 57% · Ensemble"
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
-    assert captions == [f"#1 {boxed[0]} {float(boxed[1]):.0%}"]
+    assert captions == [f"#1 {boxed[0]} {boxed[1]}"]
+    bars = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["text"]  # as the box says it: 57%, not 0.57
+    assert boxed[1].endswith("%") and boxed[1] in bars and all(text.endswith("%") for text in bars)
     views = [model_view(dict.fromkeys(EMOTIONS, 0.0) | {"sad": 0.6, "fear": 0.4})] * (app_ui.FACES_IN_WORDS + 2)
     listed = app_ui.faces_in_words(views, " (see below)")
     assert listed.startswith("#1 sad 60%, #2 sad 60%") and listed.endswith(", #12 sad 60% and 2 more (see below)")
@@ -544,7 +546,7 @@ def test_heat_maps_start_on_the_class_the_box_shows(app: AppTest) -> None:
     app.toggle(key="photos_gradcam").set_value(True)
     app.run()
     assert not app.exception and not app.error, (app.exception, app.error)
-    boxed = chart_titles(app)[0].split()[1]  # "#1 happy 0.57 · Ensemble"
+    boxed = chart_titles(app)[0].split()[1]  # "#1 happy 57% · Ensemble"
     assert cam_pickers(app, "Class")[0].options[0] == f"its label ({boxed})"
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert sorted(c.split(" (")[0] for c in captions if ": " in c) == [f"A_crp: {boxed}", f"B_mixcut: {boxed}"]
@@ -666,7 +668,7 @@ def test_gradcam_predicted_explains_the_label_the_chart_shows(app: AppTest, monk
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.selectbox(key="photos_model").set_value("B_mixcut")
     app.run()
-    label, probability = chart_titles(app)[0].split(" · ")[0].split()[1:3]  # "#1 happy 0.74 · B_mixcut"
+    label, probability = chart_titles(app)[0].split(" · ")[0].split()[1:3]  # "#1 happy 74% · B_mixcut"
     other = next(name for name in EMOTIONS if name != label)
     asked: list[str | None] = []
 
@@ -1225,9 +1227,9 @@ def test_the_live_chart_keeps_to_its_face_until_another_is_clearly_nearer() -> N
     assert follow([face(1, 60), face(3, 50)], 2) == 1  # the one followed left: the nearest now
     status = LiveStatus([face(1, 104), face(2, 100)], fps=9.5, charted=2)
     assert status.charted_face is not None and status.charted_face.track_id == 2
-    assert status.text() == "faces: 2 (#2 happy 0.50) · 9.5 FPS"  # whose label it is
+    assert status.text() == "faces: 2 (#2 happy 50%) · 9.5 FPS"  # whose label it is, as the box says it
     assert LiveStatus([face(1, 104), face(2, 100)]).text().startswith("faces: 2 (#1 ")  # no choice: the nearest
-    assert LiveStatus([face(4, 80)]).text() == "faces: 1 (happy 0.50) · 0.0 FPS"
+    assert LiveStatus([face(4, 80)]).text() == "faces: 1 (happy 50%) · 0.0 FPS"
 
 
 def test_the_store_charts_one_face_while_two_swap_which_is_a_little_larger() -> None:

@@ -137,12 +137,12 @@ def show_face(number: int, face: FaceResult, crop: np.ndarray, names: list[str],
             view = model_view(face.model_probs[name])
             alert = view.label != ensemble.label
             column.plotly_chart(
-                charts.probs_bar(view.probs, f"{name}: {view.label} {view.confidence:.2f}", alert=alert),
+                charts.probs_bar(view.probs, f"{name}: {view.label} {view.confidence:.0%}", alert=alert),
                 config=charts.figure_config(),
                 key=f"compare_{number}_{name}",
             )
         columns[-1].plotly_chart(
-            charts.probs_bar(mix, f"Ensemble: {ensemble.label} {ensemble.confidence:.2f}"),
+            charts.probs_bar(mix, f"Ensemble: {ensemble.label} {ensemble.confidence:.0%}"),
             config=charts.figure_config(),
             key=f"compare_{number}_{ENSEMBLE_KEY}",
         )

@@ -131,13 +131,13 @@ def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str, s
         chosen = picker.selectbox(
             f"{len(faces)} faces: show the probabilities of",
             numbers,
-            format_func=lambda i: f"face #{i + 1} ({views[i].label} {views[i].confidence:.2f})",
+            format_func=lambda i: f"face #{i + 1} ({views[i].label} {views[i].confidence:.0%})",
             key=f"photos_chart_face_{slot}",
         )
         numbers = [chosen]
     places = st.columns(MAX_CHARTS) if side_by_side else [st.container() for _ in numbers]
     for place, i in zip(places, numbers, strict=False):
-        title = f"#{i + 1} {views[i].label} {views[i].confidence:.2f} · {ui.model_title(model)}"
+        title = f"#{i + 1} {views[i].label} {views[i].confidence:.0%} · {ui.model_title(model)}"
         chart = charts.probs_bar(views[i].probs, title)
         place.plotly_chart(chart, config=charts.figure_config(), key=f"bar_{slot}_{i}")
 
@@ -184,7 +184,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
             log.exception("heat map failed")
             column.error(f"Heat map failed for {member.name}: {err}")
             continue
-        column.image(result.overlay, caption=f"{member.name}: {cam_target} ({shown[cam_target]:.2f})", width=160)
+        column.image(result.overlay, caption=f"{member.name}: {cam_target} ({shown[cam_target]:.0%})", width=160)
 
 
 def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipeline) -> None:

@@ -65,7 +65,7 @@ def live_panel(store: LiveStore, tracking: TrackerSettings) -> None:
     smoothed = " (smoothed)" if tracking.smooths else ""
     face = status.charted_face
     if face is not None:
-        title = f"Face #{face.track_id}: {face.label} {face.confidence:.2f}{smoothed}"
+        title = f"Face #{face.track_id}: {face.label} {face.confidence:.0%}{smoothed}"
         st.plotly_chart(charts.probs_bar(face.probs, title), config=charts.figure_config(), key="webcam_chart")
     if len(status.faces) > 1:
         every_face(status, smoothed=tracking.smooths)
@@ -79,7 +79,7 @@ def every_face(status: LiveStatus, *, smoothed: bool) -> None:
     charted = status.charted_face
     shown = f"; the chart above: #{charted.track_id}" if charted is not None else ""
     st.caption(f"Every face{', smoothed' if smoothed else ''} (columns numbered as the boxes; bold: its label{shown})")
-    st.dataframe(table.style.format("{:.2f}").highlight_max(axis=0, props="font-weight: bold"))
+    st.dataframe(table.style.format("{:.0%}").highlight_max(axis=0, props="font-weight: bold"))
 
 
 def main() -> None:
