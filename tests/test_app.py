@@ -325,8 +325,7 @@ def test_photos_chart_each_of_a_few_faces_and_let_the_user_pick_among_more(
     assert not app.exception, app.exception
     assert app.caption[0].value.startswith(f"{faces} face(s)")
     assert len(chart_titles(app)) == charts_shown
-    downloads_row = [0, 0, 0]
-    assert [len(column.get("plotly_chart")) for column in app.main.columns] == charts_by_column + downloads_row
+    assert [len(column.get("plotly_chart")) for column in app.main.columns] == charts_by_column
     pickers = [box for box in app.selectbox if box.key and box.key.startswith("photos_chart_face_")]
     assert len(pickers) == (faces > photos.MAX_CHARTS)
     if pickers:

@@ -372,11 +372,11 @@ def main() -> None:
         faceless = [item.name for item in good if item.result is not None and not item.result.faces]
         if faceless:  # a row is a face: without this a CSV reader cannot tell them from photos never analysed
             st.caption(f"No face found in {', '.join(faceless)}: no rows here nor in the CSV (the JSON lists them).")
-    columns = st.columns(3)
-    columns[0].download_button(
+    downloads = st.container(horizontal=True)  # side by side, not spread over thirds of the page
+    downloads.download_button(
         "Results as CSV", table.to_csv(index=False), "faces.csv", "text/csv", key="photos_csv", on_click="ignore"
     )
-    columns[1].download_button(
+    downloads.download_button(
         "Results as JSON",
         results_json(good, errors),
         "faces.json",
@@ -384,7 +384,7 @@ def main() -> None:
         key="photos_json",
         on_click="ignore",
     )
-    columns[2].download_button(
+    downloads.download_button(
         "All annotated images (zip)",
         lambda: annotated_zip(good, model),
         "annotated.zip",

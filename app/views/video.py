@@ -154,11 +154,11 @@ def show_result(result: VideoResult) -> None:
         shown = width
     st.video(result.video, format="video/mp4", width=shown)
     stem = PurePath(result.name).stem
-    left, right = st.columns(2)
-    left.download_button(
+    downloads = st.container(horizontal=True)  # side by side, not half a page apart
+    downloads.download_button(
         "Faces over time (CSV)", result.csv, f"{stem}_faces.csv", "text/csv", key="video_csv", on_click="ignore"
     )
-    right.download_button(
+    downloads.download_button(
         "Annotated video (mp4)", result.video, f"{stem}_annotated.mp4", "video/mp4", key="video_mp4", on_click="ignore"
     )
     faces = result.faces
