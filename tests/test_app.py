@@ -2308,6 +2308,25 @@ def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
     assert not disagreement({"A": a, "B": a}).disagree
 
 
+def test_every_chart_s_axis_labels_are_dark_enough_to_read() -> None:
+    """Streamlit's chart theme drew tick labels rgb(128, 132, 149), about 3.7:1 against white (AA asks 4.5:1)."""
+    from app import charts
+
+    probs = dict.fromkeys(EMOTIONS, 1 / 7)
+    faces = pd.DataFrame({"face_id": [1], "time_s": [0.0], "label": ["happy"], "confidence": [0.5], "frame": [0],
+                          **{name: [1 / 7] for name in EMOTIONS}})  # fmt: skip
+    figures = [
+        charts.probs_bar(probs, "t"),
+        charts.confusion_heatmap(np.eye(7, dtype=int).tolist(), "t"),
+        charts.weight_curve([{"weight": 0.0, "accuracy": 0.6}, {"weight": 1.0, "accuracy": 0.7}], 0.5, 0.3, "A"),
+        charts.emotion_timeline(faces),
+        charts.face_probability_lines(faces, 1),
+    ]
+    for figure in figures:
+        axes = [figure.layout.xaxis, figure.layout.yaxis]
+        assert all(axis.tickfont.color == axis.title.font.color == charts.AXIS_TEXT for axis in axes), figure.layout
+
+
 def test_the_video_page_says_what_its_analysed_count_counts() -> None:
     """'Analysed 42' stood beside 'Frames 125' with nothing linking the two to the every-Nth-frame setting."""
     from app.views.video import analysed_help
