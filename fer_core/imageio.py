@@ -44,12 +44,12 @@ if AVIF_SUPPORTED:
 
 
 def iso_image_brands(avif: bool, heif: bool) -> frozenset[bytes]:
-    """Major brands of the ISO base-media file-type box ("....ftyp<brand>") that the AVIF and HEIF pictures we can
-    decode begin with: one that fails to open is damaged. Without its decoder a whole file is of a kind we cannot
-    read, not "corrupt"."""
+    """Brands of the ISO base-media file-type box ("....ftyp<major><version><compatible...>") that name the AVIF and
+    HEIF pictures we can decode: a file that names one and fails to open is damaged. Without its decoder a whole file
+    is of a kind we cannot read, not "corrupt". The generic "mif1"/"msf1" are left out: an AVIF and a HEIC may both
+    name them, and each names its own kind among its compatible brands."""
     brands = [b"avif", b"avis"] if avif else []
-    brands += [b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"] if heif else []
-    return frozenset(brands + ([b"mif1", b"msf1"] if brands else []))
+    return frozenset(brands + ([b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"] if heif else []))
 
 
 ISO_IMAGE_BRANDS = iso_image_brands(AVIF_SUPPORTED, HEIF_SUPPORTED)
@@ -317,36 +317,53 @@ def upright(img: Image.Image) -> Image.Image:
 
 
 def file_head(source: str | Path | BinaryIO) -> bytes:
-    """The first 12 bytes of a file or stream (empty when it cannot be read)."""
+    """The first `HEAD_BYTES` of a file or stream (empty when it cannot be read)."""
     try:
         if isinstance(source, str | Path):
             with open(source, "rb") as handle:
-                return handle.read(12)
+                return handle.read(HEAD_BYTES)
         source.seek(0)
-        return source.read(12)
+        return source.read(HEAD_BYTES)
     except (OSError, ValueError):
         return b""
 
 
+#: Bytes read to recognise a damaged picture: the longest signature is an ISO file-type box's brands.
+HEAD_BYTES = 64
+
+
 def looks_like_image(head: bytes) -> bool:
     """Whether data starting with `head` (`file_head`) has the signature of a format we read (WebP: RIFF....WEBP;
-    AVIF and HEIC: an ISO file-type box naming an image brand)."""
+    AVIF and HEIC: an ISO file-type box naming a brand we decode, as its major or a compatible one)."""
     return (
         head.startswith(SIGNATURES)
         or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-        or (head[4:8] == b"ftyp" and head[8:12] in ISO_IMAGE_BRANDS)
+        or (head[4:8] == b"ftyp" and not ISO_IMAGE_BRANDS.isdisjoint(file_type_brands(head)))
     )
 
 
+def file_type_brands(head: bytes) -> set[bytes]:
+    """The major and compatible brands of the ISO file-type box `head` begins with (as far as `head` holds it)."""
+    size = int.from_bytes(head[:4], "big")
+    box = head[: min(max(size, 16), len(head))]
+    return {box[8:12], *(box[i : i + 4] for i in range(16, len(box) - 3, 4))}
+
+
 def is_bilevel(img: Image.Image) -> bool:
-    """A picture of two tones and no transparency: 1-bit, or gray or palette holding two values only, as a dithered
-    GIF or a two-colour PNG does (Pillow reads those as "L" or "P"; counted from the histogram, so cheap)."""
+    """A gray picture of two tones and no transparency: 1-bit, or gray or a gray palette holding two values only, as
+    a dithered GIF or a two-colour PNG does (Pillow reads those as "L" or "P"; counted from the histogram, so cheap).
+    A palette of two colours is a logo or a sticker, left in its colours."""
     if img.mode == "1":
         return True
     if img.mode not in ("L", "P") or "transparency" in img.info:
         return False
     colors = img.getcolors(maxcolors=2)
-    return colors is not None and len(colors) == 2
+    if colors is None or len(colors) != 2:
+        return False
+    if img.mode == "L":
+        return True
+    palette, indices = img.getpalette() or [], [index for _, index in colors if isinstance(index, int)]
+    return len(indices) == 2 and all(len(set(palette[3 * i : 3 * i + 3])) == 1 for i in indices)  # gray entries
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -101,6 +101,15 @@ def test_a_dithered_1_bit_picture_is_read_as_softened_gray(fmt):
     assert error < dots_error / 2, (error, dots_error)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_a_two_colour_picture_keeps_its_colours(fmt):
+    """Taken for a dithered scan, a red and blue sticker came back gray and blurred."""
+    red_blue = np.zeros((20, 40, 3), np.uint8)
+    red_blue[:, :20], red_blue[:, 20:] = (255, 0, 0), (0, 0, 255)
+    two_colours = Image.fromarray(red_blue).convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    np.testing.assert_array_equal(load_image(encoded(two_colours, fmt)), red_blue)
+
+
 def test_pictures_of_more_than_two_tones_or_with_transparency_are_not_softened():
     gray = Image.fromarray(astronaut()).convert("L")
     np.testing.assert_array_equal(load_image(encoded(gray, "PNG"))[..., 0], np.asarray(gray))
@@ -246,12 +255,19 @@ def test_a_truncated_avif_or_heic_is_corrupt_not_of_an_unknown_kind(fmt):
             load_image(payload[:cut])
 
 
-def test_a_whole_avif_or_heic_without_its_decoder_is_not_called_corrupt():
-    """With the brands known whatever decoders were present, a whole HEIC on a machine without pillow-heif read
-    "the image is corrupt or truncated"."""
-    assert imageio.iso_image_brands(avif=False, heif=False) == frozenset()
-    assert b"avif" in imageio.iso_image_brands(avif=True, heif=False) - imageio.iso_image_brands(False, True)
-    assert b"heic" in imageio.iso_image_brands(avif=False, heif=True) - imageio.iso_image_brands(True, False)
+@pytest.mark.skipif(not (AVIF_SUPPORTED and HEIF_SUPPORTED), reason="needs both decoders to make the files")
+def test_a_whole_avif_or_heic_without_its_decoder_is_not_called_corrupt(monkeypatch):
+    """With the brands known whatever decoders were present (and the generic "mif1" taken for either kind), a whole
+    HEIC on a machine without pillow-heif read "the image is corrupt or truncated"."""
+    heic, avif = encoded(Image.fromarray(astronaut()), "HEIF"), encoded(Image.fromarray(astronaut()), "AVIF")
+    monkeypatch.setattr(imageio, "READ_FORMATS", tuple(f for f in imageio.READ_FORMATS if f != "HEIF"))
+    monkeypatch.setattr(imageio, "ISO_IMAGE_BRANDS", imageio.iso_image_brands(avif=True, heif=False))
+    for whole in (heic, heic[:8] + b"mif1" + heic[12:]):  # the second names the generic brand first, "heic" after
+        with pytest.raises(ImageLoadError, match=r"^phone\.heic: not an image file, or a format we cannot read$"):
+            load_image(whole, name="phone.heic")
+    generic = avif[:8] + b"mif1" + avif[12:]  # an AVIF naming the generic brand first, its own among the rest
+    with pytest.raises(ImageLoadError, match=r"^cut\.avif: the image is (corrupt or )?truncated"):
+        load_image(generic[:200], name="cut.avif")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", *(["HEIF"] if HEIF_SUPPORTED else [])])
