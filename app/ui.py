@@ -540,8 +540,8 @@ def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[An
 
     files = list(st.file_uploader(label, key=key, on_change=changed, **kwargs) or [])
     state = _uploads_state(key)
-    if not files and state.in_widget:  # emptied by a visit to another page
-        state.carried += state.in_widget
+    if not files and state.in_widget:  # emptied by a visit to another page; one dropped again is kept once
+        state.carried += [new for new in state.in_widget if not any(same_upload(new, old) for old in state.carried)]
         state.generation += 1
     if files and state.carried:  # dropped again: the uploader's own copy stays, which its cross removes
         carried = [kept for kept in state.carried if not any(same_upload(kept, upload) for upload in files)]

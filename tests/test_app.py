@@ -2011,6 +2011,11 @@ def test_a_drop_whose_run_a_page_switch_cut_short_is_kept(app: AppTest, monkeypa
         app.file_uploader(key="photos_upload").set_value([one, two]).run()
     visit_another_page_and_return(app, "views/photos.py")
     assert kept_names(app) == ["one.png", "two.png"] and photo_titles(app) == ["one.png", "two.png"]
+    with monkeypatch.context() as patched:  # a kept one dropped again, the run cut short the same way: kept once
+        patched.setattr(app_ui, "pipeline", lambda *args, **kwargs: streamlit.stop())
+        app.file_uploader(key="photos_upload").set_value([one]).run()
+    visit_another_page_and_return(app, "views/photos.py")
+    assert kept_names(app) == ["one.png", "two.png"], kept_names(app)  # not also "one (2).png"
 
 
 def test_video_page_keeps_its_clip_job_and_result_after_a_visit_to_another_page(
