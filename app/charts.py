@@ -27,7 +27,7 @@ def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260,
             marker_color=[COLOR_MAP[name] for name in EMOTIONS],
             text=[f"{v:.0%}" for v in values],  # as the box's caption says it: "73%", not 0.73
             textposition="outside",
-            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
         )
     )
     fig.update_layout(
@@ -166,7 +166,7 @@ def emotion_timeline(faces: pd.DataFrame) -> go.Figure:
         symbol="label",
         symbol_map=EMOTION_SYMBOLS,
         category_orders={"label": list(EMOTIONS), "face": rows},
-        hover_data={"confidence": ":.2f", "frame": True},
+        hover_data={"confidence": ":.0%", "frame": True},
     )
     fig.update_traces(marker={"size": 10})
     fig.update_layout(clip_time_layout(faces), height=160 + 40 * frame["face"].nunique(), yaxis_title="")
@@ -179,6 +179,7 @@ def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
     rows = faces[faces["face_id"] == face_id]
     long = rows.melt(id_vars=["time_s"], value_vars=list(EMOTIONS), var_name="emotion", value_name="probability")
     fig = px.line(long, x="time_s", y="probability", color="emotion", color_discrete_map=COLOR_MAP)
+    fig.update_traces(hovertemplate="%{fullData.name}: %{y:.0%} at %{x:.2f} s<extra></extra>")
     axis = {"range": [0, 1], "title": f"probability, face #{face_id}", "tickformat": ".0%"}
     fig.update_layout(clip_time_layout(faces), height=320, yaxis=axis)
     return readable(fig)

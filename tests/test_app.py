@@ -153,6 +153,7 @@ def test_streamlit_reads_the_projects_limits_and_privacy_settings() -> None:
         'address = "localhost"',  # not every interface: uploads are personal data
         'fileWatcherType = "none"',
         'textColor = "#111111"',  # captions are drawn at 60 % of it: see the next test
+        'base = "light"',  # the colours are chosen for a white page
     ):
         assert f"\n{setting}\n" in shown, setting
 
@@ -534,6 +535,8 @@ def test_a_photo_s_faces_are_also_listed_in_words_under_it(app: AppTest) -> None
     assert captions == [f"#1 {boxed[0]} {boxed[1]}"]
     bars = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["text"]  # as the box says it: 57%, not 0.57
     assert boxed[1].endswith("%") and boxed[1] in bars and all(text.endswith("%") for text in bars)
+    hover = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["hovertemplate"]
+    assert hover == "%{x}: %{y:.1%}<extra></extra>"  # 57.3%, not 0.573 beside "57%"
     views = [model_view(dict.fromkeys(EMOTIONS, 0.0) | {"sad": 0.6, "fear": 0.4})] * (app_ui.FACES_IN_WORDS + 2)
     listed = app_ui.faces_in_words(views, " (see below)")
     assert listed.startswith("#1 sad 60%, #2 sad 60%") and listed.endswith(", #12 sad 60% and 2 more (see below)")

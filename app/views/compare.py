@@ -15,7 +15,7 @@ import streamlit as st
 from app import charts, ui
 from fer_core.draw import draw_faces
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, normalised
-from fer_core.explain import disagreement, model_view
+from fer_core.explain import Disagreement, disagreement, model_view
 from fer_core.imageio import ImageLoadError
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline, crop_faces
@@ -127,8 +127,9 @@ def mixed_probs(face: FaceResult, names: list[str], weights: dict[str, float]) -
     return dict(zip(EMOTIONS, (float(p) for p in mixed), strict=True))
 
 
-def show_face(number: int, face: FaceResult, crop: np.ndarray, names: list[str], mix: dict[str, float]) -> None:
-    verdict = disagreement({n: face.model_probs[n] for n in names})
+def show_face(
+    number: int, face: FaceResult, crop: np.ndarray, names: list[str], mix: dict[str, float], verdict: Disagreement
+) -> None:
     ensemble = model_view(mix)
     with st.container(border=True):
         columns = st.columns([1, *[2] * (len(names) + 1)])
@@ -198,16 +199,16 @@ def show_faces(
     st.image(
         shown,
         caption=f"{name}: {len(result.faces)} face(s) · {ui.size_note(file_size, result)} · labelled by the "
-        f"ensemble at the weight above{': ' if views else ''}{ui.faces_in_words(views)}",
+        f"ensemble at the weight above{': ' if views else ''}{ui.faces_in_words(views, ' (pick any below)')}",
         width=min(shown.shape[1], 720),
     )
     ui.face_count_notes(name, len(result.faces), pipe, file_size)
     if not result.faces:
         return
     numbers = list(range(len(result.faces)))
+    verdicts = [disagreement({name: face.model_probs[name] for name in ens.names}) for face in result.faces]
     if len(numbers) > MAX_FACES:
-        members = [{name: result.faces[i].model_probs[name] for name in ens.names} for i in numbers]
-        split = [i for i in numbers if disagreement(members[i]).disagree]  # the faces worth a look first
+        split = [i for i in numbers if verdicts[i].disagree]  # the faces worth a look first
         numbers = st.multiselect(  # one choice per photo and face count: numbers that no longer exist must not stay
             "Faces to compare",
             numbers,
@@ -222,7 +223,7 @@ def show_faces(
         st.info("No face picked: pick faces above to compare them.", icon=":material/arrow_upward:")
     crops = crop_faces(image, [result.faces[i].box for i in numbers], pipe.face_margin)
     for i, crop in zip(numbers, crops, strict=True):
-        show_face(i + 1, result.faces[i], crop, ens.names, mixes[i])
+        show_face(i + 1, result.faces[i], crop, ens.names, mixes[i], verdicts[i])
     if weight is not None:
         show_weight_curve(ens, weight)
 
