@@ -40,15 +40,16 @@ def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260,
     return readable(fig)
 
 
-#: The axes' tick labels and titles: Streamlit's chart theme draws them rgb(128, 132, 149), about 3.7:1 against white,
-#: under the 4.5:1 WCAG AA asks of small text; this is about 9.7:1.
+#: The axes' tick labels and titles, and the bars' values: Streamlit's chart theme draws them rgb(128, 132, 149),
+#: about 3.7:1 against white, under the 4.5:1 WCAG AA asks of small text; this is about 9.7:1.
 AXIS_TEXT = "#444444"
 
 
 def readable(fig: go.Figure) -> go.Figure:
-    """`fig` with its axes' labels in `AXIS_TEXT`."""
+    """`fig` with its axes' labels and its bars' value labels in `AXIS_TEXT`."""
     fig.update_xaxes(tickfont_color=AXIS_TEXT, title_font_color=AXIS_TEXT)
     fig.update_yaxes(tickfont_color=AXIS_TEXT, title_font_color=AXIS_TEXT)
+    fig.update_traces(textfont_color=AXIS_TEXT, selector={"type": "bar"})
     return fig
 
 

@@ -2333,6 +2333,7 @@ def test_every_chart_s_axis_labels_are_dark_enough_to_read() -> None:
     for figure in figures:
         axes = [figure.layout.xaxis, figure.layout.yaxis]
         assert all(axis.tickfont.color == axis.title.font.color == charts.AXIS_TEXT for axis in axes), figure.layout
+    assert figures[0].data[0].textfont.color == charts.AXIS_TEXT  # the bars' "73%"
 
 
 def test_the_video_page_says_what_its_analysed_count_counts() -> None:
