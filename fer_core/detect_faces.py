@@ -148,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, scripts)")
     args = parser.parse_args(argv)
 
-    if not args.image_root.is_dir():
-        parser.error(f"not a folder: {args.image_root}")
+    if not args.image_root.is_dir():  # one `error:` line, as every tool says a missing input (no usage line)
+        raise cli.UserInputError(f"{args.image_root}: not a folder")
     unreadable: list[UnreadableFolder] = []
     images = iter_images(args.image_root, unreadable)
     if not images:  # exit 0 with no result file would read as "done"
-        parser.error(f"no images under {args.image_root}")
+        raise cli.UserInputError(f"no images under {args.image_root}")
     by_result: dict[Path, list[Path]] = {}
     for image in images:
         by_result.setdefault(result_path(args.out, args.image_root, image), []).append(image)

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     gt_file = resolve_ground_truth(args.gt)
     sets_file = Path(args.sets) if args.sets else gt_file.parent / DEVVAL_SETS_NAME
     if args.operating_points is None and not sets_file.exists():  # a folder or a damaged file: load_wider_sets
-        parser.error(f"sets file not found: {sets_file} (pass --sets); {SETS_ABOUT}")
+        raise cli.UserInputError(f"sets file not found: {sets_file} (pass --sets); {SETS_ABOUT}")  # no usage line
     gt = parse_wider_gt(gt_file)
     all_keys = {image_key(k) for k in gt}
     sets = load_wider_sets(sets_file) if args.operating_points is None else {}
@@ -344,20 +344,24 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {image_key(k) for k in read_image_list(args.images)}
         unknown = wanted - {image_key(k) for k in gt}
         if unknown:
-            parser.error(f"{len(unknown)} listed images are not in {gt_file}, e.g. {min(unknown)}")
+            raise cli.UserInputError(f"{len(unknown)} listed images are not in {gt_file}, e.g. {min(unknown)}")
         gt = {k: v for k, v in gt.items() if image_key(k) in wanted}
     if not gt:  # AP of nothing printed as nulls with exit 0
-        parser.error(f"{args.images or gt_file}: no images to evaluate")
+        raise cli.UserInputError(f"{args.images or gt_file}: no images to evaluate")
     set_keys = {image_key(k) for k in sets}
     missing_sets = [] if args.operating_points is not None else [k for k in gt if image_key(k) not in set_keys]
     if len(missing_sets) == len(gt):  # every AP would be null, printed with exit 0
-        parser.error(f"{sets_file} names none of the {len(gt)} evaluated images of {gt_file} (another split's?)")
+        raise cli.UserInputError(
+            f"{sets_file} names none of the {len(gt)} evaluated images of {gt_file} (another split's?)"
+        )
     if missing_sets:
         print(f"warning: {len(missing_sets)} images have no entry in {sets_file} and are skipped", file=sys.stderr)
     preds = read_wider_results(args.pred)
     evaluated, predicted = {image_key(k) for k in gt}, set(preds)
     if not evaluated & predicted:  # AP 0 from a wrong folder level is no result
-        parser.error(f"no result file under {args.pred} names an evaluated image (expected <event>/<name>.txt)")
+        raise cli.UserInputError(
+            f"no result file under {args.pred} names an evaluated image (expected <event>/<name>.txt)"
+        )
     without = sorted(evaluated - predicted)
     if without:  # an image detect_faces could not read: its faces count as misses, which lowers AP
         print(
@@ -379,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     aps = evaluate_wider(gt, preds, sets, iou_thresh=args.iou, plus_one=not args.no_plus_one)
     empty = [name for name, ap in aps.items() if math.isnan(ap)]
     if len(empty) == len(aps):
-        parser.error(f"{sets_file} puts no face of the evaluated images in any set: there is no AP to report")
+        raise cli.UserInputError(
+            f"{sets_file} puts no face of the evaluated images in any set: there is no AP to report"
+        )
     if empty:
         print(f"warning: no evaluated face is in the {'/'.join(empty)} set(s) of {sets_file}: AP null", file=sys.stderr)
     print(json.dumps({k: (None if math.isnan(v) else round(v, 6)) for k, v in aps.items()}))

@@ -18,7 +18,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from fer_core import detect_faces
+from fer_core import cli, detect_faces
 from fer_core.detection import FaceBox, FaceDetector, fuse_views, haar_scores, import_ultralytics, reading_order
 from fer_core.wider_eval import read_wider_results
 
@@ -500,8 +500,14 @@ def test_detect_faces_cli_refuses_no_images_bad_settings_and_haar_boxes_when_yol
     (tmp_path / "images").mkdir()
     argv = [str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--no-progress"]
     with pytest.raises(SystemExit) as done:
-        detect_faces.main(argv)
-    assert done.value.code == 2 and "no images under" in capsys.readouterr().err
+        cli.run(lambda: detect_faces.main(argv))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "no images under" in err and "usage:" not in err  # one line, as for any input
+    with pytest.raises(SystemExit) as done:
+        cli.run(lambda: detect_faces.main([str(tmp_path / "absent"), *argv[1:]]))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.endswith(f"error: {tmp_path / 'absent'}: not a folder\n"), err
+    assert "usage:" not in err
     cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(SystemExit) as done:
         detect_faces.main([*argv, "--backend", "haar", "--conf", "2"])
