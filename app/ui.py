@@ -533,8 +533,6 @@ def _uploads_state(key: str) -> KeptUploads:
 
 
 def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[Any]:
-    kept_key = f"_kept_{key}"
-
     def changed() -> None:  # set here, not by the run: a run stopped by a click on another page never gets there
         _uploads_state(key).in_widget = list(st.session_state.get(key) or [])
 
@@ -549,10 +547,6 @@ def _kept_multi_file_uploader(label: str, *, key: str, **kwargs: Any) -> list[An
             state.carried, state.generation = carried, state.generation + 1
     state.in_widget = files
     shown = state.shown()
-    if shown:
-        st.session_state[kept_key] = shown
-    else:
-        st.session_state.pop(kept_key, None)
     if state.carried:
         _carried_files_picker(key, state, distinct_names([upload.name for upload in shown])[: len(state.carried)])
     return shown
@@ -628,8 +622,11 @@ def distinct_names(names: list[str]) -> list[str]:
 
 def kept_files(key: str) -> list[Any]:
     """The files `kept_file_uploader(key=key)` holds (another page's too), as a list; empty when none."""
+    uploads: KeptUploads | None = st.session_state.get(f"_uploads_{key}")  # a multi-file uploader's
+    if uploads is not None:
+        return uploads.shown()
     kept = st.session_state.get(f"_kept_{key}")
-    return [] if not kept else kept if isinstance(kept, list) else [kept]
+    return [] if not kept else [kept]
 
 
 def file_digest(data: bytes) -> str:
