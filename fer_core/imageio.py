@@ -180,9 +180,9 @@ SIXTEEN_BIT_I_FORMATS = frozenset({"PNG", "PPM"})
 #: Rows of a deep picture converted at a time: converting a 120 MP float TIFF (626 KB of mostly zeros) whole made
 #: several full-size float64 copies, 3.8 GB and 11 s for one upload.
 CONVERT_ROWS = 512
-#: A 1-bit picture (a dithered scan or fax) is read as gray blurred by this radius: its dots hid every face from the
-#: detector (the astronaut dithered: no face; softened: found, with the label of the gray original), and a 1-bit
-#: drawing loses nothing a face needs.
+#: A two-tone gray picture (`is_bilevel`: a dithered scan or fax) is read as gray blurred by this radius: its dots hid
+#: every face from the detector (the astronaut dithered: no face; softened: found, with the label of the gray
+#: original), and a two-tone drawing loses nothing a face needs.
 BILEVEL_BLUR_PX = 1.0
 #: EXIF Orientation values that swap width and height.
 QUARTER_TURNS = frozenset({5, 6, 7, 8})
@@ -367,8 +367,8 @@ def is_bilevel(img: Image.Image) -> bool:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled (`to_8bit`), CMYK converted, 1-bit
-    softened (`BILEVEL_BLUR_PX`)."""
+    """Any PIL mode to 8-bit RGB: alpha over white, 16-bit and float scaled (`to_8bit`), CMYK converted, two-tone
+    gray softened (`is_bilevel`, `BILEVEL_BLUR_PX`)."""
     img = as_8bit(img)
     if is_bilevel(img):
         img = img.convert("L").filter(ImageFilter.GaussianBlur(BILEVEL_BLUR_PX))
