@@ -200,7 +200,17 @@ def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:
 
 def tta_control(prefix: str, *, default: bool) -> bool:
     """TTA multiplies the classifier time: worth it for photos, off by default where frames must keep up."""
-    shipped = tta_set(ensemble().shipped_tta)
+    shipped_name = ensemble().shipped_tta
+    if shipped_name == NO_TTA:  # weights fitted on one view: the switch would offer "1 views", 1x the time
+        st.sidebar.checkbox(
+            "Test-time augmentation",
+            value=False,
+            key=f"{prefix}_tta_none",
+            disabled=True,
+            help="The weights in use were fitted without test-time views (ensemble.json's tta is none).",
+        )
+        return False
+    shipped = tta_set(shipped_name)
     views = len(shipped.views)
     return st.sidebar.checkbox(
         "Test-time augmentation",

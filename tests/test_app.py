@@ -734,7 +734,6 @@ def test_webcam_page_live_panel_and_snapshot(app: AppTest, monkeypatch: pytest.M
     assert app.info[0].value.startswith("Press START")
     assert "NotFoundError, it found no camera" in app.info[0].value  # the browser's raw error stood unexplained
     assert not [c for c in app.caption if c.value.startswith("The last stream")]  # none yet
-    assert app.checkbox(key="webcam_tta").value is False  # live frames skip TTA unless asked
     app.button(key="webcam_snapshot_button").click().run()
     assert "No current camera frame" in app.warning[0].value
 
@@ -1455,6 +1454,21 @@ def test_photo_pages_use_the_shipped_test_time_views_and_let_the_user_turn_them_
     assert "TTA" not in about and without != with_views  # the mirrored view no longer averaged in
 
 
+@pytest.mark.parametrize("page", ["photos", "webcam"])
+def test_weights_fitted_without_test_time_views_offer_no_switch_for_them(
+    app_weights: Path, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """With ensemble.json's tta "none" the switch offered to "Classify 1 views of each face ... 1x the classifier
+    time", ticked on the photo pages, and did nothing: it is now shown off and greyed out, and says why."""
+    monkeypatch.setenv("FER_WEIGHTS_DIR", str(app_weights))  # the fixture's weights were fitted without views
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    app.switch_page(f"views/{page}.py").run()
+    assert not app.exception, app.exception
+    (switch,) = [box for box in app.sidebar.checkbox if box.label == "Test-time augmentation"]
+    assert switch.value is False and switch.disabled
+    assert "fitted without test-time views" in switch.help and "1 views" not in switch.help
+
+
 def test_compare_page_hides_metrics_of_other_weights(app_weights: Path, tmp_path: Path, monkeypatch) -> None:
     folder = shutil.copytree(app_weights, tmp_path / "weights")
     measured = json.loads((folder / "metrics_PrivateTest.json").read_text())
@@ -1753,6 +1767,12 @@ def test_the_tta_switch_of_the_video_and_webcam_pages_sets_the_views(
     assert ui.pipeline(settings, tta=False).ensemble.tta == "none"
     assert ui.pipeline(settings, tta=True).ensemble.tta == "flip"
     assert ui.pipeline(settings).ensemble.tta == "flip"
+    app = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    for page in ("webcam", "video"):
+        app.switch_page(f"views/{page}.py").run()
+        assert not app.exception, app.exception
+        switch = app.checkbox(key=f"{page}_tta")
+        assert switch.value is False and not switch.disabled  # frames are many: TTA is the user's choice, off at first
 
 
 def test_a_background_job_hands_over_its_result_its_error_or_its_cancel() -> None:
@@ -2119,8 +2139,7 @@ def test_video_page_analyses_and_cleans_up(app: AppTest, tmp_path: Path, monkeyp
     assert out_dir.parent == source.parent
     assert {folder: sorted(folder.iterdir()) for folder in outside} == outside
 
-    assert app.checkbox(key="video_tta").value is False  # frames are many: TTA is the user's choice, off at first
-    app.checkbox(key="video_tta").check().run()
+    app.slider(key="video_conf").set_value(0.6).run()
     assert any("Settings changed" in c.value for c in app.caption) and len(app.get("video")) == 1
     app.file_uploader(key="video_upload").set_value(("holiday.mp4", clip(), "video/mp4")).run()
     assert app.session_state["video_result"].name == "holiday.mp4"  # the same bytes: downloads take the new name
