@@ -43,7 +43,10 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         )
         if not action.option_strings or action.required or says_nothing or "default" in text.lower():
             return action.help
-        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        if default is True:  # a --x/--no-x switch that is on: "True" reads as a value to type
+            shown = "on"
+        else:
+            shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"  # argparse fills in %(...)s: a literal % is %%
 
 

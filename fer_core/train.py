@@ -285,11 +285,14 @@ FLAG_HELP = {
 def shown_default(option: Field) -> str:
     """What --help says of a TrainConfig field's default: the dataclass's (the flag's own is None, so a --config
     value is not overridden); nothing where FLAG_HELP says it in words, "required" for --data (its "" meant none
-    was given), and "none" for an empty path (no parent weights, no soft labels)."""
+    was given), "none" for an empty path (no parent weights, no soft labels), and "on"/"off" for a --x/--no-x
+    switch (its "False" read as a value to type)."""
     if option.name == "data":
         return " (required, here or in --config)"
     if "(default:" in FLAG_HELP[option.name]:
         return ""
+    if isinstance(option.default, bool):
+        return f" (default: {'on' if option.default else 'off'})"
     return f" (default: {option.default if option.default != '' else 'none'})"
 
 
