@@ -843,7 +843,14 @@ def run(
         history = list(training["history"])
         start_epoch, best_acc, train_seconds = training["epoch"] + 1, training["best_acc"], training["train_seconds"]
         if dist_info.is_main:
-            log.info("resumed %s at epoch %d", last_path, start_epoch + 1)
+            log.info(
+                "resumed %s at epoch %d of %d (best validation accuracy so far %.4f, %.0f s of training done)",
+                last_path,
+                start_epoch + 1,
+                cfg.epochs,
+                best_acc,
+                train_seconds,
+            )
             inexact = [k for k in NOT_BIT_EXACT if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
             if inexact:
                 log.warning(

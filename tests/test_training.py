@@ -73,12 +73,16 @@ def test_best_pt_keeps_the_epoch_with_the_best_validation_accuracy(tmp_path, tin
     assert any(not torch.equal(t, last["state_dict"][k]) for k, t in best["state_dict"].items())
 
 
-def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, tiny_csv):
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, tiny_csv, caplog):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_main(["--data", str(tiny_csv), "--out", str(straight), *TINY])
     train_main(["--data", str(tiny_csv), "--out", str(split), "--stop-after", "1", *TINY])
-    assert len(pd.read_csv(split / "history.csv")) == 1
-    train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
+    first = pd.read_csv(split / "history.csv")
+    assert len(first) == 1
+    with caplog.at_level(logging.INFO, logger="fer_core.train"):
+        train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
+    # where the run stands, in figures: it said only "resumed .../last.pt at epoch 2"
+    assert f"at epoch 2 of 2 (best validation accuracy so far {first['val_acc'].max():.4f}, " in caplog.text
     a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(split / "last.pt")
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key
