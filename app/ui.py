@@ -38,7 +38,7 @@ PHOTOS_PAGE = "views/photos.py"
 WEBCAM_PAGE = "views/webcam.py"
 COMPARE_PAGE = "views/compare.py"
 VIDEO_PAGE = "views/video.py"
-#: Session-state key of the webcam snapshot handed to the comparison page: {"name": str, "image": RGB array}.
+#: Session-state key of the webcam snapshot handed to the comparison page (a `Snapshot`).
 SNAPSHOT_KEY = "webcam_snapshot"
 SMOOTHING_LABELS = {"ema": "EMA", "window": "Window", "none": "Off"}
 DETECTOR_LABELS = {"yolo": "YOLO (trained face model)", "haar": "Haar cascade (OpenCV)"}
@@ -127,6 +127,16 @@ def weights_stamps(folder: Path) -> tuple[Any, ...]:
 def ensemble() -> Ensemble:
     folder = weights_dir()
     return load_ensemble(str(folder), runtime(), device(), weights_stamps(folder))
+
+
+@dataclass
+class Snapshot:
+    """A webcam frame sent to the comparison page. `fresh` until that page first shows it: then it switches its
+    photo picker to the snapshot once, and later runs keep the user's own choice."""
+
+    name: str
+    image: np.ndarray  # RGB
+    fresh: bool = True
 
 
 #: The sidebar's ceiling on faces per image: beyond it a photo is a crowd scene, not a set of expressions to read.

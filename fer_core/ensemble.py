@@ -108,7 +108,8 @@ class Ensemble:
         return cls(members, weights, tta_from_spec(spec), spec)
 
     def with_weights(self, weights: Mapping[str, float]) -> Ensemble:
-        """A copy sharing the loaded models, mixed differently (the app's weight slider)."""
+        """A copy sharing the loaded models, mixed differently: to re-run faces at another weight in a notebook.
+        (The app's weight slider needs no new run: it re-mixes the stored per-model probabilities with `combine`.)"""
         return Ensemble(self.members, {**self.weights, **weights}, self.tta, self.spec)
 
     def with_tta(self, enabled: bool | str) -> Ensemble:

@@ -2,9 +2,11 @@
 
     python -m fer_core.evaluate --data ../shared/data/fer2013 --split PrivateTest --out reports/private
 
-Writes DIR/metrics.json ({"split", "n", "models": {name: {accuracy, macro_f1, per_class, confusion}}, "weights":
-{"tta", "members": {name: sha256}}}),
-one confusion-matrix PNG per model and DIR/predictions.csv (per-image ensemble probabilities).
+Writes DIR/metrics.json ({"split", "n", "models": {name: {accuracy, macro_f1, per_class, confusion}}, "skipped",
+"weights": {"tta", "members": {name: sha256}, "mix": {name: weight}}}, plus "warning" where the split was carved
+from Training), one confusion-matrix PNG per model and DIR/predictions.csv (per-image ensemble probabilities).
+"weights" is `ensemble.weights_used`'s record: the app and the model card show a metrics file only beside the
+weights, mix and TTA set it names.
 """
 
 from __future__ import annotations

@@ -40,22 +40,23 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
     """(name, RGB image, cache key, the file's (width, height): a photo over 4096 px is analysed shrunk) from an
     upload here, one of the Photos page's (a photo dropped there had to be dropped again here), or the webcam
     snapshot; or None with a message shown."""
-    snapshot = st.session_state.get(ui.SNAPSHOT_KEY)
+    snapshot: ui.Snapshot | None = st.session_state.get(ui.SNAPSHOT_KEY)
     from_photos = ui.kept_files(PHOTOS_UPLOAD_KEY)
     options = [UPLOAD, *([FROM_PHOTOS] if from_photos else []), *([SNAPSHOT] if snapshot else [])]
     if st.session_state.get(SOURCE_KEY) not in options:  # a kept choice whose photo is gone, or a first visit
         own_upload = ui.kept_files("compare_upload")
         st.session_state[SOURCE_KEY] = FROM_PHOTOS if from_photos and not own_upload else UPLOAD
-    if snapshot and snapshot.pop("fresh", False):
+    if snapshot and snapshot.fresh:
+        snapshot.fresh = False
         st.session_state[SOURCE_KEY] = SNAPSHOT  # just sent from the webcam page: show it
     source = st.radio("Photo", options, horizontal=True, key=SOURCE_KEY) if len(options) > 1 else UPLOAD
     if snapshot and source == SNAPSHOT:
-        image = snapshot["image"]
+        image = snapshot.image
         # raw pixels do not say their shape (a 2x6 and a 6x2 snapshot would share a result), nor are they a file's
         # bytes as the upload digests are (both key the results shared with the Photos page)
         digest = ui.file_digest(f"{image.shape} {image.dtype}".encode() + image.tobytes())
         st.caption(SNAPSHOT_NOTE)
-        return snapshot["name"], image, digest, (image.shape[1], image.shape[0])
+        return snapshot.name, image, digest, (image.shape[1], image.shape[0])
     if source == FROM_PHOTOS:
         shown = ui.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
         choices = range(len(from_photos))

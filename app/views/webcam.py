@@ -121,7 +121,7 @@ def main() -> None:
                 st.warning("No current camera frame: press START first.")
             else:
                 name = f"webcam snapshot {time.strftime('%H:%M:%S')}"
-                st.session_state[ui.SNAPSHOT_KEY] = {"name": name, "image": frame, "fresh": True}
+                st.session_state[ui.SNAPSHOT_KEY] = ui.Snapshot(name, frame)
                 st.switch_page(ui.COMPARE_PAGE)
     with panel:
         if playing:
