@@ -15,7 +15,8 @@ import numpy as np
 
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]
-#: (box, label, confidence, track id or None): what `draw_faces` needs to know about one face.
+#: (box, label, confidence, number or None): what `draw_faces` needs to know about one face. The number is drawn
+#: as "#N": a face's place on a photo (the app's table numbers its rows alike), or a track's id in a video.
 Annotation = tuple[Box, str, float, int | None]
 
 #: One colour per emotion (RGB), distinct for common colour-vision deficiencies as far as seven colours allow.
@@ -46,9 +47,9 @@ def text_color(background: RGB) -> RGB:
     return (0, 0, 0) if on_black >= on_white else (255, 255, 255)
 
 
-def label_text(label: str, confidence: float | None = None, track_id: int | None = None) -> str:
+def label_text(label: str, confidence: float | None = None, number: int | None = None) -> str:
     """'#2 happy 87%': the caption drawn above a box."""
-    parts = [f"#{track_id}"] if track_id is not None else []
+    parts = [f"#{number}"] if number is not None else []
     parts.append(label)
     if confidence is not None:
         parts.append(f"{100 * confidence:.0f}%")
@@ -72,18 +73,27 @@ def to_annotations(faces: Iterable[Any]) -> list[Annotation]:
     return [(tuple(face.box), face.label, face.confidence, getattr(face, "track_id", None)) for face in faces]
 
 
+def numbered(faces: Iterable[Any], verdicts: Iterable[Any]) -> list[Annotation]:
+    """Faces (anything with a box) numbered from 1 in their order, each labelled by its verdict (anything with label
+    and confidence): a photo's boxes labelled by the model the user picked, not by the faces' own ensemble label."""
+    return [
+        (tuple(face.box), verdict.label, verdict.confidence, number)
+        for number, (face, verdict) in enumerate(zip(faces, verdicts, strict=True), start=1)
+    ]
+
+
 def scale_annotations(annotations: Iterable[Annotation], sx: float, sy: float) -> list[Annotation]:
     """The same annotations with boxes in the pixels of a frame `sx` times as wide and `sy` times as high: a
     stream that changed resolution still shows the last boxes on the right faces until the next analysis."""
     return [
-        ((x1 * sx, y1 * sy, x2 * sx, y2 * sy), label, conf, track_id)
-        for (x1, y1, x2, y2), label, conf, track_id in annotations
+        ((x1 * sx, y1 * sy, x2 * sx, y2 * sy), label, conf, number)
+        for (x1, y1, x2, y2), label, conf, number in annotations
     ]
 
 
 def with_boxes(annotations: Sequence[Annotation], boxes: Sequence[Box]) -> list[Annotation]:
     """The same labels on new boxes, in order: the last analysis's faces drawn where they have moved to since."""
-    return [(box, label, conf, track_id) for (_, label, conf, track_id), box in zip(annotations, boxes, strict=True)]
+    return [(box, label, conf, number) for (_, label, conf, number), box in zip(annotations, boxes, strict=True)]
 
 
 #: A caption may be this many times as wide as its face before it is shrunk to fit ...
@@ -108,7 +118,7 @@ class _Caption:
 
 def draw_faces(
     image_rgb: np.ndarray,
-    boxes_labels: Sequence[Annotation],
+    annotations: Sequence[Annotation],
     *,
     colors: dict[str, RGB] | None = None,
     thickness: int | None = None,
@@ -130,14 +140,14 @@ def draw_faces(
     text_thickness = max(1, thickness - 1)
     palette = colors or EMOTION_COLORS
     faces: list[tuple[Rect, RGB, list[str]]] = []  # box, colour, full caption and, where numbered, the number
-    for box, label, confidence, track_id in boxes_labels:
+    for box, label, confidence, number in annotations:
         color = palette.get(label, DEFAULT_COLOR)
         x1, y1, x2, y2 = (round(v) for v in box)
         x1, x2 = sorted((min(max(x1, 0), width - 1), min(max(x2, 0), width - 1)))
         y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), OUTLINE, thickness + 2)  # a pixel or two each side of the colour
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)  # axis-aligned: crisp without AA
-        texts = [label_text(label, confidence, track_id)] + ([f"#{track_id}"] if track_id is not None else [])
+        texts = [label_text(label, confidence, number)] + ([f"#{number}"] if number is not None else [])
         faces.append(((x1, y1, x2, y2), color, texts))
     placed: list[Rect] = []
     for i, (rect, color, texts) in enumerate(faces):
@@ -206,6 +216,7 @@ __all__ = [
     "Annotation",
     "draw_faces",
     "label_text",
+    "numbered",
     "style_for",
     "text_color",
     "to_annotations",

@@ -11,10 +11,12 @@ from fer_core.draw import (
     OUTLINE,
     draw_faces,
     label_text,
+    numbered,
     style_for,
     text_color,
     to_annotations,
 )
+from fer_core.explain import model_view
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult
 
@@ -102,6 +104,12 @@ def test_helpers() -> None:
     probs = {name: 1 / 7 for name in EMOTIONS}
     face = FaceResult((1.0, 2.0, 3.0, 4.0), 0.9, "fear", 0.3, probs, {"ensemble": probs})
     assert to_annotations([face]) == [((1.0, 2.0, 3.0, 4.0), "fear", 0.3, None)]
+    other = FaceResult((5.0, 6.0, 7.0, 8.0), 0.8, "sad", 0.6, probs, {"ensemble": probs})
+    picked = [model_view({**probs, "happy": 0.5}), model_view({**probs, "angry": 0.4})]  # the picked model's verdicts
+    assert numbered([face, other], picked) == [
+        ((1.0, 2.0, 3.0, 4.0), "happy", 0.5, 1),
+        ((5.0, 6.0, 7.0, 8.0), "angry", 0.4, 2),
+    ]
 
 
 def test_captions_in_a_crowd_leave_the_other_faces_uncovered() -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from fer_core.draw import draw_faces
+from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, normalised
 from fer_core.explain import Disagreement, disagreement, model_view
 from fer_core.imageio import ImageLoadError
@@ -193,9 +193,7 @@ def show_faces(
         st.warning(str(err))
         return
     views = [model_view(m) for m in mixes]
-    annotated = draw_faces(
-        image, [(f.box, v.label, v.confidence, i + 1) for i, (f, v) in enumerate(zip(result.faces, views, strict=True))]
-    )
+    annotated = draw_faces(image, numbered(result.faces, views))
     shown = ui.displayable(annotated)
     st.image(
         shown,

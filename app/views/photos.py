@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from fer_core.draw import draw_faces
+from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import SHOWN_CAM, ModelView, model_view
 from fer_core.imageio import ImageLoadError, encode_png
@@ -116,9 +116,7 @@ def annotated_image(item: Analysed, views: list[ModelView]) -> np.ndarray:
     """The photo with numbered boxes, labelled by the chosen model."""
     assert item.result is not None and item.image is not None
     faces = item.result.faces
-    return draw_faces(
-        item.image, [(f.box, v.label, v.confidence, i + 1) for i, (f, v) in enumerate(zip(faces, views, strict=True))]
-    )
+    return draw_faces(item.image, numbered(faces, views))
 
 
 def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str, side_by_side: bool = False) -> None:
