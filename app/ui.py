@@ -20,7 +20,7 @@ import streamlit as st
 
 from app.live import TrackerSettings
 from fer_core.cli import UserInputError
-from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
+from fer_core.detection import DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer, ModelView
 from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
@@ -98,7 +98,7 @@ def load_detector(
     """One detector per setting: a threshold is part of the detector, and sessions must not change a shared one."""
     return FaceDetector(
         backend=settings.backend,
-        weights=Path(folder) / "face_yolo.pt",
+        weights=Path(folder) / DETECTOR_FILE,
         conf=settings.conf,
         min_face=settings.min_face,
         max_faces=settings.max_faces,
@@ -203,7 +203,7 @@ def pipeline(settings: DetectorSettings, tta: bool | None = None) -> Pipeline:
     `tta` None keeps `ensemble.json`'s TTA set; True/False switches that set on or off (the models stay shared).
     """
     folder = weights_dir()
-    detector = load_detector(str(folder), settings, runtime(), device(), file_stamp(folder / "face_yolo.pt"))
+    detector = load_detector(str(folder), settings, runtime(), device(), file_stamp(folder / DETECTOR_FILE))
     shared = ensemble()
     return Pipeline(detector, shared if tta is None else shared.with_tta(tta))
 
@@ -258,7 +258,7 @@ def detector_controls(prefix: str, *, offer_tta: bool = False) -> DetectorSettin
     min_face, imgsz = PAGE_DETECTION[prefix]
     bar = st.sidebar
     bar.subheader("Face detection")
-    has_yolo = (weights_dir() / "face_yolo.pt").is_file()
+    has_yolo = (weights_dir() / DETECTOR_FILE).is_file()
     labels = DETECTOR_LABELS if has_yolo else {**DETECTOR_LABELS, "yolo": "YOLO (not installed: uses Haar)"}
     backend = bar.radio(
         "Detector",

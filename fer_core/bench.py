@@ -33,7 +33,7 @@ import numpy as np
 
 from fer_core import cli, onnx_session
 from fer_core.classifier import prepare_batch
-from fer_core.detection import VIDEO_IMGSZ, FaceDetector
+from fer_core.detection import DETECTOR_FILE, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import Ensemble
 from fer_core.pipeline import DEFAULT_WEIGHTS, FACE_MARGIN, Box, crop_faces
 
@@ -149,7 +149,7 @@ def detector_weights(weights_dir: Path, explicit: Path | None) -> tuple[Path, bo
     """The detector to time and whether it is trained; builds (once, in the cache) an untrained stand-in if needed."""
     if explicit is not None:
         return explicit, True
-    shipped = weights_dir / "face_yolo.pt"
+    shipped = weights_dir / DETECTOR_FILE
     if shipped.is_file():
         return shipped, True
     from fer_core.export import cache_dir

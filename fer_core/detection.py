@@ -31,16 +31,17 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from fer_core.cli import RUNTIMES  # "auto": onnxruntime on CPU, PyTorch (ultralytics) on CUDA
 from fer_core.imageio import MAX_SIDE, over_white
 from fer_core.yolo_onnx import OnnxYolo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The face model's file name in a weights folder (beside `ensemble.ENSEMBLE_FILE` and the classifiers).
+DETECTOR_FILE = "face_yolo.pt"
 #: Where `train_detector` exports the face model and where the app looks for it.
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "face_yolo.pt"
+DEFAULT_DETECTOR_WEIGHTS = REPO_ROOT / "weights" / DETECTOR_FILE
 HAAR_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
 BACKENDS = ("auto", "yolo", "haar")
-#: "auto" is onnxruntime on CPU and PyTorch (ultralytics) when CUDA is there and the device is not the CPU.
-RUNTIMES = ("auto", "onnxruntime", "torch")
 #: Detector input size for still photos: small faces in group shots need the resolution.
 PHOTO_IMGSZ = 640
 #: Detector input size for live video and webcam frames: about 4x fewer pixels than photos, for latency.
@@ -326,7 +327,7 @@ class FaceDetector:
         #: scores, a view that missed the face counting 0 (`fuse_views`).
         self.tta = bool(tta)
         self.device = device
-        self.weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+        self.weights = Path(weights) if weights is not None else DEFAULT_DETECTOR_WEIGHTS
         self.warning: str | None = None
         #: Why the YOLO weights did not load (the Haar cascade runs instead).
         self.yolo_problem: str | None = None

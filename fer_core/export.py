@@ -232,7 +232,7 @@ def detector_onnx_path(pt_path: str | Path, imgsz: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ
+    from fer_core.detection import DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ
 
     parser = cli.argument_parser("export", __doc__)
     parser.add_argument(
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 
     spec = read_spec(args.weights)
     # The detector and --out are checked before the first export, not after the classifiers were written.
-    detector = args.detector or args.weights / "face_yolo.pt"
+    detector = args.detector or args.weights / DETECTOR_FILE
     if args.detector is not None and not detector.is_file():  # one `error:` line, as for any missing input file
         raise cli.UserInputError(f"{detector}: no such detector checkpoint")
     if detector.is_file():

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from fer_core.classifier import prepare_batch, to_gray
-from fer_core.detection import FaceBox, FaceDetector, reading_order
+from fer_core.detection import DETECTOR_FILE, FaceBox, FaceDetector, reading_order
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.imageio import to_8bit
 from fer_core.labels import EMOTIONS
@@ -137,7 +137,7 @@ class Pipeline:
         detector = None
         if detector_backend is not None:
             options = {"runtime": runtime, "device": device, **detector_options}
-            detector = FaceDetector(backend=detector_backend, weights=folder / "face_yolo.pt", **options)
+            detector = FaceDetector(backend=detector_backend, weights=folder / DETECTOR_FILE, **options)
         return cls(detector, ensemble)
 
     def __call__(self, image_rgb: np.ndarray, file_size: tuple[int, int] | None = None) -> ImageResult:

@@ -27,7 +27,7 @@ import yaml
 
 from fer_core import cli
 from fer_core.checkpoint import CheckpointError, read_checkpoint
-from fer_core.detection import DEFAULT_WEIGHTS, FaceDetector, import_ultralytics
+from fer_core.detection import DEFAULT_DETECTOR_WEIGHTS, FaceDetector, import_ultralytics
 from fer_core.widerface import REPO_ROOT, ConversionConfig, convert_to_yolo
 
 RUN_NAME = "face"
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    p.add_argument("--export-to", type=Path, default=DEFAULT_WEIGHTS, help="where the last epoch's weights go")
+    p.add_argument("--export-to", type=Path, default=DEFAULT_DETECTOR_WEIGHTS, help="where the last epoch's weights go")
     p.add_argument("--quiet", action="store_true", help="hide ultralytics' per-epoch output")
     p.add_argument("--prepare-only", action="store_true", help="convert the data, then stop")
     return p
