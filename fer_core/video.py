@@ -574,7 +574,7 @@ def fit_side(image: np.ndarray, max_side: int = MAX_VIDEO_SIDE) -> tuple[np.ndar
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def face_rows(frame: Frame, tracked: list[Any], scale: float = 1.0) -> list[dict[str, Any]]:
+def face_rows(frame: Frame, tracked: list[TrackedFace], scale: float = 1.0) -> list[dict[str, Any]]:
     """CSV rows for one analysed frame's tracked faces; boxes found at `scale` are given in the source's pixels."""
     rows = []
     for face in tracked:
@@ -642,17 +642,10 @@ def analyse_video(
             "each); please resize the video"
         )
     out = prepare_output(Path(out_dir), source)
-    annotated, partial = out / ANNOTATED_NAME, out / PARTIAL_NAMES[ANNOTATED_NAME]
-    csv_path, partial_csv = out / CSV_NAME, out / PARTIAL_NAMES[CSV_NAME]
-    tracker = tracker or FaceTracker()
-    tracker.reset()
-    rows: list[dict[str, Any]] = []
-    annotations: list[Annotation] = []
-    tracked: list[TrackedFace] = []  # of the last analysed frame
-    follower = BoxFollower() if follow and every > 1 else None
-    writer: VideoWriter | None = None
-    size: tuple[int, ...] | None = None  # of the last fitted frame
-    frames = analysed = 0
+    labeller = _FrameLabeller(pipe, tracker or FaceTracker(), every, follow)
+    writer: VideoWriter | None = None  # opened at the first frame, at its (fitted) size
+    partial_video = out / PARTIAL_NAMES[ANNOTATED_NAME]
+    frames = 0
     last_time = 0.0
     log = DecodeLog()
     with _Progress(info.frames, source.name, progress, progress_callback) as report:
@@ -661,53 +654,25 @@ def analyse_video(
                 for frame in decoded:
                     if stop is not None and stop.is_set():
                         raise VideoCancelled(f"{source}: analysis cancelled at frame {frame.index}")
-                    image, scale = fit_side(frame.image)
-                    if size is not None and image.shape[:2] != size:  # the stream changed resolution
-                        sx, sy = image.shape[1] / size[1], image.shape[0] / size[0]
-                        tracker.rescale(sx, sy)
-                        annotations = scale_annotations(annotations, sx, sy)
-                    size = image.shape[:2]
-                    if frame.index % every == 0:
-                        flow_frame = None if follower is None else FlowFrame.of(image)
-                        source_size = (frame.image.shape[1], frame.image.shape[0])  # the minimum face is in these
-                        moved = None  # where the faces drawn are on this frame, for the tracker
-                        if follower is not None and flow_frame is not None and tracked:
-                            follower.follow(flow_frame)
-                            moved = follower.followed_by([face.track_id for face in tracked])
-                        tracked = tracker.update(pipe(image, source_size).faces, moved)
-                        annotations = to_annotations(tracked)
-                        rows.extend(face_rows(frame, tracked, scale))
-                        analysed += 1
-                        if follower is not None and flow_frame is not None:
-                            follower.anchor(flow_frame, [face.box for face in tracked])
-                    elif follower is not None and annotations:
-                        annotations = with_boxes(annotations, follower.follow(FlowFrame.of(image)))
+                    image = labeller.label(frame)
                     if writer is None:
-                        writer = VideoWriter(partial, image.shape[1], image.shape[0], info.fps)
-                    writer.write(draw_faces(image, annotations), frame.time_s)
+                        writer = VideoWriter(partial_video, image.shape[1], image.shape[0], info.fps)
+                    writer.write(image, frame.time_s)
                     frames += 1
                     last_time = frame.time_s
                     report(frames)
             report.finish()  # before the files are finished: a cancel there still leaves nothing behind
             assert writer is not None  # iter_frames raises on a video without frames
-            writer.close()  # the flush and the faststart rewrite can fail too (a full disk, Ctrl-C)
-            table = pd.DataFrame(rows, columns=CSV_COLUMNS)
-            table.to_csv(partial_csv, index=False)
-            partial.replace(annotated)  # both files are complete before either replaces an earlier result
-            partial_csv.replace(csv_path)
+            table = _publish(writer, labeller.rows, out)
         except BaseException:
-            if writer is not None:
-                with suppress(Exception):  # the original error matters, not a failed flush
-                    writer.close()
-            partial.unlink(missing_ok=True)
-            partial_csv.unlink(missing_ok=True)
+            _discard(writer, out)
             raise
     return VideoSummary(
         source=source,
-        annotated_path=annotated,
-        csv_path=csv_path,
+        annotated_path=out / ANNOTATED_NAME,
+        csv_path=out / CSV_NAME,
         frames=frames,
-        analysed_frames=analysed,
+        analysed_frames=labeller.analysed,
         every=every,
         fps=info.fps,
         width=writer.width,
@@ -723,6 +688,87 @@ def analyse_video(
         corrupt_frames=log.corrupt_frames,
         count_may_exceed_play=info.count_may_exceed_play,
     )
+
+
+class _FrameLabeller:
+    """What carries over from one frame to the next while a video is labelled: the tracker, the faces of the last
+    analysed frame and their annotations (drawn on the frames between, moved with the faces by `follower`), the CSV
+    rows so far, and the last frame's size (a stream that changes resolution part-way keeps its tracks)."""
+
+    def __init__(self, pipe: Pipeline, tracker: FaceTracker, every: int, follow: bool) -> None:
+        self.pipe = pipe
+        self.tracker = tracker
+        self.tracker.reset()  # ids start at 1 for every video
+        self.every = every
+        self.follower = BoxFollower() if follow and every > 1 else None  # every frame analysed: nothing between
+        self.tracked: list[TrackedFace] = []  # of the last analysed frame
+        self.annotations: list[Annotation] = []  # what is drawn: the last analysed frame's, moved since
+        self.size: tuple[int, ...] | None = None  # of the last fitted frame
+        self.rows: list[dict[str, Any]] = []
+        self.analysed = 0
+
+    def label(self, frame: Frame) -> np.ndarray:
+        """`frame` fitted to `MAX_VIDEO_SIDE` with the faces drawn: analysed on every `every`-th frame, else the
+        last labels (on boxes moved with the faces when following)."""
+        image, scale = self._fitted(frame)
+        if frame.index % self.every == 0:
+            self._analyse(frame, image, scale)
+        else:
+            self._follow(image)
+        return draw_faces(image, self.annotations)
+
+    def _fitted(self, frame: Frame) -> tuple[np.ndarray, float]:
+        """`fit_side` of the frame; where the stream changed resolution, the tracks and the boxes drawn are carried
+        over into the new frame's pixels."""
+        image, scale = fit_side(frame.image)
+        if self.size is not None and image.shape[:2] != self.size:
+            sx, sy = image.shape[1] / self.size[1], image.shape[0] / self.size[0]
+            self.tracker.rescale(sx, sy)
+            self.annotations = scale_annotations(self.annotations, sx, sy)
+        self.size = image.shape[:2]
+        return image, scale
+
+    def _analyse(self, frame: Frame, image: np.ndarray, scale: float) -> None:
+        """Detect and classify the faces, match them to the tracks (where the follower has moved the faces since the
+        last analysis, so a face that moved keeps its id), and anchor the follower on them."""
+        flow_frame = None if self.follower is None else FlowFrame.of(image)
+        source_size = (frame.image.shape[1], frame.image.shape[0])  # the minimum face is in these
+        moved = None  # where the faces drawn are on this frame, for the tracker
+        if self.follower is not None and flow_frame is not None and self.tracked:
+            self.follower.follow(flow_frame)
+            moved = self.follower.followed_by([face.track_id for face in self.tracked])
+        self.tracked = self.tracker.update(self.pipe(image, source_size).faces, moved)
+        self.annotations = to_annotations(self.tracked)
+        self.rows.extend(face_rows(frame, self.tracked, scale))
+        self.analysed += 1
+        if self.follower is not None and flow_frame is not None:
+            self.follower.anchor(flow_frame, [face.box for face in self.tracked])
+
+    def _follow(self, image: np.ndarray) -> None:
+        """On a frame between analysed ones, keep the last labels and move their boxes with the faces (where
+        following is on; else they stay where they were found)."""
+        if self.follower is not None and self.annotations:
+            self.annotations = with_boxes(self.annotations, self.follower.follow(FlowFrame.of(image)))
+
+
+def _publish(writer: VideoWriter, rows: list[dict[str, Any]], out: Path) -> pd.DataFrame:
+    """Finish both partial files, then rename them over any earlier results: both are complete before either
+    replaces one, so a failure leaves the earlier pair whole. Returns the table written as CSV."""
+    writer.close()  # the flush and the faststart rewrite can fail too (a full disk, Ctrl-C)
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    table.to_csv(out / PARTIAL_NAMES[CSV_NAME], index=False)
+    (out / PARTIAL_NAMES[ANNOTATED_NAME]).replace(out / ANNOTATED_NAME)
+    (out / PARTIAL_NAMES[CSV_NAME]).replace(out / CSV_NAME)
+    return table
+
+
+def _discard(writer: VideoWriter | None, out: Path) -> None:
+    """Close and remove the partial files of an analysis that failed or was cancelled: nothing is left behind."""
+    if writer is not None:
+        with suppress(Exception):  # the original error matters, not a failed flush
+            writer.close()
+    for name in (ANNOTATED_NAME, CSV_NAME):
+        (out / PARTIAL_NAMES[name]).unlink(missing_ok=True)
 
 
 class _Progress:
