@@ -1853,13 +1853,14 @@ def test_a_background_job_is_cancelled_once_its_session_is_abandoned(caplog: pyt
 
 def test_a_damaged_clip_is_analysed_and_the_loss_is_named_by_the_uploaded_name(tmp_path: Path) -> None:
     from app.live import TrackerSettings
-    from app.views.video import analyse_upload
+    from app.views.video import VideoKey, analyse_upload
     from tests.test_video import StubPipeline, damage_packet, noise_frames, write_video
 
     data = damage_packet(write_video(tmp_path / "src.mp4", noise_frames(30), "libx264"), 10)
-    result = analyse_upload("holiday.mp4", data, StubPipeline(), 1, TrackerSettings())  # type: ignore[arg-type]
-    assert result.summary["frames"] == 29 and result.summary["ended_early"] is None
-    assert result.summary["damaged"].startswith("holiday.mp4: 1 damaged packet(s) could not be decoded")
+    key = VideoKey("digest", 1, TrackerSettings(), False, ())
+    result = analyse_upload("holiday.mp4", data, StubPipeline(), 1, TrackerSettings(), key)  # type: ignore[arg-type]
+    assert result.summary.frames == 29 and result.summary.ended_early is None
+    assert str(result.summary.damaged).startswith("holiday.mp4: 1 damaged packet(s) could not be decoded")
 
 
 def finish_video(app: AppTest) -> None:

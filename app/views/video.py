@@ -12,10 +12,10 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePath
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, cast
 
 import pandas as pd
 import streamlit as st
@@ -24,17 +24,65 @@ from app import charts, ui
 from app.jobs import BackgroundJob, watch_this_session
 from app.live import TrackerSettings
 from fer_core.pipeline import Pipeline
-from fer_core.video import VideoError, VideoInfo, analyse_video, probe_video
+from fer_core.video import VideoError, VideoInfo, VideoSummary, analyse_video, probe_video
 
 RESULT_KEY = "video_result"
 #: A clip narrower than this is shown at its own width: a 136x104 clip filled the column, enlarged into a blur.
 SMALL_CLIP_PX = 640
 JOB_KEY = "video_job"
-#: (file digest, file name, message, failed) of the last run that ended without a result, shown while that file
-#: is loaded (under the name it has now).
+#: The `RunProblem` of the last run that ended without a result.
 PROBLEM_KEY = "video_problem"
-#: Summary entries that are warnings worded with the file's name.
-WARNINGS = ("damaged", "ended_early")
+
+
+class VideoKey(NamedTuple):
+    """What a result depends on: the clip first (results, jobs and problems are matched to the loaded clip by
+    `digest` alone), then the settings it was analysed with (a result under other settings is shown as stale)."""
+
+    digest: str
+    every: int
+    tracking: TrackerSettings
+    tta: bool
+    detector: tuple[Any, ...]  # `DetectorSettings.key`: the detection settings and the weights
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """The parts of `VideoSummary` the page shows, kept once the temp files are gone; the warnings name the uploaded
+    file, not the temp copy the analysis read."""
+
+    frames: int
+    analysed_frames: int
+    every: int
+    faces_tracked: int
+    duration_s: float
+    width: int
+    codec: str
+    damaged: str | None
+    ended_early: str | None
+
+    @classmethod
+    def of(cls, summary: VideoSummary, name: str) -> ResultSummary:
+        """`summary` of the temp copy of the upload `name`."""
+        temp_name = summary.source.name
+        return cls(
+            frames=summary.frames,
+            analysed_frames=summary.analysed_frames,
+            every=summary.every,
+            faces_tracked=len(summary.track_ids),
+            duration_s=round(summary.duration_s, 3),  # as `VideoSummary.to_dict` (and the CLI's JSON) gives it
+            width=summary.width,
+            codec=summary.codec,
+            damaged=summary.damaged and summary.damaged.replace(temp_name, name),
+            ended_early=summary.ended_early and summary.ended_early.replace(temp_name, name),
+        )
+
+    def renamed(self, old: str, new: str) -> ResultSummary:
+        """The warnings under the name the same bytes were dropped again with."""
+        return replace(
+            self,
+            damaged=self.damaged and renamed(self.damaged, old, new),
+            ended_early=self.ended_early and renamed(self.ended_early, old, new),
+        )
 
 
 @dataclass(frozen=True)
@@ -42,11 +90,22 @@ class VideoResult:
     """Everything the page shows about one analysed upload, held in this session only."""
 
     name: str
-    key: tuple[Any, ...]
+    key: VideoKey
     video: bytes
     csv: bytes
     faces: pd.DataFrame
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: ResultSummary
+
+
+@dataclass(frozen=True)
+class RunProblem:
+    """Why the last run ended without a result, shown while its clip (`digest`) is loaded, under the name the clip
+    has now: an error when it `failed`, a warning when it was cancelled."""
+
+    digest: str
+    name: str
+    message: str
+    failed: bool
 
 
 @contextmanager
@@ -69,7 +128,7 @@ def analyse_upload(
     pipe: Pipeline,
     every: int,
     tracking: TrackerSettings,
-    key: tuple[Any, ...] = (),
+    key: VideoKey,
     progress: Callable[[int, int | None], None] | None = None,
     stop: threading.Event | None = None,
 ) -> VideoResult:
@@ -85,12 +144,13 @@ def analyse_upload(
             stop=stop,
             follow=tracking.follow,
         )
-        info = {k: v for k, v in summary.to_dict().items() if k not in ("source", "annotated", "csv")}
-        for warning in WARNINGS:
-            if info[warning]:
-                info[warning] = info[warning].replace(source.name, name)
         return VideoResult(
-            name, key, summary.annotated_path.read_bytes(), summary.csv_path.read_bytes(), summary.faces, info
+            name,
+            key,
+            summary.annotated_path.read_bytes(),
+            summary.csv_path.read_bytes(),
+            summary.faces,
+            ResultSummary.of(summary, name),
         )
 
 
@@ -127,31 +187,30 @@ def analysed_help(every: Any) -> str | None:
 
 
 def show_result(result: VideoResult) -> None:
-    info = result.summary
+    summary = result.summary
     columns = st.columns(4)
-    columns[0].metric("Frames", info.get("frames", "?"))
-    columns[1].metric("Analysed", info.get("analysed_frames", "?"), help=analysed_help(info.get("every")))
+    columns[0].metric("Frames", summary.frames)
+    columns[1].metric("Analysed", summary.analysed_frames, help=analysed_help(summary.every))
     columns[2].metric(
         "Face tracks",
-        info.get("faces_tracked", "?"),
+        summary.faces_tracked,
         help=f"A face the detector misses for more than {TrackerSettings.max_missed} analysed frames in a row "
         "comes back as a new track, so one person can count more than once.",
     )
-    columns[3].metric("Duration", f"{info.get('duration_s', 0):.1f} s")
-    if info.get("damaged"):
-        st.warning(info["damaged"], icon=":material/broken_image:")
-    if info.get("ended_early"):
-        st.warning(info["ended_early"], icon=":material/content_cut:")
-    if info.get("codec") == "mpeg4":  # FFmpeg built without an H.264 encoder: the fallback browsers do not play
+    columns[3].metric("Duration", f"{summary.duration_s:.1f} s")
+    if summary.damaged:
+        st.warning(summary.damaged, icon=":material/broken_image:")
+    if summary.ended_early:
+        st.warning(summary.ended_early, icon=":material/content_cut:")
+    if summary.codec == "mpeg4":  # FFmpeg built without an H.264 encoder: the fallback browsers do not play
         st.warning(
             "This server's FFmpeg has no H.264 encoder, so the annotated video is MPEG-4 Part 2, which browsers do "
             "not play: download it and open it in a video player (VLC, mpv).",
             icon=":material/play_disabled:",
         )
-    width = info.get("width")
     shown: int | Literal["stretch"] = "stretch"
-    if isinstance(width, int) and width < SMALL_CLIP_PX:  # at its own size, not stretched into a blur
-        shown = width
+    if summary.width < SMALL_CLIP_PX:  # at its own size, not stretched into a blur
+        shown = summary.width
     st.video(result.video, format="video/mp4", width=shown)
     stem = PurePath(result.name).stem
     downloads = st.container(horizontal=True)  # side by side, not half a page apart
@@ -204,14 +263,14 @@ def main() -> None:
     data = upload.getvalue()
     if every == 1:  # every frame analysed: nothing between to follow, so the switch cannot change the result
         tracking = replace(tracking, follow=True)
-    key = (ui.file_digest(data), int(every), tracking, tta, *settings.key)
+    key = VideoKey(ui.file_digest(data), int(every), tracking, tta, settings.key)
     job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
-    if job is not None and job.key[0] != key[0]:
+    if job is not None and job_key(job).digest != key.digest:
         abandon_job()  # another file was dropped
         job = st.session_state.get(JOB_KEY)  # an ended job stays, to be collected
     running = job is not None and not job.done
     probed_name, probed = ui.session_memo(
-        "video_probe", (key[0],), lambda: (upload.name, probe_upload(upload.name, data))
+        "video_probe", (key.digest,), lambda: (upload.name, probe_upload(upload.name, data))
     )
     if isinstance(probed, str):  # nothing here can be analysed: said now, not after Analyse
         st.error(renamed(probed, probed_name, upload.name), icon=":material/error:")
@@ -232,29 +291,27 @@ def main() -> None:
             collect(job)
         else:
             job_panel(job)
-    problem = st.session_state.get(PROBLEM_KEY)
-    if problem is not None and problem[0] == key[0]:
-        _, name, message, failed = problem
-        message = renamed(message, name, upload.name)
+    problem: RunProblem | None = st.session_state.get(PROBLEM_KEY)
+    if problem is not None and problem.digest == key.digest:
+        message = renamed(problem.message, problem.name, upload.name)
+        failed = problem.failed
         (st.error if failed else st.warning)(message, icon=":material/error:" if failed else ":material/stop:")
     previous: VideoResult | None = st.session_state.get(RESULT_KEY)
-    if previous is not None and previous.key[0] == key[0] and previous.name != upload.name:
+    if previous is not None and previous.key.digest == key.digest and previous.name != upload.name:
         # the same bytes under another name: the downloads and the warnings follow it
-        warnings = {
-            k: renamed(previous.summary[k], previous.name, upload.name) for k in WARNINGS if previous.summary.get(k)
-        }
-        previous = replace(previous, name=upload.name, summary={**previous.summary, **warnings})
+        summary = previous.summary.renamed(previous.name, upload.name)
+        previous = replace(previous, name=upload.name, summary=summary)
         st.session_state[RESULT_KEY] = previous
     if previous is not None and previous.key == key:
         show_result(previous)
-    elif previous is not None and previous.key[0] == key[0]:
+    elif previous is not None and previous.key.digest == key.digest:
         if not (running and job is not None and job.key == key):  # not while the run with these settings goes on
             st.caption("Settings changed: press *Analyse video* to apply them.")
         show_result(previous)
 
 
 def start_analysis(
-    name: str, data: bytes, pipe: Pipeline, every: int, tracking: TrackerSettings, key: tuple[Any, ...]
+    name: str, data: bytes, pipe: Pipeline, every: int, tracking: TrackerSettings, key: VideoKey
 ) -> None:
     """The Analyse button's callback: start the background analysis of this clip with these settings."""
     st.session_state.pop(PROBLEM_KEY, None)
@@ -265,6 +322,11 @@ def start_analysis(
 def renamed(message: str, old: str, new: str) -> str:
     """A message that begins with the file's name, under the name the same bytes were dropped again with."""
     return new + message[len(old) :] if old != new and message.startswith(f"{old}:") else message
+
+
+def job_key(job: BackgroundJob[VideoResult]) -> VideoKey:
+    """The key `start_analysis` started `job` with (a `BackgroundJob` holds any tuple)."""
+    return cast(VideoKey, job.key)
 
 
 def abandon_job() -> None:
@@ -294,16 +356,17 @@ def job_panel(job: BackgroundJob[VideoResult]) -> None:
 def collect(job: BackgroundJob[VideoResult]) -> None:
     """Take an ended job's result, or word why there is none (once: the job is then forgotten)."""
     st.session_state.pop(JOB_KEY, None)
+    digest = job_key(job).digest
     if job.result is not None:
         st.session_state[RESULT_KEY] = job.result
     elif job.cancelled:
-        st.session_state[PROBLEM_KEY] = (job.key[0], job.name, f"{job.name}: analysis cancelled.", False)
+        st.session_state[PROBLEM_KEY] = RunProblem(digest, job.name, f"{job.name}: analysis cancelled.", False)
     elif isinstance(job.error, VideoError):
-        st.session_state[PROBLEM_KEY] = (job.key[0], job.name, str(job.error), True)
+        st.session_state[PROBLEM_KEY] = RunProblem(digest, job.name, str(job.error), True)
     elif job.error is not None:  # an encoder or decoder failure, a full disk: a message, not a traceback
         problem = getattr(job.error, "strerror", None) or str(job.error)  # an OSError's text without our temp path
         message = f"{job.name}: analysis failed ({type(job.error).__name__}: {problem})"
-        st.session_state[PROBLEM_KEY] = (job.key[0], job.name, message, True)
+        st.session_state[PROBLEM_KEY] = RunProblem(digest, job.name, message, True)
 
 
 main()
