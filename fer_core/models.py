@@ -89,10 +89,6 @@ def _zero_init_head(linear: nn.Linear) -> None:
     nn.init.zeros_(linear.bias)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def normalise(batch_uint8: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """uint8 (N, C, H, W) on any device to the float input the network was trained on."""
     mean = torch.tensor(config.mean, device=batch_uint8.device).view(1, -1, 1, 1)

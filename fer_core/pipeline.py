@@ -11,7 +11,7 @@ Runtimes and detector options (input size, thresholds) go through `Pipeline.load
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class ImageResult:
 FACE_MARGIN = 0.1
 
 
-def square_crop_box(box: Box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def square_crop_box(box: Box, margin: float) -> tuple[int, int, int, int]:
     """The square around `box`, grown by `margin` of its size on each side (may leave the image)."""
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
@@ -92,7 +92,7 @@ def crop_faces(gray: np.ndarray, boxes: Sequence[Box], margin: float) -> list[np
     height, width = gray.shape[:2]
     crops = []
     for box in boxes:
-        left, top, right, bottom = square_crop_box(box, margin, width, height)
+        left, top, right, bottom = square_crop_box(box, margin)
         x1, y1, x2, y2 = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
         if x1 >= x2 or y1 >= y2:  # entirely outside: an index past an edge repeats the edge pixel (no frame copy)
             rows = np.clip(np.arange(top, bottom), 0, height - 1)
@@ -246,7 +246,6 @@ __all__ = [
     "FaceResult",
     "ImageResult",
     "Pipeline",
-    "asdict",
     "crop_faces",
     "result_rows",
     "square_crop_box",

@@ -48,7 +48,7 @@ def reference_crops(image: np.ndarray, boxes: list[Box], margin: float) -> list[
     height, width = image.shape[:2]
     crops = []
     for box in boxes:
-        left, top, right, bottom = square_crop_box(box, margin, width, height)
+        left, top, right, bottom = square_crop_box(box, margin)
         pad = max(0, -left, -top, right - width, bottom - height)
         source = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
         crops.append(source[top + pad : bottom + pad, left + pad : right + pad])
@@ -57,7 +57,7 @@ def reference_crops(image: np.ndarray, boxes: list[Box], margin: float) -> list[
 
 def test_the_crop_is_the_square_around_the_face_grown_by_the_margin() -> None:
     """Worked by hand: a 20x40 box centred at (20, 40) with 10 % margin is a 48 px square centred there."""
-    assert square_crop_box((10, 20, 30, 60), 0.1, 100, 100) == (-4, 16, 44, 64)
+    assert square_crop_box((10, 20, 30, 60), 0.1) == (-4, 16, 44, 64)
     image = np.arange(90 * 120, dtype=np.int32).reshape(90, 120)
     (crop,) = crop_faces(image, [(40.0, 30.0, 70.0, 60.0)], 0.0)
     np.testing.assert_array_equal(crop, image[30:60, 40:70])  # a square box, no margin: exactly its pixels
