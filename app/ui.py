@@ -22,12 +22,13 @@ from app.live import TrackerSettings
 from fer_core.cli import UserInputError
 from fer_core.detection import DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
-from fer_core.explain import FaceExplainer, ModelView
+from fer_core.explain import FaceExplainer
 from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
 from fer_core.model_card import read_checked_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 from fer_core.tracking import SMOOTHING
 from fer_core.tta import NO_TTA, tta_set
+from fer_core.verdict import ModelView
 
 T = TypeVar("T")
 

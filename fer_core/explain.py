@@ -1,4 +1,4 @@
-"""Why a model said what it said: class activation maps on a face, and how far the models disagree.
+"""Why a model said what it said: class activation maps on a face, and how faithful each kind of map is.
 
     explainer = FaceExplainer.load(member.path)
     result = explainer.explain(face_crop)            # predicted class
@@ -17,7 +17,7 @@ gradients, so they run the PyTorch checkpoint even when the app classifies with 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.checkpoint import load_classifier
 from fer_core.classifier import prepare_batch
-from fer_core.labels import EMOTIONS, SPLITS, VAL_SPLIT
+from fer_core.labels import SPLITS, VAL_SPLIT
 from fer_core.models import ModelConfig, normalise
 
 #: Side of the returned overlay: the 48 px face is far too small to see a heat map on.
@@ -171,44 +171,6 @@ def faithfulness(
     return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
-class ModelView:
-    """One model's verdict on a face: what the app shows when the user picks that model."""
-
-    label: str
-    confidence: float
-    probs: dict[str, float]
-
-
-def model_view(probs: Mapping[str, float]) -> ModelView:
-    """Top class and its probability from a probability dict (ties go to the earlier emotion)."""
-    label = max(EMOTIONS, key=lambda name: (probs.get(name, 0.0), -EMOTIONS.index(name)))
-    return ModelView(label, float(probs.get(label, 0.0)), {name: float(probs.get(name, 0.0)) for name in EMOTIONS})
-
-
-@dataclass(frozen=True)
-class Disagreement:
-    """How two models differ on one face: different top classes, and the total-variation distance."""
-
-    labels: dict[str, str]
-    distance: float
-
-    @property
-    def disagree(self) -> bool:
-        return len(set(self.labels.values())) > 1
-
-
-def disagreement(model_probs: Mapping[str, Mapping[str, float]]) -> Disagreement:
-    """Compare the models' top classes and distributions (max pairwise total variation, 0 = identical, 1 = disjoint)."""
-    names = list(model_probs)
-    vectors = {name: np.array([model_probs[name].get(e, 0.0) for e in EMOTIONS]) for name in names}
-    distance = max(
-        (0.5 * float(np.abs(vectors[a] - vectors[b]).sum()) for i, a in enumerate(names) for b in names[i + 1 :]),
-        default=0.0,
-    )
-    return Disagreement({name: model_view(model_probs[name]).label for name in names}, distance)
-
-
 def main(argv: list[str] | None = None) -> None:
     from fer_core.data import load_fer2013
     from fer_core.ensemble import read_spec
@@ -237,13 +199,9 @@ __all__ = [
     "OVERLAY_SIZE",
     "SHOWN_CAM",
     "CamChoice",
-    "Disagreement",
     "Explanation",
     "FaceExplainer",
-    "ModelView",
-    "disagreement",
     "faithfulness",
-    "model_view",
 ]
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from fer_core.classifier import prepare_batch, to_gray
 from fer_core.detection import DETECTOR_FILE, FaceBox, FaceDetector, reading_order
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.imageio import to_8bit
-from fer_core.labels import EMOTIONS
+from fer_core.labels import EMOTIONS, probs_dict
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -105,10 +105,6 @@ def crop_faces(gray: np.ndarray, boxes: Sequence[Box], margin: float) -> list[np
     return crops
 
 
-def to_probs_dict(row: np.ndarray) -> dict[str, float]:
-    return {name: float(p) for name, p in zip(EMOTIONS, row, strict=True)}
-
-
 class Pipeline:
     """A face detector and an emotion ensemble, used together or the ensemble alone on crops."""
 
@@ -186,7 +182,7 @@ class Pipeline:
         probs = self.ensemble.predict_batch(batch)
         results = []
         for i, (box, score) in enumerate(zip(boxes, scores, strict=True)):
-            per_model = {name: to_probs_dict(p[i]) for name, p in probs.items()}
+            per_model = {name: probs_dict(p[i]) for name, p in probs.items()}
             ensemble = probs[ENSEMBLE_KEY][i]
             best = int(ensemble.argmax())
             x1, y1, x2, y2 = box

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from fer_core.labels import EMOTIONS
+from fer_core.labels import EMOTIONS, probs_dict, probs_vector
 from fer_core.pipeline import Box, FaceResult
 
 SMOOTHING = ("ema", "window", "none")
@@ -116,11 +116,6 @@ def _jump_pairs(track_boxes: np.ndarray, boxes: np.ndarray) -> list[tuple[int, i
     allowed = jumps <= MAX_JUMP
     rows, cols = linear_sum_assignment(np.where(allowed, jumps, MAX_JUMP * 1e3))  # finite: always solvable
     return [(r, c) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
-
-
-def probs_vector(probs: dict[str, float]) -> np.ndarray:
-    """A probability dict in `EMOTIONS` order (missing classes count as 0)."""
-    return np.array([float(probs.get(name, 0.0)) for name in EMOTIONS], dtype=np.float64)
 
 
 class FaceTracker:
@@ -264,7 +259,7 @@ class FaceTracker:
     @staticmethod
     def _snapshot(track: _Track) -> TrackedFace:
         best = int(np.argmax(track.smoothed))
-        probs = {name: float(p) for name, p in zip(EMOTIONS, track.smoothed, strict=True)}
+        probs = probs_dict(track.smoothed)
         box = (float(track.box[0]), float(track.box[1]), float(track.box[2]), float(track.box[3]))
         return TrackedFace(
             track.track_id, box, probs, EMOTIONS[best], float(track.smoothed[best]), track.raw, track.age
@@ -277,4 +272,4 @@ class FaceTracker:
         )
 
 
-__all__ = ["SMOOTHING", "FaceTracker", "TrackedFace", "iou_matrix", "probs_vector"]
+__all__ = ["SMOOTHING", "FaceTracker", "TrackedFace", "iou_matrix"]

@@ -526,7 +526,7 @@ def test_a_photo_s_faces_are_also_listed_in_words_under_it(app: AppTest) -> None
     """The emotion of a face whose caption shrank to "#3" was told by its box's colour alone, and images carry no
     text for a screen reader: the caption under the photo lists the boxes."""
     from app import ui as app_ui
-    from fer_core.explain import model_view
+    from fer_core.verdict import model_view
 
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.run()
@@ -2311,7 +2311,8 @@ def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:
 
 
 def test_gradcam_overlay_and_model_disagreement(app_weights: Path) -> None:
-    from fer_core.explain import FaceExplainer, disagreement, model_view
+    from fer_core.explain import FaceExplainer
+    from fer_core.verdict import disagreement, model_view
 
     explainer = FaceExplainer.load(app_weights / "A_crp.pt")
     face = astronaut()[40:190, 150:300]

@@ -16,9 +16,9 @@ from fer_core.draw import (
     text_color,
     to_annotations,
 )
-from fer_core.explain import model_view
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import FaceResult
+from fer_core.verdict import model_view
 
 
 def test_every_emotion_has_a_distinct_colour() -> None:

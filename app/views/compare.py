@@ -15,12 +15,11 @@ import streamlit as st
 from app import charts, ui
 from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, normalised
-from fer_core.explain import Disagreement, disagreement, model_view
 from fer_core.imageio import ImageLoadError
-from fer_core.labels import EMOTIONS
+from fer_core.labels import probs_dict, probs_vector
 from fer_core.pipeline import FaceResult, ImageResult, Pipeline, crop_faces
-from fer_core.tracking import probs_vector
 from fer_core.tta import NO_TTA
+from fer_core.verdict import Disagreement, disagreement, model_view
 
 SOURCE_KEY = "compare_source"
 WEIGHT_KEY = "compare_weight"
@@ -124,8 +123,8 @@ def weight_controls(ens: Ensemble) -> tuple[dict[str, float], float | None]:
 
 
 def mixed_probs(face: FaceResult, names: list[str], weights: dict[str, float]) -> dict[str, float]:
-    mixed = combine({n: probs_vector(face.model_probs[n]) for n in names}, weights)
-    return dict(zip(EMOTIONS, (float(p) for p in mixed), strict=True))
+    """The face's probabilities under the slider's mix of the models, re-mixed from the stored per-model ones."""
+    return probs_dict(combine({n: probs_vector(face.model_probs[n]) for n in names}, weights))
 
 
 def show_face(

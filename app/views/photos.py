@@ -22,10 +22,11 @@ import streamlit as st
 from app import charts, ui
 from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY
-from fer_core.explain import SHOWN_CAM, ModelView, model_view
+from fer_core.explain import SHOWN_CAM
 from fer_core.imageio import ImageLoadError, encode_png
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
+from fer_core.verdict import ModelView, model_view
 
 log = logging.getLogger(__name__)
 #: Up to this many faces get a chart each; beyond it the user picks the face. Three charts stand about as tall as
