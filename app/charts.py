@@ -17,24 +17,38 @@ COLOR_MAP = {name: f"rgb{EMOTION_COLORS[name]}" for name in EMOTIONS}
 HIGHLIGHT = "#d62728"
 
 
-def probs_bar(probs: Mapping[str, float], title: str = "", *, height: int = 260, alert: bool = False) -> go.Figure:
-    """Seven bars on a fixed 0..1 axis, so charts side by side compare at a glance; `alert` reddens the title."""
+def probs_bar(
+    probs: Mapping[str, float], title: str = "", *, subtitle: str = "", height: int = 260, alert: bool = False
+) -> go.Figure:
+    """Seven bars on a fixed 0..1 axis, so charts side by side compare at a glance; `alert` reddens the title.
+    `subtitle` goes on a line of its own under it: a title does not wrap, and "#1 happy 72% · Ensemble" lost its
+    end in a chart a third of a tablet wide.
+
+    The bars lie down, one emotion a row: upright, a chart in a third of a tablet's width had room to name only 4 of
+    the 7 emotions under its bars, and "happy" was among those left out."""
     values = [float(probs.get(name, 0.0)) for name in EMOTIONS]
     fig = go.Figure(
         go.Bar(
-            x=list(EMOTIONS),
-            y=values,
+            x=values,
+            y=list(EMOTIONS),
+            orientation="h",
             marker_color=[COLOR_MAP[name] for name in EMOTIONS],
             text=[f"{v:.0%}" for v in values],  # as the box's caption says it: "73%", not 0.73
             textposition="outside",
-            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+            cliponaxis=False,  # a "100%" beside a full bar is drawn past the axis's end, not cut
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
         )
     )
     fig.update_layout(
-        title={"text": title, "font": {"color": HIGHLIGHT} if alert else {}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        yaxis={"range": [0, 1.1], "title": "probability", "tickformat": ".0%"},
+        title={
+            "text": title,
+            "font": {"color": HIGHLIGHT} if alert else {},
+            "subtitle": {"text": subtitle, "font": {"color": AXIS_TEXT}},
+        },
+        height=height + (20 if subtitle else 0),
+        margin={"l": 10, "r": 30, "t": (60 if subtitle else 40) if title else 10, "b": 10},
+        xaxis={"range": [0, 1], "tickformat": ".0%", "tickvals": [0, 0.5, 1]},
+        yaxis={"autorange": "reversed", "automargin": True},  # angry at the top: the emotions' order everywhere
         showlegend=False,
     )
     return readable(fig)

@@ -25,10 +25,8 @@ from app import ui  # noqa: E402
 st.set_page_config(page_title="Facial expressions", page_icon=str(REPO_ROOT / "app/assets/favicon.png"), layout="wide")
 
 PAGES = [
-    st.Page(ui.PHOTOS_PAGE, title="Photos", icon=":material/photo_library:", default=True),
-    st.Page(ui.WEBCAM_PAGE, title="Webcam", icon=":material/videocam:"),
-    st.Page(ui.COMPARE_PAGE, title="Ensemble comparison", icon=":material/compare:"),
-    st.Page(ui.VIDEO_PAGE, title="Video", icon=":material/movie:"),
+    st.Page(path, title=title, icon=icon, default=path == ui.PHOTOS_PAGE)
+    for path, (title, icon) in ui.PAGE_TITLES_AND_ICONS.items()
 ]
 
 page = st.navigation(PAGES)

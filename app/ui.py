@@ -39,6 +39,13 @@ PHOTOS_PAGE = "views/photos.py"
 WEBCAM_PAGE = "views/webcam.py"
 COMPARE_PAGE = "views/compare.py"
 VIDEO_PAGE = "views/video.py"
+#: Each page's title and icon, for the navigation and for the links to the pages on the page the app opens on.
+PAGE_TITLES_AND_ICONS = {
+    PHOTOS_PAGE: ("Photos", ":material/photo_library:"),
+    WEBCAM_PAGE: ("Webcam", ":material/videocam:"),
+    COMPARE_PAGE: ("Ensemble comparison", ":material/compare:"),
+    VIDEO_PAGE: ("Video", ":material/movie:"),
+}
 #: Session-state key of the webcam snapshot handed to the comparison page (a `Snapshot`).
 SNAPSHOT_KEY = "webcam_snapshot"
 SMOOTHING_LABELS = {"ema": "EMA", "window": "Window", "none": "Off"}
@@ -438,6 +445,15 @@ MAX_TALL_RATIO = 3
 #: array, then decodes and shrinks it: 0.17 s for a 12 MP photo on a 2-core CPU, on every rerun, against 0.04 s to
 #: shrink it here (with area averaging, sharper than Streamlit's bilinear).
 MAX_DISPLAY_WIDTH = 1460
+
+
+def image_at_most(image: np.ndarray, width: int, caption: str) -> None:
+    """`image` shown at most `width` px wide, and narrower where its column is (a phone). The width is set on a
+    container, which Streamlit caps at the column's, with the image stretched in it: set on the image, a 720 px photo
+    ran off a 390 px phone screen, and Streamlit resized the image itself to that width (bilinear, soft on a
+    high-density screen)."""
+    with st.container(width=max(1, width)):
+        st.image(image, width="stretch", caption=caption)
 
 
 def displayable(image: np.ndarray) -> np.ndarray:

@@ -271,6 +271,37 @@ def test_displayable_pads_extreme_strips_and_shrinks_to_what_streamlit_sends() -
     assert ui.displayable(screenshot) is screenshot
 
 
+def test_the_comparison_photo_fits_a_phone_screen(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was drawn 720 px wide whatever the screen: on a 390 px phone faces #2 and #4 and its caption's end were
+    off to the right. Its width is now a container's, which Streamlit narrows to the column, the image stretched in it.
+    """
+    import streamlit
+
+    from app.views import compare
+
+    widths: list[Any] = []
+    real_container, real_image = streamlit.container, streamlit.image
+
+    def container(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(kwargs.get("width"), int):
+            widths.append(kwargs["width"])
+        return real_container(*args, **kwargs)
+
+    def image(*args: Any, **kwargs: Any) -> Any:
+        widths.append(kwargs.get("width"))
+        return real_image(*args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "container", container)
+    monkeypatch.setattr(streamlit, "image", image)
+    app.switch_page("views/compare.py").run()
+    for photo, width in ((face_grid(2, 8), compare.MAX_PHOTO_WIDTH), (face_grid(2, 2), 192)):  # 768 px wide; 192
+        widths.clear()
+        app.file_uploader(key="compare_upload").set_value(("p.png", encode(photo, "PNG"), "image/png")).run()
+        assert not app.exception, app.exception
+        assert widths[:2] == [width, "stretch"], widths  # the photo first, then the face crops, as thumbnails
+        assert widths[2:4] == [compare.FACE_THUMBNAIL_PX, "stretch"], widths  # stacked, one filled a phone's width
+
+
 def test_comparison_page_shows_a_very_wide_strip(app: AppTest) -> None:
     """Its image column is 720 px: after the shrink to 1460 px a 2-row strip became 0 rows there, and PIL raised."""
     app.switch_page("views/compare.py").run()
@@ -330,13 +361,14 @@ def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, download
 
 
 @pytest.mark.parametrize(
-    ("faces", "charts_shown", "charts_by_column"), [(2, 2, [0, 2]), (3, 3, [1, 1, 1]), (4, 1, [0, 0, 1, 0, 0])]
+    ("faces", "charts_shown", "charts_by_column"), [(2, 2, [0, 2]), (3, 3, [1, 1, 1]), (4, 1, [0, 0, 1, 0])]
 )
 def test_photos_chart_each_of_a_few_faces_and_let_the_user_pick_among_more(
     app: AppTest, faces: int, charts_shown: int, charts_by_column: list[int]
 ) -> None:
     """A row of 2 faces is 2:1, beside its charts; 3 or 4 are wide photos (3:1, 4:1), shown the page's width with
-    their charts in a row below (the picker in half of one): beside them their captions were unreadably small."""
+    their charts in a row below (the picker in half of one): beside them their captions were unreadably small. The
+    one chart of a picked face takes half the row too: in a third of it, it was squeezed beside two empty thirds."""
     from app.views import photos
 
     app.file_uploader(key="photos_upload").set_value([("row.png", encode(face_grid(1, faces), "PNG"), "image/png")])
@@ -514,12 +546,18 @@ def test_photos_multiscale_detection_with_the_shipped_detector(
     assert at.caption[0].value.startswith("1 face(s)")
 
 
-def test_the_page_the_app_opens_on_says_what_every_page_is_for(app: AppTest) -> None:
-    """It explained Photos only: nothing said what Webcam, Ensemble comparison or Video were for."""
-    titles = re.findall(r'st\.Page\([^)]*title="([^"]+)"', Path(MAIN).read_text())
-    assert len(titles) == 4 and titles[0] == "Photos"
-    welcome = app.info[0].value
-    assert welcome.startswith("Every face is boxed") and all(f"**{title}**" in welcome for title in titles[1:])
+def test_the_page_the_app_opens_on_says_what_every_page_is_for_and_links_to_it(app: AppTest) -> None:
+    """It explained Photos only: nothing said what Webcam, Ensemble comparison or Video were for. Then it named them
+    "in the menu on the left", which a phone folds away behind a small arrow: they are links now."""
+    from app import ui
+
+    assert app.info[0].value.startswith("Every face is boxed")
+    links = [(link.proto.page, link.proto.label) for link in app.main.get("page_link")]
+    others = [page for page in ui.PAGE_TITLES_AND_ICONS if page != ui.PHOTOS_PAGE]
+    assert [page for page, _ in links] == [Path(page).stem for page in others] and len(others) == 3  # URL paths
+    for (_, label), other in zip(links, others, strict=True):
+        title = ui.PAGE_TITLES_AND_ICONS[other][0]
+        assert label.startswith(f"**{title}**: ") and len(label) > len(title) + 20, label  # what it is for
 
 
 def test_a_photo_s_faces_are_also_listed_in_words_under_it(app: AppTest) -> None:
@@ -530,13 +568,13 @@ def test_a_photo_s_faces_are_also_listed_in_words_under_it(app: AppTest) -> None
 
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.run()
-    boxed = chart_titles(app)[0].split()[1:3]  # "#1 happy 57% · Ensemble"
+    boxed = chart_titles(app)[0].split()[1:3]  # "#1 happy 57%"
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert captions == [f"#1 {boxed[0]} {boxed[1]}"]
     bars = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["text"]  # as the box says it: 57%, not 0.57
     assert boxed[1].endswith("%") and boxed[1] in bars and all(text.endswith("%") for text in bars)
     hover = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]["hovertemplate"]
-    assert hover == "%{x}: %{y:.1%}<extra></extra>"  # 57.3%, not 0.573 beside "57%"
+    assert hover == "%{y}: %{x:.1%}<extra></extra>"  # 57.3%, not 0.573 beside "57%"
     views = [model_view(dict.fromkeys(EMOTIONS, 0.0) | {"sad": 0.6, "fear": 0.4})] * (app_ui.FACES_IN_WORDS + 2)
     listed = app_ui.faces_in_words(views, " (see below)")
     assert listed.startswith("#1 sad 60%, #2 sad 60%") and listed.endswith(", #12 sad 60% and 2 more (see below)")
@@ -550,7 +588,8 @@ def test_photos_single_model_and_gradcam(app: AppTest) -> None:
     app.run()
     assert not app.exception, app.exception
     assert app.caption[0].value.endswith("B_mixcut")
-    assert chart_titles(app)[0].endswith("· B_mixcut")
+    layout = json.loads(app.get("plotly_chart")[0].proto.spec)["layout"]  # the model under the title, its own line
+    assert layout["title"]["subtitle"]["text"] == "B_mixcut" and "B_mixcut" not in layout["title"]["text"]
     assert cam_pickers(app, "Class")[0].value == "label"
     predicted = chart_titles(app)[0].split()[1]
     other = next(e for e in EMOTIONS if e != predicted)
@@ -566,7 +605,7 @@ def test_heat_maps_start_on_the_class_the_box_shows(app: AppTest) -> None:
     app.toggle(key="photos_gradcam").set_value(True)
     app.run()
     assert not app.exception and not app.error, (app.exception, app.error)
-    boxed = chart_titles(app)[0].split()[1]  # "#1 happy 57% · Ensemble"
+    boxed = chart_titles(app)[0].split()[1]  # "#1 happy 57%"
     assert cam_pickers(app, "Class")[0].options[0] == f"its label ({boxed})"
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
     assert sorted(c.split(" (")[0] for c in captions if ": " in c) == [f"A_crp: {boxed}", f"B_mixcut: {boxed}"]
@@ -688,7 +727,7 @@ def test_gradcam_predicted_explains_the_label_the_chart_shows(app: AppTest, monk
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
     app.selectbox(key="photos_model").set_value("B_mixcut")
     app.run()
-    label, probability = chart_titles(app)[0].split(" · ")[0].split()[1:3]  # "#1 happy 74% · B_mixcut"
+    label, probability = chart_titles(app)[0].split()[1:3]  # "#1 happy 74%", "B_mixcut" under it
     other = next(name for name in EMOTIONS if name != label)
     asked: list[str | None] = []
 
@@ -2355,6 +2394,19 @@ def test_every_chart_s_axis_labels_are_dark_enough_to_read() -> None:
         axes = [figure.layout.xaxis, figure.layout.yaxis]
         assert all(axis.tickfont.color == axis.title.font.color == charts.AXIS_TEXT for axis in axes), figure.layout
     assert figures[0].data[0].textfont.color == charts.AXIS_TEXT  # the bars' "73%"
+
+
+def test_probability_bars_lie_down_one_emotion_a_row() -> None:
+    """Upright, a chart in a third of a tablet's width had room to name 4 of the 7 emotions under its bars ("happy"
+    left out); lying down, each emotion has its own row for its name, angry at the top as in every list."""
+    from app import charts
+
+    probs = {**dict.fromkeys(EMOTIONS, 0.02), "happy": 0.88}
+    (bars,) = charts.probs_bar(probs, "t").data
+    assert bars.orientation == "h" and list(bars.y) == list(EMOTIONS) and list(bars.x) == [probs[e] for e in EMOTIONS]
+    assert bars.text[EMOTIONS.index("happy")] == "88%"
+    layout = charts.probs_bar(probs, "t").layout
+    assert layout.yaxis.autorange == "reversed" and tuple(layout.xaxis.range) == (0, 1) and bars.cliponaxis is False
 
 
 def test_the_video_page_says_what_its_analysed_count_counts() -> None:

@@ -33,6 +33,10 @@ SNAPSHOT_NOTE = (
 )
 #: Faces shown at once; more can be picked (each face is a row of three charts).
 MAX_FACES = 6
+#: A face crop's widest, beside its charts (on a phone, above them: it was blown up to the screen's width).
+FACE_THUMBNAIL_PX = 200
+#: The annotated photo's widest: its charts are per face, below it, so it need not fill a wide screen.
+MAX_PHOTO_WIDTH = 720
 
 
 def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
@@ -133,7 +137,8 @@ def show_face(
     ensemble = model_view(mix)
     with st.container(border=True):
         columns = st.columns([1, *[2] * (len(names) + 1)])
-        columns[0].image(crop, caption=f"face #{number}", width="stretch")
+        with columns[0]:  # stacked on a phone, the column is the screen's width: the face stays a thumbnail
+            ui.image_at_most(crop, FACE_THUMBNAIL_PX, f"face #{number}")
         for column, name in zip(columns[1:], names, strict=False):
             view = model_view(face.model_probs[name])
             alert = view.label != ensemble.label
@@ -194,11 +199,11 @@ def show_faces(
     views = [model_view(m) for m in mixes]
     annotated = draw_faces(image, numbered(result.faces, views))
     shown = ui.displayable(annotated)
-    st.image(
+    ui.image_at_most(
         shown,
-        caption=f"{name}: {len(result.faces)} face(s) · {ui.size_note(file_size, result)} · labelled by the "
-        f"ensemble at the weight above{': ' if views else ''}{ui.faces_in_words(views, ' (pick any below)')}",
-        width=min(shown.shape[1], 720),
+        min(shown.shape[1], MAX_PHOTO_WIDTH),
+        f"{name}: {len(result.faces)} face(s) · {ui.size_note(file_size, result)} · labelled by the ensemble at the "
+        f"weight above{': ' if views else ''}{ui.faces_in_words(views, ' (pick any below)')}",
     )
     ui.face_count_notes(name, len(result.faces), pipe, file_size)
     if not result.faces:

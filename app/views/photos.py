@@ -38,6 +38,12 @@ BOXED_CLASS = "label"
 #: A photo is shown at most this high (px): a tall one filled its column's width, a 1:3 picture some 1,590 px high,
 #: its charts and the next photo far below. The width it gets for it is capped at the column's, as "stretch" is.
 MAX_PHOTO_HEIGHT = 800
+#: What each other page is for, linked under the first words of the page the app opens on.
+OTHER_PAGES = {
+    ui.WEBCAM_PAGE: "labels the faces in your camera live",
+    ui.COMPARE_PAGE: "shows how each of the two emotion models and their mix sees a face",
+    ui.VIDEO_PAGE: "labels the faces in a clip, frame by frame",
+}
 #: A photo this many times as wide as it is high takes the page's width, its charts in a row below it: beside them
 #: a 4:1 panorama was shown some 530 px wide, its faces' captions about 4 px high.
 WIDE_PHOTO = 2.0
@@ -134,10 +140,12 @@ def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str, s
             key=f"photos_chart_face_{slot}",
         )
         numbers = [chosen]
-    places = st.columns(MAX_CHARTS) if side_by_side else [st.container() for _ in numbers]
+    # Under a wide photo, the row is shared by the charts shown, at least halves: one picked face's chart sat in a
+    # third of the width, squeezed, beside two thirds left empty
+    places = st.columns(max(2, len(numbers))) if side_by_side else [st.container() for _ in numbers]
     for place, i in zip(places, numbers, strict=False):
-        title = f"#{i + 1} {views[i].label} {views[i].confidence:.0%} · {ui.model_title(model)}"
-        chart = charts.probs_bar(views[i].probs, title)
+        title = f"#{i + 1} {views[i].label} {views[i].confidence:.0%}"
+        chart = charts.probs_bar(views[i].probs, title, subtitle=ui.model_title(model))
         place.plotly_chart(chart, config=charts.figure_config(), key=f"bar_{slot}_{i}")
 
 
@@ -201,10 +209,11 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
         photo, beside = (st.container(), st.container()) if wide else st.columns([3, 2])
         with photo:
             shown = ui.displayable(annotated)
-            # The width set on a container (capped at the column's), not on the image: Streamlit resizes an image to
-            # its own width (bilinear), which sent a 1:3 photo 267 px wide, soft on a high-density screen.
-            with st.container(width=max(1, round(MAX_PHOTO_HEIGHT * shown.shape[1] / shown.shape[0]))):
-                st.image(shown, width="stretch", caption=ui.faces_in_words(views, " (the table lists every face)"))
+            ui.image_at_most(
+                shown,
+                round(MAX_PHOTO_HEIGHT * shown.shape[1] / shown.shape[0]),
+                ui.faces_in_words(views, " (the table lists every face)"),
+            )
             st.download_button(
                 "Download annotated image",
                 data=partial(annotated_png, item, views),
@@ -312,14 +321,16 @@ def main() -> None:
         help=", ".join(ui.PHOTO_TYPES),
     )
     if not files:
-        st.info(  # the page the app opens on: the only place a newcomer learns what the other pages are for
+        st.info(
             "Every face is boxed and labelled with its emotion (angry, disgust, fear, happy, sad, surprise or "
-            "neutral); the results can be downloaded as CSV or JSON.\n\n"
-            "The other pages, in the menu on the left: **Webcam** labels the faces in your camera live; **Ensemble "
-            "comparison** shows how each of the two emotion models and their mix sees a face; **Video** labels the "
-            "faces in a clip, frame by frame.",
+            "neutral); the results can be downloaded as CSV or JSON.",
             icon=":material/info:",
         )
+        # The page the app opens on is the only place a newcomer learns what the other pages are for. Links, not
+        # "in the menu on the left": on a phone that menu is folded away behind a small arrow
+        for page, what in OTHER_PAGES.items():
+            title, icon = ui.PAGE_TITLES_AND_ICONS[page]
+            st.page_link(page, label=f"**{title}**: {what}", icon=icon)
         return
 
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None

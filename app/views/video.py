@@ -188,16 +188,16 @@ def analysed_help(every: Any) -> str | None:
 
 def show_result(result: VideoResult) -> None:
     summary = result.summary
-    columns = st.columns(4)
-    columns[0].metric("Frames", summary.frames)
-    columns[1].metric("Analysed", summary.analysed_frames, help=analysed_help(summary.every))
-    columns[2].metric(
+    metrics = st.container(horizontal=True)  # wrapped where narrow: four stacked rows put the video off a phone
+    metrics.metric("Frames", summary.frames)
+    metrics.metric("Analysed", summary.analysed_frames, help=analysed_help(summary.every))
+    metrics.metric(
         "Face tracks",
         summary.faces_tracked,
         help=f"A face the detector misses for more than {TrackerSettings.max_missed} analysed frames in a row "
         "comes back as a new track, so one person can count more than once.",
     )
-    columns[3].metric("Duration", f"{summary.duration_s:.1f} s")
+    metrics.metric("Duration", f"{summary.duration_s:.1f} s")
     if summary.damaged:
         st.warning(summary.damaged, icon=":material/broken_image:")
     if summary.ended_early:
