@@ -201,5 +201,10 @@ def face_probability_lines(faces: pd.DataFrame, face_id: int) -> go.Figure:
 
 
 def figure_config(toolbar: bool = False) -> dict[str, Any]:
-    """No plotly logo link and no cloud export (the app stays offline); small charts get no toolbar at all."""
-    return {"displaylogo": False, "displayModeBar": toolbar, "modeBarButtonsToRemove": ["sendDataToCloud"]}
+    """No plotly logo link and no cloud export (the app stays offline); small charts get no toolbar at all, and the
+    others only while the pointer is on them: always shown, it covered the title of a chart a phone wide."""
+    return {
+        "displaylogo": False,
+        "displayModeBar": "hover" if toolbar else False,
+        "modeBarButtonsToRemove": ["sendDataToCloud"],
+    }
