@@ -23,6 +23,7 @@ from fer_core.detection import DETECTOR_FILE, FaceBox, FaceDetector, reading_ord
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble
 from fer_core.imageio import to_8bit
 from fer_core.labels import EMOTIONS, probs_dict
+from fer_core.verdict import model_view
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -214,9 +215,15 @@ RESULT_COLUMNS = [
 ]
 
 
-def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
+def result_columns(members: Sequence[str] = ()) -> list[str]:
+    """`RESULT_COLUMNS`, then a `<member>_label` column for each of `members` (as `result_rows` adds them)."""
+    return [*RESULT_COLUMNS, *(f"{name}_label" for name in members)]
+
+
+def result_rows(image_name: str, result: ImageResult, members: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Flat rows (one per face) for tables and CSV downloads: face 1 is the box captioned "#1"; the label,
-    confidence and class columns are the ensemble's (each model's own label can sit beside them)."""
+    confidence and class columns are the ensemble's, and each of `members` adds its own label (`<name>_label`), what
+    the boxes say when that model is picked."""
     rows = []
     for number, face in enumerate(result.faces, start=1):
         x1, y1, x2, y2 = face.box
@@ -232,6 +239,7 @@ def result_rows(image_name: str, result: ImageResult) -> list[dict[str, Any]]:
                 "ensemble_label": face.label,
                 "ensemble_confidence": round(face.confidence, 4),  # as its label's column: one number, not two
                 **{k: round(v, 4) for k, v in face.probs.items()},
+                **{f"{name}_label": model_view(face.model_probs[name]).label for name in members},
             }
         )
     return rows
@@ -243,6 +251,7 @@ __all__ = [
     "ImageResult",
     "Pipeline",
     "crop_faces",
+    "result_columns",
     "result_rows",
     "square_crop_box",
 ]

@@ -350,6 +350,18 @@ def test_the_table_puts_the_picked_model_s_label_beside_the_face(app: AppTest) -
     assert any(c.value.startswith("Face numbers match the boxes. The boxes show B_mixcut's") for c in app.caption)
 
 
+def test_result_rows_give_each_model_s_own_label_beside_the_ensemble_s() -> None:
+    """The per-model label columns were added by the Photos page itself: a notebook's rows had none."""
+    from fer_core.pipeline import result_columns, result_rows
+
+    happy, sad = {**dict.fromkeys(EMOTIONS, 0.05), "happy": 0.7}, {**dict.fromkeys(EMOTIONS, 0.05), "sad": 0.7}
+    face = FaceResult((1.0, 2.0, 30.0, 40.0), 0.9, "happy", 0.6, happy, {"ensemble": happy, "A": sad, "B": happy})
+    photo = ImageResult([face], 64, 64)
+    (row,) = result_rows("p.png", photo, ["A", "B"])
+    assert (row["ensemble_label"], row["A_label"], row["B_label"]) == ("happy", "sad", "happy")
+    assert list(row) == result_columns(["A", "B"]) and "A_label" not in result_rows("p.png", photo)[0]
+
+
 def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, downloads) -> None:
     """The Photos CSV download of photos without any face was a bare newline."""
     blank = encode(np.full((240, 320, 3), 128, np.uint8), "PNG")

@@ -25,7 +25,7 @@ from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import SHOWN_CAM
 from fer_core.imageio import ImageLoadError, encode_png
 from fer_core.labels import EMOTIONS
-from fer_core.pipeline import RESULT_COLUMNS, ImageResult, Pipeline, crop_faces, result_rows
+from fer_core.pipeline import ImageResult, Pipeline, crop_faces, result_columns, result_rows
 from fer_core.verdict import ModelView, model_view
 
 log = logging.getLogger(__name__)
@@ -238,12 +238,8 @@ def photo_slots(items: list[Analysed]) -> list[str]:
 
 
 def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
-    rows = []
-    for item in items:
-        result = item.reported()
-        for row, face in zip(result_rows(item.name, result), result.faces, strict=True):
-            rows.append(row | {f"{name}_label": model_view(face.model_probs[name]).label for name in members})
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *(f"{name}_label" for name in members)])
+    rows = [row for item in items for row in result_rows(item.name, item.reported(), members)]
+    return pd.DataFrame(rows, columns=result_columns(members))
 
 
 def table_columns(columns: list[str], model: str) -> list[str]:
