@@ -721,6 +721,70 @@ def changed_sources(saved_meta: dict[str, Any], parent: dict[str, Any] | None, t
     return changed
 
 
+def check_run_folder(out: Path, init_from: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, an --out that cannot be written, one that holds the --init-from weights (the run
+    would overwrite what it starts from), and one that holds a run without --resume or --overwrite (a forgotten
+    --resume wiped hours of training)."""
+    try:
+        cli.out_folder(str(out))  # a file, a path under a file, a folder we may not write in
+    except argparse.ArgumentTypeError as err:
+        raise UserInputError(f"--out {err}") from err
+    if init_from and Path(init_from).resolve() in {(out / name).resolve() for name in CHECKPOINT_NAMES}:
+        raise UserInputError(
+            f"--init-from {init_from} lies in --out {out}: this run would overwrite the weights it starts from "
+            "(and could never be resumed); copy them elsewhere or choose another --out"
+        )
+    if not (resume or overwrite) and any((out / name).is_file() for name in CHECKPOINT_NAMES):
+        raise UserInputError(
+            f"--out {out} already holds a run: add --resume to continue it, --overwrite to start it again from "
+            "scratch, or choose another --out"
+        )
+
+
+def fitted_length(training: dict[str, Any], epochs: int) -> tuple[int, int, str | None]:
+    """(the schedule's epochs, the epochs planned, a mismatch or None) for resuming a saved run without --reschedule.
+
+    A budgeted run already fitted its length: it keeps it, but a new --epochs is a change, not a no-op (runs saved
+    before `planned_epochs` was recorded accept any). Known by the plan, not only by the budget: a resume without
+    --time-budget saves none, and the same command was refused the next time."""
+    saved_epochs = training["config"]["epochs"]
+    planned = training.get("planned_epochs")
+    if not (training["config"].get("time_budget") or planned not in (None, saved_epochs)):
+        return epochs, epochs, None
+    mismatch = None
+    if planned is not None and epochs not in (planned, saved_epochs):
+        mismatch = f"epochs ({planned} planned then, {epochs} now; add --reschedule)"
+    return saved_epochs, planned or epochs, mismatch
+
+
+def changed_settings(
+    state: dict[str, Any],
+    cfg: TrainConfig,
+    fingerprint: str,
+    world_size: int,
+    sources: tuple[dict[str, Any] | None, dict | None],
+    *,
+    reschedule: bool,
+) -> list[str]:
+    """What differs between a saved run and this call in ways that would change its result: the settings that must
+    match (the length too, unless rescheduled), the training data, the number of processes, the weights it started
+    from and the teacher (`sources`, see `changed_sources`), the name."""
+    saved = state["training"]["config"]
+    keys = RESUME_MUST_MATCH + (() if reschedule else ("epochs",))
+    defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
+    changed: list[str] = [k for k in keys if saved.get(k, defaults[k]) != getattr(cfg, k)]
+    if state["meta"]["data_fingerprint"] != fingerprint:
+        changed.append("training data")
+    saved_world = state["meta"].get("world_size", 1)
+    if saved_world != world_size:  # per-rank batches: the steps per epoch the schedule counts differ
+        changed.append(f"the number of processes ({saved_world} then, {world_size} now)")
+    changed += changed_sources(state["meta"], *sources)
+    saved_name = state["meta"].get("name")
+    if cfg.name and saved_name and cfg.name != saved_name:  # ensembles key members by it
+        changed.append(f"the name ({saved_name} then, {cfg.name} now)")
+    return changed
+
+
 def run(
     cfg: TrainConfig,
     resume: bool = False,
@@ -732,20 +796,7 @@ def run(
     `resume`, started again with `overwrite`, and otherwise refused: a forgotten --resume wiped hours of training.
     `deadline` (a `time.time()`) shortens the plan like `cfg.time_budget`, counting from now instead of the loop."""
     out = Path(cfg.out)
-    try:
-        cli.out_folder(str(out))  # a file, a path under a file, a folder we may not write in: before any work
-    except argparse.ArgumentTypeError as err:
-        raise UserInputError(f"--out {err}") from err
-    if cfg.init_from and Path(cfg.init_from).resolve() in {(out / name).resolve() for name in CHECKPOINT_NAMES}:
-        raise UserInputError(
-            f"--init-from {cfg.init_from} lies in --out {out}: this run would overwrite the weights it starts from "
-            "(and could never be resumed); copy them elsewhere or choose another --out"
-        )
-    if not (resume or overwrite) and any((out / name).is_file() for name in CHECKPOINT_NAMES):
-        raise UserInputError(
-            f"--out {out} already holds a run: add --resume to continue it, --overwrite to start it again from "
-            "scratch, or choose another --out"
-        )
+    check_run_folder(out, cfg.init_from, resume=resume, overwrite=overwrite)
     dist_info = setup_distributed(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -799,29 +850,13 @@ def run(
             raise UserInputError(f"{last_path}: holds no training state (a best.pt or a shipped model?); cannot resume")
         training = state["training"]
         changed = []
-        planned = training.get("planned_epochs")
-        length_was_fitted = training["config"].get("time_budget") or planned not in (None, training["config"]["epochs"])
-        if length_was_fitted and not reschedule:
-            # a budgeted run already fitted its length: keep it, but a new --epochs is a change, not a no-op
-            # (runs saved before `planned_epochs` was recorded accept any). Known by the plan, not only by the
-            # budget: a resume without --time-budget saves none, and the same command was refused the next time.
-            if planned is not None and cfg.epochs not in (planned, training["config"]["epochs"]):
-                changed.append(f"epochs ({planned} planned then, {cfg.epochs} now; add --reschedule)")
-            planned_epochs = planned or cfg.epochs
-            cfg.epochs = training["config"]["epochs"]
-        keys = RESUME_MUST_MATCH + (() if reschedule else ("epochs",))
-        defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
-        changed += [k for k in keys if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
-        if state["meta"]["data_fingerprint"] != fingerprint:
-            changed.append("training data")
-        saved_world = state["meta"].get("world_size", 1)
-        if saved_world != dist_info.world_size:  # per-rank batches: the steps per epoch the schedule counts differ
-            changed.append(f"the number of processes ({saved_world} then, {dist_info.world_size} now)")
-        changed += changed_sources(state["meta"], parent, teacher)
-        saved_name = state["meta"].get("name")
-        if cfg.name and saved_name and cfg.name != saved_name:  # ensembles key members by it
-            changed.append(f"the name ({saved_name} then, {cfg.name} now)")
-        name = saved_name or name
+        if not reschedule:
+            cfg.epochs, planned_epochs, length_change = fitted_length(training, cfg.epochs)
+            changed += [length_change] if length_change else []
+        changed += changed_settings(
+            state, cfg, fingerprint, dist_info.world_size, (parent, teacher), reschedule=reschedule
+        )
+        name = state["meta"].get("name") or name
         if changed:
             raise UserInputError(f"{last_path}: cannot resume exactly, {', '.join(changed)} differ from this run")
         model_cfg = ModelConfig.from_dict(state["model_config"])
@@ -851,6 +886,7 @@ def run(
                 best_acc,
                 train_seconds,
             )
+            defaults = asdict(TrainConfig())  # runs saved before a knob existed used its default
             inexact = [k for k in NOT_BIT_EXACT if training["config"].get(k, defaults[k]) != getattr(cfg, k)]
             if inexact:
                 log.warning(
