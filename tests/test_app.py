@@ -467,7 +467,7 @@ def test_an_annotated_photo_drawn_shrunk_says_its_size_in_its_name() -> None:
 
 def test_two_photos_sharing_a_name_are_told_apart_everywhere(app: AppTest, downloads) -> None:
     """Phones name photos IMG_0001.jpg in every folder: two such uploads gave two identical groups of rows."""
-    from app.ui import distinct_names
+    from app.uploads import distinct_names
 
     assert distinct_names(["a.png", "a.png", "a (2).png", "b"]) == ["a.png", "a (3).png", "a (2).png", "b"]
     face = encode(astronaut(), "PNG")

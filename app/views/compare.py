@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui
+from app import charts, ui, uploads
 from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, normalised
 from fer_core.imageio import ImageLoadError
@@ -44,10 +44,10 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
     upload here, one of the Photos page's (a photo dropped there had to be dropped again here), or the webcam
     snapshot; or None with a message shown."""
     snapshot: ui.Snapshot | None = st.session_state.get(ui.SNAPSHOT_KEY)
-    from_photos = ui.kept_files(PHOTOS_UPLOAD_KEY)
+    from_photos = uploads.kept_files(PHOTOS_UPLOAD_KEY)
     options = [UPLOAD, *([FROM_PHOTOS] if from_photos else []), *([SNAPSHOT] if snapshot else [])]
     if st.session_state.get(SOURCE_KEY) not in options:  # a kept choice whose photo is gone, or a first visit
-        own_upload = ui.kept_files("compare_upload")
+        own_upload = uploads.kept_files("compare_upload")
         st.session_state[SOURCE_KEY] = FROM_PHOTOS if from_photos and not own_upload else UPLOAD
     if snapshot and snapshot.fresh:
         snapshot.fresh = False
@@ -61,13 +61,13 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
         st.caption(SNAPSHOT_NOTE)
         return snapshot.name, image, digest, (image.shape[1], image.shape[0])
     if source == FROM_PHOTOS:
-        shown = ui.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
+        shown = uploads.distinct_names([photo.name for photo in from_photos])  # as the Photos page names them
         choices = range(len(from_photos))
         start = first_readable(from_photos)
         index = st.selectbox("Photo from the Photos page", choices, start, format_func=shown.__getitem__) or 0
         upload, name = from_photos[index], shown[index]
     else:
-        upload = ui.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
+        upload = uploads.kept_file_uploader("Drop a photo", type=ui.PHOTO_TYPES, key="compare_upload")
         if upload is None:
             st.info("Upload a photo, or take a snapshot on the Webcam page.")
             return None

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui
+from app import charts, ui, uploads
 from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import SHOWN_CAM
@@ -78,11 +78,11 @@ class PageReads:
     results: frozenset[tuple[Any, ...]] = frozenset()
 
     @classmethod
-    def of(cls, uploads: list[tuple[str, str]], settings: ui.DetectorSettings, pipe: Pipeline) -> PageReads:
+    def of(cls, name_digests: list[tuple[str, str]], settings: ui.DetectorSettings, pipe: Pipeline) -> PageReads:
         """From each upload's (name, digest); the result keys as `ui.image_result` stores them."""
         return cls(
-            frozenset((digest, name) for name, digest in uploads),
-            frozenset(ui.image_result_key(digest, settings, pipe) for _, digest in uploads),
+            frozenset((digest, name) for name, digest in name_digests),
+            frozenset(ui.image_result_key(digest, settings, pipe) for _, digest in name_digests),
         )
 
 
@@ -97,7 +97,7 @@ def analyse_upload(
 ) -> Analysed:
     """Decode and analyse one file (`digest`: its `ui.file_digest`); every failure becomes a message about this file
     only. `name` is the upload's own (its suffix picks the decoder), `shown_as` what the page and the downloads
-    call it (`ui.distinct_names`)."""
+    call it (`uploads.distinct_names`)."""
     label = shown_as or name
     try:
         image, file_size = ui.decoded_upload(name, data, digest, reads.decoded)
@@ -230,9 +230,9 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
 
 
 def photo_slots(items: list[Analysed]) -> list[str]:
-    """Widget-key names for the photos: the file's digest and its shown name (`ui.distinct_names`), not its place in
-    the list, so removing a file neither hands its chosen face and class to the photo that moves up nor resets that
-    one's. Not the copy's number either: of the same photo dropped as x.png and y.png, removing x.png handed its
+    """Widget-key names for the photos: the file's digest and its shown name (`uploads.distinct_names`), not its place
+    in the list, so removing a file neither hands its chosen face and class to the photo that moves up nor resets
+    that one's. Not the copy's number either: of the same photo dropped as x.png and y.png, removing x.png handed its
     choices to y.png."""
     return [f"{item.digest[:16]}_{ui.file_digest(item.name.encode())[:12]}" for item in items]
 
@@ -309,7 +309,7 @@ def main() -> None:
     pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
 
-    files = ui.kept_file_uploader(
+    files = uploads.kept_file_uploader(
         "Drop one or more photos",
         type=ui.PHOTO_TYPES,
         accept_multiple_files=True,
@@ -332,10 +332,10 @@ def main() -> None:
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
     analysed: list[Analysed] = []
     digests = [ui.file_digest(upload.getvalue()) for upload in files]
-    uploads = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
-    reads = PageReads.of(uploads, settings, pipe)
+    name_digests = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
+    reads = PageReads.of(name_digests, settings, pipe)
     names = [upload.name for upload in files]
-    shown = ui.distinct_names(names)
+    shown = uploads.distinct_names(names)
     shared_names_note(names, shown)
     for n, (upload, digest, label) in enumerate(zip(files, digests, shown, strict=True), start=1):
         analysed.append(analyse_upload(upload.name, upload.getvalue(), digest, pipe, settings, reads, label))

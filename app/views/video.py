@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple, cast
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui
+from app import charts, ui, uploads
 from app.jobs import BackgroundJob, watch_this_session
 from app.live import TrackerSettings
 from fer_core.pipeline import Pipeline
@@ -241,7 +241,7 @@ def main() -> None:
     pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
 
-    upload = ui.kept_file_uploader(
+    upload = uploads.kept_file_uploader(
         "Drop a video", type=ui.VIDEO_TYPES, key="video_upload", help="mp4, mov, webm or avi; audio is ignored."
     )
     every = st.number_input(
