@@ -1,19 +1,18 @@
-"""Shared UI plumbing for every page: where the weights are, cached model loaders, common controls, sidebar info.
+"""Shared UI plumbing for every page: where the weights are (env), cached model loaders, the sidebar's controls and
+info, the settings kept across page visits, the notes and image display the pages share, and the measured metrics.
 
-Models are loaded once per process (`st.cache_resource`) and shared read-only by all browser sessions;
-everything a user uploads or chooses lives in that user's `st.session_state` only (the uploads kept across page
-visits: `app.uploads`).
+Models are loaded once per process (`st.cache_resource`) and shared read-only by all browser sessions; everything
+a user uploads or chooses lives in that user's `st.session_state` only: the uploads kept across page visits in
+`app.uploads`, the results remembered across reruns in `app.memo`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,14 +23,12 @@ from fer_core.cli import UserInputError
 from fer_core.detection import DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
-from fer_core.imageio import IMAGE_SUFFIXES, frame_count, load_image_sized
+from fer_core.imageio import IMAGE_SUFFIXES
 from fer_core.model_card import read_checked_metrics
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
 from fer_core.tracking import SMOOTHING
 from fer_core.tta import NO_TTA, tta_set
 from fer_core.verdict import ModelView
-
-T = TypeVar("T")
 
 #: The uploader's file types: every suffix the decoder takes (browsers save web JPEGs as .jfif, which was refused).
 PHOTO_TYPES = sorted(suffix.removeprefix(".") for suffix in IMAGE_SUFFIXES)
@@ -51,8 +48,6 @@ PAGE_TITLES_AND_ICONS = {
 SNAPSHOT_KEY = "webcam_snapshot"
 SMOOTHING_LABELS = {"ema": "EMA", "window": "Window", "none": "Off"}
 DETECTOR_LABELS = {"yolo": "YOLO (trained face model)", "haar": "Haar cascade (OpenCV)"}
-#: How many analysed uploads a session remembers, so moving a slider does not re-run detection.
-MEMO_SIZE = 64
 
 
 def weights_dir() -> Path:
@@ -165,36 +160,10 @@ class DetectorSettings:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """Identifies results in the per-session memo: settings plus which weights produced them."""
+        """Identifies results in the per-session memo (`app.memo`): settings plus which weights produced them."""
         folder = weights_dir()
         stamps = weights_stamps(folder)  # every .pt: a member swapped in place must not serve its old results
         return (str(folder), *stamps, self.backend, self.conf, self.min_face, self.max_faces, self.imgsz, self.tta)
-
-
-#: `session_memo` namespace of photo results, shared by the Photos and Compare pages: the same photo with the same
-#: settings was analysed again (seconds for a crowd) on moving from one page to the other.
-IMAGE_RESULTS = "image_results"
-
-
-def image_result_key(digest: str, settings: DetectorSettings, pipe: Pipeline) -> tuple[Any, ...]:
-    """What a photo's result depends on: its bytes, the detector settings and weights (`DetectorSettings.key`) and
-    what the page's pipeline adds to them (the classifiers' TTA set, the crop margin), so pages that share the
-    results never serve one another a result computed otherwise."""
-    return (digest, *settings.key, pipe.ensemble.tta, pipe.face_margin)
-
-
-def image_result(
-    digest: str,
-    image: np.ndarray,
-    file_size: tuple[int, int],
-    settings: DetectorSettings,
-    pipe: Pipeline,
-    needed: Collection[tuple[Any, ...]] = (),
-) -> ImageResult:
-    """`pipe(image, file_size)`, remembered for this session under `image_result_key` in the shared namespace
-    (`needed`: see `remember`)."""
-    key = image_result_key(digest, settings, pipe)
-    return session_memo(IMAGE_RESULTS, key, lambda: pipe(image, file_size), needed)
 
 
 def size_note(file_size: tuple[int, int], result: ImageResult) -> str:
@@ -386,11 +355,6 @@ def face_count_notes(name: str, n_faces: int, pipe: Pipeline, file_size: tuple[i
         st.info(f"{name}: no face found. {advice}", icon=":material/search_off:")
 
 
-def upload_frames(data: bytes, digest: str) -> int:
-    """`frame_count` of an upload, remembered for this session."""
-    return session_memo("frames", (digest,), lambda: frame_count(data))
-
-
 def first_frame_note(name: str, frames: int) -> None:
     """An animation or a multi-page file is analysed by its first frame only: said, so that no face found in a
     fade-in's blank first frame is not taken for a detector's miss."""
@@ -532,73 +496,6 @@ def faces_in_words(views: Sequence[ModelView], where_the_rest_are: str = "") -> 
     listed = ", ".join(f"#{n} {view.label} {view.confidence:.0%}" for n, view in enumerate(views[:FACES_IN_WORDS], 1))
     rest = len(views) - FACES_IN_WORDS
     return listed + (f" and {rest} more{where_the_rest_are}" if rest > 0 else "")
-
-
-def file_digest(data: bytes) -> str:
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
-
-
-def session_memo(
-    namespace: str, key: tuple[Any, ...], compute: Callable[[], T], needed: Collection[tuple[Any, ...]] = ()
-) -> T:
-    """Per-session LRU of `MEMO_SIZE` entries: results survive reruns (sliders, toggles) but are never shared between
-    users. `needed`: the keys this page run reads (see `remember`)."""
-    store: OrderedDict[tuple[Any, ...], Any] = st.session_state.setdefault(f"_memo_{namespace}", OrderedDict())
-    if key in store:
-        store.move_to_end(key)
-        return store[key]
-    value = compute()
-    remember(store, key, value, lambda: len(store) > MEMO_SIZE, needed)
-    return value
-
-
-def remember(
-    store: OrderedDict[Any, Any], key: Any, value: Any, too_big: Callable[[], bool], needed: Collection[Any] = ()
-) -> None:
-    """Keep `value`, evicting the least recently used entries while `too_big()`, but entries in `needed` (what this
-    page run reads) only after every other. When only those would be left to evict, the new value is not kept.
-
-    A page reads its uploads in the same order on every run: a plain LRU smaller than that scan evicts each entry
-    just before it is read again, so with one file too many every click decoded and analysed every file again.
-    This way the files that fit stay, and only the rest are redone."""
-    store[key] = value
-    while too_big():
-        victim = next((old for old in store if old != key and old not in needed), None)
-        if victim is None:
-            if needed and len(store) > 1:
-                del store[key]
-            return
-        del store[victim]
-
-
-#: Decoded pixels a session keeps, so a click (a model picker, a slider) does not decode every upload again (a 12 MP
-#: JPEG takes 0.2-1.5 s). Bounded by size, not count: pixels take about ten times the bytes of the file.
-DECODED_BUDGET_BYTES = 512 * 2**20
-
-
-def decoded_upload(
-    name: str, data: bytes, digest: str, needed: Collection[tuple[str, str]] = ()
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """`load_image_sized` of an upload, remembered for this session (failures are not: they are fast and raise).
-    `needed`: the (digest, name) of every upload this page run reads (see `remember`).
-
-    The pixels are shared between reruns, so they are made read-only: an in-place edit would corrupt the next run.
-    """
-    store: OrderedDict[tuple[str, str], tuple[np.ndarray, tuple[int, int]]] = st.session_state.setdefault(
-        "_memo_decoded", OrderedDict()
-    )
-    key = (digest, name)
-    if key in store:
-        store.move_to_end(key)
-        return store[key]
-    image, file_size = load_image_sized(data, name=name)
-    image.setflags(write=False)
-    remember(store, key, (image, file_size), lambda: decoded_bytes(store) > DECODED_BUDGET_BYTES, needed)
-    return image, file_size
-
-
-def decoded_bytes(store: OrderedDict[tuple[str, str], tuple[np.ndarray, tuple[int, int]]]) -> int:
-    return sum(pixels.nbytes for pixels, _ in store.values())
 
 
 METRIC_SPLITS = ("PrivateTest", "PublicTest")

@@ -625,7 +625,7 @@ def test_heat_maps_start_on_the_class_the_box_shows(app: AppTest) -> None:
 
 def test_a_click_does_not_decode_the_uploads_again(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every rerun (a model picker, the weight slider) decoded every upload again: 1.5 s per 12 MP JPEG here."""
-    from app import ui as app_ui
+    from app import memo
     from fer_core import imageio as fer_imageio
 
     decoded: list[str] = []
@@ -635,7 +635,7 @@ def test_a_click_does_not_decode_the_uploads_again(app: AppTest, monkeypatch: py
         decoded.append(name)
         return original(data, name=name)
 
-    monkeypatch.setattr(app_ui, "load_image_sized", counting, raising=False)
+    monkeypatch.setattr(memo, "load_image_sized", counting)  # the name the session store decodes with
     monkeypatch.setattr("fer_core.imageio.load_image_sized", counting)  # as page scripts import it on every run
     photo = ("astronaut.png", encode(astronaut(), "PNG"), "image/png")
     app.file_uploader(key="photos_upload").set_value(photo).run()
@@ -1581,7 +1581,7 @@ def analysed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
 def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, analysed: list[tuple[int, ...]]) -> None:
     """Each page kept its results in a memo of its own under the same key: a 20-face photo took 9 s on Photos, then
     10 s again on Compare with the same settings. A setting that changes the result still analyses it again."""
-    from app import ui
+    from app import memo
 
     photo = ("ten.png", encode(face_grid(2, 5), "PNG"), "image/png")
     app.file_uploader(key="photos_upload").set_value(photo).run()
@@ -1592,7 +1592,7 @@ def test_compare_reuses_the_result_the_photos_page_computed(app: AppTest, analys
     app.file_uploader(key="compare_upload").set_value(photo).run()
     assert not app.exception, app.exception
     assert len(analysed) == 1  # old code: analysed again
-    assert len(app.session_state[f"_memo_{ui.IMAGE_RESULTS}"]) == 1
+    assert len(app.session_state[f"_memo_{memo.IMAGE_RESULTS}"]) == 1
     assert chart_titles(app)[2].startswith("Ensemble: ")
     app.slider(key="compare_conf").set_value(0.5).run()  # Compare's own detector settings: another result
     assert not app.exception, app.exception
@@ -1664,7 +1664,7 @@ def test_the_shared_result_key_covers_what_the_pages_pipeline_adds(
     app_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Photos and Compare share results by this key: any setting that changes a result must be in it."""
-    from app import ui
+    from app import memo, ui
 
     monkeypatch.setenv("FER_WEIGHTS_DIR", str(app_weights))
 
@@ -1672,17 +1672,17 @@ def test_the_shared_result_key_covers_what_the_pages_pipeline_adds(
         return types.SimpleNamespace(ensemble=types.SimpleNamespace(tta=tta), face_margin=margin)
 
     settings = ui.DetectorSettings()
-    key = ui.image_result_key("digest", settings, pipe())
-    assert key == ui.image_result_key("digest", ui.DetectorSettings(), pipe())
+    key = memo.image_result_key("digest", settings, pipe())
+    assert key == memo.image_result_key("digest", ui.DetectorSettings(), pipe())
     for other in (
-        ui.image_result_key("other", settings, pipe()),
-        ui.image_result_key("digest", settings, pipe(tta="flip")),  # the classifiers' TTA set
-        ui.image_result_key("digest", settings, pipe(margin=0.2)),
-        ui.image_result_key("digest", ui.DetectorSettings(tta=True), pipe()),  # multi-scale detection
-        ui.image_result_key("digest", ui.DetectorSettings(backend="haar"), pipe()),
-        ui.image_result_key("digest", ui.DetectorSettings(conf=0.5), pipe()),
-        ui.image_result_key("digest", ui.DetectorSettings(min_face=20), pipe()),
-        ui.image_result_key("digest", ui.DetectorSettings(max_faces=7), pipe()),
+        memo.image_result_key("other", settings, pipe()),
+        memo.image_result_key("digest", settings, pipe(tta="flip")),  # the classifiers' TTA set
+        memo.image_result_key("digest", settings, pipe(margin=0.2)),
+        memo.image_result_key("digest", ui.DetectorSettings(tta=True), pipe()),  # multi-scale detection
+        memo.image_result_key("digest", ui.DetectorSettings(backend="haar"), pipe()),
+        memo.image_result_key("digest", ui.DetectorSettings(conf=0.5), pipe()),
+        memo.image_result_key("digest", ui.DetectorSettings(min_face=20), pipe()),
+        memo.image_result_key("digest", ui.DetectorSettings(max_faces=7), pipe()),
     ):
         assert other != key
 
@@ -2295,18 +2295,18 @@ def test_uploads_that_do_not_all_fit_the_session_stores_are_not_all_redone_on_a_
     """The page reads its uploads in order on every run. A plain LRU one entry smaller than that scan evicted each
     file just before it was read again: with 65 files (or 512 MB of pixels) every click decoded and analysed every
     file. Now the entries that fit stay (the same objects), and only the files beyond them are redone."""
-    from app import ui
+    from app import memo
 
     noise = [np.random.default_rng(seed).integers(0, 255, (32, 48, 3), np.uint8) for seed in range(5)]
     files = [(f"noise{seed}.png", encode(image, "PNG")) for seed, image in enumerate(noise)]
-    monkeypatch.setattr(ui, "MEMO_SIZE", 3)
-    monkeypatch.setattr(ui, "DECODED_BUDGET_BYTES", 3 * 32 * 48 * 3)  # three of the five decoded images
+    monkeypatch.setattr(memo, "MEMO_SIZE", 3)
+    monkeypatch.setattr(memo, "DECODED_BUDGET_BYTES", 3 * 32 * 48 * 3)  # three of the five decoded images
     app.file_uploader(key="photos_upload").set_value([(name, data, "image/png") for name, data in files])
     app.run()
     assert not app.exception, app.exception
 
     def stored() -> dict[str, list[int]]:
-        stores = (f"_memo_{ui.IMAGE_RESULTS}", "_memo_decoded")
+        stores = (f"_memo_{memo.IMAGE_RESULTS}", "_memo_decoded")
         return {name: [id(v) for v in app.session_state[name].values()] for name in stores}
 
     before = stored()
@@ -2321,7 +2321,7 @@ def test_uploads_that_do_not_all_fit_the_session_stores_are_not_all_redone_on_a_
 def test_a_session_store_evicts_what_the_page_no_longer_reads_first() -> None:
     from collections import OrderedDict
 
-    from app.ui import remember
+    from app.memo import remember
 
     store = OrderedDict(a=1, b=2)
     remember(store, "c", 3, lambda: len(store) > 2, needed={"a", "c"})
@@ -2349,7 +2349,7 @@ def test_the_uploader_takes_every_file_the_decoder_reads() -> None:
 
 
 def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:
-    from app import ui
+    from app import memo
 
     other = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     app.file_uploader(key="photos_upload").set_value(("astronaut.png", encode(astronaut(), "PNG"), "image/png"))
@@ -2357,7 +2357,7 @@ def test_sessions_do_not_share_state(app: AppTest, app_weights: Path) -> None:
     other.run()
     assert app.subheader[0].value == "astronaut.png"
     assert "astronaut.png" not in [s.value for s in other.subheader]
-    results = f"_memo_{ui.IMAGE_RESULTS}"
+    results = f"_memo_{memo.IMAGE_RESULTS}"
     assert results in app.session_state and results not in other.session_state
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui, uploads
+from app import charts, memo, ui, uploads
 from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY, Ensemble, combine, normalised
 from fer_core.imageio import ImageLoadError
@@ -57,7 +57,7 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
         image = snapshot.image
         # raw pixels do not say their shape (a 2x6 and a 6x2 snapshot would share a result), nor are they a file's
         # bytes as the upload digests are (both key the results shared with the Photos page)
-        digest = ui.file_digest(f"{image.shape} {image.dtype}".encode() + image.tobytes())
+        digest = memo.file_digest(f"{image.shape} {image.dtype}".encode() + image.tobytes())
         st.caption(SNAPSHOT_NOTE)
         return snapshot.name, image, digest, (image.shape[1], image.shape[0])
     if source == FROM_PHOTOS:
@@ -73,10 +73,10 @@ def pick_image() -> tuple[str, np.ndarray, str, tuple[int, int]] | None:
             return None
         name = upload.name
     data = upload.getvalue()
-    digest = ui.file_digest(data)
+    digest = memo.file_digest(data)
     try:
-        image, file_size = ui.decoded_upload(upload.name, data, digest)  # the upload's own suffix picks the decoder
-        ui.first_frame_note(name, ui.upload_frames(data, digest))
+        image, file_size = memo.decoded_upload(upload.name, data, digest)  # the upload's own suffix picks the decoder
+        ui.first_frame_note(name, memo.upload_frames(data, digest))
         return name, image, digest, file_size
     except ImageLoadError as err:
         st.error(str(err), icon=":material/error:")
@@ -92,7 +92,7 @@ def first_readable(photos: list[Any]) -> int:
     for number, photo in enumerate(photos):
         data = photo.getvalue()
         try:
-            ui.decoded_upload(photo.name, data, ui.file_digest(data))
+            memo.decoded_upload(photo.name, data, memo.file_digest(data))
         except Exception:  # whatever the upload's fault, `pick_image` names it if the user picks that photo
             continue
         return number
@@ -344,7 +344,7 @@ def main() -> None:
     if picked is not None:
         name, image, digest, file_size = picked
         try:
-            result = ui.image_result(digest, image, file_size, settings, pipe)  # shared with Photos
+            result = memo.image_result(digest, image, file_size, settings, pipe)  # shared with Photos
         except Exception as err:
             st.error(f"{name}: analysis failed ({type(err).__name__}: {err})", icon=":material/error:")
         else:

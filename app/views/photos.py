@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui, uploads
+from app import charts, memo, ui, uploads
 from fer_core.draw import draw_faces, numbered
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import SHOWN_CAM
@@ -71,7 +71,7 @@ class Analysed:
 
 @dataclass(frozen=True)
 class PageReads:
-    """What this page run reads from the session's stores (`ui.remember`): the uploads' decoded pixels and their
+    """What this page run reads from the session's stores (`memo.remember`): the uploads' decoded pixels and their
     results under the current settings."""
 
     decoded: frozenset[tuple[str, str]] = frozenset()
@@ -79,10 +79,10 @@ class PageReads:
 
     @classmethod
     def of(cls, name_digests: list[tuple[str, str]], settings: ui.DetectorSettings, pipe: Pipeline) -> PageReads:
-        """From each upload's (name, digest); the result keys as `ui.image_result` stores them."""
+        """From each upload's (name, digest); the result keys as `memo.image_result` stores them."""
         return cls(
             frozenset((digest, name) for name, digest in name_digests),
-            frozenset(ui.image_result_key(digest, settings, pipe) for _, digest in name_digests),
+            frozenset(memo.image_result_key(digest, settings, pipe) for _, digest in name_digests),
         )
 
 
@@ -95,23 +95,23 @@ def analyse_upload(
     reads: PageReads = PageReads(),
     shown_as: str | None = None,
 ) -> Analysed:
-    """Decode and analyse one file (`digest`: its `ui.file_digest`); every failure becomes a message about this file
+    """Decode and analyse one file (`digest`: its `memo.file_digest`); every failure becomes a message about this file
     only. `name` is the upload's own (its suffix picks the decoder), `shown_as` what the page and the downloads
     call it (`uploads.distinct_names`)."""
     label = shown_as or name
     try:
-        image, file_size = ui.decoded_upload(name, data, digest, reads.decoded)
+        image, file_size = memo.decoded_upload(name, data, digest, reads.decoded)
     except ImageLoadError as err:  # its message begins with the upload's own name
         return Analysed(label, error=label + str(err).removeprefix(name) if str(err).startswith(name) else str(err))
     except Exception as err:  # e.g. MemoryError or a decoder bug: still no traceback for the user
         log.exception("decoding %s failed", name)
         return Analysed(label, error=f"{label}: cannot read this file ({type(err).__name__})")
     try:
-        result = ui.image_result(digest, image, file_size, settings, pipe, reads.results)  # shared with Compare
+        result = memo.image_result(digest, image, file_size, settings, pipe, reads.results)  # shared with Compare
     except Exception as err:
         log.exception("analysing %s failed", name)
         return Analysed(label, image, error=f"{label}: analysis failed ({type(err).__name__}: {err})")
-    frames = ui.upload_frames(data, digest)
+    frames = memo.upload_frames(data, digest)
     return Analysed(label, image, result, digest=digest, file_size=file_size, frames=frames)
 
 
@@ -186,7 +186,7 @@ def show_gradcam(item: Analysed, views: list[ModelView], slot: str, model: str, 
         try:  # the first map of a session loads the network for it: seconds with nothing else moving on the page
             with column, st.spinner(f"Heat map of {member.name}…"):
                 explain = partial(ui.load_explainer(str(member.path)).explain, crop, cam_target)
-                result = ui.session_memo("gradcam", key, explain)
+                result = memo.session_memo("gradcam", key, explain)
         except Exception as err:
             log.exception("heat map failed")
             column.error(f"Heat map failed for {member.name}: {err}")
@@ -234,7 +234,7 @@ def photo_slots(items: list[Analysed]) -> list[str]:
     in the list, so removing a file neither hands its chosen face and class to the photo that moves up nor resets
     that one's. Not the copy's number either: of the same photo dropped as x.png and y.png, removing x.png handed its
     choices to y.png."""
-    return [f"{item.digest[:16]}_{ui.file_digest(item.name.encode())[:12]}" for item in items]
+    return [f"{item.digest[:16]}_{memo.file_digest(item.name.encode())[:12]}" for item in items]
 
 
 def results_table(items: list[Analysed], members: list[str]) -> pd.DataFrame:
@@ -331,7 +331,7 @@ def main() -> None:
 
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
     analysed: list[Analysed] = []
-    digests = [ui.file_digest(upload.getvalue()) for upload in files]
+    digests = [memo.file_digest(upload.getvalue()) for upload in files]
     name_digests = [(upload.name, digest) for upload, digest in zip(files, digests, strict=True)]
     reads = PageReads.of(name_digests, settings, pipe)
     names = [upload.name for upload in files]

@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple, cast
 import pandas as pd
 import streamlit as st
 
-from app import charts, ui, uploads
+from app import charts, memo, ui, uploads
 from app.jobs import BackgroundJob, watch_this_session
 from app.live import TrackerSettings
 from fer_core.pipeline import Pipeline
@@ -263,13 +263,13 @@ def main() -> None:
     data = upload.getvalue()
     if every == 1:  # every frame analysed: nothing between to follow, so the switch cannot change the result
         tracking = replace(tracking, follow=True)
-    key = VideoKey(ui.file_digest(data), int(every), tracking, tta, settings.key)
+    key = VideoKey(memo.file_digest(data), int(every), tracking, tta, settings.key)
     job: BackgroundJob[VideoResult] | None = st.session_state.get(JOB_KEY)
     if job is not None and job_key(job).digest != key.digest:
         abandon_job()  # another file was dropped
         job = st.session_state.get(JOB_KEY)  # an ended job stays, to be collected
     running = job is not None and not job.done
-    probed_name, probed = ui.session_memo(
+    probed_name, probed = memo.session_memo(
         "video_probe", (key.digest,), lambda: (upload.name, probe_upload(upload.name, data))
     )
     if isinstance(probed, str):  # nothing here can be analysed: said now, not after Analyse
