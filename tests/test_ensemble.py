@@ -420,3 +420,68 @@ def test_loading_reads_each_member_file_once(tmp_path, fake_weights, monkeypatch
     monkeypatch.setattr(ensemble_module, "file_sha256", counting_file_sha256)
     assert Ensemble.load(folder, runtime="torch").names == ["A_crp", "B_mixcut"]
     assert sorted(name for name in opened if name.endswith(".pt")) == ["A_crp.pt", "B_mixcut.pt"]
+
+
+def test_a_member_named_ensemble_is_refused(tmp_path, fake_weights):
+    """Its probabilities are keyed by its name, so a member trained with --name ensemble would replace the mix: the
+    app, predict and evaluate would report one network as the ensemble without a word."""
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    make_classifier_checkpoint(folder / "B_mixcut.pt", ENSEMBLE_KEY, seed=3)
+    with pytest.raises(CheckpointError, match=r"members are named \['A_crp', 'ensemble'\].*not 'ensemble'"):
+        Ensemble.load(folder, runtime="torch")
+
+
+def test_a_weight_of_zero_is_a_valid_fit_and_zero_weights_are_not(tmp_path, fake_weights):
+    """fit_weight may pick an end of its grid (one model clearly better), so fit_ensemble can ship 1.0 / 0.0: that file
+    must load, as the first member alone. Weights of 0 / 0 mix nothing: refused naming the file, at load, not a bare
+    ValueError at the first face."""
+    folder = shutil.copytree(fake_weights, tmp_path / "weights")
+    spec = json.loads((folder / "ensemble.json").read_text())
+    spec["models"][0]["weight"], spec["models"][1]["weight"] = 1.0, 0.0
+    write_spec(folder / "ensemble.json", spec)
+    read_spec(folder)
+    batch = np.random.default_rng(2).integers(0, 256, size=(3, 1, 48, 48), dtype=np.uint8)
+    probs = Ensemble.load(folder, runtime="torch").predict_batch(batch)
+    np.testing.assert_allclose(probs[ENSEMBLE_KEY], probs["A_crp"], rtol=1e-6)
+    spec["models"][0]["weight"] = 0.0
+    write_spec(folder / "ensemble.json", spec)
+    with pytest.raises(CheckpointError, match=r"ensemble\.json.*positive sum"):
+        read_spec(folder)
+
+
+def test_a_weight_that_is_not_a_number_is_refused_when_mixed_in_code(fake_weights):
+    """read_spec refuses NaN in a file; an Ensemble built in code must fail at construction too, not return NaN
+    probabilities for every face."""
+    with pytest.raises(ValueError, match="non-negative"):
+        Ensemble.load(fake_weights, runtime="torch").with_weights({"A_crp": float("nan")})
+
+
+def test_fit_weight_takes_the_even_mix_when_every_mix_scores_the_same():
+    """The documented last tie-break: members that agree exactly give every weight the same accuracy and NLL."""
+    probs = np.array([[0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.015625]] * 4)  # dyadic: every mix exact
+    weight, curve = fit_weight(probs, probs, np.array([0, 0, 1, 0]), grid=[0.0, 0.25, 0.5, 0.75, 1.0])
+    assert len({(row["accuracy"], row["nll"]) for row in curve}) == 1 and weight == 0.5
+
+
+def test_every_tta_set_holds_the_views_it_describes():
+    """The tests averaged whatever views a set held, never what it held: a set whose mirrors lost their shift, or one
+    rotated +8 degrees twice, would have been shipped under its description."""
+    for name, entry in TTA_SETS.items():
+        views = entry.views
+        assert len(set(views)) == len(views), name  # no view twice
+        if name != "none":  # each view with its mirror image
+            assert {View(not v.mirror, v.angle_deg, v.scale, v.shift_px) for v in views} == set(views), name
+    assert {v.angle_deg for v in TTA_SETS["flip_rot8"].views} == {-8.0, 0.0, 8.0}
+    assert {v.scale for v in TTA_SETS["flip_zoom"].views} == {0.93, 1.0, 1.08}
+    shifts = {v.shift_px for v in TTA_SETS["flip_shift3"].views}
+    assert shifts == {(0.0, 0.0), (-3.0, 0.0), (3.0, 0.0), (0.0, -3.0), (0.0, 3.0)}
+    assert View(True, 0.0, 1.0, (3.0, 0.0)) in TTA_SETS["flip_shift3"].views
+
+
+def test_rotated_and_zoomed_views_interpolate_as_training_did():
+    """Training's random affine views are bilinear; nearest-neighbour test-time views would be aliased, out of the
+    distribution the models learned (integer shifts cannot tell the two apart)."""
+    checkerboard = ((np.indices((48, 48)).sum(axis=0) // 2) % 2 * 255).astype(np.uint8)[None, None]
+    for view in (View(angle_deg=8.0), View(scale=1.08)):
+        inner = view.apply(checkerboard)[0, 0, 8:40, 8:40]
+        assert ((inner > 20) & (inner < 235)).mean() > 0.2, view  # blended pixels, not only black and white
