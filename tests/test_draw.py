@@ -151,3 +151,48 @@ def test_a_small_face_never_enlarges_a_caption_asked_for_small() -> None:
     from fer_core.draw import _fit_caption
 
     assert _fit_caption("#1 happy 80%", (0, 100, 10, 110), (640, 480), 0.2, 1).font_scale <= 0.2  # was 0.35
+
+
+def test_a_number_with_no_free_place_goes_inside_its_own_face() -> None:
+    """Three faces stacked edge to edge: the middle one's number touches a neighbour above, inside (the face above's
+    line) and below alike; it goes inside, over its own brow, not above over the face before it."""
+    canvas = np.full((130, 160, 3), 255, np.uint8)
+    faces = [
+        ((30, 0, 130, 40), "sad", 0.5, 1),
+        ((30, 41, 130, 81), "happy", 0.5, 2),
+        ((30, 82, 130, 122), "angry", 0.5, 3),
+    ]
+    out = draw_faces(canvas, faces, thickness=2, font_scale=0.5)
+    middle = np.all(out == EMOTION_COLORS["happy"], axis=2).sum(axis=1)  # yellow pixels per row
+    assert middle[10:39].max() == 0  # nothing of it over the face above
+    assert middle[44:60].min() > 12  # its caption filled inside its top, not just its two side lines (6 px a row)
+
+
+def test_a_caption_below_a_face_at_the_bottom_edge_stays_on_the_picture() -> None:
+    """Placed below a face that touches the picture's bottom, a number was drawn past the edge: not seen at all."""
+    from fer_core.draw import _fit_caption
+
+    left, top, right, bottom = _fit_caption("#3", (10, 80, 50, 99), (100, 100), 0.5, 1, "below").rect
+    assert top >= 0 and bottom <= 100 and left >= 0 and right <= 100  # inside, at its bottom
+
+
+def test_captions_that_only_touch_a_neighbour_do_not_overlap_it() -> None:
+    """Touching is not covering: a caption that ends where the next face begins keeps its words."""
+    from fer_core.draw import _overlap
+
+    assert not _overlap((0, 0, 10, 10), (10, 0, 20, 10)) and not _overlap((0, 0, 10, 10), (0, 10, 10, 20))
+    assert _overlap((0, 0, 11, 10), (10, 0, 20, 10)) and _overlap((0, 0, 10, 11), (0, 10, 10, 20))
+
+
+def test_a_box_given_right_to_left_is_drawn_as_the_same_box() -> None:
+    """(x2, y2, x1, y1) drew the rectangle, but its caption was sized to a negative width and placed at the far edge."""
+    canvas = np.full((100, 120, 3), 255, np.uint8)
+    drawn = draw_faces(canvas, [((10, 20, 60, 70), "happy", 0.9, 1)])
+    np.testing.assert_array_equal(draw_faces(canvas, [((60, 70, 10, 20), "happy", 0.9, 1)]), drawn)
+
+
+def test_annotations_scale_each_axis_by_its_own_factor() -> None:
+    """A stream that changed its resolution: x by the width's factor, y by the height's."""
+    from fer_core.draw import scale_annotations
+
+    assert scale_annotations([((10, 20, 30, 40), "happy", 0.9, 1)], 2, 3) == [((20, 60, 60, 120), "happy", 0.9, 1)]
