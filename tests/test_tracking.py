@@ -229,3 +229,18 @@ def test_new_settings_keep_the_faces_followed() -> None:
     assert tracker.update([face(box, "angry")])[0].probs["angry"] == pytest.approx(0.5)  # EMA from the last value
     with pytest.raises(ValueError):
         tracker.reconfigure(iou_threshold=0.3, max_missed=10, smoothing="ema", alpha=0.0, window=2)
+
+
+def test_a_resize_carries_each_axis_by_its_own_factor() -> None:
+    """rescale(sx, sy) is per axis: a box carried with x and y mixed up lands elsewhere, and its face starts anew."""
+    tracker = FaceTracker(iou_threshold=0.9)
+    tracker.update([face((10, 20, 30, 40))])
+    tracker.rescale(2.0, 0.5)
+    (tracked,) = tracker.update([face((20, 10, 60, 20))])
+    assert (tracked.track_id, tracked.age) == (1, 2)
+
+
+def test_an_overlap_exactly_at_the_threshold_counts() -> None:
+    """'At least iou_threshold', as the setting's help says: an overlap of exactly 0.5 at 0.5 pairs the box."""
+    tracker = FaceTracker(iou_threshold=0.5)
+    assert tracker._overlap_pairs(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 5]])) == [(0, 0)]
