@@ -1283,10 +1283,11 @@ def test_live_callback_never_waits_for_the_models() -> None:
 
 def test_the_live_chart_keeps_to_its_face_until_another_is_clearly_nearer() -> None:
     """Two people at about the same distance swapped the chart between them at almost every update."""
-    from app.live import FOLLOW_SWITCH_AREA, LiveStatus, follow
+    from app.live import FOLLOW_SWITCH_AREA, LiveStatus, box_area, follow
 
-    def face(track_id: int, width: float) -> TrackedFace:
-        return TrackedFace(track_id, (0.0, 0.0, width, width), {}, "happy", 0.5, cast(Any, None), 1)
+    def face(track_id: int, width: float, height: float | None = None) -> TrackedFace:
+        box = (0.0, 0.0, width, width if height is None else height)
+        return TrackedFace(track_id, box, {}, "happy", 0.5, cast(Any, None), 1)
 
     assert follow([], None) is None and follow([], 2) is None
     assert follow([face(1, 100), face(2, 104)], None) == 2  # the nearest first
@@ -1299,6 +1300,9 @@ def test_the_live_chart_keeps_to_its_face_until_another_is_clearly_nearer() -> N
     assert status.charted_face is not None and status.charted_face.track_id == 2
     assert status.text() == "faces: 2 (#2 happy 50%) · 9.5 FPS"  # whose label it is, as the box says it
     assert LiveStatus([face(1, 104), face(2, 100)]).text().startswith("faces: 2 (#1 ")  # no choice: the nearest
+    assert LiveStatus([face(1, 100), face(2, 104)]).text().startswith("faces: 2 (#2 ")  # not the first listed
+    wide, tall = face(1, 50, 20), face(2, 40, 60)  # 1000 and 2400 px: the nearest is the larger area, not width
+    assert follow([wide, tall], None) == 2 and box_area(tall) == 2400.0
     assert LiveStatus([face(4, 80)]).text() == "faces: 1 (happy 50%) · 0.0 FPS"
 
 
