@@ -17,7 +17,18 @@ import pytest
 import tifffile
 from PIL import Image
 
-from fer_core.data import FerDataError, class_weights, load_fer2013, read_csv_records, read_gray_face
+from fer_core.data import (
+    FerDataError,
+    FerDataset,
+    FerSplit,
+    class_weights,
+    folder_usage,
+    load_fer2013,
+    parse_emotion,
+    parse_pixels,
+    read_csv_records,
+    read_gray_face,
+)
 from fer_core.labels import EMOTIONS
 from tests.fer_fixtures import synthetic_faces, write_fer_csv, write_fer_folder
 
@@ -466,3 +477,69 @@ def test_a_tar_archive_is_named_as_one_to_extract(tmp_path, name, mode):
             read()
         assert str(refused.value).startswith(f"{path}: a tar archive, which is not read directly; extract it first")
         assert "a .csv, a .gz/.xz/.zip of one CSV, or the Kaggle folder" in str(refused.value)
+
+
+def test_emotion_id_7_is_refused_and_6_accepted() -> None:
+    """An off-by-one export (or FER+'s 8th "contempt" class) writes emotion 7: it must be refused at its row, not
+    become a label that breaks class counts or the loss far from it. 6, the last id, is a label."""
+    assert parse_emotion("6", "fer.csv line 2") == 6
+    with pytest.raises(FerDataError, match=r"fer\.csv line 2: emotion '7' is not one of 0\.\.6"):
+        parse_emotion("7", "fer.csv line 2")
+
+
+def test_pixel_value_256_is_refused_and_255_accepted() -> None:
+    """uint8 wraps 256 to 0: a malformed row became a face with a black pixel instead of an error at its row."""
+    values = ["7"] * (48 * 48 - 1)
+    assert parse_pixels(" ".join([*values, "255"]), "fer.csv line 2")[-1, -1] == 255
+    with pytest.raises(FerDataError, match=r"fer\.csv line 2: pixel values must lie in 0\.\.255, got 7\.\.256"):
+        parse_pixels(" ".join([*values, "256"]), "fer.csv line 2")
+
+
+def test_fingerprint_changes_with_the_labels_alone() -> None:
+    """The fingerprint identifies the exact training data: a relabelled dataset (fixed annotations, merged classes)
+    with the same pixels must not pass for the data a checkpoint was trained on."""
+    images, labels = synthetic_faces(14)
+    relabelled = labels.copy()
+    relabelled[3] = (relabelled[3] + 1) % len(EMOTIONS)
+    sources = tuple(f"face {i}" for i in range(14))
+
+    def dataset(split_labels: np.ndarray) -> FerDataset:
+        return FerDataset({"Training": FerSplit("Training", images, split_labels, sources)})
+
+    assert dataset(labels).fingerprint() == dataset(labels.copy()).fingerprint()
+    assert dataset(labels).fingerprint() != dataset(relabelled).fingerprint()
+
+
+def test_a_small_class_gives_one_face_to_the_carved_validation_split(tmp_path: Path) -> None:
+    """With no PublicTest in the source, 10 % of a class of 3 rounds to none: that class (disgust in a small
+    custom set) was never seen by model selection. A class of 2 to 4 gives one face; a class of one keeps it."""
+    counts = {"angry": 20, "disgust": 3, "fear": 1, "happy": 20}
+    images, _ = synthetic_faces(sum(counts.values()))
+    labels = [EMOTIONS.index(name) for name, n in counts.items() for _ in range(n)]
+    rows = [f"{label},{' '.join(map(str, image.ravel()))}" for image, label in zip(images, labels, strict=True)]
+    path = tmp_path / "no_usage.csv"
+    path.write_text("emotion,pixels\n" + "\n".join(rows) + "\n")
+    dataset = load_fer2013(path)
+    carved, kept = dataset["PublicTest"].class_counts(), dataset["Training"].class_counts()
+    assert (carved["angry"], carved["disgust"], carved["fear"], carved["happy"]) == (2, 1, 0, 2)
+    assert (kept["angry"], kept["disgust"], kept["fear"], kept["happy"]) == (18, 2, 1, 18)
+
+
+def test_a_dev_split_folder_is_the_validation_split(tmp_path: Path) -> None:
+    """The docs and the refusal promise "val*/dev*": a layout with dev/ (or Development/) was refused as not a split
+    folder, or with --skip-bad silently left out, and a validation split carved from Training instead."""
+    assert folder_usage("dev") == folder_usage("Development") == "PublicTest"
+    root = write_fer_folder(tmp_path / "fer", per_class=2, prefixes=False)
+    (root / "test").rename(root / "dev")
+    dataset = load_fer2013(root)
+    assert {k: len(v) for k, v in dataset.splits.items()} == {"Training": 14, "PublicTest": 14}
+    assert dataset.carved_share == 0 and dataset.validation_warning(root) is None
+
+
+def test_a_larger_folder_face_is_resized_smoothly_not_by_picking_pixels(tmp_path: Path) -> None:
+    """A custom folder of 96 px faces: nearest neighbour keeps every other pixel (aliasing: a fine checkerboard
+    becomes all black or all white), changing the training data silently; a filtered resize gives its mean gray."""
+    checkerboard = (np.indices((96, 96)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(checkerboard).save(tmp_path / "face.png")
+    face = read_gray_face(tmp_path / "face.png")
+    assert face.shape == (48, 48) and 120 <= face.min() <= face.max() <= 135
