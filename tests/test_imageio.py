@@ -19,9 +19,11 @@ from fer_core.imageio import (
     HEIF_SUPPORTED,
     MAX_SIDE,
     ImageLoadError,
+    finite_range,
     frame_count,
     load_image,
     load_image_sized,
+    looks_like_image,
     to_8bit,
 )
 
@@ -380,3 +382,42 @@ def test_the_full_size_is_the_upright_picture_s_however_the_format_stores_its_tu
     turned = bool(options)
     assert size == ((120, 300) if turned else (300, 120))
     assert rgb.shape == ((100, 40, 3) if turned else (40, 100, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32])
+def test_wide_integer_arrays_of_16_bit_values_are_read_as_16_bit(dtype: type[np.integer]) -> None:
+    """numpy and OpenCV users (and Pillow's 32-bit "I" mode) hand over 16-bit values in wider integers: stretched
+    over their own range, a dark 0..4000 picture came out full-contrast, other faces than the same uint16 array."""
+    values = np.array([[0, 1000, 4000]])
+    np.testing.assert_array_equal(to_8bit(values.astype(dtype)), to_8bit(values.astype(np.uint16)))
+    np.testing.assert_array_equal(to_8bit(values.astype(dtype)), [[0, 4, 16]])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_full_size_swaps_its_sides_for_every_quarter_turn(orientation: int) -> None:
+    """Orientations 5 and 7 (mirrored and turned: front cameras, editors) turn the picture too: the (width, height)
+    boxes are scaled back to must be the upright picture's, or the downloaded boxes land on the wrong axes."""
+    data = encoded(Image.new("RGB", (300, 120), "white"), "JPEG", exif=jpeg_exif(orientation))
+    rgb, size = load_image_sized(data, max_side=100)
+    turned = orientation >= 5
+    assert size == ((120, 300) if turned else (300, 120))
+    assert rgb.shape == ((100, 40, 3) if turned else (40, 100, 3))
+
+
+def test_a_damaged_webp_is_called_corrupt_not_of_an_unknown_kind() -> None:
+    """A WebP whose header is cut or damaged read "not an image file, or a format we cannot read", which sends the
+    user to convert a file that only needs uploading again."""
+    whole = encoded(Image.fromarray(astronaut()[:64, :64]), "WEBP")
+    assert whole[:4] == b"RIFF" and whole[8:12] == b"WEBP"
+    for damaged in (whole[:14], whole[:12] + b"\x00" * 4 + whole[16:]):
+        with pytest.raises(ImageLoadError, match=r"^cut\.webp: the image is corrupt or truncated"):
+            load_image(damaged, name="cut.webp")
+    assert looks_like_image(b"RIFF\0\0\0\0WEBPVP8 ") and not looks_like_image(b"RIFF\0\0\0\0WAVEfmt ")
+
+
+def test_a_constant_picture_keeps_its_level() -> None:
+    """A flat picture has no range to stretch over: taken as 0..0, a constant 16-bit 1000 became white (255, not 4)
+    and a constant float 5.0 white (not 5), as a white 16-bit PNG once came out black."""
+    assert finite_range(np.full((2, 2), 7.0)) == (7.0, 7.0)
+    assert (to_8bit(np.full((3, 3), 1000, np.int32)) == 4).all()
+    assert (to_8bit(np.full((3, 3), 5.0)) == 5).all()
