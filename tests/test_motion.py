@@ -13,7 +13,7 @@ import pytest
 from fer_core import bench_motion
 from fer_core.bench import face_patch
 from fer_core.bench_motion import PATHS, clip
-from fer_core.motion import BoxFollower, FlowFrame, box_move, moved_box
+from fer_core.motion import BoxFollower, FlowFrame, Template, box_move, inner_part, moved_box, pick_points
 from fer_core.pipeline import Box
 from fer_core.tracking import iou_matrix
 
@@ -231,3 +231,79 @@ def test_the_benchmark_prints_and_writes_its_figures(tmp_path: Path, capsys: pyt
     assert "fast/lag3/chain" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_motion.main(["--frames", "24", "--lags", "30"])
+
+
+def test_a_lost_face_seen_twice_elsewhere_is_not_guessed() -> None:
+    """A cut to a shot with two copies of the face (twins, a poster, a repeated pattern), under no other box: both
+    places match equally, so taking either is a guess that gives a stranger this face's number and label."""
+    face = face_patch(60)[0]
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(scene([(face, 320, 240)])), [box_at(320, 240, 60)])
+    for _ in range(3):
+        (box,) = follower.follow(FlowFrame.of(scene([(face, 120, 120), (face, 520, 360)])))
+        np.testing.assert_allclose(box, box_at(320, 240, 60), atol=1e-6)
+    assert follower.followed_by([1]) == {}
+    grey = FlowFrame.of(scene([(face, 320, 240)])).grey
+    template = Template.of(grey, np.array(box_at(160, 120, 30)))
+    assert template is not None
+    twice = FlowFrame.of(scene([(face, 120, 120), (face, 520, 360)])).grey
+    assert template.find(twice, np.array(box_at(160, 120, 30))) is None
+    once = FlowFrame.of(scene([(face, 520, 360)])).grey
+    found = template.find(once, np.array(box_at(160, 120, 30)))  # the same look, alone: found
+    assert found is not None
+    np.testing.assert_allclose(found, box_at(260, 180, 30), atol=1.0)
+
+
+def test_the_box_moves_by_the_median_of_its_points_moves() -> None:
+    """A few points that slipped onto the background or another moving face must not drag the box: 10 points moved
+    5 px right and 2 outliers 100 px move it 5 px, not their mean's 20."""
+    rng = np.random.default_rng(0)
+    before = rng.uniform(0, 50, (12, 2))
+    after = before + np.array([5.0, 0.0])
+    after[:2] += np.array([95.0, 0.0])
+    shift, _ = box_move(before, after)
+    np.testing.assert_allclose(shift, [5.0, 0.0])
+
+
+def test_points_are_picked_inside_the_box_not_on_its_edges() -> None:
+    """The box's edges are background as often as face, and background does not move with the face: points (and
+    the face's last look) come from the box with 15 % left out on each side, never from around it."""
+    grey = cv2.cvtColor(np.ascontiguousarray(astronaut_body()), cv2.COLOR_RGB2GRAY)
+    box = np.array([10.0, 10.0, 110.0, 110.0])
+    assert inner_part(grey, box) == (25, 25, 95, 95)
+    points = pick_points(grey, box)
+    assert len(points) >= 5
+    assert points.min() >= 25 and points.max() <= 95
+
+
+def test_a_box_with_nothing_to_follow_is_lost_from_the_start() -> None:
+    """A tiny or non-finite box gives no points, so it is never stepped: unless marked lost at anchor it was reported
+    as moving with its face forever, and the tracker matched faces to that stale box first."""
+    picture = fast_clip(1)[0][0]
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(picture), [(1.0, 1.0, 3.0, 3.0), (np.nan, 0.0, 10.0, 10.0)])
+    assert follower.followed_by([1, 2]) == {}
+    follower.follow(FlowFrame.of(picture))
+    assert follower.followed_by([1, 2]) == {}
+
+
+def test_a_frame_rescaled_on_one_axis_scales_the_boxes_on_that_axis() -> None:
+    """The same view at another resolution is followed by bringing the last frame and the boxes to it: a frame half
+    as high halves the boxes' y, not their x (width and height ratios were swapped)."""
+    picture = cv2.resize(scene([(face_patch(110)[0], 320, 240)]), (320, 240), interpolation=cv2.INTER_AREA)
+    box = box_at(160, 120, 56)
+    follower = BoxFollower()
+    follower.anchor(FlowFrame.of(picture), [box])
+    (squashed,) = follower.follow(FlowFrame.of(cv2.resize(picture, (320, 120), interpolation=cv2.INTER_AREA)))
+    np.testing.assert_allclose(squashed, (box[0], box[1] / 2, box[2], box[3] / 2), atol=1.5)
+
+
+def test_a_near_flat_box_gives_no_look_to_search_for() -> None:
+    """A face in deep shadow or blown out (flat gray plus sensor noise): normalised correlation of noise means
+    nothing and may pick any place, so there is no template to find it again by; a textured box has one."""
+    rng = np.random.default_rng(0)
+    flat = rng.integers(127, 130, (120, 120)).astype(np.uint8)
+    assert 0 < flat.std() < 2
+    assert Template.of(flat, np.array([10.0, 10.0, 110.0, 110.0])) is None
+    textured = cv2.cvtColor(np.ascontiguousarray(astronaut_body()), cv2.COLOR_RGB2GRAY)
+    assert Template.of(textured, np.array([10.0, 10.0, 110.0, 110.0])) is not None
