@@ -368,6 +368,8 @@ def test_the_faces_csv_has_its_header_even_without_a_face(app: AppTest, download
     app.file_uploader(key="photos_upload").set_value(("blank.png", blank, "image/png"))
     app.run()
     assert app.info[-1].value == "No face found in any photo."
+    # its "annotated" image would be the photo itself: no button offers it
+    assert not [b for b in app.get("download_button") if b.proto.label == "Download annotated image"]
     header = downloads(app, "Results as CSV").decode().splitlines()
     assert header == [",".join([*RESULT_COLUMNS, "A_crp_label", "B_mixcut_label"])]
 

@@ -214,14 +214,15 @@ def show_photo(item: Analysed, slot: str, model: str, show_cam: bool, pipe: Pipe
                 round(MAX_PHOTO_HEIGHT * shown.shape[1] / shown.shape[0]),
                 ui.faces_in_words(views, " (the table lists every face)"),
             )
-            st.download_button(
-                "Download annotated image",
-                data=partial(annotated_png, item, views),
-                file_name=annotated_name(item),
-                mime="image/png",
-                key=f"photos_png_{slot}",
-                on_click="ignore",
-            )
+            if result.faces:  # with none, the "annotated" image is the photo itself (the zip of all still holds it)
+                st.download_button(
+                    "Download annotated image",
+                    data=partial(annotated_png, item, views),
+                    file_name=annotated_name(item),
+                    mime="image/png",
+                    key=f"photos_png_{slot}",
+                    on_click="ignore",
+                )
         with beside:
             if result.faces:
                 show_charts(item, views, slot, model, side_by_side=wide)
