@@ -196,3 +196,17 @@ def test_annotations_scale_each_axis_by_its_own_factor() -> None:
     from fer_core.draw import scale_annotations
 
     assert scale_annotations([((10, 20, 30, 40), "happy", 0.9, 1)], 2, 3) == [((20, 60, 60, 120), "happy", 0.9, 1)]
+
+
+def test_a_caption_does_not_cover_a_neighbour_s_box_line() -> None:
+    """OpenCV draws a line centred on the box's edge, so a thick line reaches half its width outside the box: a
+    caption ending one pixel short of the neighbour's edge still covered that line, and is cut to the number."""
+    from fer_core.draw import _fit_caption
+
+    canvas = np.full((160, 240, 3), 255, np.uint8)
+    face = (10, 60, 70, 120)
+    full = _fit_caption(label_text("happy", 0.9, 1), face, (240, 160), 0.5, 3)  # as draw_faces sizes it at 4 px lines
+    neighbour = (full.rect[2] + 1, 10, full.rect[2] + 60, 58)
+    out = draw_faces(canvas, [(face, "happy", 0.9, 1), (neighbour, "sad", 0.9, 2)], thickness=4, font_scale=0.5)
+    caption_row = np.all(out[full.rect[1] + 2] == EMOTION_COLORS["happy"], axis=1).sum()
+    assert caption_row < (full.rect[2] - full.rect[0]) / 2  # "#1", not "#1 happy 90%"

@@ -244,3 +244,17 @@ def test_an_overlap_exactly_at_the_threshold_counts() -> None:
     """'At least iou_threshold', as the setting's help says: an overlap of exactly 0.5 at 0.5 pairs the box."""
     tracker = FaceTracker(iou_threshold=0.5)
     assert tracker._overlap_pairs(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 5]])) == [(0, 0)]
+
+
+def test_smoothing_switched_off_and_on_again_goes_on_from_the_newest_frame() -> None:
+    """Off shows the newest frame raw; turned back to EMA before the next analysed frame, the average restarts from
+    that newest frame, not from the oldest one the window still holds."""
+    tracker = FaceTracker(smoothing="ema", alpha=0.5, window=3)
+    box = (0, 0, 40, 40)
+    for label in ("happy", "sad"):
+        tracker.update([face(box, label)])
+    settings = {"iou_threshold": 0.3, "max_missed": 10, "alpha": 0.5, "window": 3}
+    tracker.reconfigure(smoothing="none", **settings)
+    tracker.reconfigure(smoothing="ema", **settings)
+    probs = tracker.update([face(box, "angry")])[0].probs
+    assert probs["sad"] == pytest.approx(0.5) and probs["angry"] == pytest.approx(0.5) and probs["happy"] < 1e-9
