@@ -253,8 +253,7 @@ def test_smoothing_switched_off_and_on_again_goes_on_from_the_newest_frame() -> 
     box = (0, 0, 40, 40)
     for label in ("happy", "sad"):
         tracker.update([face(box, label)])
-    settings = {"iou_threshold": 0.3, "max_missed": 10, "alpha": 0.5, "window": 3}
-    tracker.reconfigure(smoothing="none", **settings)
-    tracker.reconfigure(smoothing="ema", **settings)
+    for smoothing in ("none", "ema"):
+        tracker.reconfigure(iou_threshold=0.3, max_missed=10, smoothing=smoothing, alpha=0.5, window=3)
     probs = tracker.update([face(box, "angry")])[0].probs
     assert probs["sad"] == pytest.approx(0.5) and probs["angry"] == pytest.approx(0.5) and probs["happy"] < 1e-9
