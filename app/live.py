@@ -36,7 +36,15 @@ import numpy as np
 from fer_core.draw import draw_faces, to_annotations, with_boxes
 from fer_core.motion import BoxFollower, FlowFrame
 from fer_core.pipeline import Box, Pipeline
-from fer_core.tracking import FaceTracker, TrackedFace
+from fer_core.tracking import (
+    DEFAULT_ALPHA,
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_MISSED,
+    DEFAULT_SMOOTHING,
+    DEFAULT_WINDOW,
+    FaceTracker,
+    TrackedFace,
+)
 
 log = logging.getLogger(__name__)
 #: streamlit-webrtc silences its own logger (NullHandler): without this its thread errors vanish.
@@ -76,11 +84,11 @@ def same_view(old: tuple[int, ...], new: tuple[int, ...], tolerance: float = 0.0
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    smoothing: str = "ema"
-    alpha: float = 0.5
-    window: int = 5
-    iou_threshold: float = 0.3
-    max_missed: int = 10
+    smoothing: str = DEFAULT_SMOOTHING
+    alpha: float = DEFAULT_ALPHA
+    window: int = DEFAULT_WINDOW
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    max_missed: int = DEFAULT_MAX_MISSED
     #: Boxes move with the faces between analyses (drawing only: tracking and smoothing are the same either way).
     follow: bool = True
 

@@ -20,7 +20,7 @@ import streamlit as st
 
 from app.live import TrackerSettings
 from fer_core.cli import UserInputError
-from fer_core.detection import DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
+from fer_core.detection import DEFAULT_CONF, DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
 from fer_core.imageio import IMAGE_SUFFIXES
@@ -152,7 +152,7 @@ class DetectorSettings:
     """What the detection controls chose; `imgsz` is set per page (photos favour recall, live video latency)."""
 
     backend: str = "yolo"
-    conf: float = 0.35
+    conf: float = DEFAULT_CONF
     min_face: int = 16
     max_faces: int = 100
     imgsz: int = PHOTO_IMGSZ
@@ -250,7 +250,7 @@ def detector_controls(prefix: str, *, offer_tta: bool = False) -> DetectorSettin
         "Detection confidence",
         0.05,
         0.95,
-        0.35,
+        DEFAULT_CONF,
         0.05,
         key=f"{prefix}_conf",
         help="Faces the detector is less sure about are ignored.",

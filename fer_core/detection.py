@@ -42,6 +42,8 @@ DETECTOR_FILE = "face_yolo.pt"
 DEFAULT_DETECTOR_WEIGHTS = REPO_ROOT / "weights" / DETECTOR_FILE
 HAAR_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
 BACKENDS = ("auto", "yolo", "haar")
+#: Detector confidence under which a box is not a face, unless a user or page asks otherwise (every tool and page).
+DEFAULT_CONF = 0.35
 #: Detector input size for still photos: small faces in group shots need the resolution.
 PHOTO_IMGSZ = 640
 #: Detector input size for live video and webcam frames: about 4x fewer pixels than photos, for latency.
@@ -297,7 +299,7 @@ class FaceDetector:
         self,
         backend: str = "auto",
         weights: str | Path | None = None,
-        conf: float = 0.35,
+        conf: float = DEFAULT_CONF,
         min_face: int = 16,
         max_faces: int = 100,
         imgsz: int = PHOTO_IMGSZ,

@@ -34,7 +34,7 @@ from fer_core.data import (
     read_csv_records,
 )
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
-from fer_core.detection import fallback_unannounced_where_refused, refusal_of_fallback
+from fer_core.detection import DEFAULT_CONF, fallback_unannounced_where_refused, refusal_of_fallback
 from fer_core.imageio import IMAGE_SUFFIXES, ImageLoadError, is_image_path, load_image_sized
 from fer_core.labels import EMOTIONS
 from fer_core.pipeline import DEFAULT_WEIGHTS, ImageResult, Pipeline
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=cli.PIPELINE_WEIGHTS_HELP)
     cli.add_runtime_option(parser, cli.PIPELINE_RUNTIME_SUBJECT)
     parser.add_argument("--detector", default="auto", choices=DETECTOR_BACKENDS, help=cli.DETECTOR_HELP)
-    parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
+    parser.add_argument("--conf", type=float, default=DEFAULT_CONF, help="face detection confidence threshold")
     parser.add_argument("--max-faces", type=int, default=100, help="label at most this many faces per photo")
     parser.add_argument(
         "--tta", choices=("shipped", "off"), default="shipped", help="ensemble.json's TTA set, or one view (faster)"

@@ -38,6 +38,12 @@ from fer_core.labels import EMOTIONS, probs_dict, probs_vector
 from fer_core.pipeline import Box, FaceResult
 
 SMOOTHING = ("ema", "window", "none")
+#: The tracker's defaults, for `FaceTracker`, the video tool's flags and the app's sliders alike.
+DEFAULT_IOU_THRESHOLD = 0.3
+DEFAULT_MAX_MISSED = 10
+DEFAULT_SMOOTHING = "ema"
+DEFAULT_ALPHA = 0.5
+DEFAULT_WINDOW = 5
 #: How far (centre to centre, in widths of the track's box) a face may move between analysed frames and keep its
 #: track when its boxes no longer overlap enough; and how much larger or smaller (area) its box may be.
 MAX_JUMP = 1.5
@@ -123,11 +129,11 @@ class FaceTracker:
 
     def __init__(
         self,
-        iou_threshold: float = 0.3,
-        max_missed: int = 10,
-        smoothing: str = "ema",
-        alpha: float = 0.5,
-        window: int = 5,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        max_missed: int = DEFAULT_MAX_MISSED,
+        smoothing: str = DEFAULT_SMOOTHING,
+        alpha: float = DEFAULT_ALPHA,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")

@@ -38,13 +38,28 @@ from tqdm import tqdm
 from fer_core import cli
 from fer_core.cli import UserInputError
 from fer_core.detection import BACKENDS as DETECTOR_BACKENDS
-from fer_core.detection import PHOTO_IMGSZ, VIDEO_IMGSZ, fallback_unannounced_where_refused, refusal_of_fallback
+from fer_core.detection import (
+    DEFAULT_CONF,
+    PHOTO_IMGSZ,
+    VIDEO_IMGSZ,
+    fallback_unannounced_where_refused,
+    refusal_of_fallback,
+)
 from fer_core.draw import Annotation, draw_faces, scale_annotations, to_annotations, with_boxes
 from fer_core.imageio import MAX_PIXELS
 from fer_core.labels import EMOTIONS
 from fer_core.motion import BoxFollower, FlowFrame
 from fer_core.pipeline import DEFAULT_WEIGHTS, Pipeline
-from fer_core.tracking import SMOOTHING, FaceTracker, TrackedFace
+from fer_core.tracking import (
+    DEFAULT_ALPHA,
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_MISSED,
+    DEFAULT_SMOOTHING,
+    DEFAULT_WINDOW,
+    SMOOTHING,
+    FaceTracker,
+    TrackedFace,
+)
 
 ANNOTATED_NAME = "annotated.mp4"
 CSV_NAME = "faces.csv"
@@ -833,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=cli.PIPELINE_WEIGHTS_HELP)
     cli.add_runtime_option(parser, cli.PIPELINE_RUNTIME_SUBJECT)
     parser.add_argument("--detector", default="auto", choices=DETECTOR_BACKENDS, help=cli.DETECTOR_HELP)
-    parser.add_argument("--conf", type=float, default=0.35, help="face detection confidence threshold")
+    parser.add_argument("--conf", type=float, default=DEFAULT_CONF, help="face detection confidence threshold")
     parser.add_argument(
         "--imgsz",
         type=cli.detector_imgsz,
@@ -846,15 +861,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--smoothing",
-        default="ema",
+        default=DEFAULT_SMOOTHING,
         choices=SMOOTHING,
         help="how a tracked face's probabilities are smoothed over analysed frames: ema (see --alpha), window (the "
         "mean of the last --window) or none",
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="EMA weight of the newest frame (1 = none)")
-    parser.add_argument("--window", type=int, default=5, help="frames averaged with --smoothing window")
-    parser.add_argument("--iou", type=float, default=0.3, help="minimum box overlap to continue a track")
-    parser.add_argument("--max-missed", type=int, default=10, help="analysed frames a face may vanish for")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="EMA weight of the newest frame (1 = none)")
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="frames averaged with --smoothing window")
+    parser.add_argument(
+        "--iou", type=float, default=DEFAULT_IOU_THRESHOLD, help="minimum box overlap to continue a track"
+    )
+    parser.add_argument(
+        "--max-missed", type=int, default=DEFAULT_MAX_MISSED, help="analysed frames a face may vanish for"
+    )
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error("--every must be >= 1")

@@ -824,3 +824,22 @@ def test_fit_ensemble_calls_a_truncated_member_damaged(
     assert done.value.code == 2 and err.count("\n") == 1
     assert err.startswith(f"error: --models {truncated}: looks like a torch.save archive but cannot be read (damaged")
     assert "not a classifier checkpoint" not in err
+
+
+def test_the_tools_and_the_app_start_from_the_same_detection_and_tracking_defaults(monkeypatch):
+    """The detector's confidence (0.35) was written out in five places and the tracker's defaults in three: one
+    changed alone would have made the video tool and the app's Video page label the same clip differently."""
+    from app.live import TrackerSettings
+    from app.ui import DetectorSettings
+    from fer_core.detection import DEFAULT_CONF, FaceDetector
+    from fer_core.tracking import FaceTracker
+
+    video = {a.dest: a.default for a in tool_parser("video", monkeypatch)._actions}
+    predict = {a.dest: a.default for a in tool_parser("predict", monkeypatch)._actions}
+    assert video["conf"] == predict["conf"] == DetectorSettings().conf == DEFAULT_CONF
+    assert FaceDetector(backend="haar").conf == DEFAULT_CONF
+    tracker, settings = FaceTracker(), TrackerSettings()
+    flags = {"iou_threshold": "iou", "max_missed": "max_missed", "alpha": "alpha", "window": "window"}
+    for name, flag in flags.items():
+        assert getattr(tracker, name) == getattr(settings, name) == video[flag], name
+    assert tracker.smoothing == settings.smoothing == video["smoothing"]
