@@ -46,8 +46,9 @@ def probs_bar(
             "subtitle": {"text": subtitle, "font": {"color": AXIS_TEXT}},
         },
         height=height + (20 if subtitle else 0),
-        margin={"l": 10, "r": 30, "t": (60 if subtitle else 40) if title else 10, "b": 10},
-        xaxis={"range": [0, 1], "tickformat": ".0%", "tickvals": [0, 0.5, 1]},
+        margin={"l": 10, "r": 30, "t": 10 + (30 if title else 0) + (20 if subtitle else 0), "b": 10},
+        # room past 100 % for a full bar's "100%" (drawn outside the bar), ticks at the true ends
+        xaxis={"range": [0, 1.12], "tickformat": ".0%", "tickvals": [0, 0.5, 1]},
         yaxis={"autorange": "reversed", "automargin": True},  # angry at the top: the emotions' order everywhere
         showlegend=False,
     )

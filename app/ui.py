@@ -413,10 +413,10 @@ MAX_DISPLAY_WIDTH = 1460
 
 
 def image_at_most(image: np.ndarray, width: int, caption: str) -> None:
-    """`image` shown at most `width` px wide, and narrower where its column is (a phone). The width is set on a
-    container, which Streamlit caps at the column's, with the image stretched in it: set on the image, a 720 px photo
-    ran off a 390 px phone screen, and Streamlit resized the image itself to that width (bilinear, soft on a
-    high-density screen)."""
+    """`image` shown `width` px wide (a smaller image is enlarged to it), and narrower where its column is (a phone).
+    The width is set on a container, which Streamlit caps at the column's, with the image stretched in it: set on the
+    image, a 720 px photo ran off a 390 px phone screen, and Streamlit resized the image itself to that width
+    (bilinear, soft on a high-density screen)."""
     with st.container(width=max(1, width)):
         st.image(image, width="stretch", caption=caption)
 

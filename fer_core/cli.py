@@ -41,7 +41,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
             or default is argparse.SUPPRESS
             or (isinstance(default, list | tuple) and not default)
         )
-        if not action.option_strings or action.required or says_nothing or "default" in text.lower():
+        store_false = isinstance(action, argparse._StoreFalseAction)  # its True means "off until given": no "on"
+        if not action.option_strings or action.required or says_nothing or store_false or "default" in text.lower():
             return action.help
         if default is True:  # a --x/--no-x switch that is on: "True" reads as a value to type
             shown = "on"

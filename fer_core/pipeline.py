@@ -226,6 +226,9 @@ def result_rows(image_name: str, result: ImageResult, members: Sequence[str] = (
     the boxes say when that model is picked."""
     rows = []
     for number, face in enumerate(result.faces, start=1):
+        missing = [name for name in members if name not in face.model_probs]
+        if missing:  # a bare KeyError 'B' said nothing of where the name came from
+            raise ValueError(f"{image_name}: no probabilities of {missing}; the faces hold {sorted(face.model_probs)}")
         x1, y1, x2, y2 = face.box
         rows.append(
             {

@@ -877,7 +877,14 @@ def run(
             )
         history = list(training["history"])
         start_epoch, best_acc, train_seconds = training["epoch"] + 1, training["best_acc"], training["train_seconds"]
-        if dist_info.is_main:
+        if dist_info.is_main and start_epoch >= cfg.epochs:  # it said "resumed ... at epoch 31 of 30"
+            log.info(
+                "%s: all %d epochs are done already, nothing to train (best validation accuracy %.4f)",
+                last_path,
+                cfg.epochs,
+                best_acc,
+            )
+        elif dist_info.is_main:
             log.info(
                 "resumed %s at epoch %d of %d (best validation accuracy so far %.4f, %.0f s of training done)",
                 last_path,

@@ -843,3 +843,12 @@ def test_the_tools_and_the_app_start_from_the_same_detection_and_tracking_defaul
     for name, flag in flags.items():
         assert getattr(tracker, name) == getattr(settings, name) == video[flag], name
     assert tracker.smoothing == settings.smoothing == video["smoothing"]
+
+
+def test_a_flag_that_turns_something_off_shows_no_default_of_on():
+    """A store_false flag's default is True: "(default: on)" beside --no-foo would say the opposite of what it does."""
+    parser = cli.argument_parser("x", None)
+    parser.add_argument("--no-foo", dest="foo", action="store_false", help="skip the foo")
+    parser.add_argument("--bar", action=argparse.BooleanOptionalAction, default=True, help="use the bar")
+    text = " ".join(parser.format_help().split())
+    assert "skip the foo (default" not in text and "use the bar (default: on)" in text

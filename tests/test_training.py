@@ -83,6 +83,10 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, tiny_csv, caplog
         train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])
     # where the run stands, in figures: it said only "resumed .../last.pt at epoch 2"
     assert f"at epoch 2 of 2 (best validation accuracy so far {first['val_acc'].max():.4f}, " in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fer_core.train"):
+        train_main(["--data", str(tiny_csv), "--out", str(split), "--resume", *TINY])  # a finished run
+    assert "all 2 epochs are done already, nothing to train" in caplog.text and "epoch 3 of 2" not in caplog.text
     a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(split / "last.pt")
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key

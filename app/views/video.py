@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePath
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import pandas as pd
 import streamlit as st
@@ -208,10 +208,10 @@ def show_result(result: VideoResult) -> None:
             "not play: download it and open it in a video player (VLC, mpv).",
             icon=":material/play_disabled:",
         )
-    shown: int | Literal["stretch"] = "stretch"
-    if summary.width < SMALL_CLIP_PX:  # at its own size, not stretched into a blur
-        shown = summary.width
-    st.video(result.video, format="video/mp4", width=shown)
+    # A small clip at most its own width, not stretched into a blur; set on a container, which Streamlit narrows to
+    # the column on a phone (a width set on the video itself is not)
+    with st.container(width=summary.width) if summary.width < SMALL_CLIP_PX else st.container():
+        st.video(result.video, format="video/mp4", width="stretch")
     stem = PurePath(result.name).stem
     downloads = st.container(horizontal=True)  # side by side, not half a page apart
     downloads.download_button(
