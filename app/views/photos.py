@@ -294,8 +294,8 @@ def shared_names_note(names: list[str], shown: list[str]) -> None:
             st.caption(f"{len(labels)} files are named {name}: shown as {', '.join(labels)}, in the order dropped.")
 
 
-def main() -> None:
-    st.title("Photos")
+def sidebar() -> tuple[ui.DetectorSettings, str, bool, Pipeline]:
+    """The page's settings: detection, the model whose labels the boxes show, test-time views and heat maps."""
     settings = ui.detector_controls("photos", offer_tta=True)
     ens = ui.ensemble()
     st.sidebar.subheader("Emotion model")
@@ -309,27 +309,24 @@ def main() -> None:
     )
     pipe = ui.pipeline(settings, tta=tta)
     ui.sidebar_info(pipe)
+    return settings, model, show_cam, pipe
 
-    files = uploads.kept_file_uploader(
-        "Drop one or more photos",
-        type=ui.PHOTO_TYPES,
-        accept_multiple_files=True,
-        key="photos_upload",
-        help=", ".join(ui.PHOTO_TYPES),
+
+def welcome() -> None:
+    """What the app does, and links to the other pages: the page the app opens on is the only place a newcomer
+    learns what they are for. Links, not "in the menu on the left": on a phone that menu is folded away."""
+    st.info(
+        "Every face is boxed and labelled with its emotion (angry, disgust, fear, happy, sad, surprise or "
+        "neutral); the results can be downloaded as CSV or JSON.",
+        icon=":material/info:",
     )
-    if not files:
-        st.info(
-            "Every face is boxed and labelled with its emotion (angry, disgust, fear, happy, sad, surprise or "
-            "neutral); the results can be downloaded as CSV or JSON.",
-            icon=":material/info:",
-        )
-        # The page the app opens on is the only place a newcomer learns what the other pages are for. Links, not
-        # "in the menu on the left": on a phone that menu is folded away behind a small arrow
-        for page, what in OTHER_PAGES.items():
-            title, icon = ui.PAGE_TITLES_AND_ICONS[page]
-            st.page_link(page, label=f"**{title}**: {what}", icon=icon)
-        return
+    for page, what in OTHER_PAGES.items():
+        title, icon = ui.PAGE_TITLES_AND_ICONS[page]
+        st.page_link(page, label=f"**{title}**: {what}", icon=icon)
 
+
+def analyse_all(files: list[Any], settings: ui.DetectorSettings, pipe: Pipeline) -> list[Analysed]:
+    """Each upload analysed (or its result taken from this session's store), with a progress bar for several."""
     progress = st.progress(0.0, text="Analysing…") if len(files) > 1 else None
     analysed: list[Analysed] = []
     digests = [memo.file_digest(upload.getvalue()) for upload in files]
@@ -344,41 +341,33 @@ def main() -> None:
             progress.progress(n / len(files), text=f"Analysed {n} of {len(files)}")
     if progress is not None:
         progress.empty()
+    return analysed
 
-    errors = [item.error for item in analysed if item.error]
-    good = [item for item in analysed if item.result is not None]
-    for message in errors:
-        st.error(message, icon=":material/error:")
-    for item, slot in zip(good, photo_slots(good), strict=True):
-        try:
-            show_photo(item, slot, model, show_cam, pipe)
-        except Exception as err:  # one photo that cannot be shown must not take the others' results with it
-            log.exception("showing %s failed", item.name)
-            st.error(f"{item.name}: could not show the result ({err})", icon=":material/error:")
-    if not good:
-        return
 
-    st.subheader("All faces")
-    table = results_table(good, ens.names)
+def show_table(table: pd.DataFrame, good: list[Analysed], model: str) -> None:
+    """Every face of every photo, the picked model's label beside its number; or why there is no row."""
     if table.empty:
         st.info("No face found in any photo.")
-    else:
-        # Three places throughout (the CSV keeps its own): 0.045 beside 0.0452 looked like two precisions. A column
-        # format, not a pandas Styler: Streamlit refuses a Styler of over 262,144 cells (some 14,600 faces).
-        order = table_columns(list(table.columns), model)
-        three_places = st.column_config.NumberColumn(format="%.3f")
-        shares = ["detector_score", "ensemble_confidence", *EMOTIONS]
-        config: dict[str, Any] = dict.fromkeys(shares, three_places)
-        config |= {name: st.column_config.Column(pinned=True) for name in order[: order.index("ensemble_label")]}
-        st.dataframe(table, hide_index=True, column_order=order, column_config=config)
-        picked = "" if model == ENSEMBLE_KEY else f"The boxes show {model}'s labels: its column comes after the face. "
-        st.caption(  # the chart above follows the model picker; these columns do not
-            f"Face numbers match the boxes. {picked}The confidence and the seven probability columns are the "
-            "ensemble's; each model's own label is in its `_label` column."
-        )
-        faceless = [item.name for item in good if item.result is not None and not item.result.faces]
-        if faceless:  # a row is a face: without this a CSV reader cannot tell them from photos never analysed
-            st.caption(f"No face found in {', '.join(faceless)}: no rows here nor in the CSV (the JSON lists them).")
+        return
+    # Three places throughout (the CSV keeps its own): 0.045 beside 0.0452 looked like two precisions. A column
+    # format, not a pandas Styler: Streamlit refuses a Styler of over 262,144 cells (some 14,600 faces).
+    order = table_columns(list(table.columns), model)
+    three_places = st.column_config.NumberColumn(format="%.3f")
+    shares = ["detector_score", "ensemble_confidence", *EMOTIONS]
+    config: dict[str, Any] = dict.fromkeys(shares, three_places)
+    config |= {name: st.column_config.Column(pinned=True) for name in order[: order.index("ensemble_label")]}
+    st.dataframe(table, hide_index=True, column_order=order, column_config=config)
+    picked = "" if model == ENSEMBLE_KEY else f"The boxes show {model}'s labels: its column comes after the face. "
+    st.caption(  # the chart above follows the model picker; these columns do not
+        f"Face numbers match the boxes. {picked}The confidence and the seven probability columns are the "
+        "ensemble's; each model's own label is in its `_label` column."
+    )
+    faceless = [item.name for item in good if item.result is not None and not item.result.faces]
+    if faceless:  # a row is a face: without this a CSV reader cannot tell them from photos never analysed
+        st.caption(f"No face found in {', '.join(faceless)}: no rows here nor in the CSV (the JSON lists them).")
+
+
+def show_downloads(table: pd.DataFrame, good: list[Analysed], errors: list[str], model: str) -> None:
     downloads = st.container(horizontal=True)  # side by side, not spread over thirds of the page
     downloads.download_button(
         "Results as CSV", table.to_csv(index=False), "faces.csv", "text/csv", key="photos_csv", on_click="ignore"
@@ -399,6 +388,38 @@ def main() -> None:
         key="photos_zip",
         on_click="ignore",
     )
+
+
+def main() -> None:
+    st.title("Photos")
+    settings, model, show_cam, pipe = sidebar()
+    files = uploads.kept_file_uploader(
+        "Drop one or more photos",
+        type=ui.PHOTO_TYPES,
+        accept_multiple_files=True,
+        key="photos_upload",
+        help=", ".join(ui.PHOTO_TYPES),
+    )
+    if not files:
+        welcome()
+        return
+    analysed = analyse_all(files, settings, pipe)
+    errors = [item.error for item in analysed if item.error]
+    good = [item for item in analysed if item.result is not None]
+    for message in errors:
+        st.error(message, icon=":material/error:")
+    for item, slot in zip(good, photo_slots(good), strict=True):
+        try:
+            show_photo(item, slot, model, show_cam, pipe)
+        except Exception as err:  # one photo that cannot be shown must not take the others' results with it
+            log.exception("showing %s failed", item.name)
+            st.error(f"{item.name}: could not show the result ({err})", icon=":material/error:")
+    if not good:
+        return
+    st.subheader("All faces")
+    table = results_table(good, pipe.ensemble.names)
+    show_table(table, good, model)
+    show_downloads(table, good, errors, model)
 
 
 main()
