@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -616,3 +617,97 @@ def test_detect_faces_makes_its_out_folder_before_the_first_image(
     monkeypatch.setattr(detect_faces, "run", lambda *args, **kwargs: pytest.fail("ran before checking --out"))
     with pytest.raises(detect_faces.cli.UserInputError, match="--out /proc/fer_core_out: cannot create the output"):
         detect_faces.main([str(tmp_path / "images"), "--out", "/proc/fer_core_out", "--backend", "haar"])
+
+
+class RowsEnsemble:
+    """A stand-in ensemble with fixed probabilities: row i of each model's array is crop i's."""
+
+    def __init__(self, probs: dict[str, list[list[float]]]) -> None:
+        self.members = [types.SimpleNamespace(config=types.SimpleNamespace(input_size=48))]
+        self.probs = {name: np.asarray(rows, np.float32) for name, rows in probs.items()}
+
+    def predict_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: rows[: len(batch)] for name, rows in self.probs.items()}
+
+
+def test_each_face_gets_the_ensemble_s_top_label_and_its_own_crop_s_box() -> None:
+    """Face i is labelled by the ensemble's most likely class for crop i (not a member's, not the least likely), its
+    confidence is that class's probability, and a crop handed in is reported by its own width and height."""
+    from fer_core.pipeline import Pipeline
+
+    happy = [0.05, 0.05, 0.05, 0.6, 0.1, 0.1, 0.05]  # angry disgust fear happy sad surprise neutral
+    sad = [0.1, 0.02, 0.08, 0.1, 0.5, 0.1, 0.1]
+    angry = [0.9, 0.0, 0.0, 0.05, 0.05, 0.0, 0.0]
+    pipe = Pipeline(None, RowsEnsemble({"A": [angry, angry], "ensemble": [happy, sad]}))  # type: ignore[arg-type]
+    faces = pipe.classify_crops([np.zeros((20, 30), np.uint8), np.zeros((40, 10, 3), np.uint8)])
+    assert [f.box for f in faces] == [(0.0, 0.0, 30.0, 20.0), (0.0, 0.0, 10.0, 40.0)]  # x2 = width, y2 = height
+    assert [(f.label, round(f.confidence, 4)) for f in faces] == [("happy", 0.6), ("sad", 0.5)]
+    assert faces[0].probs == faces[0].model_probs["ensemble"] and faces[0].model_probs["A"]["angry"] > 0.89
+
+
+def test_the_face_limit_is_reached_at_max_faces_not_past_it() -> None:
+    """The "may hold more faces" warning is due once detection returned `max_faces` faces: it can find no more."""
+    from fer_core.pipeline import Pipeline
+
+    ensemble = RowsEnsemble({})
+    pipe = Pipeline(FaceDetector(backend="haar", max_faces=3), ensemble)  # type: ignore[arg-type]
+    assert pipe.at_face_limit(3) and not pipe.at_face_limit(2)
+    assert not Pipeline(None, ensemble).at_face_limit(100)  # type: ignore[arg-type]
+
+
+def test_a_result_is_rescaled_to_the_file_s_pixels_per_axis() -> None:
+    """A photo analysed shrunk reports its boxes in the file's pixels; x scales with the width, y with the height."""
+    from fer_core.pipeline import FaceResult, ImageResult
+
+    face = FaceResult((10.0, 20.0, 30.0, 40.0), 0.9, "happy", 0.6, {}, {})
+    result = ImageResult([face], 100, 50)
+    scaled = result.in_pixels_of(200, 150)
+    assert (scaled.width, scaled.height) == (200, 150)
+    assert scaled.faces[0].box == (20.0, 60.0, 60.0, 120.0)
+    assert result.in_pixels_of(100, 50) is result
+
+
+def raw_detections(monkeypatch: pytest.MonkeyPatch, detector: FaceDetector, boxes: list[list[float]]) -> list[FaceBox]:
+    """`detector.detect` on a blank 64x96 image whose raw detections are `boxes`, all scored 0.9."""
+    raw = (np.asarray(boxes, np.float64), np.full(len(boxes), 0.9))
+    monkeypatch.setattr(detector, "_detect_haar", lambda rgb, min_face: raw)
+    return detector.detect(np.zeros((64, 96, 3), np.uint8))
+
+
+def test_the_smallest_face_is_kept_and_a_thin_box_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`min_face` is the smallest side kept (a 16 px face with `min_face=16` stays), and both sides must reach it: a
+    box 40 px wide but 10 px tall is no face."""
+    detector = FaceDetector(backend="haar", min_face=16)
+    assert [f[:4] for f in raw_detections(monkeypatch, detector, [[0, 0, 16, 16]])] == [(0.0, 0.0, 16.0, 16.0)]
+    assert raw_detections(monkeypatch, detector, [[0, 0, 40, 10], [0, 0, 10, 40]]) == []
+
+
+def test_a_face_limit_under_one_is_refused() -> None:
+    """`max_faces=0` would silently label nothing on every image."""
+    with pytest.raises(ValueError, match="max_faces=0"):
+        FaceDetector(backend="haar", max_faces=0)
+
+
+def test_reading_order_within_a_row_goes_by_face_centres() -> None:
+    """A near face whose box starts left of a far face's but whose centre is right of it comes second in the row."""
+    far, near = box_at(100, 200, 40), box_at(130, 200, 120)
+    assert far.x1 > near.x1 and reading_order([near, far]) == [far, near]
+
+
+def test_a_small_face_just_under_a_big_one_joins_the_big_one_s_row() -> None:
+    """How far a face may sit from its row scales with the row's faces too: a small far face beside a near one, its
+    centre a third of the near face's height lower, is in the near face's row (left of it), not a row of its own."""
+    near, far = box_at(200, 150, 120), box_at(100, 190, 40)
+    assert reading_order([near, far]) == [far, near]
+
+
+def test_yolo_asked_for_by_name_and_loaded_is_not_refused() -> None:
+    """`--backend yolo` (or `--detector yolo`) with working weights runs; only the Haar cascade loaded in YOLO's place
+    is refused, and `auto` accepts that fallback."""
+    from fer_core.detection import refusal_of_fallback
+
+    yolo = types.SimpleNamespace(backend="yolo", yolo_problem=None)
+    haar = types.SimpleNamespace(backend="haar", yolo_problem="w.pt: bad")
+    assert refusal_of_fallback("yolo", yolo) is None  # type: ignore[arg-type]
+    assert refusal_of_fallback("auto", haar) is None  # type: ignore[arg-type]
+    assert "its weights are unusable (w.pt: bad)" in (refusal_of_fallback("yolo", haar) or "")  # type: ignore[arg-type]
