@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.checkpoint import CheckpointError, build_checkpoint, load_classifier, read_checkpoint, save_checkpoint
+from fer_core.checkpoint import (
+    CheckpointError,
+    build_checkpoint,
+    first_sentence,
+    load_classifier,
+    read_checkpoint,
+    save_checkpoint,
+)
+from fer_core.labels import EMOTIONS
 from fer_core.models import ModelConfig, build_model
 from tests.conftest import make_classifier_checkpoint
 
@@ -148,3 +156,54 @@ def test_code_version_says_when_the_code_differs_from_its_commit(tmp_path):
     assert code_version(tmp_path) == f"{__version__}+{sha}"
     (tmp_path / "augment.py").write_text("A = 2\n")
     assert code_version(tmp_path) == f"{__version__}+{sha}.dirty"
+
+
+def test_counts_and_sizes_must_be_positive_whole_numbers_and_rates_not_bools(tmp_path):
+    """A config with `input_size: 0`, `num_classes: true` or `dropout: false` (YAML/JSON slips) is named, field by
+    field, rather than built into a network that fails later with a shape error or trains with dropout 0."""
+    config = ModelConfig(stem_stride=2)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint["model_config"].update(num_classes=True, input_size=0, dropout=False)
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    malformed = r"x\.pt: model_config has malformed num_classes=True, input_size=0, dropout=False$"
+    with pytest.raises(CheckpointError, match=malformed):
+        read_checkpoint(tmp_path / "x.pt")
+
+
+def test_a_class_count_that_disagrees_with_the_class_names_is_named(tmp_path):
+    """num_classes 8 beside the 7 emotion names would build an 8-way head whose last output has no name."""
+    config = ModelConfig(stem_stride=2, num_classes=8)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=r"x\.pt: num_classes 8 but 7 class names"):
+        load_classifier(tmp_path / "x.pt")
+
+
+def test_a_checkpoint_without_meta_is_named_not_a_key_error(tmp_path):
+    """The model's name and training record live in "meta": a file without it is refused on reading, by name."""
+    config = ModelConfig(stem_stride=2)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    del checkpoint["meta"]
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=r"x\.pt: checkpoint lacks 'meta'"):
+        read_checkpoint(tmp_path / "x.pt")
+
+
+def test_a_class_order_mismatch_says_which_order_is_the_file_s(tmp_path):
+    """The file's order is named first and ours second: swapped, the message sent a user to fix the wrong side."""
+    config = ModelConfig(stem_stride=2)
+    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    theirs = ["happy", "sad", "angry", "fear", "disgust", "surprise", "neutral"]
+    checkpoint["model_config"]["class_names"] = theirs
+    save_checkpoint(tmp_path / "x.pt", checkpoint)
+    with pytest.raises(CheckpointError) as caught:
+        load_classifier(tmp_path / "x.pt")
+    assert str(caught.value).endswith(f"class order {theirs} does not match expected {list(EMOTIONS)}")
+
+
+def test_first_sentence_keeps_the_first_line_up_to_its_first_full_stop():
+    """torch's errors run on with advice ("... central directory. If you ...") and further lines: a damaged-file
+    message quotes only the first sentence of the first line."""
+    text = "failed finding central directory. If this is a file you trust, retry\nStack trace:\n  frame 0"
+    assert first_sentence(text) == "failed finding central directory"
+    assert first_sentence("  \n") == ""
