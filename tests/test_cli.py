@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -852,3 +853,60 @@ def test_a_flag_that_turns_something_off_shows_no_default_of_on():
     parser.add_argument("--bar", action=argparse.BooleanOptionalAction, default=True, help="use the bar")
     text = " ".join(parser.format_help().split())
     assert "skip the foo (default" not in text and "use the bar (default: on)" in text
+
+
+def test_predict_split_covers_every_image_once_across_batches() -> None:
+    """A split longer than one batch is predicted whole and in order: no image is left out at a batch's end, and row
+    i of every model's probabilities is image i's (the shipped batch of 512 exceeds every test split)."""
+    from fer_core.data import FerSplit
+    from fer_core.evaluate import predict_split
+
+    shapes: list[tuple[int, ...]] = []
+
+    def brightness(batch: np.ndarray) -> dict[str, np.ndarray]:
+        shapes.append(batch.shape)
+        return {"ensemble": batch.mean(axis=(1, 2, 3))[:, None]}
+
+    images = np.stack([np.full((48, 48), i, np.uint8) for i in range(7)])
+    split = FerSplit("PrivateTest", images, np.zeros(7, np.int64), tuple(map(str, range(7))))
+    probs = predict_split(types.SimpleNamespace(predict_batch=brightness), split, batch_size=3, progress=False)  # type: ignore[arg-type]
+    assert probs["ensemble"][:, 0].tolist() == list(range(7))
+    assert shapes == [(3, 1, 48, 48), (3, 1, 48, 48), (1, 1, 48, 48)]
+
+
+def test_evaluate_drops_an_earlier_metrics_file_before_its_new_plots(tmp_path, monkeypatch):
+    """A run stopped while drawing its plots must not leave the previous run's metrics.json beside them, vouching
+    for figures these plots and predictions are not of."""
+    from fer_core import evaluate
+    from fer_core.data import FerSplit
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"n": 999}\n')
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "save_confusion_png", stopped)
+    report = {"models": {"ensemble": {"accuracy": 0.5, "macro_f1": 0.5, "confusion": []}}}
+    split = FerSplit("PrivateTest", np.zeros((1, 48, 48), np.uint8), np.zeros(1, np.int64), ("a.png",))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.write_report(report, split, {"ensemble": np.full((1, 7), 1 / 7)}, out)
+    assert not (out / "metrics.json").exists()
+
+
+def test_fit_ensemble_calls_any_data_file_given_to_models_data_and_a_missing_one_missing(tmp_path):
+    """FER2013.CSV or fer2013.csv.gz given to --models is named FER-2013 data as a plain fer.csv is, and a --models
+    path that does not exist is said to be missing, without the advice on what --models takes."""
+    from fer_core.fit_ensemble import load_member
+
+    for name in ("FER2013.CSV", "fer2013.csv.gz"):
+        data = tmp_path / name
+        data.write_bytes(b"emotion,pixels,Usage\n")
+        with pytest.raises(cli.UserInputError) as caught:
+            load_member(data)
+        assert str(caught.value).startswith(f"--models {data}: FER-2013 data, not a checkpoint; --models takes")
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(cli.UserInputError) as caught:
+        load_member(missing)
+    assert str(caught.value) == f"{missing}: no such checkpoint file"
