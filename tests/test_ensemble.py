@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -485,3 +486,25 @@ def test_rotated_and_zoomed_views_interpolate_as_training_did():
     for view in (View(angle_deg=8.0), View(scale=1.08)):
         inner = view.apply(checkerboard)[0, 0, 8:40, 8:40]
         assert ((inner > 20) & (inner < 235)).mean() > 0.2, view  # blended pixels, not only black and white
+
+
+def test_a_move_that_fails_after_setting_the_earlier_file_aside_puts_that_file_back(tmp_path, monkeypatch):
+    """A refit whose last move fails (a full disk, a Ctrl-C between the two renames) leaves the weights folder as it
+    was: the earlier ensemble.json, set aside a moment before, comes back too, not only the checkpoints."""
+    out, staging = tmp_path / "weights", tmp_path / "weights" / ".staging"
+    staging.mkdir(parents=True)
+    names = ["A.pt", "ensemble.json"]
+    for name in names:
+        (out / name).write_text(f"old {name}")
+        (staging / name).write_text(f"new {name}")
+    replace = os.replace
+
+    def fails_for_the_new_spec(source: Path, target: Path) -> None:
+        if Path(source) == staging / "ensemble.json":
+            raise OSError(28, "No space left on device")
+        replace(source, target)
+
+    monkeypatch.setattr(fit_ensemble.os, "replace", fails_for_the_new_spec)
+    with pytest.raises(cli.UserInputError, match="is left as it was"):
+        fit_ensemble.move_in_together(staging, out, names)
+    assert {name: (out / name).read_text() for name in names} == {name: f"old {name}" for name in names}
