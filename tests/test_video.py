@@ -8,6 +8,7 @@ import json
 import shutil
 import tempfile
 import threading
+import types
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -1012,3 +1013,46 @@ def test_a_face_followed_between_analysed_frames_keeps_its_id(tmp_path: Path, fo
     path, truth = fast_face_video(tmp_path)
     summary = analyse_video(path, PlacedFacePipeline(truth, 6), tmp_path / "out", 6, follow=follow)  # type: ignore[arg-type]
     assert summary.faces["face_id"].tolist() == ids
+
+
+def test_face_rows_give_each_corner_in_the_source_s_pixels() -> None:
+    """A face tracked on a frame shrunk to half size is written to faces.csv at twice its coordinates, each corner
+    its own, with the frame's number and time."""
+    from fer_core.tracking import TrackedFace
+
+    probs = dict.fromkeys(EMOTIONS, 0.0) | {"sad": 1.0}
+    raw = FaceResult((0.0, 0.0, 1.0, 1.0), 0.9, "sad", 1.0, probs, {"ensemble": probs})
+    face = TrackedFace(3, (10.0, 20.0, 30.0, 50.0), probs, "sad", 1.0, raw, 0)
+    frame = video.Frame(7, 0.23456, np.zeros((1, 1, 3), np.uint8))
+    (row,) = video.face_rows(frame, [face], scale=0.5)
+    corners = {"x1": 20.0, "y1": 40.0, "x2": 60.0, "y2": 100.0}
+    assert row == {"frame": 7, "time_s": 0.2346, "face_id": 3, **corners, **probs, "label": "sad", "confidence": 1.0}
+
+
+def test_fit_side_shrinks_by_the_longer_side_whichever_it_is() -> None:
+    """A portrait clip is limited by its height as a landscape one by its width; one that fits is left as it is."""
+    tall, scale = video.fit_side(np.zeros((400, 100, 3), np.uint8), 200)
+    wide, wide_scale = video.fit_side(np.zeros((100, 400, 3), np.uint8), 200)
+    assert (tall.shape[:2], scale, wide.shape[:2], wide_scale) == ((200, 50), 0.5, (50, 200), 0.5)
+    fits = np.zeros((200, 100, 3), np.uint8)
+    same, same_scale = video.fit_side(fits, 200)
+    assert same is fits and same_scale == 1.0
+
+
+def test_an_upside_down_recording_keeps_its_width_and_height(tmp_path: Path) -> None:
+    """A phone held upside down stores a 180-degree rotation: the picture turns over but stays as wide as it was, so
+    the annotated video and the boxes keep the clip's own width and height."""
+    path = write_video(tmp_path / "phone.mp4", [np.zeros((48, 64, 3), np.uint8)] * 2, "libx264", rotation=180)
+    info = probe_video(path)
+    assert (info.rotation % 360, info.width, info.height) == (180, 64, 48)
+    assert next(iter_frames(path)).image.shape == (48, 64, 3)
+
+
+def test_a_matroska_duration_tag_is_read_as_hours_minutes_and_seconds() -> None:
+    """A WebM or MKV keeps its video track's length in a DURATION tag ("HH:MM:SS.fffffffff"): an hour-long recording
+    is 3723.5 s, which decides whether it is called truncated (the test clips, all under a minute, never read the
+    minutes)."""
+    stream = types.SimpleNamespace(duration=None, time_base=None, metadata={"DURATION": "01:02:03.500000000"})
+    container = types.SimpleNamespace(duration=None, streams=[stream])
+    seconds, shared = video._stream_duration(container, stream)
+    assert seconds == pytest.approx(3723.5) and shared is False
