@@ -2486,3 +2486,81 @@ def test_the_timeline_lists_faces_by_number_whatever_their_emotions() -> None:
                               "confidence": [0.9, 0.8, 0.9], "frame": [0, 0, 1]})  # fmt: skip
         yaxis = emotion_timeline(faces).layout.yaxis  # plotly lists a y axis's categories from the bottom up
         assert yaxis.categoryorder == "array" and list(yaxis.categoryarray)[::-1] == ["face #1", "face #2"]
+
+
+def test_result_rows_number_faces_from_one_and_round_each_box_corner_as_its_own() -> None:
+    """The CSV row of face #1 (the box captioned "#1") holds its own corners, the detector's score and the ensemble's
+    confidence, rounded; the second face is #2."""
+    from fer_core.pipeline import result_rows
+
+    happy = {**dict.fromkeys(EMOTIONS, 0.05), "happy": 0.7}
+    first = FaceResult((1.4, 2.6, 30.2, 40.7), 0.91234, "happy", 0.61234, happy, {"ensemble": happy})
+    second = FaceResult((50.0, 5.0, 60.0, 15.0), 0.5, "happy", 0.7, happy, {"ensemble": happy})
+    rows = result_rows("p.png", ImageResult([first, second], 64, 64))
+    assert rows[0] == {
+        "image": "p.png",
+        "face": 1,
+        **{"x1": 1, "y1": 3, "x2": 30, "y2": 41},
+        "detector_score": 0.912,
+        "ensemble_label": "happy",
+        "ensemble_confidence": 0.6123,
+        **happy,
+    }
+    assert (rows[1]["face"], rows[1]["x1"], rows[1]["y2"]) == (2, 50, 15)
+
+
+def test_distinct_names_number_every_repeat_past_names_already_taken() -> None:
+    """Three photos named a.png beside an a (2).png: each repeat takes the next free number, never one in use."""
+    from app.uploads import distinct_names
+
+    names = ["a.png", "a.png", "a (2).png", "a.png", "b"]
+    assert distinct_names(names) == ["a.png", "a (3).png", "a (2).png", "a (4).png", "b"]
+    assert distinct_names(["x.jpg", "x.jpg", "x.jpg"]) == ["x.jpg", "x (2).jpg", "x (3).jpg"]
+
+
+def test_the_same_upload_is_told_by_its_bytes_not_only_its_name_and_size() -> None:
+    """Two phone photos both IMG_0001.jpg of one size but other pixels are two uploads: neither is kept in place of the
+    other."""
+    from app.uploads import same_upload
+
+    def upload(name: str, data: bytes) -> Any:
+        return types.SimpleNamespace(name=name, size=len(data), getvalue=lambda: data)
+
+    assert same_upload(upload("a.jpg", b"1234"), upload("a.jpg", b"1234"))
+    assert not same_upload(upload("a.jpg", b"1234"), upload("a.jpg", b"1235"))
+    assert not same_upload(upload("a.jpg", b"1234"), upload("b.jpg", b"1234"))
+
+
+def test_a_session_memo_keeps_the_entry_read_last_not_the_one_stored_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo looked at again is the most recently used: with room for two results, a third evicts the other one,
+    and the photo looked at again is not analysed anew."""
+    from app import memo
+
+    monkeypatch.setattr(memo, "st", types.SimpleNamespace(session_state={}))
+    monkeypatch.setattr(memo, "MEMO_SIZE", 2)
+    computed: list[str] = []
+
+    def result(name: str) -> str:
+        def compute() -> str:
+            computed.append(name)
+            return name
+
+        return memo.session_memo("test", (name,), compute)
+
+    for name in ("a", "b", "a", "c", "a"):
+        assert result(name) == name
+    assert computed == ["a", "b", "c"]
+    result("b")
+    assert computed == ["a", "b", "c", "b"]
+
+
+def test_one_entry_over_the_whole_budget_is_still_kept() -> None:
+    """A single photo whose pixels exceed the session's decoded budget on their own is kept (and evicted by the next
+    upload), not decoded again on every click."""
+    from collections import OrderedDict
+
+    from app.memo import remember
+
+    store: OrderedDict[str, int] = OrderedDict()
+    remember(store, "huge", 1, lambda: True)
+    assert list(store) == ["huge"]
