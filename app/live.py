@@ -33,7 +33,7 @@ from typing import Any
 import av
 import numpy as np
 
-from fer_core.draw import draw_faces, to_annotations, with_boxes
+from fer_core.draw import draw_faces, label_text, to_annotations, with_boxes
 from fer_core.motion import BoxFollower, FlowFrame
 from fer_core.pipeline import Box, Pipeline
 from fer_core.tracking import (
@@ -152,8 +152,8 @@ class LiveStatus:
         """One line such as 'faces: 1 (happy 62%) · 14.8 FPS' (analysed frames per second); with several faces the
         charted one's number comes first: 'faces: 2 (#2 happy 62%)'."""
         face = self.charted_face
-        number = f"#{face.track_id} " if face is not None and len(self.faces) > 1 else ""
-        detail = f" ({number}{face.label} {face.confidence:.0%})" if face is not None else ""
+        number = face.track_id if face is not None and len(self.faces) > 1 else None
+        detail = f" ({label_text(face.label, face.confidence, number)})" if face is not None else ""
         return f"faces: {len(self.faces)}{detail} · {self.fps:.1f} FPS"
 
 

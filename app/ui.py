@@ -21,6 +21,7 @@ import streamlit as st
 from app.live import TrackerSettings
 from fer_core.cli import UserInputError
 from fer_core.detection import DEFAULT_CONF, DETECTOR_FILE, PHOTO_IMGSZ, VIDEO_IMGSZ, FaceDetector
+from fer_core.draw import label_text
 from fer_core.ensemble import ENSEMBLE_FILE, ENSEMBLE_KEY, Ensemble, weights_used
 from fer_core.explain import FaceExplainer
 from fer_core.imageio import IMAGE_SUFFIXES
@@ -493,7 +494,8 @@ FACES_IN_WORDS = 12
 def faces_in_words(views: Sequence[ModelView], where_the_rest_are: str = "") -> str:
     """'#1 happy 58%, #2 fear 33%' for a photo's caption (empty without faces); past `FACES_IN_WORDS`, '... and 8
     more' and `where_the_rest_are`."""
-    listed = ", ".join(f"#{n} {view.label} {view.confidence:.0%}" for n, view in enumerate(views[:FACES_IN_WORDS], 1))
+    shown = views[:FACES_IN_WORDS]
+    listed = ", ".join(label_text(view.label, view.confidence, n) for n, view in enumerate(shown, 1))  # as the boxes
     rest = len(views) - FACES_IN_WORDS
     return listed + (f" and {rest} more{where_the_rest_are}" if rest > 0 else "")
 

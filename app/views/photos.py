@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, memo, ui, uploads
-from fer_core.draw import draw_faces, numbered
+from fer_core.draw import draw_faces, label_text, numbered
 from fer_core.ensemble import ENSEMBLE_KEY
 from fer_core.explain import SHOWN_CAM
 from fer_core.imageio import ImageLoadError, encode_png
@@ -144,7 +144,7 @@ def show_charts(item: Analysed, views: list[ModelView], slot: str, model: str, s
     # third of the width, squeezed, beside two thirds left empty
     places = st.columns(max(2, len(numbers))) if side_by_side else [st.container() for _ in numbers]
     for place, i in zip(places, numbers, strict=False):
-        title = f"#{i + 1} {views[i].label} {views[i].confidence:.0%}"
+        title = label_text(views[i].label, views[i].confidence, i + 1)  # as the face's box says it
         chart = charts.probs_bar(views[i].probs, title, subtitle=ui.model_title(model))
         place.plotly_chart(chart, config=charts.figure_config(), key=f"bar_{slot}_{i}")
 
