@@ -23,6 +23,12 @@ from fer_core.models import ModelConfig, build_model
 from tests.conftest import make_classifier_checkpoint
 
 
+def untrained_checkpoint(config: ModelConfig | None = None) -> dict:
+    """A checkpoint of an untrained network named "x", for a test to damage before saving it."""
+    config = config or ModelConfig(stem_stride=2)
+    return build_checkpoint(build_model(config), config, {"name": "x"})
+
+
 def test_round_trip_gives_identical_outputs(tmp_path):
     path = make_classifier_checkpoint(tmp_path / "a.pt", "A", seed=0)
     first, second = load_classifier(path), load_classifier(path)
@@ -98,8 +104,7 @@ def test_pickled_code_is_refused_by_weights_only(tmp_path):
 
 
 def test_class_order_mismatch_is_reported(tmp_path):
-    config = ModelConfig(stem_stride=2)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint()
     checkpoint["model_config"]["class_names"] = ["happy", "sad", "angry", "fear", "disgust", "surprise", "neutral"]
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match="class order"):
@@ -107,8 +112,7 @@ def test_class_order_mismatch_is_reported(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_architecture(tmp_path):
-    config = ModelConfig(stem_stride=2)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint()
     checkpoint["model_config"]["in_channels"] = 3
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match="do not fit"):
@@ -128,8 +132,7 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
     ],
 )
 def test_incomplete_or_malformed_model_config_is_named(tmp_path, damage, problem):
-    config = ModelConfig(stem_stride=2)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint()
     damage(checkpoint["model_config"])
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match=rf"x\.pt: {problem}"):
@@ -161,8 +164,7 @@ def test_code_version_says_when_the_code_differs_from_its_commit(tmp_path):
 def test_counts_and_sizes_must_be_positive_whole_numbers_and_rates_not_bools(tmp_path):
     """A config with `input_size: 0`, `num_classes: true` or `dropout: false` (YAML/JSON slips) is named, field by
     field, rather than built into a network that fails later with a shape error or trains with dropout 0."""
-    config = ModelConfig(stem_stride=2)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint()
     checkpoint["model_config"].update(num_classes=True, input_size=0, dropout=False)
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     malformed = r"x\.pt: model_config has malformed num_classes=True, input_size=0, dropout=False$"
@@ -172,8 +174,7 @@ def test_counts_and_sizes_must_be_positive_whole_numbers_and_rates_not_bools(tmp
 
 def test_a_class_count_that_disagrees_with_the_class_names_is_named(tmp_path):
     """num_classes 8 beside the 7 emotion names would build an 8-way head whose last output has no name."""
-    config = ModelConfig(stem_stride=2, num_classes=8)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint(ModelConfig(stem_stride=2, num_classes=8))
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match=r"x\.pt: num_classes 8 but 7 class names"):
         load_classifier(tmp_path / "x.pt")
@@ -181,8 +182,7 @@ def test_a_class_count_that_disagrees_with_the_class_names_is_named(tmp_path):
 
 def test_a_checkpoint_without_meta_is_named_not_a_key_error(tmp_path):
     """The model's name and training record live in "meta": a file without it is refused on reading, by name."""
-    config = ModelConfig(stem_stride=2)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint()
     del checkpoint["meta"]
     save_checkpoint(tmp_path / "x.pt", checkpoint)
     with pytest.raises(CheckpointError, match=r"x\.pt: checkpoint lacks 'meta'"):
@@ -191,8 +191,7 @@ def test_a_checkpoint_without_meta_is_named_not_a_key_error(tmp_path):
 
 def test_a_class_order_mismatch_says_which_order_is_the_file_s(tmp_path):
     """The file's order is named first and ours second: swapped, the message sent a user to fix the wrong side."""
-    config = ModelConfig(stem_stride=2)
-    checkpoint = build_checkpoint(build_model(config), config, {"name": "x"})
+    checkpoint = untrained_checkpoint()
     theirs = ["happy", "sad", "angry", "fear", "disgust", "surprise", "neutral"]
     checkpoint["model_config"]["class_names"] = theirs
     save_checkpoint(tmp_path / "x.pt", checkpoint)
